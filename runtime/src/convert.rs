@@ -1,0 +1,417 @@
+//! Writing TVL files: from llama2.c checkpoints (`tvl convert`), from deterministic random
+//! weights (`tvl synth`), and into the conversion cache that lets `tvl run` take a `.bin`.
+//!
+//! Every writer goes through [`write_tvl`], which takes offsets and packing from
+//! `tvl_layout::Layout` — the same definition the macro compiles into each model.
+
+use crate::error::{Error, Result};
+use memmap2::Mmap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use tvl_layout::layout::HEADER_BYTES;
+use tvl_layout::{Config, Header, Layout, Storage, Tensor, TensorKind};
+
+/// The llama2.c checkpoint formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    /// `run.c`'s original format: 7 int32, then fp32 tensors (with the unused freq_cis arrays).
+    Legacy,
+    /// `export.py --version 1`: 256-byte header with magic "ak42", fp32 tensors in another order.
+    Version1,
+    /// `export.py --version 2`: int8 Q8_0 (read by `runq.c`).
+    Version2 { group_size: usize },
+}
+
+const MAGIC_AK42: u32 = 0x616b_3432;
+
+/// A mapped llama2.c checkpoint whose size has been checked against its header.
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub config: Config,
+    pub format: CheckpointFormat,
+    map: Mmap,
+    /// (tensor, layer, byte offset, elements) of every array in the file, in file order.
+    arrays: Vec<(Option<TensorKind>, Option<usize>, usize, usize)>,
+}
+
+/// Reads a checkpoint header: its config and format. `name` becomes the config's name.
+pub fn parse_checkpoint_header(bytes: &[u8], name: &str) -> Result<(Config, CheckpointFormat, usize), String> {
+    let i32_at = |at: usize| -> Result<i32, String> {
+        bytes
+            .get(at..at + 4)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+            .ok_or_else(|| format!("file is {} bytes, too short for a llama2.c checkpoint header", bytes.len()))
+    };
+    let is_ak42 = bytes.len() >= 4 && i32_at(0)? as u32 == MAGIC_AK42;
+    let (params_at, format, header_len) = if is_ak42 {
+        if bytes.len() < 256 {
+            return Err(format!("file is {} bytes, shorter than the 256-byte header of its \"ak42\" magic", bytes.len()));
+        }
+        match i32_at(4)? {
+            1 => (8, CheckpointFormat::Version1, 256),
+            2 => {
+                let group_size = i32_at(37)?;
+                if group_size <= 0 {
+                    return Err(format!("version 2 header has group_size {group_size}"));
+                }
+                (8, CheckpointFormat::Version2 { group_size: group_size as usize }, 256)
+            }
+            v => return Err(format!("llama2.c export version {v} is not supported (only 1, 2 and the legacy format)")),
+        }
+    } else {
+        (0, CheckpointFormat::Legacy, 28)
+    };
+    let mut params = [0i32; 7];
+    for (i, p) in params.iter_mut().enumerate() {
+        *p = i32_at(params_at + 4 * i)?;
+    }
+    let [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab, seq_len] = params;
+    let names = ["dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"];
+    for (name, v) in names.iter().zip(params) {
+        let v = if *name == "vocab_size" && format == CheckpointFormat::Legacy { v.unsigned_abs() as i64 } else { v as i64 };
+        if v <= 0 {
+            return Err(format!("header field {name} is {v}; not a llama2.c checkpoint?"));
+        }
+    }
+    let shared_classifier = match format {
+        CheckpointFormat::Legacy => vocab > 0,
+        _ => match bytes[params_at + 28] {
+            0 => false,
+            1 => true,
+            b => return Err(format!("shared_classifier byte is {b}, expected 0 or 1")),
+        },
+    };
+    let config = Config {
+        name: sanitize_name(name).into(),
+        dim: dim as usize,
+        hidden_dim: hidden_dim as usize,
+        n_layers: n_layers as usize,
+        n_heads: n_heads as usize,
+        n_kv_heads: n_kv_heads as usize,
+        vocab_size: vocab.unsigned_abs() as usize,
+        seq_len: seq_len as usize,
+        // llama2.c fixes these for every model it exports.
+        norm_eps: 1e-5,
+        rope_theta: 10000.0,
+        shared_classifier,
+    };
+    config.validate().map_err(|e| format!("header describes an invalid model: {e}"))?;
+    Ok((config, format, header_len))
+}
+
+/// A config name from a file name: `stories260K.bin` → `stories260K`.
+fn sanitize_name(stem: &str) -> String {
+    let name: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' }).take(32).collect();
+    if name.is_empty() { "model".into() } else { name }
+}
+
+/// The fp32 arrays of a checkpoint in file order (`None` for arrays tvl does not use).
+fn fp32_arrays(config: &Config, format: CheckpointFormat) -> Vec<(Option<TensorKind>, Option<usize>, usize)> {
+    use TensorKind::*;
+    let (dim, hidden, kv, vocab, layers) =
+        (config.dim, config.hidden_dim, config.kv_dim(), config.vocab_size, config.n_layers);
+    let per_layer = |kind, len| (0..layers).map(move |l| (Some(kind), Some(l), len));
+    let mut arrays: Vec<_> = Vec::new();
+    let matrices = |arrays: &mut Vec<_>, order: &[TensorKind]| {
+        for &kind in order {
+            let len = match kind {
+                Wq | Wo => dim * dim,
+                Wk | Wv => kv * dim,
+                _ => hidden * dim,
+            };
+            arrays.extend(per_layer(kind, len));
+        }
+    };
+    match format {
+        CheckpointFormat::Legacy => {
+            arrays.push((Some(TokenEmbedding), None, vocab * dim));
+            arrays.extend(per_layer(AttnNorm, dim));
+            matrices(&mut arrays, &[Wq, Wk, Wv, Wo]);
+            arrays.extend(per_layer(FfnNorm, dim));
+            matrices(&mut arrays, &[W1, W2, W3]);
+            arrays.push((Some(FinalNorm), None, dim));
+            let freq_cis = config.seq_len * config.head_dim() / 2;
+            arrays.extend([(None, None, freq_cis), (None, None, freq_cis)]);
+        }
+        CheckpointFormat::Version1 | CheckpointFormat::Version2 { .. } => {
+            arrays.extend(per_layer(AttnNorm, dim));
+            arrays.extend(per_layer(FfnNorm, dim));
+            arrays.push((Some(FinalNorm), None, dim));
+            arrays.push((Some(TokenEmbedding), None, vocab * dim));
+            matrices(&mut arrays, &[Wq, Wk, Wv, Wo, W1, W2, W3]);
+        }
+    }
+    if !config.shared_classifier {
+        arrays.push((Some(Classifier), None, vocab * dim));
+    }
+    arrays
+}
+
+impl Checkpoint {
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        let file = File::open(path).map_err(Error::io(path))?;
+        // SAFETY: read-only mapping, read through `&[u8]` only; the input must not be modified
+        // while it is converted (as for any reader of a file).
+        let map = unsafe { Mmap::map(&file) }.map_err(Error::io(path))?;
+        let fail = |message: String| Error::Checkpoint { path: path.into(), message };
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let (config, format, header_len) = parse_checkpoint_header(&map, &stem).map_err(fail)?;
+        if let CheckpointFormat::Version2 { .. } = format {
+            return Err(fail("int8 (llama2.c version 2) checkpoints cannot be converted yet; convert the fp32 checkpoint".into()));
+        }
+        let mut arrays = Vec::new();
+        let mut offset = header_len;
+        for (kind, layer, len) in fp32_arrays(&config, format) {
+            arrays.push((kind, layer, offset, len));
+            offset += len * 4;
+        }
+        if offset != map.len() {
+            let what = if offset > map.len() { "truncated" } else { "has trailing bytes" };
+            return Err(fail(format!(
+                "file is {} bytes but its header ({format:?}: dim {}, hidden_dim {}, {} layers, vocab {}, seq_len {}, \
+                 {} classifier) requires {offset} bytes: the file {what}",
+                map.len(),
+                config.dim,
+                config.hidden_dim,
+                config.n_layers,
+                config.vocab_size,
+                config.seq_len,
+                if config.shared_classifier { "shared" } else { "separate" },
+            )));
+        }
+        Ok(Checkpoint { path: path.into(), config, format, map, arrays })
+    }
+
+    /// The row-major values of one tensor (for a shared classifier: the embedding).
+    pub fn read(&self, kind: TensorKind, layer: Option<usize>, out: &mut [f32]) {
+        let kind = if kind == TensorKind::Classifier && self.config.shared_classifier { TensorKind::TokenEmbedding } else { kind };
+        let &(_, _, offset, len) = self
+            .arrays
+            .iter()
+            .find(|(k, l, _, _)| *k == Some(kind) && *l == layer)
+            .expect("every tensor of the layout is in the checkpoint");
+        for (v, b) in out[..len].iter_mut().zip(self.map[offset..offset + len * 4].chunks_exact(4)) {
+            *v = f32::from_le_bytes(b.try_into().unwrap());
+        }
+    }
+}
+
+/// Progress of a long write: (bytes written, total bytes).
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// Writes a TVL file for `config` at `output`, asking `fill` for each tensor's row-major
+/// values. Writes to a temporary file beside `output` and renames it into place, so a failed
+/// or interrupted write never leaves a partial file under the output name.
+pub fn write_tvl(
+    output: &Path,
+    config: &Config,
+    mut fill: impl FnMut(&Tensor, &mut [f32]) -> Result<()>,
+    progress: Progress,
+) -> Result<Header> {
+    let layout = Layout::new(config);
+    let header = Header::for_config(config);
+    let file_name = output.file_name().ok_or_else(|| Error::Invalid(format!("{} is not a file path", output.display())))?;
+    let temp = output.with_file_name(format!(".{}.{}.partial", file_name.to_string_lossy(), std::process::id()));
+    let guard = RemoveOnDrop(Some(temp.clone()));
+    let file = File::create(&temp).map_err(Error::io(&temp))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let io = Error::io(&temp);
+    let total = layout.file_size as u64;
+    let result: std::io::Result<()> = (|| {
+        out.write_all(&header.encode())?;
+        let mut written = HEADER_BYTES;
+        let (mut values, mut packed, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
+        for tensor in layout.tensors() {
+            out.write_all(&vec![0u8; tensor.storage.offset() - written])?;
+            let (rows, cols) = tensor.storage.shape();
+            values.clear();
+            values.resize(rows * cols, 0.0f32);
+            fill(&tensor, &mut values).map_err(std::io::Error::other)?;
+            let stored = match tensor.storage {
+                Storage::Vector(_) => &values,
+                Storage::Panels(p) => {
+                    packed.resize(p.len(), 0.0);
+                    p.pack(&values, &mut packed);
+                    &packed
+                }
+            };
+            bytes.clear();
+            bytes.extend(stored.iter().flat_map(|v| v.to_le_bytes()));
+            out.write_all(&bytes)?;
+            written = tensor.storage.offset() + bytes.len();
+            progress(written as u64, total);
+        }
+        out.write_all(&vec![0u8; layout.file_size - written])?;
+        out.flush()
+    })();
+    result.map_err(|e| match e.downcast::<Error>() {
+        Ok(error) => error,
+        Err(e) => io(e),
+    })?;
+    drop(out);
+    std::fs::rename(&temp, output).map_err(Error::io(output))?;
+    std::mem::forget(guard);
+    progress(total, total);
+    Ok(header)
+}
+
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `tvl convert`: a llama2.c checkpoint to a TVL file.
+pub fn convert(input: &Path, output: &Path, progress: Progress) -> Result<Header> {
+    let checkpoint = Checkpoint::open(input)?;
+    write_tvl(
+        output,
+        &checkpoint.config,
+        |tensor, values| {
+            checkpoint.read(tensor.kind, tensor.layer, values);
+            Ok(())
+        },
+        progress,
+    )
+}
+
+/// `tvl synth`: a TVL file of `config`'s exact shape with deterministic pseudo-random weights
+/// (for benchmarking shapes whose real weights are not at hand). Same seed, same bytes.
+pub fn synthesize(config: &Config, output: &Path, seed: u64, progress: Progress) -> Result<Header> {
+    write_tvl(
+        output,
+        config,
+        |tensor, values| {
+            let stream = (tensor.kind as u64) << 32 | tensor.layer.map_or(0xffff, |l| l as u64);
+            let mut rng = SplitMix64(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let (_, cols) = tensor.storage.shape();
+            let (center, spread) = match tensor.storage {
+                Storage::Vector(_) => (1.0, 0.1),         // norm weights near 1
+                Storage::Panels(_) => (0.0, 1.0 / (cols as f32).sqrt()), // keeps activations O(1)
+            };
+            for v in values.iter_mut() {
+                *v = center + spread * rng.next_symmetric();
+            }
+            Ok(())
+        },
+        progress,
+    )
+}
+
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// Uniform in [-1, 1).
+    fn next_symmetric(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// The directory where converted checkpoints are cached: `$TVL_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/tvl`, else `~/.cache/tvl`.
+pub fn cache_dir() -> PathBuf {
+    let env = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("TVL_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("tvl")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache").join("tvl")))
+        .unwrap_or_else(|| std::env::temp_dir().join("tvl-cache"))
+}
+
+/// The TVL file for a llama2.c checkpoint, converted once into `cache` and reused: the cache
+/// key is the checkpoint's content hash and the layout fingerprint, so an edited checkpoint or
+/// a new layout version is converted again.
+pub fn cached_conversion(input: &Path, cache: &Path, progress: Progress) -> Result<PathBuf> {
+    let checkpoint = Checkpoint::open(input)?;
+    let content = xxhash_rust::xxh3::xxh3_64(&checkpoint.map);
+    let fingerprint = Layout::new(&checkpoint.config).fingerprint;
+    let output = cache.join(format!("{}-{content:016x}-{fingerprint:016x}.tvl", checkpoint.config.name));
+    if output.is_file() {
+        return Ok(output);
+    }
+    std::fs::create_dir_all(cache).map_err(Error::io(cache))?;
+    let config = checkpoint.config.clone();
+    write_tvl(
+        &output,
+        &config,
+        |tensor, values| {
+            checkpoint.read(tensor.kind, tensor.layer, values);
+            Ok(())
+        },
+        progress,
+    )?;
+    Ok(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_order_puts_ffn_norms_after_wo() {
+        let config = Config {
+            name: "t".into(),
+            dim: 8,
+            hidden_dim: 16,
+            n_layers: 2,
+            n_heads: 2,
+            n_kv_heads: 1,
+            vocab_size: 10,
+            seq_len: 4,
+            norm_eps: 1e-5,
+            rope_theta: 1e4,
+            shared_classifier: false,
+        };
+        let kinds: Vec<_> = fp32_arrays(&config, CheckpointFormat::Legacy).iter().map(|a| (a.0, a.1)).collect();
+        use TensorKind::*;
+        let expect = [
+            (Some(TokenEmbedding), None),
+            (Some(AttnNorm), Some(0)),
+            (Some(AttnNorm), Some(1)),
+            (Some(Wq), Some(0)),
+            (Some(Wq), Some(1)),
+            (Some(Wk), Some(0)),
+            (Some(Wk), Some(1)),
+            (Some(Wv), Some(0)),
+            (Some(Wv), Some(1)),
+            (Some(Wo), Some(0)),
+            (Some(Wo), Some(1)),
+            (Some(FfnNorm), Some(0)),
+            (Some(FfnNorm), Some(1)),
+            (Some(W1), Some(0)),
+            (Some(W1), Some(1)),
+            (Some(W2), Some(0)),
+            (Some(W2), Some(1)),
+            (Some(W3), Some(0)),
+            (Some(W3), Some(1)),
+            (Some(FinalNorm), None),
+            (None, None),
+            (None, None),
+            (Some(Classifier), None),
+        ];
+        assert_eq!(kinds, expect);
+    }
+
+    #[test]
+    fn hostile_headers_are_errors() {
+        let header = |params: [i32; 7]| params.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>();
+        assert!(parse_checkpoint_header(&[0; 10], "x").unwrap_err().contains("too short"));
+        assert!(parse_checkpoint_header(&header([64, 172, 5, 8, 4, 512, 0]), "x").unwrap_err().contains("seq_len"));
+        assert!(parse_checkpoint_header(&header([64, 172, 5, 7, 7, 512, 8]), "x").unwrap_err().contains("n_heads"));
+        let huge = parse_checkpoint_header(&header([1 << 30, 1 << 30, 1, 1, 1, 1 << 30, 8]), "x");
+        assert!(huge.unwrap_err().contains("exceed"));
+        let (config, format, _) = parse_checkpoint_header(&header([64, 172, 5, 8, 4, -512, 512]), "a b").unwrap();
+        assert_eq!((config.vocab_size, config.shared_classifier, format), (512, false, CheckpointFormat::Legacy));
+        assert_eq!(config.name, "a_b");
+    }
+}

@@ -1,0 +1,60 @@
+use std::path::PathBuf;
+use tvl_layout::HeaderError;
+
+/// Everything that can go wrong between a path on disk and generated text. Each variant names
+/// the file and the problem so that a user can act on the message alone.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("{}: {source}", path.display())]
+    Header { path: PathBuf, source: HeaderError },
+
+    #[error("{}: file is {actual} bytes but its header says {expected} bytes (truncated or padded file)", path.display())]
+    FileSize { path: PathBuf, expected: u64, actual: u64 },
+
+    #[error("{}: this file holds another model than `{expected}`: {difference}", path.display())]
+    WrongModel { path: PathBuf, expected: String, difference: String },
+
+    #[error("{}: invalid compiled layout: {problem}", path.display())]
+    BadLayout { path: PathBuf, problem: String },
+
+    #[error(
+        "{}: no model compiled into this binary matches this file ({summary}).\n\
+         Compiled models: {compiled}.\n\
+         To add it: `tvl config CHECKPOINT.bin > model-configs/NAME.toml`, then rebuild (`cargo build --release`).",
+        path.display()
+    )]
+    NoCompiledModel { path: PathBuf, summary: String, compiled: String },
+
+    #[error("{}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+
+    #[error("{}: invalid tokenizer: {message}", path.display())]
+    Tokenizer { path: PathBuf, message: String },
+
+    #[error("the tokenizer has {tokenizer} tokens but the model's vocabulary has {model}; pass the tokenizer this model was trained with (-z)")]
+    VocabMismatch { tokenizer: usize, model: usize },
+
+    #[error("the prompt is {tokens} tokens long (with BOS) but the model's context is {seq_len} positions")]
+    PromptTooLong { tokens: usize, seq_len: usize },
+
+    #[error("token id {token} is outside the vocabulary of {vocab_size}")]
+    TokenOutOfRange { token: u32, vocab_size: usize },
+
+    #[error("position {pos} is outside the model's context of {seq_len} positions")]
+    PositionOutOfRange { pos: usize, seq_len: usize },
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

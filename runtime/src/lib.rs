@@ -1,0 +1,23 @@
+//! The tvl runtime: everything between a model type compiled by `#[tvl_model]` and generated
+//! text. Use it through the `tvl` crate, which re-exports it with the attribute.
+//!
+//! - [`model`]: [`Model`] (what the macro implements), [`Transformer`] (a model bound to a
+//!   mapped, validated TVL file) and the forward pass;
+//! - [`kernels`]: the scalar reference kernels, instantiated per shape by the macro;
+//! - [`tokenizer`], [`sampler`], [`generate`]: llama2.c-exact text in and out;
+//! - [`convert`]: llama2.c checkpoints and synthetic weights to TVL files.
+
+pub mod convert;
+pub mod error;
+pub mod generate;
+pub mod kernels;
+pub mod model;
+pub mod sampler;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
+pub use generate::{Generation, Session};
+pub use model::{open_bundled, read_header, Bundled, Forward, Model, State, Transformer};
+pub use sampler::Sampler;
+pub use tokenizer::Tokenizer;
+pub use tvl_layout::{self as layout_def, Config, ElementType, Header, LayerLayout, Layout, Panels, Span};

@@ -1,0 +1,283 @@
+//! A compiled model ([`Model`], implemented by `#[tvl_model]`) bound to a mapped TVL file
+//! ([`Transformer`]), and the forward pass over it.
+
+use crate::error::{Error, Result};
+use crate::kernels;
+use memmap2::Mmap;
+use std::fs::File;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use tvl_layout::layout::{round_up, ALIGN, COL_BLOCK, HEADER_BYTES};
+use tvl_layout::{Config, Header, Layout, Panels, Span};
+
+#[cfg(target_endian = "big")]
+compile_error!("TVL files are little-endian and mapped without conversion; big-endian targets are not supported");
+
+/// A model compiled from its config by `#[tvl_model("config.toml")]`: its shapes, its file
+/// layout and its kernels, all fixed at compile time. Implement it with the attribute, not by
+/// hand (a hand-written layout is still checked against the file at [`Transformer::open`]).
+pub trait Model: Sized + Send + Sync + 'static {
+    /// The config TOML the type was compiled from.
+    const TOML: &'static str;
+    const CONFIG: Config;
+    /// Where every tensor is in a TVL file of this model.
+    const LAYOUT: Layout;
+
+    /// `out = W · x` for W of each distinct shape (padded sizes are compile-time constants).
+    fn matvec_dim_x_dim(out: &mut [f32], w: &[f32], x: &[f32]);
+    fn matvec_kv_x_dim(out: &mut [f32], w: &[f32], x: &[f32]);
+    fn matvec_hidden_x_dim(out: &mut [f32], w: &[f32], x: &[f32]);
+    fn matvec_dim_x_hidden(out: &mut [f32], w: &[f32], x: &[f32]);
+    fn matvec_vocab_x_dim(out: &mut [f32], w: &[f32], x: &[f32]);
+    /// Attention of all heads over one layer's key/value cache.
+    fn attention(scores: &mut [f32], out: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], positions: usize);
+}
+
+/// A model of type `M` bound to a mapped TVL file: the weights are borrowed straight from the
+/// mapping. `Send + Sync`; any number of [`Session`](crate::Session)s can share one.
+pub struct Transformer<M: Model> {
+    map: Mmap,
+    /// (cos, sin) of every position × pair of dimensions within a head, computed once at load.
+    rope: Vec<(f32, f32)>,
+    path: PathBuf,
+    /// `M::CONFIG`, kept here so that it can be borrowed (a `Cow` constant cannot be).
+    config: Config,
+    _model: PhantomData<M>,
+}
+
+/// Reads and checks the header of a TVL file, without mapping it.
+pub fn read_header(path: &Path) -> Result<Header> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(HEADER_BYTES);
+    File::open(path)
+        .and_then(|f| f.take(HEADER_BYTES as u64).read_to_end(&mut bytes))
+        .map_err(Error::io(path))?;
+    Header::decode(&bytes).map_err(|source| Error::Header { path: path.into(), source })
+}
+
+impl<M: Model> Transformer<M> {
+    /// Maps `path` and checks, before forming any slice of it, that it is a TVL file of exactly
+    /// this model and layout: magic, version, fingerprint, config, size and alignment.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(Error::io(path))?;
+        // SAFETY: the mapping is read-only and we only read it through `&[u8]`/`&[f32]` borrows
+        // of `self`. As with every mmap-based loader, the file must not be truncated or
+        // rewritten by another process while it is mapped; the converter never rewrites a file
+        // in place (it writes a new file and renames it over the old one).
+        let map = unsafe { Mmap::map(&file) }.map_err(Error::io(path))?;
+        let header = Header::decode(&map).map_err(|source| Error::Header { path: path.into(), source })?;
+        let expected = Layout::new(&M::CONFIG);
+        if header.fingerprint != M::LAYOUT.fingerprint || header.config.first_difference(&M::CONFIG).is_some() {
+            let difference = header
+                .config
+                .first_difference(&M::CONFIG)
+                .unwrap_or_else(|| format!("layout fingerprint is {:016x}, not {:016x}", header.fingerprint, M::LAYOUT.fingerprint));
+            return Err(Error::WrongModel { path: path.into(), expected: M::CONFIG.name.to_string(), difference });
+        }
+        if map.len() != header.file_size {
+            return Err(Error::FileSize { path: path.into(), expected: header.file_size as u64, actual: map.len() as u64 });
+        }
+        check_layout::<M>(&expected, map.len(), map.as_ptr()).map_err(|problem| Error::BadLayout { path: path.into(), problem })?;
+        Ok(Transformer { map, rope: rope_table(&M::CONFIG), path: path.into(), config: M::CONFIG, _model: PhantomData })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The f32 at `[offset, offset + 4 * len)` of the mapping.
+    fn floats(&self, offset: usize, len: usize) -> &[f32] {
+        let bytes = &self.map[offset..offset + len * 4];
+        // SAFETY: `open` checked that every tensor of `M::LAYOUT` (the only callers' arguments)
+        // lies inside the mapping and starts at a multiple of 64 bytes from a page-aligned base,
+        // so the pointer is aligned for f32; the bounds are re-checked by the indexing above;
+        // every bit pattern is a valid f32; and the result borrows `self`, so it cannot outlive
+        // the mapping, which is never written.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), len) }
+    }
+
+    pub fn vector(&self, span: Span) -> &[f32] {
+        self.floats(span.offset, span.len)
+    }
+
+    pub fn panels(&self, panels: Panels) -> &[f32] {
+        self.floats(panels.offset, panels.len())
+    }
+}
+
+/// The compiled layout must be this build's layout of the compiled config, and lie inside the
+/// mapping, aligned: this is what makes [`Transformer::floats`] sound even for a hand-written
+/// [`Model`] impl.
+fn check_layout<M: Model>(expected: &Layout, map_len: usize, base: *const u8) -> Result<(), String> {
+    if M::LAYOUT != *expected {
+        return Err(format!("the compiled offset table of `{}` is not the layout of its config", M::CONFIG.name));
+    }
+    if base as usize % ALIGN != 0 {
+        return Err("the mapping is not 64-byte aligned".into());
+    }
+    for tensor in expected.tensors() {
+        let (offset, len) = (tensor.storage.offset(), tensor.storage.len());
+        if offset % ALIGN != 0 || offset.checked_add(len * 4).is_none_or(|end| end > map_len) {
+            return Err(format!("tensor {tensor} at {offset} (+{} bytes) is misaligned or outside the file", len * 4));
+        }
+    }
+    Ok(())
+}
+
+/// The RoPE rotations as the reference computes them, for every position.
+fn rope_table(config: &Config) -> Vec<(f32, f32)> {
+    let head_dim = config.head_dim();
+    let mut table = Vec::with_capacity(config.seq_len * head_dim / 2);
+    for pos in 0..config.seq_len {
+        for pair in 0..head_dim / 2 {
+            let freq = 1.0 / config.rope_theta.powf((2 * pair) as f32 / head_dim as f32);
+            let angle = pos as f32 * freq;
+            table.push((angle.cos(), angle.sin()));
+        }
+    }
+    table
+}
+
+/// The activations and key/value cache of one sequence. Vectors are padded to whole panel
+/// blocks with zeros that stay zero, so the kernels need no remainder loops.
+pub struct State {
+    x: Vec<f32>,
+    xb: Vec<f32>,
+    xb2: Vec<f32>,
+    hb: Vec<f32>,
+    hb2: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    scores: Vec<f32>,
+    logits: Vec<f32>,
+    /// `[layer][kv_head][position][head_dim]`.
+    key_cache: Vec<f32>,
+    value_cache: Vec<f32>,
+}
+
+impl State {
+    pub fn new(config: &Config) -> State {
+        let padded = |n: usize| vec![0.0f32; round_up(n, COL_BLOCK)];
+        let cache = config.n_layers * config.seq_len * config.kv_dim();
+        State {
+            x: padded(config.dim),
+            xb: padded(config.dim),
+            xb2: padded(config.dim),
+            hb: padded(config.hidden_dim),
+            hb2: padded(config.hidden_dim),
+            q: padded(config.dim),
+            k: padded(config.kv_dim()),
+            v: padded(config.kv_dim()),
+            scores: vec![0.0; config.seq_len],
+            logits: padded(config.vocab_size),
+            key_cache: vec![0.0; cache],
+            value_cache: vec![0.0; cache],
+        }
+    }
+}
+
+/// What generation needs of a model, object-safe so that the `tvl` binary can pick a compiled
+/// model from a file's header at run time.
+pub trait Forward: Send + Sync {
+    fn config(&self) -> &Config;
+    /// A fresh state (activations and key/value cache) for one sequence.
+    fn new_state(&self) -> State {
+        State::new(self.config())
+    }
+    /// Feeds `token` at position `pos` and returns the logits of the next token (in the
+    /// state's buffer: the caller may use them as scratch, as the sampler does).
+    fn forward<'s>(&self, state: &'s mut State, token: u32, pos: usize) -> Result<&'s mut [f32]>;
+}
+
+impl<M: Model> Forward for Transformer<M> {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn forward<'s>(&self, state: &'s mut State, token: u32, pos: usize) -> Result<&'s mut [f32]> {
+        if token as usize >= M::CONFIG.vocab_size {
+            return Err(Error::TokenOutOfRange { token, vocab_size: M::CONFIG.vocab_size });
+        }
+        if pos >= M::CONFIG.seq_len {
+            return Err(Error::PositionOutOfRange { pos, seq_len: M::CONFIG.seq_len });
+        }
+        if state.key_cache.len() != M::CONFIG.n_layers * M::CONFIG.seq_len * M::CONFIG.kv_dim() || state.x.len() < M::CONFIG.dim {
+            return Err(Error::Invalid(format!("this state was not made for model `{}`", M::CONFIG.name)));
+        }
+        forward(self, state, token as usize, pos);
+        Ok(&mut state.logits[..M::CONFIG.vocab_size])
+    }
+}
+
+/// One position of the Llama-2 forward pass, as llama2.c's `forward` computes it. All sizes are
+/// constants of `M`, so after monomorphization every loop has a compile-time trip count.
+fn forward<M: Model>(w: &Transformer<M>, s: &mut State, token: usize, pos: usize) {
+    let c = &M::CONFIG;
+    let (dim, hidden, kv_dim, head_dim, seq_len) = (c.dim, c.hidden_dim, c.kv_dim(), c.head_dim(), c.seq_len);
+    let layout = &M::LAYOUT;
+    let rope = &w.rope[pos * head_dim / 2..][..head_dim / 2];
+
+    layout.token_embedding.read_row(w.panels(layout.token_embedding), token, &mut s.x[..dim]);
+
+    for (l, lw) in layout.layers.iter().enumerate() {
+        // Attention: q, k, v of this position; k and v go into the cache.
+        kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.attn_norm), c.norm_eps);
+        M::matvec_dim_x_dim(&mut s.q, w.panels(lw.wq), &s.xb);
+        M::matvec_kv_x_dim(&mut s.k, w.panels(lw.wk), &s.xb);
+        M::matvec_kv_x_dim(&mut s.v, w.panels(lw.wv), &s.xb);
+        kernels::rope(&mut s.q[..dim], &mut s.k[..kv_dim], rope);
+
+        let layer_cache = l * kv_dim * seq_len..(l + 1) * kv_dim * seq_len;
+        let (keys, values) = (&mut s.key_cache[layer_cache.clone()], &mut s.value_cache[layer_cache]);
+        for (head, (k, v)) in s.k[..kv_dim].chunks_exact(head_dim).zip(s.v.chunks_exact(head_dim)).enumerate() {
+            let at = (head * seq_len + pos) * head_dim;
+            keys[at..at + head_dim].copy_from_slice(k);
+            values[at..at + head_dim].copy_from_slice(v);
+        }
+        M::attention(&mut s.scores, &mut s.xb[..dim], &s.q[..dim], keys, values, pos + 1);
+        M::matvec_dim_x_dim(&mut s.xb2, w.panels(lw.wo), &s.xb);
+        kernels::add(&mut s.x[..dim], &s.xb2[..dim]);
+
+        // Feed-forward: w2 · (silu(w1 · x) * (w3 · x)).
+        kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
+        M::matvec_hidden_x_dim(&mut s.hb, w.panels(lw.w1), &s.xb);
+        M::matvec_hidden_x_dim(&mut s.hb2, w.panels(lw.w3), &s.xb);
+        kernels::swiglu(&mut s.hb[..hidden], &s.hb2[..hidden]);
+        M::matvec_dim_x_hidden(&mut s.xb, w.panels(lw.w2), &s.hb);
+        kernels::add(&mut s.x[..dim], &s.xb[..dim]);
+    }
+
+    kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(layout.final_norm), c.norm_eps);
+    M::matvec_vocab_x_dim(&mut s.logits, w.panels(layout.classifier), &s.xb);
+}
+
+/// A model compiled into a binary, found by the header of the file to run.
+pub struct Bundled {
+    pub config: Config,
+    pub fingerprint: u64,
+    pub open: fn(&Path) -> Result<Box<dyn Forward>>,
+}
+
+/// Opens `path` with whichever of `bundled` matches its header.
+pub fn open_bundled(bundled: &[Bundled], path: &Path) -> Result<Box<dyn Forward>> {
+    let header = read_header(path)?;
+    match bundled
+        .iter()
+        .find(|b| b.fingerprint == header.fingerprint && b.config.first_difference(&header.config).is_none())
+    {
+        Some(model) => (model.open)(path),
+        None => {
+            let c = &header.config;
+            Err(Error::NoCompiledModel {
+                path: path.into(),
+                summary: format!(
+                    "`{}`: dim {}, hidden_dim {}, {} layers, {} heads, {} kv heads, vocab {}, seq_len {}",
+                    c.name, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len
+                ),
+                compiled: bundled.iter().map(|b| b.config.name.as_ref()).collect::<Vec<_>>().join(", "),
+            })
+        }
+    }
+}

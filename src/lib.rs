@@ -1,0 +1,36 @@
+//! tvl runs Llama-2-architecture models on CPUs at the speed limit of memory.
+//!
+//! `#[tvl_model("model.toml")]` compiles a model config into a type with its shapes as
+//! constants, the packed file's offset table as a compile-time constant, and kernels
+//! specialized to its shapes; the runtime maps a TVL file (zero-copy) and binds it:
+//!
+//! ```no_run
+//! #[tvl::tvl_model("model-configs/stories260K.toml")]
+//! pub struct Stories260K;
+//!
+//! # fn main() -> Result<(), tvl::Error> {
+//! let model = Stories260K::open("stories260K.tvl")?;
+//! let tokenizer = tvl::Tokenizer::from_file("tok512.bin")?;
+//! let mut sampler = tvl::Sampler::new(512, 0.0, 0.9, 1);
+//! let mut session = tvl::Session::new(&model);
+//! session.generate(&tokenizer, &mut sampler, "Once upon a time", 64, |piece| {
+//!     print!("{}", String::from_utf8_lossy(piece))
+//! })?;
+//! # Ok(()) }
+//! ```
+
+// The generated code names this crate `::tvl`, including the models bundled below.
+extern crate self as tvl;
+
+pub use tvl_macros::tvl_model;
+pub use tvl_runtime::*;
+
+/// The models compiled into this crate by `build.rs`: one per file in `model-configs/`.
+pub mod bundled {
+    include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+
+    /// Opens a TVL file with the bundled model that matches its header.
+    pub fn open(path: &std::path::Path) -> crate::Result<Box<dyn crate::Forward>> {
+        crate::open_bundled(BUNDLED, path)
+    }
+}

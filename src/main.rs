@@ -1,0 +1,244 @@
+//! The `tvl` command-line tool: convert, inspect and run models compiled into this binary.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tvl::convert::{self, Checkpoint};
+use tvl::{Config, Header, Layout, Sampler, Session, Tokenizer};
+
+#[derive(Parser)]
+#[command(
+    name = "tvl",
+    version,
+    about = "Run Llama-2-architecture models on CPUs at the speed limit of memory",
+    long_about = "Run Llama-2-architecture models on CPUs at the speed limit of memory.\n\n\
+        Weights live in TVL files: packed in the order the kernels read them, mapped zero-copy. \
+        Convert llama2.c checkpoints with `tvl convert` (or let `tvl run` convert and cache them). \
+        This binary runs the models compiled from model-configs/ when it was built; `tvl inspect` \
+        tells which file needs which.",
+    after_help = "Example:\n  tvl run stories260K.bin -z tok512.bin -i \"Once upon a time\" -t 0"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text, like llama2.c's `run` (same flags)
+    #[command(after_help = "Prints the prompt and the generated text on stdout as it is produced, and tok/s on stderr.\n\
+        A llama2.c .bin is converted once into the cache ($TVL_CACHE_DIR, else ~/.cache/tvl) and mapped from there.")]
+    Run {
+        /// A .tvl file, or a llama2.c checkpoint (.bin)
+        model: PathBuf,
+        /// Tokenizer file (llama2.c format) with the model's vocabulary
+        #[arg(short = 'z', long, default_value = "tokenizer.bin")]
+        tokenizer: PathBuf,
+        /// Prompt
+        #[arg(short = 'i', long, default_value = "")]
+        prompt: String,
+        /// Positions to run, prompt included (0 = the model's whole context)
+        #[arg(short = 'n', long, default_value_t = 256)]
+        steps: usize,
+        /// Temperature: 0 is greedy, 1 samples the model's distribution
+        #[arg(short = 't', long, default_value_t = 1.0)]
+        temperature: f32,
+        /// Top-p (nucleus) sampling threshold; 1 or 0 disables it
+        #[arg(short = 'p', long, default_value_t = 0.9)]
+        topp: f32,
+        /// Random seed (0 = from the clock)
+        #[arg(short = 's', long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Convert a llama2.c checkpoint (legacy or version-1 fp32 export) to a TVL file
+    Convert {
+        /// llama2.c checkpoint
+        input: PathBuf,
+        /// Output TVL file [default: INPUT with the extension .tvl]
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Print the model config (TOML) of a llama2.c checkpoint, for model-configs/
+    #[command(after_help = "To compile a new model into tvl:\n  tvl config my-model.bin > model-configs/my-model.toml\n  cargo build --release")]
+    Config {
+        /// llama2.c checkpoint
+        input: PathBuf,
+        /// Model name [default: the file name]
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Write a TVL file of a config's exact shape with deterministic random weights
+    #[command(after_help = "For benchmarking shapes whose weights are not at hand; the same seed gives the same bytes.")]
+    Synth {
+        /// A config TOML, or the name of a bundled model (e.g. stories110M)
+        config: String,
+        /// Output TVL file
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Show a TVL file's header, fingerprint and offset table
+    Inspect {
+        file: PathBuf,
+    },
+    /// Print the token ids of a text (BOS first, as generation encodes prompts)
+    Tokenize {
+        /// Tokenizer file (llama2.c format)
+        #[arg(short = 'z', long, default_value = "tokenizer.bin")]
+        tokenizer: PathBuf,
+        text: String,
+        /// Do not prepend BOS
+        #[arg(long)]
+        no_bos: bool,
+        /// Append EOS
+        #[arg(long)]
+        eos: bool,
+    },
+}
+
+fn main() {
+    if let Err(error) = run(Cli::parse()) {
+        let _ = std::io::stdout().flush();
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run { model, tokenizer, prompt, steps, temperature, topp, seed } => {
+            if !(temperature >= 0.0 && temperature.is_finite()) {
+                bail!("temperature must be a finite number >= 0, got {temperature}");
+            }
+            if !topp.is_finite() {
+                bail!("top-p must be a finite number, got {topp}");
+            }
+            let tvl_path = resolve_model(&model)?;
+            let model = tvl::bundled::open(&tvl_path)?;
+            let tokenizer = Tokenizer::from_file(&tokenizer)?;
+            let seed = if seed == 0 {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
+            } else {
+                seed
+            };
+            let mut sampler = Sampler::new(model.config().vocab_size, temperature, topp, seed);
+            let mut session = Session::new(model.as_ref());
+            let mut stdout = std::io::stdout().lock();
+            let mut write_error = None;
+            let generation = session.generate(&tokenizer, &mut sampler, &prompt, steps, |piece| {
+                if write_error.is_none() {
+                    if let Err(e) = stdout.write_all(piece).and_then(|_| stdout.flush()) {
+                        write_error = Some(e);
+                    }
+                }
+            })?;
+            if let Some(e) = write_error {
+                return Err(e).context("writing to stdout");
+            }
+            writeln!(stdout)?;
+            if generation.positions > 1 {
+                eprintln!("achieved tok/s: {:.1}", generation.tokens_per_second());
+            }
+        }
+        Command::Convert { input, output } => {
+            let output = output.unwrap_or_else(|| input.with_extension("tvl"));
+            if output == input {
+                bail!("the output would overwrite the input {}; pass -o", input.display());
+            }
+            let header = convert::convert(&input, &output, &mut progress("converting"))?;
+            eprintln!("wrote {} ({} bytes, model {}, fingerprint {:016x})", output.display(), header.file_size, header.config.name, header.fingerprint);
+        }
+        Command::Config { input, name } => {
+            let mut config = Checkpoint::open(&input)?.config;
+            if let Some(name) = name {
+                config.name = name.into();
+                config.validate()?;
+            }
+            print!("# Written by `tvl config {}`.\n{}", input.display(), config.to_toml());
+        }
+        Command::Synth { config, output, seed } => {
+            let config = load_config(&config)?;
+            let header = convert::synthesize(&config, &output, seed, &mut progress("writing"))?;
+            eprintln!("wrote {} ({} bytes, model {}, seed {seed})", output.display(), header.file_size, config.name);
+        }
+        Command::Inspect { file } => inspect(&file)?,
+        Command::Tokenize { tokenizer, text, no_bos, eos } => {
+            let tokenizer = Tokenizer::from_file(&tokenizer)?;
+            let ids = tokenizer.encode(&text, !no_bos, eos);
+            println!("{}", ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(" "));
+        }
+    }
+    Ok(())
+}
+
+/// The TVL file to map for `model`: itself, or its cached conversion if it is a checkpoint.
+fn resolve_model(model: &Path) -> Result<PathBuf> {
+    let mut magic = [0u8; 8];
+    let is_tvl = std::fs::File::open(model)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut magic))
+        .with_context(|| format!("cannot open model {}", model.display()))?
+        == 8
+        && magic == tvl::layout_def::header::MAGIC;
+    if is_tvl {
+        return Ok(model.to_path_buf());
+    }
+    Ok(convert::cached_conversion(model, &convert::cache_dir(), &mut progress("converting (once, cached)"))?)
+}
+
+/// A config from a TOML path or the name of a bundled model.
+fn load_config(name_or_path: &str) -> Result<Config> {
+    if let Some(b) = tvl::bundled::BUNDLED.iter().find(|b| b.config.name.eq_ignore_ascii_case(name_or_path)) {
+        return Ok(b.config.clone());
+    }
+    let text = std::fs::read_to_string(name_or_path).with_context(|| {
+        let names: Vec<_> = tvl::bundled::BUNDLED.iter().map(|b| b.config.name.as_ref()).collect();
+        format!("{name_or_path} is neither a config file nor a bundled model ({})", names.join(", "))
+    })?;
+    Config::from_toml(&text).with_context(|| format!("{name_or_path}"))
+}
+
+fn inspect(path: &Path) -> Result<()> {
+    let header: Header = tvl::read_header(path)?;
+    let c = &header.config;
+    let layout = Layout::new(c);
+    let actual = std::fs::metadata(path)?.len();
+    println!("file           {}", path.display());
+    println!("model          {}", c.name);
+    println!("shape          dim {}, hidden_dim {}, {} layers, {} heads ({} kv), head_dim {}", c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim());
+    println!("vocab/context  {} tokens, {} positions", c.vocab_size, c.seq_len);
+    println!("constants      norm_eps {:?}, rope_theta {:?}, classifier {}", c.norm_eps, c.rope_theta, if c.shared_classifier { "shared with the embedding" } else { "separate" });
+    println!("element type   {}", header.element_type.name());
+    println!("fingerprint    {:016x}", header.fingerprint);
+    println!("size           {} bytes{}", header.file_size, if actual == header.file_size as u64 { String::new() } else { format!(" (file is {actual} bytes: DAMAGED)") });
+    let compiled = tvl::bundled::BUNDLED.iter().find(|b| b.fingerprint == header.fingerprint && b.config.first_difference(c).is_none());
+    println!("compiled model {}", compiled.map_or("none in this binary (see `tvl config`)".to_string(), |b| b.config.name.to_string()));
+    println!("\n{:>12} {:>12}  {:<22} {}", "offset", "bytes", "shape (padded)", "tensor");
+    for t in layout.tensors() {
+        let shape = match t.storage {
+            tvl::layout_def::Storage::Vector(s) => format!("{}", s.len),
+            tvl::layout_def::Storage::Panels(p) => format!("{}x{} ({}x{})", p.rows, p.cols, p.padded_rows(), p.padded_cols()),
+        };
+        println!("{:>12} {:>12}  {:<22} {}", t.storage.offset(), t.storage.len() * 4, shape, t);
+    }
+    Ok(())
+}
+
+/// Progress on stderr for writes over 32 MB, one update per percent.
+fn progress(label: &'static str) -> impl FnMut(u64, u64) {
+    let mut last = None;
+    move |done, total| {
+        if total < 32 << 20 {
+            return;
+        }
+        let percent = done * 100 / total.max(1);
+        if last != Some(percent) {
+            last = Some(percent);
+            eprint!("\r{label}: {percent:>3}% ({} / {} MB)", done >> 20, total >> 20);
+            if done == total {
+                eprintln!();
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Code generation for `#[tvl_model]`: parse → model → codegen.
+//!
+//! 1. *parse*: [`expand_attribute`] reads the attribute's path and the TOML it names;
+//! 2. *model*: `tvl_layout` validates the config and computes the file layout;
+//! 3. *codegen*: [`model_tokens`] emits the `tvl::Model` impl — shapes and the offset table as
+//!    constants, and one kernel binding per distinct matrix shape with compile-time sizes.
+//!
+//! This is a plain library so that it can be unit-tested and called from `build.rs`, which
+//! generates the models bundled into the `tvl` binary exactly as the macro would.
+
+use proc_macro2::{Literal, Span, TokenStream};
+use quote::{format_ident, quote};
+use std::path::{Path, PathBuf};
+use tvl_layout::{Config, LayerLayout, Layout, Panels};
+
+/// The whole `#[tvl_model("...")]` expansion. Errors become `compile_error!`s spanned on the
+/// attribute's path literal.
+pub fn expand_attribute(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match try_expand(attr, item) {
+        Ok(tokens) => tokens,
+        Err(error) => error.to_compile_error(),
+    }
+}
+
+fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let path_literal: syn::LitStr = syn::parse2(attr).map_err(|e| {
+        syn::Error::new(e.span(), "expected the path of a model config, e.g. #[tvl_model(\"model-configs/stories260K.toml\")]")
+    })?;
+    let item: syn::ItemStruct = syn::parse2(item)?;
+    if !matches!(item.fields, syn::Fields::Unit) || !item.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(&item, "#[tvl_model] goes on a unit struct: `pub struct MyModel;`"));
+    }
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_default();
+    let path = manifest_dir.join(path_literal.value());
+    let config = read_config(&path).map_err(|message| syn::Error::new(path_literal.span(), message))?;
+    Ok(model_tokens(&item, &config, &path))
+}
+
+/// Reads and validates a config file; the error names the file and the key.
+pub fn read_config(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read model config {}: {e}", path.display()))?;
+    Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The model type: `item` (a unit struct, kept with its attributes) and its `tvl::Model` impl.
+/// `toml_path` is included with `include_str!` so that Cargo rebuilds when the TOML changes.
+pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path) -> TokenStream {
+    let ident = &item.ident;
+    let layout = Layout::new(config);
+    let toml_path = toml_path.to_string_lossy().into_owned();
+    let config_tokens = config_tokens(config);
+    let layout_tokens = layout_tokens(&layout);
+    let first = layout.layers.first().copied();
+    let kernel = |name: &str, panels: Option<Panels>| {
+        let name = format_ident!("{name}");
+        let (rows, cols) = panels.map_or((0, 0), |p| (p.padded_rows(), p.padded_cols()));
+        let (rows, cols) = (Literal::usize_unsuffixed(rows), Literal::usize_unsuffixed(cols));
+        quote! {
+            #[inline]
+            fn #name(out: &mut [f32], w: &[f32], x: &[f32]) {
+                ::tvl::kernels::matvec::<#rows, #cols>(out, w, x)
+            }
+        }
+    };
+    let kernels = [
+        kernel("matvec_dim_x_dim", first.map(|l| l.wq)),
+        kernel("matvec_kv_x_dim", first.map(|l| l.wk)),
+        kernel("matvec_hidden_x_dim", first.map(|l| l.w1)),
+        kernel("matvec_dim_x_hidden", first.map(|l| l.w2)),
+        kernel("matvec_vocab_x_dim", Some(layout.classifier)),
+    ];
+    let head_dim = Literal::usize_unsuffixed(config.head_dim());
+    let n_heads = Literal::usize_unsuffixed(config.n_heads);
+    let n_kv_heads = Literal::usize_unsuffixed(config.n_kv_heads);
+    let doc = format!(
+        " Model `{}`: dim {}, hidden_dim {}, {} layers, {} heads ({} key/value), vocab {}, seq_len {}.",
+        config.name,
+        config.dim,
+        config.hidden_dim,
+        config.n_layers,
+        config.n_heads,
+        config.n_kv_heads,
+        config.vocab_size,
+        config.seq_len
+    );
+    quote! {
+        #[doc = #doc]
+        #item
+
+        impl ::tvl::Model for #ident {
+            const TOML: &'static str = include_str!(#toml_path);
+            const CONFIG: ::tvl::Config = #config_tokens;
+            const LAYOUT: ::tvl::Layout = #layout_tokens;
+
+            #(#kernels)*
+
+            #[inline]
+            fn attention(scores: &mut [f32], out: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], positions: usize) {
+                ::tvl::kernels::attention::<#head_dim, #n_heads, #n_kv_heads>(scores, out, q, keys, values, positions)
+            }
+        }
+
+        impl #ident {
+            /// Maps a TVL file of this model (zero-copy) after checking that it matches the layout.
+            pub fn open(path: impl AsRef<::std::path::Path>) -> ::std::result::Result<::tvl::Transformer<Self>, ::tvl::Error> {
+                ::tvl::Transformer::open(path)
+            }
+        }
+    }
+}
+
+fn config_tokens(c: &Config) -> TokenStream {
+    let name = c.name.as_ref();
+    let [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len] =
+        [c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len].map(Literal::usize_unsuffixed);
+    let (norm_eps, rope_theta) = (Literal::f32_suffixed(c.norm_eps), Literal::f32_suffixed(c.rope_theta));
+    let shared = c.shared_classifier;
+    quote! {
+        ::tvl::Config {
+            name: ::std::borrow::Cow::Borrowed(#name),
+            dim: #dim,
+            hidden_dim: #hidden_dim,
+            n_layers: #n_layers,
+            n_heads: #n_heads,
+            n_kv_heads: #n_kv_heads,
+            vocab_size: #vocab_size,
+            seq_len: #seq_len,
+            norm_eps: #norm_eps,
+            rope_theta: #rope_theta,
+            shared_classifier: #shared,
+        }
+    }
+}
+
+fn span_tokens(s: tvl_layout::Span) -> TokenStream {
+    let (offset, len) = (Literal::usize_unsuffixed(s.offset), Literal::usize_unsuffixed(s.len));
+    quote! { ::tvl::Span { offset: #offset, len: #len } }
+}
+
+fn panels_tokens(p: Panels) -> TokenStream {
+    let [offset, rows, cols] = [p.offset, p.rows, p.cols].map(Literal::usize_unsuffixed);
+    quote! { ::tvl::Panels { offset: #offset, rows: #rows, cols: #cols } }
+}
+
+fn layer_tokens(l: &LayerLayout) -> TokenStream {
+    let (attn_norm, ffn_norm) = (span_tokens(l.attn_norm), span_tokens(l.ffn_norm));
+    let [wq, wk, wv, wo, w1, w3, w2] = [l.wq, l.wk, l.wv, l.wo, l.w1, l.w3, l.w2].map(panels_tokens);
+    quote! {
+        ::tvl::LayerLayout { attn_norm: #attn_norm, wq: #wq, wk: #wk, wv: #wv, wo: #wo, ffn_norm: #ffn_norm, w1: #w1, w3: #w3, w2: #w2 }
+    }
+}
+
+fn layout_tokens(layout: &Layout) -> TokenStream {
+    let token_embedding = panels_tokens(layout.token_embedding);
+    let layers = layout.layers.iter().map(layer_tokens);
+    let final_norm = span_tokens(layout.final_norm);
+    let classifier = panels_tokens(layout.classifier);
+    let file_size = Literal::usize_unsuffixed(layout.file_size);
+    let fingerprint = Literal::u64_suffixed(layout.fingerprint);
+    let element_type = match layout.element_type {
+        tvl_layout::ElementType::F32 => quote!(F32),
+    };
+    quote! {
+        ::tvl::Layout {
+            element_type: ::tvl::ElementType::#element_type,
+            token_embedding: #token_embedding,
+            layers: ::std::borrow::Cow::Borrowed(&[#(#layers),*]),
+            final_norm: #final_norm,
+            classifier: #classifier,
+            file_size: #file_size,
+            fingerprint: #fingerprint,
+        }
+    }
+}
+
+/// Code for `build.rs`: one model type per config file, plus `BUNDLED`, the table the `tvl`
+/// binary uses to pick the compiled model that matches a file's header.
+pub fn bundle_tokens(configs: &[(String, Config, PathBuf)]) -> TokenStream {
+    let mut models = Vec::new();
+    let mut entries = Vec::new();
+    for (type_name, config, path) in configs {
+        let ident = syn::Ident::new(type_name, Span::call_site());
+        let item: syn::ItemStruct = syn::parse_quote! {
+            #[derive(Clone, Copy, Debug, Default)]
+            pub struct #ident;
+        };
+        models.push(model_tokens(&item, config, path));
+        let fingerprint = Literal::u64_suffixed(Layout::new(config).fingerprint);
+        entries.push(quote! {
+            ::tvl::Bundled {
+                config: <#ident as ::tvl::Model>::CONFIG,
+                fingerprint: #fingerprint,
+                open: |path| ::std::result::Result::Ok(::std::boxed::Box::new(#ident::open(path)?)),
+            }
+        });
+    }
+    quote! {
+        #(#models)*
+
+        /// Every model compiled into this binary, one per file in `model-configs/`.
+        pub const BUNDLED: &[::tvl::Bundled] = &[#(#entries),*];
+    }
+}
+
+/// A Rust type name for a config name: `stories260K` → `Stories260K`.
+pub fn type_name(config_name: &str) -> String {
+    let mut out = String::new();
+    let mut upper = true;
+    for ch in config_name.chars() {
+        if ch.is_ascii_alphanumeric() {
+            out.push(if upper { ch.to_ascii_uppercase() } else { ch });
+            upper = false;
+        } else {
+            upper = true;
+        }
+    }
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, 'M');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOML: &str = "name = \"tiny\"\ndim = 64\nhidden_dim = 172\nn_layers = 2\nn_heads = 8\nn_kv_heads = 4\n\
+                        vocab_size = 512\nseq_len = 32\nnorm_eps = 1e-5\nrope_theta = 10000.0\nshared_classifier = true\n";
+
+    #[test]
+    fn emits_shape_specialized_kernels_and_the_offset_table() {
+        let config = Config::from_toml(TOML).unwrap();
+        let item: syn::ItemStruct = syn::parse_quote!(pub struct Tiny;);
+        let code = model_tokens(&item, &config, Path::new("/x/tiny.toml")).to_string();
+        // w2 is 64 × 172, padded to whole cache-line blocks: 64 × 176.
+        assert!(code.contains("matvec :: < 64 , 176 >"), "{code}");
+        assert!(code.contains("matvec :: < 32 , 64 >"), "{code}");
+        assert!(code.contains("attention :: < 8 , 8 , 4 >"), "{code}");
+        assert!(code.contains("include_str ! (\"/x/tiny.toml\")"), "{code}");
+        let layout = Layout::new(&config);
+        assert!(code.contains(&format!("fingerprint : {}u64", layout.fingerprint)), "{code}");
+        assert!(code.contains(&format!("file_size : {}", layout.file_size)), "{code}");
+    }
+
+    #[test]
+    fn bad_configs_are_errors_on_the_attribute() {
+        let dir = std::env::temp_dir().join(format!("tvl-codegen-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, TOML.replace("n_heads = 8", "n_heads = 7")).unwrap();
+        let path = path.to_string_lossy().into_owned();
+        let attr = quote!(#path);
+        let out = expand_attribute(attr, quote!(pub struct Bad;)).to_string();
+        assert!(out.contains("compile_error"), "{out}");
+        assert!(out.contains("key `n_heads`"), "{out}");
+        let out = expand_attribute(quote!(42), quote!(pub struct Bad;)).to_string();
+        assert!(out.contains("expected the path of a model config"), "{out}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn type_names() {
+        assert_eq!(type_name("stories260K"), "Stories260K");
+        assert_eq!(type_name("llama-2-7b"), "Llama27b");
+        assert_eq!(type_name("7b"), "M7b");
+    }
+}

@@ -1,0 +1,218 @@
+//! The 256-byte header of a TVL file, written by the converter and checked by the runtime
+//! before it forms any slice of the mapping. `docs/FORMAT.md` describes it byte by byte.
+
+use crate::config::Config;
+use crate::layout::{ElementType, Layout, ALIGN, COL_BLOCK, FORMAT_VERSION, HEADER_BYTES, TILE_ROWS};
+use std::fmt;
+
+pub const MAGIC: [u8; 8] = *b"TVLMODEL";
+const NAME_BYTES: usize = 32;
+
+/// A decoded header: the model config, the element type, and what the layout must be.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Header {
+    pub config: Config,
+    pub element_type: ElementType,
+    pub fingerprint: u64,
+    pub file_size: usize,
+}
+
+/// Why a file is not a TVL file this build can read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HeaderError {
+    TooShort { len: usize },
+    BadMagic { found: [u8; 8] },
+    Version { found: u32 },
+    Geometry { what: &'static str, found: u32, expected: u32 },
+    ElementType { code: u32 },
+    Config(String),
+    Fingerprint { stored: u64, computed: u64 },
+    FileSize { stored: u64, computed: usize },
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderError::TooShort { len } => {
+                write!(f, "file is {len} bytes, shorter than the {HEADER_BYTES}-byte TVL header (truncated?)")
+            }
+            HeaderError::BadMagic { found } => write!(
+                f,
+                "not a TVL file: magic is {:?}, expected \"TVLMODEL\" (convert llama2.c checkpoints with `tvl convert`)",
+                String::from_utf8_lossy(found)
+            ),
+            HeaderError::Version { found } => write!(
+                f,
+                "TVL format version {found}, but this build reads version {FORMAT_VERSION}; convert the checkpoint again"
+            ),
+            HeaderError::Geometry { what, found, expected } => write!(
+                f,
+                "file was packed with {what} = {found}, this build packs with {expected}; convert the checkpoint again"
+            ),
+            HeaderError::ElementType { code } => write!(f, "unknown element type code {code} in the header"),
+            HeaderError::Config(msg) => write!(f, "invalid model config in the header: {msg}"),
+            HeaderError::Fingerprint { stored, computed } => write!(
+                f,
+                "layout fingerprint {stored:016x} in the header does not match {computed:016x} computed from its \
+                 config: the file was written by another layout version or is corrupt; convert it again"
+            ),
+            HeaderError::FileSize { stored, computed } => write!(
+                f,
+                "header records a file size of {stored} bytes but its layout needs {computed} bytes (corrupt header)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for HeaderError {}
+
+impl Header {
+    /// The header of a file with `config` packed by this build.
+    pub fn for_config(config: &Config) -> Header {
+        let layout = Layout::new(config);
+        Header {
+            config: config.clone(),
+            element_type: layout.element_type,
+            fingerprint: layout.fingerprint,
+            file_size: layout.file_size,
+        }
+    }
+
+    pub fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut out = [0u8; HEADER_BYTES];
+        let c = &self.config;
+        out[0..8].copy_from_slice(&MAGIC);
+        let u32s: [(usize, u32); 15] = [
+            (8, FORMAT_VERSION),
+            (12, HEADER_BYTES as u32),
+            (32, self.element_type.code()),
+            (36, TILE_ROWS as u32),
+            (40, COL_BLOCK as u32),
+            (44, ALIGN as u32),
+            (48, c.dim as u32),
+            (52, c.hidden_dim as u32),
+            (56, c.n_layers as u32),
+            (60, c.n_heads as u32),
+            (64, c.n_kv_heads as u32),
+            (68, c.vocab_size as u32),
+            (72, c.seq_len as u32),
+            (76, c.norm_eps.to_bits()),
+            (80, c.rope_theta.to_bits()),
+        ];
+        for (at, v) in u32s {
+            out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        out[16..24].copy_from_slice(&self.fingerprint.to_le_bytes());
+        out[24..32].copy_from_slice(&(self.file_size as u64).to_le_bytes());
+        out[84] = c.shared_classifier as u8;
+        let name = c.name.as_bytes();
+        out[88..88 + name.len().min(NAME_BYTES)].copy_from_slice(&name[..name.len().min(NAME_BYTES)]);
+        out
+    }
+
+    /// Decodes and checks a header: magic, version, tile geometry, a valid config, and that the
+    /// stored fingerprint and size are what this build's layout computes for that config.
+    pub fn decode(bytes: &[u8]) -> Result<Header, HeaderError> {
+        if bytes.len() < HEADER_BYTES {
+            return Err(HeaderError::TooShort { len: bytes.len() });
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        if bytes[0..8] != MAGIC {
+            return Err(HeaderError::BadMagic { found: bytes[0..8].try_into().unwrap() });
+        }
+        if u32_at(8) != FORMAT_VERSION {
+            return Err(HeaderError::Version { found: u32_at(8) });
+        }
+        for (what, at, expected) in [
+            ("header size", 12, HEADER_BYTES),
+            ("tile rows", 36, TILE_ROWS),
+            ("column block", 40, COL_BLOCK),
+            ("alignment", 44, ALIGN),
+        ] {
+            if u32_at(at) != expected as u32 {
+                return Err(HeaderError::Geometry { what, found: u32_at(at), expected: expected as u32 });
+            }
+        }
+        let element_type =
+            ElementType::from_code(u32_at(32)).ok_or(HeaderError::ElementType { code: u32_at(32) })?;
+        let name_bytes = &bytes[88..88 + NAME_BYTES];
+        let name_len = name_bytes.iter().position(|&b| b == 0).unwrap_or(NAME_BYTES);
+        let name = std::str::from_utf8(&name_bytes[..name_len])
+            .map_err(|_| HeaderError::Config("model name is not UTF-8".into()))?;
+        let config = Config {
+            name: name.to_string().into(),
+            dim: u32_at(48) as usize,
+            hidden_dim: u32_at(52) as usize,
+            n_layers: u32_at(56) as usize,
+            n_heads: u32_at(60) as usize,
+            n_kv_heads: u32_at(64) as usize,
+            vocab_size: u32_at(68) as usize,
+            seq_len: u32_at(72) as usize,
+            norm_eps: f32::from_bits(u32_at(76)),
+            rope_theta: f32::from_bits(u32_at(80)),
+            shared_classifier: match bytes[84] {
+                0 => false,
+                1 => true,
+                b => return Err(HeaderError::Config(format!("shared_classifier byte is {b}, expected 0 or 1"))),
+            },
+        };
+        config.validate().map_err(|e| HeaderError::Config(e.to_string()))?;
+        let layout = Layout::new(&config);
+        let (fingerprint, file_size) = (u64_at(16), u64_at(24));
+        if fingerprint != layout.fingerprint {
+            return Err(HeaderError::Fingerprint { stored: fingerprint, computed: layout.fingerprint });
+        }
+        if file_size != layout.file_size as u64 {
+            return Err(HeaderError::FileSize { stored: file_size, computed: layout.file_size });
+        }
+        Ok(Header { config, element_type, fingerprint, file_size: layout.file_size })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        let config = Config {
+            name: "stories260K".into(),
+            dim: 64,
+            hidden_dim: 172,
+            n_layers: 5,
+            n_heads: 8,
+            n_kv_heads: 4,
+            vocab_size: 512,
+            seq_len: 512,
+            norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            shared_classifier: true,
+        };
+        Header::for_config(&config)
+    }
+
+    #[test]
+    fn round_trips() {
+        let h = header();
+        assert_eq!(Header::decode(&h.encode()).unwrap(), h);
+    }
+
+    #[test]
+    fn rejects_each_kind_of_damage() {
+        let good = header().encode();
+        let damaged = |at: usize, byte: u8| {
+            let mut b = good;
+            b[at] = byte;
+            Header::decode(&b).unwrap_err()
+        };
+        assert!(matches!(Header::decode(&good[..100]), Err(HeaderError::TooShort { len: 100 })));
+        assert!(matches!(damaged(0, b'X'), HeaderError::BadMagic { .. }));
+        assert!(matches!(damaged(8, 9), HeaderError::Version { found: 9 }));
+        assert!(matches!(damaged(36, 8), HeaderError::Geometry { what: "tile rows", .. }));
+        assert!(matches!(damaged(32, 7), HeaderError::ElementType { code: 7 }));
+        assert!(matches!(damaged(60, 6), HeaderError::Config(_))); // 64 % 6 != 0
+        assert!(matches!(damaged(52, 176), HeaderError::Fingerprint { .. })); // another shape
+        assert!(matches!(damaged(24, 0), HeaderError::FileSize { .. }));
+        assert!(matches!(damaged(84, 2), HeaderError::Config(_)));
+    }
+}
