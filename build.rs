@@ -15,7 +15,7 @@ fn main() {
     paths.sort();
     let mut configs: Vec<(String, tvl_layout::Config, std::path::PathBuf)> = Vec::new();
     for path in paths {
-        let config = tvl_codegen::read_config(&path).unwrap_or_else(|e| panic!("{e}"));
+        let config = tvl_codegen::read_config(&path, &path.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
         let type_name = tvl_codegen::type_name(&config.name);
         if let Some((other, _, p)) = configs.iter().find(|(t, _, _)| *t == type_name) {
             panic!("{} and {} both define model type {other}: give one another `name`", p.display(), path.display());

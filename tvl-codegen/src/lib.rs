@@ -32,14 +32,14 @@ fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     }
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_default();
     let path = manifest_dir.join(path_literal.value());
-    let config = read_config(&path).map_err(|message| syn::Error::new(path_literal.span(), message))?;
+    let config = read_config(&path, &path_literal.value()).map_err(|message| syn::Error::new(path_literal.span(), message))?;
     Ok(model_tokens(&item, &config, &path))
 }
 
-/// Reads and validates a config file; the error names the file and the key.
-pub fn read_config(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read model config {}: {e}", path.display()))?;
-    Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+/// Reads and validates a config file; the error names the file (as `shown`) and the key.
+pub fn read_config(path: &Path, shown: &str) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read model config {shown}: {e}"))?;
+    Config::from_toml(&text).map_err(|e| format!("{shown}: {e}"))
 }
 
 /// The model type: `item` (a unit struct, kept with its attributes) and its `tvl::Model` impl.

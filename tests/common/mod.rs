@@ -1,0 +1,80 @@
+//! Shared by the integration tests: where the real models are, and scratch directories.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// `../shared/models`, or `None` (with a message) where it is absent outside CI. In CI
+/// (`CI` set) a missing folder fails the test instead: golden tests must never silently skip.
+pub fn models() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models");
+    if dir.join("stories260K.bin").is_file() {
+        return Some(dir);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{} is missing: CI must run the golden tests", dir.display());
+    }
+    eprintln!("SKIPPED: {} not found (tests on real models need ../shared/models)", dir.display());
+    None
+}
+
+pub fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden").join(name)
+}
+
+/// A fresh directory under the target dir for one test.
+pub fn scratch(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// stories260K.bin converted to TVL once per test binary.
+pub fn stories260k_tvl() -> Option<PathBuf> {
+    static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let models = models()?;
+        let out = scratch(&format!("converted-{}", std::process::id())).join("stories260K.tvl");
+        tvl::convert::convert(&models.join("stories260K.bin"), &out, &mut |_, _| {}).unwrap();
+        Some(out)
+    })
+    .clone()
+}
+
+/// One line of `stories260K-generate.jsonl`.
+pub struct GenerateCase {
+    pub model: String,
+    pub tokenizer: String,
+    pub prompt: String,
+    pub steps: usize,
+    pub temperature: f32,
+    pub topp: f32,
+    pub seed: u64,
+    pub text: String,
+}
+
+pub fn generate_cases(file: &str) -> Vec<GenerateCase> {
+    std::fs::read_to_string(golden(file))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            GenerateCase {
+                model: v["model"].as_str().unwrap().into(),
+                tokenizer: v["tokenizer"].as_str().unwrap().into(),
+                prompt: v["prompt"].as_str().unwrap().into(),
+                steps: v["steps"].as_u64().unwrap() as usize,
+                temperature: v["temperature"].as_f64().unwrap() as f32,
+                topp: v["topp"].as_f64().unwrap() as f32,
+                seed: v["seed"].as_u64().unwrap(),
+                text: v["text"].as_str().unwrap().into(),
+            }
+        })
+        .collect()
+}
+
+/// Index of the first differing byte, for failure messages.
+pub fn first_difference(a: &str, b: &str) -> usize {
+    a.bytes().zip(b.bytes()).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))
+}

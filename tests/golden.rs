@@ -1,0 +1,112 @@
+//! The reference C implementation's outputs (../shared/golden), reproduced exactly.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use tvl::{Forward, Sampler, Session, Tokenizer};
+
+// As a user crate would write it: the model type compiled from its config.
+#[tvl::tvl_model("model-configs/stories260K.toml")]
+pub struct Stories260K;
+
+#[test]
+fn generate_golden_text_through_the_library() {
+    let (Some(models), Some(tvl_file)) = (models(), stories260k_tvl()) else { return };
+    let model = Stories260K::open(&tvl_file).unwrap();
+    for case in generate_cases("stories260K-generate.jsonl") {
+        let tokenizer = Tokenizer::from_file(models.join(&case.tokenizer)).unwrap();
+        let mut sampler = Sampler::new(512, case.temperature, case.topp, case.seed);
+        let mut session = Session::new(&model);
+        let mut text = Vec::new();
+        session.generate(&tokenizer, &mut sampler, &case.prompt, case.steps, |p| text.extend_from_slice(p)).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text == case.text,
+            "prompt {:?} t={} p={} s={}: differs at byte {}\n got: {text:?}\nwant: {:?}",
+            case.prompt,
+            case.temperature,
+            case.topp,
+            case.seed,
+            first_difference(&text, &case.text),
+            case.text
+        );
+    }
+}
+
+#[test]
+fn generate_golden_text_through_the_cli() {
+    let Some(models) = models() else { return };
+    let cache = scratch("cli-cache");
+    for (i, case) in generate_cases("stories260K-generate.jsonl").iter().enumerate() {
+        // The first run converts the .bin into the cache, the others map the cached file.
+        let output = Command::new(env!("CARGO_BIN_EXE_tvl"))
+            .env("TVL_CACHE_DIR", &cache)
+            .arg("run")
+            .arg(models.join(&case.model))
+            .arg("-z")
+            .arg(models.join(&case.tokenizer))
+            .args(["-i", &case.prompt, "-n", &case.steps.to_string(), "-t", &case.temperature.to_string()])
+            .args(["-p", &case.topp.to_string(), "-s", &case.seed.to_string()])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "case {i}: {}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let text = stdout.strip_suffix('\n').expect("a final newline, as the reference prints");
+        assert!(text == case.text, "case {i}: differs at byte {}\n got: {text:?}", first_difference(text, &case.text));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("tok/s"));
+    }
+    let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert_eq!(cached.len(), 1, "one conversion, reused: {cached:?}");
+}
+
+#[test]
+fn tokenizer_golden_ids() {
+    let Some(models) = models() else { return };
+    for line in std::fs::read_to_string(golden("tokenizer-encode.jsonl")).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let tokenizer = Tokenizer::from_file(models.join(v["tokenizer"].as_str().unwrap())).unwrap();
+        let text = v["text"].as_str().unwrap();
+        let ids = tokenizer.encode(text, v["bos"].as_bool().unwrap(), v["eos"].as_bool().unwrap());
+        let want: Vec<u32> = v["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+        assert_eq!(ids, want, "{text:?} with {}", v["tokenizer"]);
+    }
+}
+
+#[test]
+fn tokenize_command_prints_ids() {
+    let Some(models) = models() else { return };
+    let out = Command::new(env!("CARGO_BIN_EXE_tvl"))
+        .args(["tokenize", "-z"])
+        .arg(models.join("tok512.bin"))
+        .arg("Once upon a time")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "1 403 407 261 378\n");
+}
+
+#[test]
+fn logits_match_the_reference_at_every_position() {
+    let Some(tvl_file) = stories260k_tvl() else { return };
+    let golden: Vec<f32> = std::fs::read(golden("stories260K-logits.f32"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(golden.len(), 32 * 512);
+    let model = Stories260K::open(&tvl_file).unwrap();
+    let mut state = model.new_state();
+    let mut token = 1;
+    let prompt = [1, 403, 407, 261, 378];
+    let mut worst = 0.0f32;
+    for (pos, want) in golden.chunks_exact(512).enumerate() {
+        let logits = model.forward(&mut state, token, pos).unwrap();
+        for (i, (got, want)) in logits.iter().zip(want).enumerate() {
+            let error = (got - want).abs();
+            assert!(error <= 1e-4, "position {pos}, logit {i}: {got} vs {want}");
+            worst = worst.max(error);
+        }
+        token = prompt.get(pos + 1).copied().unwrap_or_else(|| tvl::sampler::argmax(logits));
+    }
+    eprintln!("largest logit difference from the reference: {worst:e}");
+}
