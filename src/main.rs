@@ -99,14 +99,19 @@ enum Command {
 }
 
 fn main() {
-    if let Err(error) = run(Cli::parse()) {
-        let _ = std::io::stdout().flush();
+    let mut stdout = std::io::stdout().lock();
+    let result = run(Cli::parse(), &mut stdout).and_then(|()| Ok(stdout.flush()?));
+    if let Err(error) = result {
+        // A closed pipe (`tvl ... | head`) is where the reader wanted us to stop.
+        if error.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+            return;
+        }
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
     match cli.command {
         Command::Run { model, tokenizer, prompt, steps, temperature, topp, seed } => {
             if !(temperature >= 0.0 && temperature.is_finite()) {
@@ -125,19 +130,16 @@ fn run(cli: Cli) -> Result<()> {
             };
             let mut sampler = Sampler::new(model.config().vocab_size, temperature, topp, seed);
             let mut session = Session::new(model.as_ref());
-            let mut stdout = std::io::stdout().lock();
             let mut write_error = None;
             let generation = session.generate(&tokenizer, &mut sampler, &prompt, steps, |piece| {
                 if write_error.is_none() {
-                    if let Err(e) = stdout.write_all(piece).and_then(|_| stdout.flush()) {
-                        write_error = Some(e);
-                    }
+                    write_error = out.write_all(piece).and_then(|_| out.flush()).err();
                 }
             })?;
             if let Some(e) = write_error {
-                return Err(e).context("writing to stdout");
+                return Err(e.into());
             }
-            writeln!(stdout)?;
+            writeln!(out)?;
             if generation.positions > 1 {
                 eprintln!("achieved tok/s: {:.1}", generation.tokens_per_second());
             }
@@ -156,18 +158,18 @@ fn run(cli: Cli) -> Result<()> {
                 config.name = name.into();
                 config.validate()?;
             }
-            print!("# Written by `tvl config {}`.\n{}", input.display(), config.to_toml());
+            write!(out, "# Written by `tvl config {}`.\n{}", input.display(), config.to_toml())?;
         }
         Command::Synth { config, output, seed } => {
             let config = load_config(&config)?;
             let header = convert::synthesize(&config, &output, seed, &mut progress("writing"))?;
             eprintln!("wrote {} ({} bytes, model {}, seed {seed})", output.display(), header.file_size, config.name);
         }
-        Command::Inspect { file } => inspect(&file)?,
+        Command::Inspect { file } => inspect(&file, out)?,
         Command::Tokenize { tokenizer, text, no_bos, eos } => {
             let tokenizer = Tokenizer::from_file(&tokenizer)?;
             let ids = tokenizer.encode(&text, !no_bos, eos);
-            println!("{}", ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(" "));
+            writeln!(out, "{}", ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(" "))?;
         }
     }
     Ok(())
@@ -196,31 +198,31 @@ fn load_config(name_or_path: &str) -> Result<Config> {
         let names: Vec<_> = tvl::bundled::BUNDLED.iter().map(|b| b.config.name.as_ref()).collect();
         format!("{name_or_path} is neither a config file nor a bundled model ({})", names.join(", "))
     })?;
-    Config::from_toml(&text).with_context(|| format!("{name_or_path}"))
+    Config::from_toml(&text).with_context(|| name_or_path.to_string())
 }
 
-fn inspect(path: &Path) -> Result<()> {
+fn inspect(path: &Path, out: &mut impl Write) -> Result<()> {
     let header: Header = tvl::read_header(path)?;
     let c = &header.config;
     let layout = Layout::new(c);
     let actual = std::fs::metadata(path)?.len();
-    println!("file           {}", path.display());
-    println!("model          {}", c.name);
-    println!("shape          dim {}, hidden_dim {}, {} layers, {} heads ({} kv), head_dim {}", c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim());
-    println!("vocab/context  {} tokens, {} positions", c.vocab_size, c.seq_len);
-    println!("constants      norm_eps {:?}, rope_theta {:?}, classifier {}", c.norm_eps, c.rope_theta, if c.shared_classifier { "shared with the embedding" } else { "separate" });
-    println!("element type   {}", header.element_type.name());
-    println!("fingerprint    {:016x}", header.fingerprint);
-    println!("size           {} bytes{}", header.file_size, if actual == header.file_size as u64 { String::new() } else { format!(" (file is {actual} bytes: DAMAGED)") });
+    writeln!(out, "file           {}", path.display())?;
+    writeln!(out, "model          {}", c.name)?;
+    writeln!(out, "shape          dim {}, hidden_dim {}, {} layers, {} heads ({} kv), head_dim {}", c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim())?;
+    writeln!(out, "vocab/context  {} tokens, {} positions", c.vocab_size, c.seq_len)?;
+    writeln!(out, "constants      norm_eps {:?}, rope_theta {:?}, classifier {}", c.norm_eps, c.rope_theta, if c.shared_classifier { "shared with the embedding" } else { "separate" })?;
+    writeln!(out, "element type   {}", header.element_type.name())?;
+    writeln!(out, "fingerprint    {:016x}", header.fingerprint)?;
+    writeln!(out, "size           {} bytes{}", header.file_size, if actual == header.file_size as u64 { String::new() } else { format!(" (file is {actual} bytes: DAMAGED)") })?;
     let compiled = tvl::bundled::BUNDLED.iter().find(|b| b.fingerprint == header.fingerprint && b.config.first_difference(c).is_none());
-    println!("compiled model {}", compiled.map_or("none in this binary (see `tvl config`)".to_string(), |b| b.config.name.to_string()));
-    println!("\n{:>12} {:>12}  {:<22} {}", "offset", "bytes", "shape (padded)", "tensor");
+    writeln!(out, "compiled model {}", compiled.map_or("none in this binary (see `tvl config`)".to_string(), |b| b.config.name.to_string()))?;
+    writeln!(out, "\n{:>12} {:>12}  {:<22} tensor", "offset", "bytes", "shape (padded)")?;
     for t in layout.tensors() {
         let shape = match t.storage {
             tvl::layout_def::Storage::Vector(s) => format!("{}", s.len),
             tvl::layout_def::Storage::Panels(p) => format!("{}x{} ({}x{})", p.rows, p.cols, p.padded_rows(), p.padded_cols()),
         };
-        println!("{:>12} {:>12}  {:<22} {}", t.storage.offset(), t.storage.len() * 4, shape, t);
+        writeln!(out, "{:>12} {:>12}  {:<22} {}", t.storage.offset(), t.storage.len() * 4, shape, t)?;
     }
     Ok(())
 }

@@ -5,11 +5,13 @@ use tvl_layout::HeaderError;
 /// the file and the problem so that a user can act on the message alone.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    // The cause is part of the message (and deliberately not a `source()`, which would make
+    // error reporters print it twice).
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
 
-    #[error("{}: {source}", path.display())]
-    Header { path: PathBuf, source: HeaderError },
+    #[error("{}: {cause}", path.display())]
+    Header { path: PathBuf, cause: HeaderError },
 
     #[error("{}: file is {actual} bytes but its header says {expected} bytes (truncated or padded file)", path.display())]
     FileSize { path: PathBuf, expected: u64, actual: u64 },
@@ -53,7 +55,7 @@ pub enum Error {
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { path, source }
+        move |cause| Error::Io { path, cause }
     }
 }
 

@@ -52,7 +52,7 @@ pub fn read_header(path: &Path) -> Result<Header> {
     File::open(path)
         .and_then(|f| f.take(HEADER_BYTES as u64).read_to_end(&mut bytes))
         .map_err(Error::io(path))?;
-    Header::decode(&bytes).map_err(|source| Error::Header { path: path.into(), source })
+    Header::decode(&bytes).map_err(|cause| Error::Header { path: path.into(), cause })
 }
 
 impl<M: Model> Transformer<M> {
@@ -66,7 +66,7 @@ impl<M: Model> Transformer<M> {
         // rewritten by another process while it is mapped; the converter never rewrites a file
         // in place (it writes a new file and renames it over the old one).
         let map = unsafe { Mmap::map(&file) }.map_err(Error::io(path))?;
-        let header = Header::decode(&map).map_err(|source| Error::Header { path: path.into(), source })?;
+        let header = Header::decode(&map).map_err(|cause| Error::Header { path: path.into(), cause })?;
         let expected = Layout::new(&M::CONFIG);
         if header.fingerprint != M::LAYOUT.fingerprint || header.config.first_difference(&M::CONFIG).is_some() {
             let difference = header

@@ -157,8 +157,8 @@ impl Config {
             return Err(err("vocab_size", "must be at least 3 (<unk>, <s>, </s>)"));
         }
         // Keep every tensor and the KV cache addressable with 32-bit element counts on any target.
-        if self.vocab_size.checked_mul(self.dim).map_or(true, |n| n > i32::MAX as usize)
-            || self.hidden_dim.checked_mul(self.dim).map_or(true, |n| n > i32::MAX as usize)
+        if self.vocab_size.checked_mul(self.dim).is_none_or(|n| n > i32::MAX as usize)
+            || self.hidden_dim.checked_mul(self.dim).is_none_or(|n| n > i32::MAX as usize)
         {
             return Err(err("dim", "a weight matrix would exceed 2^31 elements"));
         }

@@ -1,0 +1,175 @@
+//! The converter and the TVL format: round trips, equivalent inputs, synthetic weights.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use tvl::convert::{self, Checkpoint};
+use tvl::layout_def::{Storage, TensorKind};
+use tvl::{Forward, Layout};
+
+#[tvl::tvl_model("model-configs/stories260K.toml")]
+pub struct Stories260K;
+
+#[tvl::tvl_model("tests/configs/stories260K-unshared.toml")]
+pub struct Stories260KUnshared;
+
+/// The row-major values of every tensor of a TVL file, read back through its layout.
+fn read_back(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let header = tvl::Header::decode(&bytes).unwrap();
+    Layout::new(&header.config)
+        .tensors()
+        .into_iter()
+        .map(|t| {
+            let start = t.storage.offset();
+            let stored: Vec<f32> = bytes[start..start + t.storage.len() * 4]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            let values = match t.storage {
+                Storage::Vector(_) => stored,
+                Storage::Panels(p) => p.unpack(&stored),
+            };
+            (t.to_string(), values)
+        })
+        .collect()
+}
+
+#[test]
+fn every_tensor_round_trips_through_the_packed_layout() {
+    let (Some(models), Some(tvl_file)) = (models(), stories260k_tvl()) else { return };
+    let checkpoint = Checkpoint::open(&models.join("stories260K.bin")).unwrap();
+    let layout = Layout::new(&checkpoint.config);
+    let tensors = layout.tensors();
+    let back = read_back(&tvl_file);
+    assert_eq!(back.len(), 1 + 5 * 9 + 1, "embedding (shared classifier), 5 layers, final norm");
+    for (tensor, (name, values)) in tensors.iter().zip(&back) {
+        let (rows, cols) = tensor.storage.shape();
+        let mut expected = vec![0.0; rows * cols];
+        checkpoint.read(tensor.kind, tensor.layer, &mut expected);
+        assert!(values.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()), "{name} differs");
+    }
+    // Padding is zero: w2 (64 × 172) is stored 64 × 176.
+    let w2 = layout.layers[0].w2;
+    let bytes = std::fs::read(&tvl_file).unwrap();
+    let stored: Vec<f32> =
+        bytes[w2.offset..w2.offset + w2.len() * 4].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    for row in 0..64 {
+        for col in 172..176 {
+            assert_eq!(stored[w2.index(row, col)], 0.0);
+        }
+    }
+}
+
+/// The same weights in llama2.c's "version 1" export format.
+fn write_version1(checkpoint: &Checkpoint, out: &Path) {
+    let c = &checkpoint.config;
+    let mut bytes = Vec::new();
+    bytes.extend(0x616b3432u32.to_le_bytes());
+    bytes.extend(1i32.to_le_bytes());
+    for v in [c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len] {
+        bytes.extend((v as i32).to_le_bytes());
+    }
+    bytes.push(c.shared_classifier as u8);
+    bytes.resize(256, 0);
+    let mut push = |kind, layer: Option<usize>, len: usize| {
+        let mut values = vec![0.0; len];
+        checkpoint.read(kind, layer, &mut values);
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    };
+    let (dim, hidden, kv, layers) = (c.dim, c.hidden_dim, c.kv_dim(), c.n_layers);
+    (0..layers).for_each(|l| push(TensorKind::AttnNorm, Some(l), dim));
+    (0..layers).for_each(|l| push(TensorKind::FfnNorm, Some(l), dim));
+    push(TensorKind::FinalNorm, None, dim);
+    push(TensorKind::TokenEmbedding, None, c.vocab_size * dim);
+    for (kind, len) in [
+        (TensorKind::Wq, dim * dim),
+        (TensorKind::Wk, kv * dim),
+        (TensorKind::Wv, kv * dim),
+        (TensorKind::Wo, dim * dim),
+        (TensorKind::W1, hidden * dim),
+        (TensorKind::W2, hidden * dim),
+        (TensorKind::W3, hidden * dim),
+    ] {
+        (0..layers).for_each(|l| push(kind, Some(l), len));
+    }
+    std::fs::write(out, bytes).unwrap();
+}
+
+#[test]
+fn legacy_and_version1_checkpoints_give_identical_files() {
+    let (Some(models), Some(from_legacy)) = (models(), stories260k_tvl()) else { return };
+    let dir = scratch("version1");
+    let checkpoint = Checkpoint::open(&models.join("stories260K.bin")).unwrap();
+    // Same file name, so the model name in the header is the same too.
+    let v1 = dir.join("stories260K.bin");
+    write_version1(&checkpoint, &v1);
+    assert_eq!(Checkpoint::open(&v1).unwrap().format, convert::CheckpointFormat::Version1);
+    let from_v1 = dir.join("stories260K.tvl");
+    convert::convert(&v1, &from_v1, &mut |_, _| {}).unwrap();
+    assert!(std::fs::read(&from_v1).unwrap() == std::fs::read(from_legacy).unwrap(), "the two .tvl files differ");
+}
+
+#[test]
+fn separate_classifier_is_read_and_used() {
+    let (Some(models), Some(shared)) = (models(), stories260k_tvl()) else { return };
+    let dir = scratch("unshared");
+    // stories260K with the classifier stored separately: a negative vocab size in the legacy
+    // header and the embedding appended as wcls.
+    let mut bytes = std::fs::read(models.join("stories260K.bin")).unwrap();
+    bytes[20..24].copy_from_slice(&(-512i32).to_le_bytes());
+    let embedding = bytes[28..28 + 512 * 64 * 4].to_vec();
+    bytes.extend(&embedding);
+    let bin = dir.join("stories260K-unshared.bin");
+    std::fs::write(&bin, &bytes).unwrap();
+    let tvl_file = dir.join("unshared.tvl");
+    convert::convert(&bin, &tvl_file, &mut |_, _| {}).unwrap();
+    let unshared = Stories260KUnshared::open(&tvl_file).unwrap();
+    let shared = Stories260K::open(shared).unwrap();
+    let (mut a, mut b) = (shared.new_state(), unshared.new_state());
+    for (pos, token) in [1u32, 403, 407, 261, 378].into_iter().enumerate() {
+        let (x, y) = (shared.forward(&mut a, token, pos).unwrap(), unshared.forward(&mut b, token, pos).unwrap());
+        assert!(x.iter().zip(y.iter()).all(|(x, y)| x.to_bits() == y.to_bits()), "position {pos}");
+    }
+}
+
+#[test]
+fn synthesized_weights_are_deterministic_and_open_with_the_bundled_model() {
+    let dir = scratch("synth");
+    let config = tvl::bundled::BUNDLED.iter().find(|b| b.config.name == "stories260K").unwrap().config.clone();
+    let (a, b, c) = (dir.join("a.tvl"), dir.join("b.tvl"), dir.join("c.tvl"));
+    convert::synthesize(&config, &a, 7, &mut |_, _| {}).unwrap();
+    convert::synthesize(&config, &b, 7, &mut |_, _| {}).unwrap();
+    convert::synthesize(&config, &c, 8, &mut |_, _| {}).unwrap();
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    assert!(read(&a) == read(&b), "same seed, same bytes");
+    assert!(read(&a) != read(&c), "another seed, other weights");
+    let model = tvl::bundled::open(&a).unwrap();
+    let mut state = model.new_state();
+    let logits = model.forward(&mut state, 1, 0).unwrap();
+    assert!(logits.iter().all(|l| l.is_finite()) && logits.iter().any(|l| *l != 0.0));
+}
+
+#[test]
+fn config_command_prints_the_bundled_config() {
+    let Some(models) = models() else { return };
+    let out = Command::new(env!("CARGO_BIN_EXE_tvl")).arg("config").arg(models.join("stories260K.bin")).output().unwrap();
+    assert!(out.status.success());
+    let printed = tvl::Config::from_toml(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let bundled = tvl::Config::from_toml(include_str!("../model-configs/stories260K.toml")).unwrap();
+    assert_eq!(printed, bundled);
+}
+
+#[test]
+fn inspect_shows_the_header_and_offset_table() {
+    let Some(tvl_file) = stories260k_tvl() else { return };
+    let out = Command::new(env!("CARGO_BIN_EXE_tvl")).arg("inspect").arg(&tvl_file).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let layout = Layout::new(&<Stories260K as tvl::Model>::CONFIG);
+    assert!(text.contains(&format!("fingerprint    {:016x}", layout.fingerprint)), "{text}");
+    assert!(text.contains("compiled model stories260K"), "{text}");
+    assert!(text.contains("layers.4.w2") && text.contains("64x172 (64x176)"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.contains("layers.")).count(), 45);
+}
