@@ -212,7 +212,7 @@ mod tests {
         assert!(matches!(damaged(32, 7), HeaderError::ElementType { code: 7 }));
         assert!(matches!(damaged(60, 6), HeaderError::Config(_))); // 64 % 6 != 0
         assert!(matches!(damaged(52, 176), HeaderError::Fingerprint { .. })); // another shape
-        assert!(matches!(damaged(24, 0), HeaderError::FileSize { .. }));
+        assert!(matches!(damaged(24, 0x40), HeaderError::FileSize { .. })); // low byte of the size is 0x00
         assert!(matches!(damaged(84, 2), HeaderError::Config(_)));
     }
 }
