@@ -30,7 +30,7 @@ pub mod bundled {
     include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 
     /// Opens a TVL file with the bundled model that matches its header.
-    pub fn open(path: &std::path::Path) -> crate::Result<Box<dyn crate::Forward>> {
-        crate::open_bundled(BUNDLED, path)
+    pub fn open(path: &std::path::Path, options: &crate::Options) -> crate::Result<Box<dyn crate::Forward>> {
+        crate::open_bundled(BUNDLED, path, options)
     }
 }

@@ -50,6 +50,9 @@ enum Command {
         /// Random seed (0 = from the clock)
         #[arg(short = 's', long, default_value_t = 0)]
         seed: u64,
+        /// Threads (0 = one per available core)
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// Convert a llama2.c checkpoint (legacy or version-1 fp32 export) to a TVL file
     Convert {
@@ -113,7 +116,7 @@ fn main() {
 
 fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
     match cli.command {
-        Command::Run { model, tokenizer, prompt, steps, temperature, topp, seed } => {
+        Command::Run { model, tokenizer, prompt, steps, temperature, topp, seed, threads } => {
             if !(temperature >= 0.0 && temperature.is_finite()) {
                 bail!("temperature must be a finite number >= 0, got {temperature}");
             }
@@ -121,7 +124,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
                 bail!("top-p must be a finite number, got {topp}");
             }
             let tvl_path = resolve_model(&model)?;
-            let model = tvl::bundled::open(&tvl_path)?;
+            let model = tvl::bundled::open(&tvl_path, &tvl::Options::threads(threads))?;
             let tokenizer = Tokenizer::from_file(&tokenizer)?;
             let seed = if seed == 0 {
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())

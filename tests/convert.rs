@@ -146,7 +146,7 @@ fn synthesized_weights_are_deterministic_and_open_with_the_bundled_model() {
     let read = |p: &Path| std::fs::read(p).unwrap();
     assert!(read(&a) == read(&b), "same seed, same bytes");
     assert!(read(&a) != read(&c), "another seed, other weights");
-    let model = tvl::bundled::open(&a).unwrap();
+    let model = tvl::bundled::open(&a, &tvl::Options::default()).unwrap();
     let mut state = model.new_state();
     let logits = model.forward(&mut state, 1, 0).unwrap();
     assert!(logits.iter().all(|l| l.is_finite()) && logits.iter().any(|l| *l != 0.0));

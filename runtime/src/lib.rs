@@ -12,12 +12,13 @@ pub mod error;
 pub mod generate;
 pub mod kernels;
 pub mod model;
+pub mod pool;
 pub mod sampler;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use generate::{Generation, Session};
-pub use model::{open_bundled, read_header, Bundled, Forward, Model, State, Transformer};
+pub use model::{open_bundled, read_header, Bundled, Forward, Model, Options, State, Transformer};
 pub use sampler::Sampler;
 pub use tokenizer::Tokenizer;
 pub use tvl_layout::{self as layout_def, Config, ElementType, Header, LayerLayout, Layout, Panels, Span};

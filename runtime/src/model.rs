@@ -2,12 +2,15 @@
 //! ([`Transformer`]), and the forward pass over it.
 
 use crate::error::{Error, Result};
-use crate::kernels;
+use crate::kernels::{self, Isa, IsaChoice, Scalar};
+use crate::pool::{split, Disjoint, Pool};
 use memmap2::Mmap;
 use std::fs::File;
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use tvl_layout::layout::{round_up, ALIGN, COL_BLOCK, HEADER_BYTES};
+use std::sync::Mutex;
+use tvl_layout::layout::{round_up, ALIGN, COL_BLOCK, HEADER_BYTES, TILE_ROWS};
 use tvl_layout::{Config, Header, Layout, Panels, Span};
 
 #[cfg(target_endian = "big")]
@@ -23,15 +26,51 @@ pub trait Model: Sized + Send + Sync + 'static {
     /// Where every tensor is in a TVL file of this model.
     const LAYOUT: Layout;
 
-    /// `out = W · x` for W of each distinct shape (padded sizes are compile-time constants).
-    fn matvec_dim_x_dim(out: &mut [f32], w: &[f32], x: &[f32]);
-    fn matvec_kv_x_dim(out: &mut [f32], w: &[f32], x: &[f32]);
-    fn matvec_hidden_x_dim(out: &mut [f32], w: &[f32], x: &[f32]);
-    fn matvec_dim_x_hidden(out: &mut [f32], w: &[f32], x: &[f32]);
-    fn matvec_vocab_x_dim(out: &mut [f32], w: &[f32], x: &[f32]);
-    /// Attention of all heads over one layer's key/value cache.
-    fn attention(scores: &mut [f32], out: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], positions: usize);
+    /// `out = W · x` for a range of row tiles of W, one kernel per distinct matrix shape (the
+    /// column count, which the inner loops run over, is a compile-time constant).
+    ///
+    /// # Safety
+    /// `K::available()` must have returned true on this CPU (the same for every method).
+    unsafe fn matvec_dim_x_dim<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
+    unsafe fn matvec_kv_x_dim<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
+    unsafe fn matvec_hidden_x_dim<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
+    unsafe fn matvec_dim_x_hidden<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
+    unsafe fn matvec_vocab_x_dim<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
+    /// Attention of the query heads `heads` over one layer's key/value cache.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn attention<K: Isa>(
+        heads: Range<usize>,
+        scores: &mut [f32],
+        out: &mut [f32],
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        positions: usize,
+    );
 }
+
+/// How to run a model.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Threads (the caller and workers); 0 means one per available core.
+    pub threads: usize,
+}
+
+impl Options {
+    pub fn threads(threads: usize) -> Options {
+        Options { threads }
+    }
+
+    fn resolved_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// One forward pass, monomorphized for a model and an instruction set.
+type ForwardFn<M> = unsafe fn(&Transformer<M>, &mut Pool, &mut State, usize, usize);
 
 /// A model of type `M` bound to a mapped TVL file: the weights are borrowed straight from the
 /// mapping. `Send + Sync`; any number of [`Session`](crate::Session)s can share one.
@@ -42,6 +81,12 @@ pub struct Transformer<M: Model> {
     path: PathBuf,
     /// `M::CONFIG`, kept here so that it can be borrowed (a `Cow` constant cannot be).
     config: Config,
+    isa: IsaChoice,
+    /// `forward::<M, K>` for the chosen instruction set K.
+    forward: ForwardFn<M>,
+    /// Created at load. Sessions on several threads take turns (decoding is memory-bound, so
+    /// two interleaved sequences would share the same bandwidth anyway).
+    pool: Mutex<Pool>,
     _model: PhantomData<M>,
 }
 
@@ -57,8 +102,13 @@ pub fn read_header(path: &Path) -> Result<Header> {
 
 impl<M: Model> Transformer<M> {
     /// Maps `path` and checks, before forming any slice of it, that it is a TVL file of exactly
-    /// this model and layout: magic, version, fingerprint, config, size and alignment.
+    /// this model and layout: magic, version, fingerprint, config, size and alignment. Uses
+    /// every core and the fastest kernels of this CPU (`TVL_KERNELS=scalar` forces a path).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, &Options::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, options: &Options) -> Result<Self> {
         let path = path.as_ref();
         let file = File::open(path).map_err(Error::io(path))?;
         // SAFETY: the mapping is read-only and we only read it through `&[u8]`/`&[f32]` borrows
@@ -79,7 +129,25 @@ impl<M: Model> Transformer<M> {
             return Err(Error::FileSize { path: path.into(), expected: header.file_size as u64, actual: map.len() as u64 });
         }
         check_layout::<M>(&expected, map.len(), map.as_ptr()).map_err(|problem| Error::BadLayout { path: path.into(), problem })?;
-        Ok(Transformer { map, rope: rope_table(&M::CONFIG), path: path.into(), config: M::CONFIG, _model: PhantomData })
+        let isa = IsaChoice::select().map_err(Error::Invalid)?;
+        let forward: ForwardFn<M> = match isa {
+            IsaChoice::Scalar => forward::<M, Scalar>,
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::Avx2 => forward::<M, kernels::avx2::Avx2>,
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::Neon => forward::<M, kernels::neon::Neon>,
+        };
+        let pool = Pool::new(options.resolved_threads()).map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))?;
+        Ok(Transformer {
+            map,
+            rope: rope_table(&M::CONFIG),
+            path: path.into(),
+            config: M::CONFIG,
+            isa,
+            forward,
+            pool: Mutex::new(pool),
+            _model: PhantomData,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -170,7 +238,7 @@ impl State {
             q: padded(config.dim),
             k: padded(config.kv_dim()),
             v: padded(config.kv_dim()),
-            scores: vec![0.0; config.seq_len],
+            scores: vec![0.0; config.n_heads * config.seq_len],
             logits: padded(config.vocab_size),
             key_cache: vec![0.0; cache],
             value_cache: vec![0.0; cache],
@@ -189,6 +257,9 @@ pub trait Forward: Send + Sync {
     /// Feeds `token` at position `pos` and returns the logits of the next token (in the
     /// state's buffer: the caller may use them as scratch, as the sampler does).
     fn forward<'s>(&self, state: &'s mut State, token: u32, pos: usize) -> Result<&'s mut [f32]>;
+    /// The instruction set of the kernels in use (`scalar`, `avx2`, `neon`).
+    fn kernels(&self) -> &'static str;
+    fn threads(&self) -> usize;
 }
 
 impl<M: Model> Forward for Transformer<M> {
@@ -206,27 +277,68 @@ impl<M: Model> Forward for Transformer<M> {
         if state.key_cache.len() != M::CONFIG.n_layers * M::CONFIG.seq_len * M::CONFIG.kv_dim() || state.x.len() < M::CONFIG.dim {
             return Err(Error::Invalid(format!("this state was not made for model `{}`", M::CONFIG.name)));
         }
-        forward(self, state, token as usize, pos);
+        // A panic inside a forward pass leaves nothing half-updated in the pool itself.
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: `self.forward` was chosen in `open_with` for an instruction set whose
+        // `available()` returned true on this CPU.
+        unsafe { (self.forward)(self, &mut pool, state, token as usize, pos) };
         Ok(&mut state.logits[..M::CONFIG.vocab_size])
+    }
+
+    fn kernels(&self) -> &'static str {
+        self.isa.name()
+    }
+
+    fn threads(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).threads()
     }
 }
 
+/// A matvec kernel of one shape, for a range of row tiles.
+type Kernel = unsafe fn(&mut [f32], &[f32], &[f32]);
+
+/// `out = W · x` with W's row tiles split into one contiguous range per thread, so that each
+/// thread streams its own part of the panels front to back. Every output is computed by one
+/// thread with the same kernel, so the result does not depend on the thread count.
+///
+/// # Safety
+/// `kernel`'s instruction set must be available on this CPU.
+unsafe fn matvec(pool: &mut Pool, kernel: Kernel, out: &mut [f32], w: &[f32], x: &[f32]) {
+    let (tiles, cols, threads) = (out.len() / TILE_ROWS, w.len() / out.len(), pool.threads());
+    let out = Disjoint::new(out);
+    pool.run(&|thread| {
+        let rows = split(tiles, thread, threads);
+        let rows = rows.start * TILE_ROWS..rows.end * TILE_ROWS;
+        // SAFETY: `split` gives each thread a disjoint range of rows; the caller guarantees
+        // the kernel's instruction set.
+        unsafe { kernel(out.range(rows.clone()), &w[rows.start * cols..rows.end * cols], x) }
+    });
+}
+
 /// One position of the Llama-2 forward pass, as llama2.c's `forward` computes it. All sizes are
-/// constants of `M`, so after monomorphization every loop has a compile-time trip count.
-fn forward<M: Model>(w: &Transformer<M>, s: &mut State, token: usize, pos: usize) {
+/// constants of `M`, so after monomorphization every loop has a compile-time trip count; the
+/// matrix products and attention run on every thread of `pool`.
+///
+/// # Safety
+/// `K::available()` must have returned true on this CPU.
+unsafe fn forward<M: Model, K: Isa>(w: &Transformer<M>, pool: &mut Pool, s: &mut State, token: usize, pos: usize) {
     let c = &M::CONFIG;
     let (dim, hidden, kv_dim, head_dim, seq_len) = (c.dim, c.hidden_dim, c.kv_dim(), c.head_dim(), c.seq_len);
     let layout = &M::LAYOUT;
     let rope = &w.rope[pos * head_dim / 2..][..head_dim / 2];
+    // SAFETY (every `matvec` and `M::attention` call below): the caller guarantees K.
+    let rows = |p: Panels| ..p.padded_rows();
 
     layout.token_embedding.read_row(w.panels(layout.token_embedding), token, &mut s.x[..dim]);
 
     for (l, lw) in layout.layers.iter().enumerate() {
         // Attention: q, k, v of this position; k and v go into the cache.
         kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.attn_norm), c.norm_eps);
-        M::matvec_dim_x_dim(&mut s.q, w.panels(lw.wq), &s.xb);
-        M::matvec_kv_x_dim(&mut s.k, w.panels(lw.wk), &s.xb);
-        M::matvec_kv_x_dim(&mut s.v, w.panels(lw.wv), &s.xb);
+        unsafe {
+            matvec(pool, M::matvec_dim_x_dim::<K>, &mut s.q[rows(lw.wq)], w.panels(lw.wq), &s.xb);
+            matvec(pool, M::matvec_kv_x_dim::<K>, &mut s.k[rows(lw.wk)], w.panels(lw.wk), &s.xb);
+            matvec(pool, M::matvec_kv_x_dim::<K>, &mut s.v[rows(lw.wv)], w.panels(lw.wv), &s.xb);
+        }
         kernels::rope(&mut s.q[..dim], &mut s.k[..kv_dim], rope);
 
         let layer_cache = l * kv_dim * seq_len..(l + 1) * kv_dim * seq_len;
@@ -236,38 +348,56 @@ fn forward<M: Model>(w: &Transformer<M>, s: &mut State, token: usize, pos: usize
             keys[at..at + head_dim].copy_from_slice(k);
             values[at..at + head_dim].copy_from_slice(v);
         }
-        M::attention(&mut s.scores, &mut s.xb[..dim], &s.q[..dim], keys, values, pos + 1);
-        M::matvec_dim_x_dim(&mut s.xb2, w.panels(lw.wo), &s.xb);
+        let (keys, values, q, threads) = (&*keys, &*values, &s.q[..dim], pool.threads());
+        let (scores, out) = (Disjoint::new(&mut s.scores), Disjoint::new(&mut s.xb[..dim]));
+        pool.run(&|thread| {
+            let heads = split(c.n_heads, thread, threads);
+            // SAFETY: each thread gets its own heads, hence disjoint ranges of scores and out.
+            unsafe {
+                M::attention::<K>(
+                    heads.clone(),
+                    scores.range(heads.start * seq_len..heads.end * seq_len),
+                    out.range(heads.start * head_dim..heads.end * head_dim),
+                    &q[heads.start * head_dim..heads.end * head_dim],
+                    keys,
+                    values,
+                    pos + 1,
+                )
+            }
+        });
+        unsafe { matvec(pool, M::matvec_dim_x_dim::<K>, &mut s.xb2[rows(lw.wo)], w.panels(lw.wo), &s.xb) };
         kernels::add(&mut s.x[..dim], &s.xb2[..dim]);
 
         // Feed-forward: w2 · (silu(w1 · x) * (w3 · x)).
         kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
-        M::matvec_hidden_x_dim(&mut s.hb, w.panels(lw.w1), &s.xb);
-        M::matvec_hidden_x_dim(&mut s.hb2, w.panels(lw.w3), &s.xb);
+        unsafe {
+            matvec(pool, M::matvec_hidden_x_dim::<K>, &mut s.hb[rows(lw.w1)], w.panels(lw.w1), &s.xb);
+            matvec(pool, M::matvec_hidden_x_dim::<K>, &mut s.hb2[rows(lw.w3)], w.panels(lw.w3), &s.xb);
+        }
         kernels::swiglu(&mut s.hb[..hidden], &s.hb2[..hidden]);
-        M::matvec_dim_x_hidden(&mut s.xb, w.panels(lw.w2), &s.hb);
+        unsafe { matvec(pool, M::matvec_dim_x_hidden::<K>, &mut s.xb[rows(lw.w2)], w.panels(lw.w2), &s.hb) };
         kernels::add(&mut s.x[..dim], &s.xb[..dim]);
     }
 
     kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(layout.final_norm), c.norm_eps);
-    M::matvec_vocab_x_dim(&mut s.logits, w.panels(layout.classifier), &s.xb);
+    unsafe { matvec(pool, M::matvec_vocab_x_dim::<K>, &mut s.logits[rows(layout.classifier)], w.panels(layout.classifier), &s.xb) };
 }
 
 /// A model compiled into a binary, found by the header of the file to run.
 pub struct Bundled {
     pub config: Config,
     pub fingerprint: u64,
-    pub open: fn(&Path) -> Result<Box<dyn Forward>>,
+    pub open: fn(&Path, &Options) -> Result<Box<dyn Forward>>,
 }
 
 /// Opens `path` with whichever of `bundled` matches its header.
-pub fn open_bundled(bundled: &[Bundled], path: &Path) -> Result<Box<dyn Forward>> {
+pub fn open_bundled(bundled: &[Bundled], path: &Path, options: &Options) -> Result<Box<dyn Forward>> {
     let header = read_header(path)?;
     match bundled
         .iter()
         .find(|b| b.fingerprint == header.fingerprint && b.config.first_difference(&header.config).is_none())
     {
-        Some(model) => (model.open)(path),
+        Some(model) => (model.open)(path, options),
         None => {
             let c = &header.config;
             Err(Error::NoCompiledModel {

@@ -53,12 +53,11 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path) -
     let first = layout.layers.first().copied();
     let kernel = |name: &str, panels: Option<Panels>| {
         let name = format_ident!("{name}");
-        let (rows, cols) = panels.map_or((0, 0), |p| (p.padded_rows(), p.padded_cols()));
-        let (rows, cols) = (Literal::usize_unsuffixed(rows), Literal::usize_unsuffixed(cols));
+        let cols = Literal::usize_unsuffixed(panels.map_or(0, |p| p.padded_cols()));
         quote! {
             #[inline]
-            fn #name(out: &mut [f32], w: &[f32], x: &[f32]) {
-                ::tvl::kernels::matvec::<#rows, #cols>(out, w, x)
+            unsafe fn #name<K: ::tvl::kernels::Isa>(out: &mut [f32], w: &[f32], x: &[f32]) {
+                unsafe { K::matvec::<#cols>(out, w, x) }
             }
         }
     };
@@ -95,15 +94,32 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path) -
             #(#kernels)*
 
             #[inline]
-            fn attention(scores: &mut [f32], out: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], positions: usize) {
-                ::tvl::kernels::attention::<#head_dim, #n_heads, #n_kv_heads>(scores, out, q, keys, values, positions)
+            unsafe fn attention<K: ::tvl::kernels::Isa>(
+                heads: ::std::ops::Range<usize>,
+                scores: &mut [f32],
+                out: &mut [f32],
+                q: &[f32],
+                keys: &[f32],
+                values: &[f32],
+                positions: usize,
+            ) {
+                unsafe { ::tvl::kernels::attention::<K, #head_dim, #n_heads, #n_kv_heads>(heads, scores, out, q, keys, values, positions) }
             }
         }
 
         impl #ident {
-            /// Maps a TVL file of this model (zero-copy) after checking that it matches the layout.
+            /// Maps a TVL file of this model (zero-copy) after checking that it matches the
+            /// layout; runs on every core with the fastest kernels of this CPU.
             pub fn open(path: impl AsRef<::std::path::Path>) -> ::std::result::Result<::tvl::Transformer<Self>, ::tvl::Error> {
                 ::tvl::Transformer::open(path)
+            }
+
+            /// [`open`](Self::open) with options (thread count).
+            pub fn open_with(
+                path: impl AsRef<::std::path::Path>,
+                options: &::tvl::Options,
+            ) -> ::std::result::Result<::tvl::Transformer<Self>, ::tvl::Error> {
+                ::tvl::Transformer::open_with(path, options)
             }
         }
     }
@@ -190,7 +206,7 @@ pub fn bundle_tokens(configs: &[(String, Config, PathBuf)]) -> TokenStream {
             ::tvl::Bundled {
                 config: <#ident as ::tvl::Model>::CONFIG,
                 fingerprint: #fingerprint,
-                open: |path| ::std::result::Result::Ok(::std::boxed::Box::new(#ident::open(path)?)),
+                open: |path, options| ::std::result::Result::Ok(::std::boxed::Box::new(#ident::open_with(path, options)?)),
             }
         });
     }
@@ -233,9 +249,9 @@ mod tests {
         let item: syn::ItemStruct = syn::parse_quote!(pub struct Tiny;);
         let code = model_tokens(&item, &config, Path::new("/x/tiny.toml")).to_string();
         // w2 is 64 × 172, padded to whole cache-line blocks: 64 × 176.
-        assert!(code.contains("matvec :: < 64 , 176 >"), "{code}");
-        assert!(code.contains("matvec :: < 32 , 64 >"), "{code}");
-        assert!(code.contains("attention :: < 8 , 8 , 4 >"), "{code}");
+        assert!(code.contains("matvec :: < 176 >"), "{code}");
+        assert!(code.contains("matvec :: < 64 >"), "{code}");
+        assert!(code.contains("attention :: < K , 8 , 8 , 4 >"), "{code}");
         assert!(code.contains("include_str ! (\"/x/tiny.toml\")"), "{code}");
         let layout = Layout::new(&config);
         assert!(code.contains(&format!("fingerprint : {}u64", layout.fingerprint)), "{code}");

@@ -1,0 +1,315 @@
+//! The kernels of the forward pass.
+//!
+//! The two that carry the work, the matrix-vector product over TVL panels and the attention
+//! dot product, exist once per instruction set ([`Isa`]): [`Scalar`] (portable, and the
+//! reference), [`avx2::Avx2`] (x86_64 AVX2+FMA) and [`neon::Neon`] (aarch64). Their sizes are
+//! const generics: `#[tvl_model]` instantiates them once per distinct shape of a model, so the
+//! trip counts of the inner loops are compile-time constants. The instruction set is chosen once
+//! per model at load ([`Isa::select`]), never per call.
+//!
+//! The scalar kernels add in exactly the order llama2.c's `run.c` does, so the scalar path
+//! reproduces the reference bit for bit. The SIMD kernels add in another order (several
+//! accumulators), which changes the last bits of a sum, as any SIMD implementation does.
+//!
+//! The element-wise steps (RMSNorm, softmax, SwiGLU, residual add, RoPE) touch O(dim) values
+//! per layer against O(dim²) for the matrices; they stay scalar (see the README for numbers).
+
+use tvl_layout::layout::{COL_BLOCK, TILE_ROWS};
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+
+/// An instruction set with its own matvec and dot-product kernels.
+pub trait Isa: Send + Sync + 'static {
+    const NAME: &'static str;
+
+    /// Whether this CPU can run the kernels (checked once, at load).
+    fn available() -> bool;
+
+    /// `out = W · x` where W is `out.len()` rows (a multiple of [`TILE_ROWS`]) of COLS columns
+    /// (a multiple of [`COL_BLOCK`]) stored as TVL panels: `w.len() >= out.len() * COLS`,
+    /// `x.len() >= COLS`.
+    ///
+    /// # Safety
+    /// `Self::available()` must have returned true on this CPU.
+    unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]);
+
+    /// `a · b` over N elements.
+    ///
+    /// # Safety
+    /// `Self::available()` must have returned true on this CPU.
+    unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32;
+}
+
+/// The instruction sets of this build, for choosing one at load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsaChoice {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+}
+
+impl IsaChoice {
+    /// The fastest instruction set this CPU has, unless `TVL_KERNELS` names one
+    /// (`scalar`, `avx2`, `neon`) to compare paths. Naming one the CPU lacks is an error.
+    pub fn select() -> Result<IsaChoice, String> {
+        match std::env::var("TVL_KERNELS").ok().filter(|v| !v.is_empty()) {
+            None => Ok(Self::best()),
+            Some(name) => {
+                let choice = Self::all()
+                    .into_iter()
+                    .find(|c| c.name() == name)
+                    .ok_or_else(|| format!("TVL_KERNELS={name}: this build has {}", Self::names()))?;
+                if choice.available() {
+                    Ok(choice)
+                } else {
+                    Err(format!("TVL_KERNELS={name}: this CPU does not support it"))
+                }
+            }
+        }
+    }
+
+    pub fn best() -> IsaChoice {
+        Self::all().into_iter().rev().find(|c| c.available()).unwrap_or(IsaChoice::Scalar)
+    }
+
+    /// Every instruction set of this build, slowest first.
+    pub fn all() -> Vec<IsaChoice> {
+        vec![
+            IsaChoice::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::Avx2,
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::Neon,
+        ]
+    }
+
+    fn names() -> String {
+        Self::all().iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IsaChoice::Scalar => Scalar::NAME,
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::Avx2 => avx2::Avx2::NAME,
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::Neon => neon::Neon::NAME,
+        }
+    }
+
+    pub fn available(self) -> bool {
+        match self {
+            IsaChoice::Scalar => Scalar::available(),
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::Avx2 => avx2::Avx2::available(),
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::Neon => neon::Neon::available(),
+        }
+    }
+}
+
+/// Portable kernels in the reference's order of additions.
+pub struct Scalar;
+
+impl Isa for Scalar {
+    const NAME: &'static str = "scalar";
+
+    fn available() -> bool {
+        true
+    }
+
+    /// Tile by tile; within a tile, block by block, each block being [`TILE_ROWS`] consecutive
+    /// cache lines used whole. Each row keeps one accumulator and adds its columns in
+    /// increasing order, like the reference `matmul`.
+    unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
+        matvec_scalar::<COLS>(out, w, x)
+    }
+
+    unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32 {
+        let mut sum = 0.0f32;
+        for (a, b) in a[..N].iter().zip(&b[..N]) {
+            sum += a * b;
+        }
+        sum
+    }
+}
+
+/// The scalar matvec as a safe function (it needs no CPU feature).
+#[inline]
+pub fn matvec_scalar<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
+    const { assert!(COLS % COL_BLOCK == 0) };
+    let rows = out.len() / TILE_ROWS * TILE_ROWS;
+    let (out, w, x) = (&mut out[..rows], &w[..rows * COLS], &x[..COLS]);
+    for (tile, out) in w.chunks_exact(TILE_ROWS * COLS).zip(out.chunks_exact_mut(TILE_ROWS)) {
+        let mut acc = [0.0f32; TILE_ROWS];
+        for (block, x) in tile.chunks_exact(TILE_ROWS * COL_BLOCK).zip(x.chunks_exact(COL_BLOCK)) {
+            for (acc, row) in acc.iter_mut().zip(block.chunks_exact(COL_BLOCK)) {
+                for (w, x) in row.iter().zip(x) {
+                    *acc += w * x;
+                }
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+}
+
+/// Attention of the query heads `heads` for one position over `positions` cached positions.
+///
+/// `keys` and `values` are one layer's cache laid out `[kv_head][seq_len][HEAD_DIM]`, so the
+/// keys one head reads are contiguous. The N_HEADS / N_KV_HEADS query heads of a group read the
+/// same key/value head (grouped-query attention). `scores` holds `seq_len` floats per head in
+/// `heads`; `out` and `q` hold HEAD_DIM floats per head in `heads`.
+///
+/// # Safety
+/// `K::available()` must have returned true on this CPU.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub unsafe fn attention<K: Isa, const HEAD_DIM: usize, const N_HEADS: usize, const N_KV_HEADS: usize>(
+    heads: std::ops::Range<usize>,
+    scores: &mut [f32],
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    positions: usize,
+) {
+    let seq_len = keys.len() / (N_KV_HEADS * HEAD_DIM);
+    let scale = (HEAD_DIM as f32).sqrt();
+    let per_head = scores.chunks_exact_mut(seq_len).zip(out.chunks_exact_mut(HEAD_DIM)).zip(q.chunks_exact(HEAD_DIM));
+    for (head, ((scores, out), q)) in heads.zip(per_head) {
+        let kv_head = head / (N_HEADS / N_KV_HEADS);
+        let head_cache = kv_head * seq_len * HEAD_DIM..(kv_head * seq_len + positions) * HEAD_DIM;
+        let scores = &mut scores[..positions];
+        for (score, k) in scores.iter_mut().zip(keys[head_cache.clone()].chunks_exact(HEAD_DIM)) {
+            // SAFETY: the caller guarantees K is available.
+            *score = unsafe { K::dot::<HEAD_DIM>(q, k) } / scale;
+        }
+        softmax(scores);
+        out.fill(0.0);
+        for (&a, v) in scores.iter().zip(values[head_cache].chunks_exact(HEAD_DIM)) {
+            for (out, v) in out.iter_mut().zip(v) {
+                *out += a * v;
+            }
+        }
+    }
+}
+
+/// `out = weight ⊙ x / rms(x)`.
+pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
+    let mut ss = 0.0f32;
+    for x in x {
+        ss += x * x;
+    }
+    ss /= x.len() as f32;
+    ss += eps;
+    let inv = 1.0 / ss.sqrt();
+    for ((out, x), w) in out.iter_mut().zip(x).zip(weight) {
+        *out = w * (inv * x);
+    }
+}
+
+/// In-place softmax, shifted by the maximum for stability.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(x[0], f32::max);
+    let mut sum = 0.0f32;
+    for x in x.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in x.iter_mut() {
+        *x /= sum;
+    }
+}
+
+/// SwiGLU: `gate = silu(gate) * up`.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        let silu = *g * (1.0 / (1.0 + (-*g).exp()));
+        *g = silu * u;
+    }
+}
+
+/// `x += y` (the residual connection).
+pub fn add(x: &mut [f32], y: &[f32]) {
+    for (x, y) in x.iter_mut().zip(y) {
+        *x += y;
+    }
+}
+
+/// Rotary position embedding of the query and key vectors for one position; `rope` holds the
+/// (cos, sin) pairs of that position, one per pair of dimensions in a head.
+pub fn rope(q: &mut [f32], k: &mut [f32], rope: &[(f32, f32)]) {
+    for vec in [q, k] {
+        for (pair, &(cos, sin)) in vec.chunks_exact_mut(2).zip(rope.iter().cycle()) {
+            let (v0, v1) = (pair[0], pair[1]);
+            pair[0] = v0 * cos - v1 * sin;
+            pair[1] = v0 * sin + v1 * cos;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tvl_layout::Panels;
+
+    #[test]
+    fn matvec_matches_row_major_reference_bit_for_bit() {
+        // 8 × 20 logical, padded to 8 × 32: two tiles, two blocks.
+        let panels = Panels { offset: 0, rows: 8, cols: 20 };
+        let m: Vec<f32> = (0..160).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let mut packed = vec![0.0; panels.len()];
+        panels.pack(&m, &mut packed);
+        let mut x = vec![0.0f32; 32];
+        for (i, x) in x.iter_mut().take(20).enumerate() {
+            *x = (i as f32 * 0.37).sin();
+        }
+        let mut out = vec![f32::NAN; 8];
+        matvec_scalar::<32>(&mut out, &packed, &x);
+        for (r, out) in out.iter().enumerate() {
+            let mut expected = 0.0f32;
+            for c in 0..20 {
+                expected += m[r * 20 + c] * x[c];
+            }
+            assert_eq!(out.to_bits(), expected.to_bits(), "row {r}");
+        }
+    }
+
+    #[test]
+    fn attention_with_one_position_returns_its_value() {
+        // One position: softmax is 1, so each head's output is its kv head's value.
+        let keys: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        let values: Vec<f32> = (0..16).map(|i| -(i as f32)).collect();
+        let q = vec![1.0; 8];
+        let mut out = vec![0.0; 8];
+        let mut scores = vec![0.0; 16];
+        // 4 query heads of dim 2 sharing 2 kv heads; seq_len 4.
+        // SAFETY: the scalar kernels run on any CPU.
+        unsafe { attention::<Scalar, 2, 4, 2>(0..4, &mut scores, &mut out, &q, &keys, &values, 1) };
+        assert_eq!(out, [-0.0, -1.0, -0.0, -1.0, -8.0, -9.0, -8.0, -9.0]);
+    }
+
+    #[test]
+    fn softmax_and_rmsnorm_known_values() {
+        let mut x = [1.0f32, 2.0, 3.0];
+        softmax(&mut x);
+        let e = [(-2.0f32).exp(), (-1.0f32).exp(), 1.0];
+        let s: f32 = e.iter().sum();
+        assert!(x.iter().zip(e).all(|(a, b)| (a - b / s).abs() < 1e-7));
+        let mut out = [0.0; 2];
+        rmsnorm(&mut out, &[3.0, 4.0], &[1.0, 2.0], 0.0);
+        let rms = (12.5f32).sqrt();
+        assert!((out[0] - 3.0 / rms).abs() < 1e-6 && (out[1] - 8.0 / rms).abs() < 1e-6);
+    }
+
+    #[test]
+    fn kernels_env_names_a_path() {
+        assert!(IsaChoice::all().contains(&IsaChoice::best()));
+        assert_eq!(IsaChoice::all()[0], IsaChoice::Scalar);
+    }
+}

@@ -1,0 +1,223 @@
+//! A persistent worker pool, created once at load: [`Pool::run`] runs one job on every thread
+//! (the caller is thread 0) and returns when all are done. No thread is created per token or
+//! per matmul; between jobs workers spin briefly (jobs of one token come microseconds apart),
+//! then sleep on a condition variable.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+/// The job of the current generation: a borrowed closure, valid until every worker is done.
+type Job = *const (dyn Fn(usize) + Sync);
+
+struct Shared {
+    /// Written by the caller before `generation` is bumped, read by workers after they see it.
+    job: UnsafeCell<Option<Job>>,
+    generation: AtomicU64,
+    /// Workers that have not finished the current job.
+    pending: AtomicUsize,
+    worker_panicked: AtomicBool,
+    sleepers: AtomicUsize,
+    sleep: Mutex<()>,
+    wake: Condvar,
+    stop: AtomicBool,
+}
+
+// SAFETY: `job` is only written by the thread that owns the pool (`run` takes `&mut self`)
+// while no worker reads it (all workers finished the previous generation), and only read by
+// workers between a generation bump and their decrement of `pending`, which `run` waits for.
+unsafe impl Sync for Shared {}
+// SAFETY: as above; the raw job pointer is only dereferenced under that protocol.
+unsafe impl Send for Shared {}
+
+pub struct Pool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+const SPIN_ITERATIONS: u32 = 1 << 16;
+
+impl Pool {
+    /// A pool of `threads` threads in all: the caller and `threads - 1` workers.
+    pub fn new(threads: usize) -> std::io::Result<Pool> {
+        let shared = Arc::new(Shared {
+            job: UnsafeCell::new(None),
+            generation: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
+            worker_panicked: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
+            sleep: Mutex::new(()),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let mut workers = Vec::new();
+        for index in 1..threads.max(1) {
+            let for_worker = shared.clone();
+            let worker =
+                std::thread::Builder::new().name(format!("tvl-worker-{index}")).spawn(move || worker(&for_worker, index));
+            match worker {
+                Ok(handle) => workers.push(handle),
+                Err(e) => {
+                    let pool = Pool { shared, workers };
+                    drop(pool);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Pool { shared, workers })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs `job(thread)` for every thread index in `0..self.threads()`, the caller taking 0.
+    pub fn run(&mut self, job: &(dyn Fn(usize) + Sync)) {
+        if self.workers.is_empty() {
+            return job(0);
+        }
+        let shared = &*self.shared;
+        // SAFETY: no worker reads `job` now: each finished the previous generation (we waited
+        // for `pending == 0`). The lifetime is erased, and `Wait` below guarantees that we do
+        // not return (or unwind) before every worker is done with the borrow.
+        unsafe { *shared.job.get() = Some(std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(job)) };
+        shared.pending.store(self.workers.len(), SeqCst);
+        shared.generation.fetch_add(1, SeqCst);
+        if shared.sleepers.load(SeqCst) > 0 {
+            let _lock = shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            shared.wake.notify_all();
+        }
+        let wait = Wait(shared);
+        job(0);
+        drop(wait);
+        if shared.worker_panicked.swap(false, SeqCst) {
+            panic!("a tvl worker thread panicked");
+        }
+    }
+}
+
+/// Waits for all workers on drop, so the borrowed job outlives their use even if the caller's
+/// share of the job panics.
+struct Wait<'a>(&'a Shared);
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        let mut spins = 0u32;
+        while self.0.pending.load(Acquire) != 0 {
+            spins = spins.wrapping_add(1);
+            if spins % 1024 == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+fn worker(shared: &Shared, index: usize) {
+    let mut seen = 0u64;
+    loop {
+        // Spin, then sleep, until a new generation (or stop).
+        let mut spins = 0;
+        while shared.generation.load(Acquire) == seen && !shared.stop.load(Acquire) {
+            if spins < SPIN_ITERATIONS {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                let mut lock = shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
+                shared.sleepers.fetch_add(1, SeqCst);
+                while shared.generation.load(SeqCst) == seen && !shared.stop.load(SeqCst) {
+                    lock = shared.wake.wait(lock).unwrap_or_else(|e| e.into_inner());
+                }
+                shared.sleepers.fetch_sub(1, SeqCst);
+            }
+        }
+        if shared.stop.load(Acquire) {
+            return;
+        }
+        seen = shared.generation.load(Acquire);
+        // SAFETY: the owner wrote the job before bumping the generation we observed (Acquire
+        // pairs with its SeqCst bump) and keeps it alive until `pending` reaches zero.
+        let job = unsafe { (*shared.job.get()).expect("a job is set for every generation") };
+        // SAFETY: see above: the pointee is alive until we decrement `pending`.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { (*job)(index) }));
+        if result.is_err() {
+            shared.worker_panicked.store(true, SeqCst);
+        }
+        shared.pending.fetch_sub(1, Release);
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, SeqCst);
+        {
+            let _lock = self.shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// The part `index` of `0..len` split into `parts` contiguous, nearly equal ranges.
+pub fn split(len: usize, index: usize, parts: usize) -> std::ops::Range<usize> {
+    len * index / parts..len * (index + 1) / parts
+}
+
+/// A `&mut [T]` that threads write at disjoint ranges.
+pub struct Disjoint<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: access goes through `range`, whose contract makes ranges of concurrent users disjoint.
+unsafe impl<T: Send> Sync for Disjoint<T> {}
+
+impl<T> Disjoint<T> {
+    pub fn new(slice: &mut [T]) -> Disjoint<T> {
+        Disjoint { ptr: slice.as_mut_ptr(), len: slice.len() }
+    }
+
+    /// # Safety
+    /// Ranges used by concurrent callers must not overlap, and the slice `new` was given must
+    /// outlive every use (it is borrowed mutably by the caller for the whole job).
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn range(&self, range: std::ops::Range<usize>) -> &mut [T] {
+        assert!(range.start <= range.end && range.end <= self.len, "Disjoint::range out of bounds");
+        // SAFETY: in bounds (checked), disjoint from other users' ranges (caller's contract).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_thread_runs_each_job_once() {
+        for threads in [1, 2, 3, 5] {
+            let mut pool = Pool::new(threads).unwrap();
+            for round in 0..200 {
+                let mut out = vec![0usize; 103];
+                let target = Disjoint::new(&mut out);
+                pool.run(&|t| {
+                    // SAFETY: `split` gives each thread its own range.
+                    let part = unsafe { target.range(split(103, t, threads)) };
+                    part.iter_mut().for_each(|v| *v += t + round);
+                });
+                for t in 0..threads {
+                    assert!(out[split(103, t, threads)].iter().all(|&v| v == t + round));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_covers_everything_in_order() {
+        let parts: Vec<_> = (0..3).map(|i| split(10, i, 3)).collect();
+        assert_eq!(parts, [0..3, 3..6, 6..10]);
+    }
+}
