@@ -4,26 +4,39 @@ mod common;
 
 use common::*;
 use std::process::Command;
-use tvl::{Forward, Sampler, Session, Tokenizer};
+use tvl::{Forward, IsaChoice, Options, Sampler, Session, Tokenizer};
 
 // As a user crate would write it: the model type compiled from its config.
 #[tvl::tvl_model("model-configs/stories260K.toml")]
 pub struct Stories260K;
 
+/// Every kernel path this CPU has, with 1, 2 and 3 threads.
+fn every_path() -> Vec<Options> {
+    let isas = IsaChoice::all().into_iter().filter(|i| i.available());
+    isas.flat_map(|isa| [1, 2, 3].map(|threads| Options { threads, kernels: Some(isa) })).collect()
+}
+
 #[test]
-fn generate_golden_text_through_the_library() {
+fn generate_golden_text_through_the_library_on_every_path() {
     let (Some(models), Some(tvl_file)) = (models(), stories260k_tvl()) else { return };
-    let model = Stories260K::open(&tvl_file).unwrap();
+    for options in every_path() {
+        let model = Stories260K::open_with(&tvl_file, &options).unwrap();
+        eprintln!("{} kernels, {} threads", model.kernels(), model.threads());
+        generate_golden_text(&models, &model, &format!("{options:?}"));
+    }
+}
+
+fn generate_golden_text(models: &std::path::Path, model: &dyn Forward, path: &str) {
     for case in generate_cases("stories260K-generate.jsonl") {
         let tokenizer = Tokenizer::from_file(models.join(&case.tokenizer)).unwrap();
         let mut sampler = Sampler::new(512, case.temperature, case.topp, case.seed);
-        let mut session = Session::new(&model);
+        let mut session = Session::new(model);
         let mut text = Vec::new();
         session.generate(&tokenizer, &mut sampler, &case.prompt, case.steps, |p| text.extend_from_slice(p)).unwrap();
         let text = String::from_utf8(text).unwrap();
         assert!(
             text == case.text,
-            "prompt {:?} t={} p={} s={}: differs at byte {}\n got: {text:?}\nwant: {:?}",
+            "{path}: prompt {:?} t={} p={} s={}: differs at byte {}\n got: {text:?}\nwant: {:?}",
             case.prompt,
             case.temperature,
             case.topp,
@@ -86,7 +99,7 @@ fn tokenize_command_prints_ids() {
 }
 
 #[test]
-fn logits_match_the_reference_at_every_position() {
+fn logits_match_the_reference_on_every_path_and_do_not_depend_on_threads() {
     let Some(tvl_file) = stories260k_tvl() else { return };
     let golden: Vec<f32> = std::fs::read(golden("stories260K-logits.f32"))
         .unwrap()
@@ -94,7 +107,26 @@ fn logits_match_the_reference_at_every_position() {
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();
     assert_eq!(golden.len(), 32 * 512);
-    let model = Stories260K::open(&tvl_file).unwrap();
+    let mut one_thread: Option<(IsaChoice, Vec<f32>)> = None;
+    for options in every_path() {
+        let model = Stories260K::open_with(&tvl_file, &options).unwrap();
+        let (logits, worst) = logits_of(&model, &golden);
+        eprintln!("{} kernels, {} threads: largest logit difference from the reference {worst:e}", model.kernels(), model.threads());
+        if options.kernels == Some(IsaChoice::Scalar) {
+            assert_eq!(worst, 0.0, "the scalar path adds in the reference's order");
+        }
+        match &one_thread {
+            Some((isa, first)) if Some(*isa) == options.kernels => {
+                assert!(first.iter().zip(&logits).all(|(a, b)| a.to_bits() == b.to_bits()), "{options:?} differs from 1 thread");
+            }
+            _ => one_thread = Some((options.kernels.unwrap(), logits)),
+        }
+    }
+}
+
+/// All 32 rows of logits, and the largest difference from the golden ones (asserted ≤ 1e-4).
+fn logits_of(model: &dyn Forward, golden: &[f32]) -> (Vec<f32>, f32) {
+    let mut all = Vec::new();
     let mut state = model.new_state();
     let mut token = 1;
     let prompt = [1, 403, 407, 261, 378];
@@ -107,6 +139,7 @@ fn logits_match_the_reference_at_every_position() {
             worst = worst.max(error);
         }
         token = prompt.get(pos + 1).copied().unwrap_or_else(|| tvl::sampler::argmax(logits));
+        all.extend_from_slice(logits);
     }
-    eprintln!("largest logit difference from the reference: {worst:e}");
+    (all, worst)
 }

@@ -54,11 +54,13 @@ pub trait Model: Sized + Send + Sync + 'static {
 pub struct Options {
     /// Threads (the caller and workers); 0 means one per available core.
     pub threads: usize,
+    /// The kernels' instruction set; `None` means `TVL_KERNELS` if set, else the best one.
+    pub kernels: Option<IsaChoice>,
 }
 
 impl Options {
     pub fn threads(threads: usize) -> Options {
-        Options { threads }
+        Options { threads, kernels: None }
     }
 
     fn resolved_threads(&self) -> usize {
@@ -129,7 +131,11 @@ impl<M: Model> Transformer<M> {
             return Err(Error::FileSize { path: path.into(), expected: header.file_size as u64, actual: map.len() as u64 });
         }
         check_layout::<M>(&expected, map.len(), map.as_ptr()).map_err(|problem| Error::BadLayout { path: path.into(), problem })?;
-        let isa = IsaChoice::select().map_err(Error::Invalid)?;
+        let isa = match options.kernels {
+            Some(isa) if isa.available() => isa,
+            Some(isa) => return Err(Error::Invalid(format!("this CPU cannot run the {} kernels", isa.name()))),
+            None => IsaChoice::select().map_err(Error::Invalid)?,
+        };
         let forward: ForwardFn<M> = match isa {
             IsaChoice::Scalar => forward::<M, Scalar>,
             #[cfg(target_arch = "x86_64")]

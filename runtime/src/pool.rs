@@ -36,7 +36,11 @@ pub struct Pool {
     workers: Vec<JoinHandle<()>>,
 }
 
-const SPIN_ITERATIONS: u32 = 1 << 16;
+/// Busy-wait rounds before yielding the core, and yields before sleeping. Short: when there are
+/// more threads than free cores (a shared machine, parallel tests), a spinning thread steals the
+/// core from the one being waited for.
+const SPINS: u32 = 256;
+const YIELDS: u32 = 64;
 
 impl Pool {
     /// A pool of `threads` threads in all: the caller and `threads - 1` workers.
@@ -105,11 +109,11 @@ impl Drop for Wait<'_> {
     fn drop(&mut self) {
         let mut spins = 0u32;
         while self.0.pending.load(Acquire) != 0 {
-            spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 {
-                std::thread::yield_now();
-            } else {
+            if spins < SPINS {
+                spins += 1;
                 std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
             }
         }
     }
@@ -121,9 +125,12 @@ fn worker(shared: &Shared, index: usize) {
         // Spin, then sleep, until a new generation (or stop).
         let mut spins = 0;
         while shared.generation.load(Acquire) == seen && !shared.stop.load(Acquire) {
-            if spins < SPIN_ITERATIONS {
+            if spins < SPINS {
                 spins += 1;
                 std::hint::spin_loop();
+            } else if spins < SPINS + YIELDS {
+                spins += 1;
+                std::thread::yield_now();
             } else {
                 let mut lock = shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
                 shared.sleepers.fetch_add(1, SeqCst);
