@@ -54,6 +54,28 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Measure decode speed against this machine's memory bandwidth (the roofline)
+    #[command(after_help = "Reports load time, time to first token, decode tok/s (median), bytes read per token, achieved GB/s,
+        the streaming read bandwidth of this machine measured in the same run with the same threads, and the
+        fraction of that roofline. Without MODEL, benchmarks the stories110M shape on deterministic random
+        weights (synthesized once into the cache).")]
+    Bench {
+        /// A .tvl file, a llama2.c .bin, or the name of a bundled model (random weights)
+        #[arg(default_value = "stories110M")]
+        model: String,
+        /// Threads (0 = one per available core)
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Positions decoded per repetition
+        #[arg(long, default_value_t = 128)]
+        tokens: usize,
+        /// Repetitions (the median is reported)
+        #[arg(long, default_value_t = 5)]
+        repetitions: usize,
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// Convert a llama2.c checkpoint (legacy or version-1 fp32 export) to a TVL file
     Convert {
         /// llama2.c checkpoint
@@ -169,6 +191,18 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
             eprintln!("wrote {} ({} bytes, model {}, seed {seed})", output.display(), header.file_size, config.name);
         }
         Command::Inspect { file } => inspect(&file, out)?,
+        Command::Bench { model, threads, tokens, repetitions, json } => {
+            let path = if Path::new(&model).exists() { resolve_model(Path::new(&model))? } else { synthesized(&model)? };
+            let start = std::time::Instant::now();
+            let model = tvl::bundled::open(&path, &tvl::Options::threads(threads))?;
+            let load = start.elapsed();
+            let report = tvl::bench::run(model.as_ref(), load, tokens, repetitions)?;
+            if json {
+                writeln!(out, "{}", report.to_json())?;
+            } else {
+                write!(out, "file               {}\n{}", path.display(), report.to_text())?;
+            }
+        }
         Command::Tokenize { tokenizer, text, no_bos, eos } => {
             let tokenizer = Tokenizer::from_file(&tokenizer)?;
             let ids = tokenizer.encode(&text, !no_bos, eos);
@@ -190,6 +224,20 @@ fn resolve_model(model: &Path) -> Result<PathBuf> {
         return Ok(model.to_path_buf());
     }
     Ok(convert::cached_conversion(model, &convert::cache_dir(), &mut progress("converting (once, cached)"))?)
+}
+
+/// Random weights of a bundled model's shape, synthesized once into the cache.
+fn synthesized(name: &str) -> Result<PathBuf> {
+    let config = load_config(name)?;
+    let fingerprint = Layout::new(&config).fingerprint;
+    let dir = convert::cache_dir();
+    let path = dir.join(format!("synth-{}-seed1-{fingerprint:016x}.tvl", config.name));
+    if !path.is_file() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        eprintln!("synthesizing random weights of the {} shape into {} (once)", config.name, path.display());
+        convert::synthesize(&config, &path, 1, &mut progress("writing"))?;
+    }
+    Ok(path)
 }
 
 /// A config from a TOML path or the name of a bundled model.

@@ -7,6 +7,7 @@
 //! - [`tokenizer`], [`sampler`], [`generate`]: llama2.c-exact text in and out;
 //! - [`convert`]: llama2.c checkpoints and synthetic weights to TVL files.
 
+pub mod bench;
 pub mod convert;
 pub mod error;
 pub mod generate;

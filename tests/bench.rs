@@ -1,0 +1,34 @@
+//! `tvl bench` prints a well-formed report. Speed itself is never asserted by a test.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+#[test]
+fn bench_json_report_is_well_formed() {
+    let Some(models) = models() else { return };
+    let out = Command::new(env!("CARGO_BIN_EXE_tvl"))
+        .env("TVL_CACHE_DIR", scratch("bench-cache"))
+        .args(["bench", "--json", "--tokens", "16", "--repetitions", "2", "--threads", "2"])
+        .arg(models.join("stories260K.bin"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["model"], "stories260K");
+    assert_eq!(report["threads"], 2);
+    assert_eq!(report["tokens"], 16);
+    for field in ["load_ms", "first_token_ms", "tokens_per_second", "ms_per_token", "achieved_gb_per_s", "probe_gb_per_s", "roofline_fraction"] {
+        let v = report[field].as_f64().unwrap_or_else(|| panic!("{field} missing: {report}"));
+        assert!(v.is_finite() && v > 0.0, "{field} = {v}");
+    }
+    // Weights read per token: the whole file but the header (the classifier is the embedding).
+    let weights = report["weight_bytes_per_token"].as_u64().unwrap();
+    let layout = tvl::Layout::new(&tvl::Config::from_toml(include_str!("../model-configs/stories260K.toml")).unwrap());
+    assert!(weights > (layout.file_size as u64) * 9 / 10 && weights <= layout.file_size as u64, "{weights}");
+    // 5 layers × kv_dim 32 × 4 bytes × (keys + values) × 8.5 positions on average.
+    assert_eq!(report["kv_bytes_per_token"].as_u64().unwrap(), 5 * 32 * 4 * 2 * 17 / 2);
+    let (tps, ms) = (report["tokens_per_second"].as_f64().unwrap(), report["ms_per_token"].as_f64().unwrap());
+    assert!((tps * ms / 1000.0 - 1.0).abs() < 1e-3);
+}
