@@ -35,23 +35,23 @@ impl Report {
     pub fn to_json(&self) -> String {
         format!(
             "{{\"model\": \"{}\", \"kernels\": \"{}\", \"threads\": {}, \"tokens\": {}, \"repetitions\": {}, \
-             \"load_ms\": {:.3}, \"first_token_ms\": {:.3}, \"tokens_per_second\": {:.2}, \"ms_per_token\": {:.3}, \
-             \"weight_bytes_per_token\": {}, \"kv_bytes_per_token\": {}, \"achieved_gb_per_s\": {:.2}, \
-             \"probe_gb_per_s\": {:.2}, \"roofline_fraction\": {:.4}}}",
+             \"load_ms\": {}, \"first_token_ms\": {}, \"tokens_per_second\": {}, \"ms_per_token\": {}, \
+             \"weight_bytes_per_token\": {}, \"kv_bytes_per_token\": {}, \"achieved_gb_per_s\": {}, \
+             \"probe_gb_per_s\": {}, \"roofline_fraction\": {}}}",
             self.model,
             self.kernels,
             self.threads,
             self.tokens,
             self.repetitions,
-            self.load_ms,
-            self.first_token_ms,
-            self.tokens_per_second,
-            self.ms_per_token,
+            json_number(self.load_ms),
+            json_number(self.first_token_ms),
+            json_number(self.tokens_per_second),
+            json_number(self.ms_per_token),
             self.weight_bytes_per_token,
             self.kv_bytes_per_token,
-            self.achieved_gb_per_s,
-            self.probe_gb_per_s,
-            self.roofline_fraction
+            json_number(self.achieved_gb_per_s),
+            json_number(self.probe_gb_per_s),
+            json_number(self.roofline_fraction)
         )
     }
 
@@ -83,6 +83,11 @@ impl Report {
             self.roofline_fraction * 100.0
         )
     }
+}
+
+/// A JSON number (full precision), or null for what JSON cannot represent.
+fn json_number(v: f64) -> String {
+    if v.is_finite() { v.to_string() } else { "null".into() }
 }
 
 /// Bytes of weights one forward pass reads.
