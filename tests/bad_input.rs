@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use tvl::convert;
 use tvl::{Error, Forward, Sampler, Session, Tokenizer};
 
@@ -18,7 +18,7 @@ fn tvl(args: &[&std::ffi::OsStr]) -> Output {
     // A cache of its own per call: tests run concurrently and `scratch` empties its directory.
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let cache = scratch(&format!("bad-cache-{}", CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-    let out = Command::new(env!("CARGO_BIN_EXE_tvl")).args(args).env("TVL_CACHE_DIR", cache).output().unwrap();
+    let out = tvl_command().args(args).env("TVL_CACHE_DIR", cache).output().unwrap();
     assert_ne!(out.status.code(), Some(101), "tvl panicked: {}", String::from_utf8_lossy(&out.stderr));
     out
 }

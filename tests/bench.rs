@@ -3,12 +3,11 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 
 #[test]
 fn bench_json_report_is_well_formed() {
     let Some(models) = models() else { return };
-    let out = Command::new(env!("CARGO_BIN_EXE_tvl"))
+    let out = tvl_command()
         .env("TVL_CACHE_DIR", scratch("bench-cache"))
         .args(["bench", "--json", "--tokens", "16", "--repetitions", "2", "--threads", "2"])
         .arg(models.join("stories260K.bin"))

@@ -1,5 +1,11 @@
 //! A bad config is a compile error at the attribute that names the TOML key.
 #[test]
 fn bad_configs_do_not_compile() {
+    // Under emulation the test binary cannot drive a cross build; the macro runs on the host
+    // either way, so the native run covers it.
+    if std::env::var_os("TVL_TEST_RUNNER").is_some() {
+        eprintln!("SKIPPED under emulation: compile-fail tests run in the native test suite");
+        return;
+    }
     trybuild::TestCases::new().compile_fail("tests/ui/*.rs");
 }

@@ -4,7 +4,6 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::Command;
 use tvl::convert::{self, Checkpoint};
 use tvl::layout_def::{Storage, TensorKind};
 use tvl::{Forward, Layout};
@@ -155,7 +154,7 @@ fn synthesized_weights_are_deterministic_and_open_with_the_bundled_model() {
 #[test]
 fn config_command_prints_the_bundled_config() {
     let Some(models) = models() else { return };
-    let out = Command::new(env!("CARGO_BIN_EXE_tvl")).arg("config").arg(models.join("stories260K.bin")).output().unwrap();
+    let out = tvl_command().arg("config").arg(models.join("stories260K.bin")).output().unwrap();
     assert!(out.status.success());
     let printed = tvl::Config::from_toml(&String::from_utf8(out.stdout).unwrap()).unwrap();
     let bundled = tvl::Config::from_toml(include_str!("../model-configs/stories260K.toml")).unwrap();
@@ -165,7 +164,7 @@ fn config_command_prints_the_bundled_config() {
 #[test]
 fn inspect_shows_the_header_and_offset_table() {
     let Some(tvl_file) = stories260k_tvl() else { return };
-    let out = Command::new(env!("CARGO_BIN_EXE_tvl")).arg("inspect").arg(&tvl_file).output().unwrap();
+    let out = tvl_command().arg("inspect").arg(&tvl_file).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let layout = Layout::new(&<Stories260K as tvl::Model>::CONFIG);
     assert!(text.contains(&format!("fingerprint    {:016x}", layout.fingerprint)), "{text}");

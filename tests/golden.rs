@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 use tvl::{Forward, IsaChoice, Options, Sampler, Session, Tokenizer};
 
 // As a user crate would write it: the model type compiled from its config.
@@ -53,7 +52,7 @@ fn generate_golden_text_through_the_cli() {
     let cache = scratch("cli-cache");
     for (i, case) in generate_cases("stories260K-generate.jsonl").iter().enumerate() {
         // The first run converts the .bin into the cache, the others map the cached file.
-        let output = Command::new(env!("CARGO_BIN_EXE_tvl"))
+        let output = tvl_command()
             .env("TVL_CACHE_DIR", &cache)
             .arg("run")
             .arg(models.join(&case.model))
@@ -89,7 +88,7 @@ fn tokenizer_golden_ids() {
 #[test]
 fn tokenize_command_prints_ids() {
     let Some(models) = models() else { return };
-    let out = Command::new(env!("CARGO_BIN_EXE_tvl"))
+    let out = tvl_command()
         .args(["tokenize", "-z"])
         .arg(models.join("tok512.bin"))
         .arg("Once upon a time")

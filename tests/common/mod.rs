@@ -78,3 +78,16 @@ pub fn generate_cases(file: &str) -> Vec<GenerateCase> {
 pub fn first_difference(a: &str, b: &str) -> usize {
     a.bytes().zip(b.bytes()).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))
 }
+
+/// A command running the `tvl` binary. Under emulation (`scripts/test-aarch64.sh`) the binary
+/// is for another architecture and is started through `TVL_TEST_RUNNER` (qemu).
+pub fn tvl_command() -> std::process::Command {
+    match std::env::var_os("TVL_TEST_RUNNER").filter(|r| !r.is_empty()) {
+        Some(runner) => {
+            let mut command = std::process::Command::new(runner);
+            command.arg(env!("CARGO_BIN_EXE_tvl"));
+            command
+        }
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_tvl")),
+    }
+}

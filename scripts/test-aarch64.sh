@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the whole test suite for aarch64-unknown-linux-gnu under qemu user-mode emulation:
+# once with QEMU_CPU=cortex-a72 (plain NEON) and once with qemu's default CPU. Emulation proves
+# correctness, never speed. Installs Debian's cross toolchain if it is missing (needs root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+installed() {
+  [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] && command -v aarch64-linux-gnu-gcc >/dev/null \
+    && command -v qemu-aarch64-static >/dev/null \
+    && ls -d /usr/lib/rustlib/aarch64-unknown-linux-gnu >/dev/null 2>&1
+}
+if ! installed; then
+  echo "== installing the aarch64 cross toolchain and qemu (Debian packages)"
+  dpkg --add-architecture arm64
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+fi
+
+# Debian's toolchain has the aarch64 standard library (rustup cannot add targets here).
+export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+# No -L: the cross sysroot's old glibc hangs on thread creation; the multiarch one works.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64-static
+# Tests that start the `tvl` binary start it through qemu too (no binfmt_misc here).
+export TVL_TEST_RUNNER=qemu-aarch64-static
+export CARGO_TARGET_DIR=target/aarch64
+target=aarch64-unknown-linux-gnu
+
+/usr/bin/cargo --version
+for cpu in cortex-a72 default; do
+  if [ "$cpu" = default ]; then unset QEMU_CPU; else export QEMU_CPU=$cpu; fi
+  echo "== aarch64 under qemu, CPU: $cpu"
+  /usr/bin/cargo test --target $target --workspace
+  # Show which kernels ran: the kernel test fails unless a SIMD path was tested.
+  /usr/bin/cargo test --target $target --test kernels -- --nocapture 2>&1 | grep -E "kernel paths tested|checking the neon"
+  qemu-aarch64-static "$CARGO_TARGET_DIR/$target/debug/tvl" bench ../shared/models/stories260K.bin \
+    --tokens 8 --repetitions 1 | grep -E "kernels"
+done
+echo "== aarch64 suites passed"
