@@ -44,17 +44,36 @@ unsafe fn hsum(v: __m256) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
     const { assert!(COLS % COL_BLOCK == 0) };
+    // SAFETY: the caller's guarantee (AVX2 and FMA) is passed on.
+    unsafe { matvec_cols(out, w, x, COLS) }
+}
+
+/// The same kernel with the column count known only at run time: not used by models, it is
+/// what `benches/kernels.rs` compares the shape-specialized kernels with.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `cols` must be a multiple of [`COL_BLOCK`].
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn matvec_runtime_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
+    assert!(cols % COL_BLOCK == 0);
+    // SAFETY: the caller's guarantee (AVX2 and FMA) is passed on.
+    unsafe { matvec_cols(out, w, x, cols) }
+}
+
+/// The body of both: inlined into each, where `cols` is a constant (specialized) or not.
+#[inline(always)]
+unsafe fn matvec_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
     let tiles = out.len() / TILE_ROWS;
     // Checked once per call, so the loads below stay in bounds.
-    assert!(w.len() >= tiles * TILE_ROWS * COLS && x.len() >= COLS, "matvec: slices shorter than the shape");
+    assert!(w.len() >= tiles * TILE_ROWS * cols && x.len() >= cols, "matvec: slices shorter than the shape");
     let (w, x) = (w.as_ptr(), x.as_ptr());
     for (tile, out) in out.chunks_exact_mut(TILE_ROWS).enumerate() {
-        // SAFETY: every pointer below is inside `w[..tiles * TILE_ROWS * COLS]` or `x[..COLS]`
+        // SAFETY: every pointer below is inside `w[..tiles * TILE_ROWS * cols]` or `x[..cols]`
         // (checked above); unaligned loads have no alignment requirement; AVX2/FMA are enabled.
         unsafe {
-            let panel = w.add(tile * TILE_ROWS * COLS);
+            let panel = w.add(tile * TILE_ROWS * cols);
             let mut acc = [_mm256_setzero_ps(); 2 * TILE_ROWS];
-            for block in 0..COLS / COL_BLOCK {
+            for block in 0..cols / COL_BLOCK {
                 let (x0, x1) = (_mm256_loadu_ps(x.add(block * COL_BLOCK)), _mm256_loadu_ps(x.add(block * COL_BLOCK + 8)));
                 let lines = panel.add(block * TILE_ROWS * COL_BLOCK);
                 for row in 0..TILE_ROWS {
