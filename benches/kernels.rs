@@ -56,7 +56,7 @@ fn bench_model<M: Model>(c: &mut Criterion) {
         ("vocab x dim", M::LAYOUT.classifier, M::matvec_vocab_x_dim::<Scalar>, simd(M::matvec_vocab_x_dim::<Best>)),
     ];
     for (shape, panels, scalar, best) in shapes {
-        if shape == "kv x dim" && panels == layer.wq {
+        if shape == "kv x dim" && (panels.rows, panels.cols) == (layer.wq.rows, layer.wq.cols) {
             continue; // the same kernel as dim x dim
         }
         bench_shape(c, &name, shape, panels, &[("scalar", scalar), (BEST_NAME, best)]);
