@@ -162,6 +162,25 @@ fn config_command_prints_the_bundled_config() {
 }
 
 #[test]
+fn int8_checkpoints_are_read_and_refused_for_conversion() {
+    let Some(models) = models() else { return };
+    let q80 = models.join("stories260K-q80.bin");
+    let checkpoint = Checkpoint::open(&q80).unwrap();
+    assert_eq!(checkpoint.format, convert::CheckpointFormat::Version2 { group_size: 4 });
+    let mut fp32 = Checkpoint::open(&models.join("stories260K.bin")).unwrap().config;
+    fp32.name = "stories260K-q80".into();
+    assert_eq!(checkpoint.config, fp32);
+    let out = tvl_command().arg("config").arg(&q80).output().unwrap();
+    assert!(out.status.success());
+    let error = convert::convert(&q80, &scratch("q80").join("q80.tvl"), &mut |_, _| {}).unwrap_err().to_string();
+    assert!(error.contains("int8 (llama2.c version 2) checkpoints cannot be converted yet"), "{error}");
+    let cut = scratch("q80-cut").join("cut.bin");
+    std::fs::write(&cut, &std::fs::read(&q80).unwrap()[..300_000]).unwrap();
+    let error = Checkpoint::open(&cut).err().unwrap().to_string();
+    assert!(error.contains("file is 300000 bytes") && error.contains("requires 521728 bytes") && error.contains("is truncated"), "{error}");
+}
+
+#[test]
 fn inspect_shows_the_header_and_offset_table() {
     let Some(tvl_file) = stories260k_tvl() else { return };
     let out = tvl_command().arg("inspect").arg(&tvl_file).output().unwrap();

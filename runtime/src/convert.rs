@@ -23,6 +23,16 @@ pub enum CheckpointFormat {
     Version2 { group_size: usize },
 }
 
+impl CheckpointFormat {
+    pub fn describe(self) -> String {
+        match self {
+            CheckpointFormat::Legacy => "llama2.c legacy fp32".into(),
+            CheckpointFormat::Version1 => "llama2.c version 1, fp32".into(),
+            CheckpointFormat::Version2 { group_size } => format!("llama2.c version 2, int8, group size {group_size}"),
+        }
+    }
+}
+
 const MAGIC_AK42: u32 = 0x616b_3432;
 
 /// A mapped llama2.c checkpoint whose size has been checked against its header.
@@ -107,7 +117,12 @@ fn sanitize_name(stem: &str) -> String {
     if name.is_empty() { "model".into() } else { name }
 }
 
-/// The fp32 arrays of a checkpoint in file order (`None` for arrays tvl does not use).
+fn is_matrix(kind: TensorKind) -> bool {
+    use TensorKind::*;
+    matches!(kind, TokenEmbedding | Wq | Wk | Wv | Wo | W1 | W2 | W3 | Classifier)
+}
+
+/// The arrays of a checkpoint in file order (lengths in elements) (`None` for arrays tvl does not use).
 fn fp32_arrays(config: &Config, format: CheckpointFormat) -> Vec<(Option<TensorKind>, Option<usize>, usize)> {
     use TensorKind::*;
     let (dim, hidden, kv, vocab, layers) =
@@ -158,21 +173,31 @@ impl Checkpoint {
         let fail = |message: String| Error::Checkpoint { path: path.into(), message };
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let (config, format, header_len) = parse_checkpoint_header(&map, &stem).map_err(fail)?;
-        if let CheckpointFormat::Version2 { .. } = format {
-            return Err(fail("int8 (llama2.c version 2) checkpoints cannot be converted yet; convert the fp32 checkpoint".into()));
+        if let CheckpointFormat::Version2 { group_size } = format {
+            if config.dim % group_size != 0 || config.hidden_dim % group_size != 0 {
+                return Err(fail(format!(
+                    "group_size {group_size} does not divide dim {} and hidden_dim {}",
+                    config.dim, config.hidden_dim
+                )));
+            }
         }
         let mut arrays = Vec::new();
         let mut offset = header_len;
         for (kind, layer, len) in fp32_arrays(&config, format) {
             arrays.push((kind, layer, offset, len));
-            offset += len * 4;
+            offset += match (format, kind) {
+                // Quantized matrices: int8 values, then one f32 scale per group.
+                (CheckpointFormat::Version2 { group_size }, Some(k)) if is_matrix(k) => len + 4 * (len / group_size),
+                _ => len * 4,
+            };
         }
         if offset != map.len() {
-            let what = if offset > map.len() { "truncated" } else { "has trailing bytes" };
+            let what = if offset > map.len() { "is truncated" } else { "has trailing bytes" };
             return Err(fail(format!(
-                "file is {} bytes but its header ({format:?}: dim {}, hidden_dim {}, {} layers, vocab {}, seq_len {}, \
+                "file is {} bytes but its header ({}: dim {}, hidden_dim {}, {} layers, vocab {}, seq_len {}, \
                  {} classifier) requires {offset} bytes: the file {what}",
                 map.len(),
+                format.describe(),
                 config.dim,
                 config.hidden_dim,
                 config.n_layers,
@@ -184,8 +209,21 @@ impl Checkpoint {
         Ok(Checkpoint { path: path.into(), config, format, map, arrays })
     }
 
-    /// The row-major values of one tensor (for a shared classifier: the embedding).
+    /// tvl converts fp32 checkpoints; int8 ones are read (header, size) but not converted yet.
+    fn require_fp32(&self) -> Result<()> {
+        match self.format {
+            CheckpointFormat::Version2 { .. } => Err(Error::Checkpoint {
+                path: self.path.clone(),
+                message: "int8 (llama2.c version 2) checkpoints cannot be converted yet; convert the fp32 checkpoint".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The row-major values of one tensor (for a shared classifier: the embedding) of an fp32
+    /// checkpoint.
     pub fn read(&self, kind: TensorKind, layer: Option<usize>, out: &mut [f32]) {
+        assert!(!matches!(self.format, CheckpointFormat::Version2 { .. }), "Checkpoint::read on an int8 checkpoint");
         let kind = if kind == TensorKind::Classifier && self.config.shared_classifier { TensorKind::TokenEmbedding } else { kind };
         let &(_, _, offset, len) = self
             .arrays
@@ -270,6 +308,7 @@ impl Drop for RemoveOnDrop {
 /// `tvl convert`: a llama2.c checkpoint to a TVL file.
 pub fn convert(input: &Path, output: &Path, progress: Progress) -> Result<Header> {
     let checkpoint = Checkpoint::open(input)?;
+    checkpoint.require_fp32()?;
     write_tvl(
         output,
         &checkpoint.config,
@@ -333,6 +372,7 @@ pub fn cache_dir() -> PathBuf {
 /// a new layout version is converted again.
 pub fn cached_conversion(input: &Path, cache: &Path, progress: Progress) -> Result<PathBuf> {
     let checkpoint = Checkpoint::open(input)?;
+    checkpoint.require_fp32()?;
     let content = xxhash_rust::xxh3::xxh3_64(&checkpoint.map);
     let fingerprint = Layout::new(&checkpoint.config).fingerprint;
     let output = cache.join(format!("{}-{content:016x}-{fingerprint:016x}.tvl", checkpoint.config.name));

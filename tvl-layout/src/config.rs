@@ -201,8 +201,9 @@ impl Config {
             self.n_kv_heads,
             self.vocab_size,
             self.seq_len,
-            self.norm_eps as f64,
-            self.rope_theta as f64,
+            // f32's shortest round-trip form ("1e-5"), not the widened f64's digits.
+            self.norm_eps,
+            self.rope_theta,
             self.shared_classifier,
         )
     }
@@ -253,6 +254,7 @@ shared_classifier = true
         let c = Config::from_toml(STORIES260K).unwrap();
         assert_eq!((c.dim, c.hidden_dim, c.kv_dim(), c.head_dim()), (64, 172, 32, 8));
         assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+        assert!(c.to_toml().contains("norm_eps = 1e-5\n"), "{}", c.to_toml());
     }
 
     fn error_of(text: &str) -> ConfigError {
