@@ -32,11 +32,22 @@ pub trait Model: Sized + Send + Sync + 'static {
     /// # Safety
     /// `K::available()` must have returned true on this CPU (the same for every method).
     unsafe fn matvec_dim_x_dim<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
+    /// # Safety
+    /// As for [`Model::matvec_dim_x_dim`].
     unsafe fn matvec_kv_x_dim<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
+    /// # Safety
+    /// As for [`Model::matvec_dim_x_dim`].
     unsafe fn matvec_hidden_x_dim<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
+    /// # Safety
+    /// As for [`Model::matvec_dim_x_dim`].
     unsafe fn matvec_dim_x_hidden<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
+    /// # Safety
+    /// As for [`Model::matvec_dim_x_dim`].
     unsafe fn matvec_vocab_x_dim<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
     /// Attention of the query heads `heads` over one layer's key/value cache.
+    ///
+    /// # Safety
+    /// As for [`Model::matvec_dim_x_dim`].
     #[allow(clippy::too_many_arguments)]
     unsafe fn attention<K: Isa>(
         heads: Range<usize>,
