@@ -220,19 +220,46 @@ impl Checkpoint {
         }
     }
 
-    /// The row-major values of one tensor (for a shared classifier: the embedding) of an fp32
-    /// checkpoint.
-    pub fn read(&self, kind: TensorKind, layer: Option<usize>, out: &mut [f32]) {
-        assert!(!matches!(self.format, CheckpointFormat::Version2 { .. }), "Checkpoint::read on an int8 checkpoint");
+    /// (byte offset, elements) of a tensor (for a shared classifier: the embedding).
+    fn locate(&self, kind: TensorKind, layer: Option<usize>) -> (usize, usize) {
         let kind = if kind == TensorKind::Classifier && self.config.shared_classifier { TensorKind::TokenEmbedding } else { kind };
         let &(_, _, offset, len) = self
             .arrays
             .iter()
             .find(|(k, l, _, _)| *k == Some(kind) && *l == layer)
             .expect("every tensor of the layout is in the checkpoint");
+        (offset, len)
+    }
+
+    /// The row-major f32 values of one tensor: any tensor of an fp32 checkpoint, the norms of an
+    /// int8 one (its matrices are read with [`Checkpoint::read_q8`]).
+    pub fn read(&self, kind: TensorKind, layer: Option<usize>, out: &mut [f32]) {
+        assert!(
+            !(matches!(self.format, CheckpointFormat::Version2 { .. }) && is_matrix(kind)),
+            "Checkpoint::read of a quantized matrix: use read_q8"
+        );
+        let (offset, len) = self.locate(kind, layer);
         for (v, b) in out[..len].iter_mut().zip(self.map[offset..offset + len * 4].chunks_exact(4)) {
             *v = f32::from_le_bytes(b.try_into().unwrap());
         }
+    }
+}
+
+impl Checkpoint {
+    /// The int8 values (row-major) and per-group f32 scales of a matrix of an int8 (version 2)
+    /// checkpoint, exactly as stored: value i is `q[i] * s[i / group_size]`.
+    pub fn read_q8(&self, kind: TensorKind, layer: Option<usize>) -> Option<(Vec<i8>, Vec<f32>)> {
+        let CheckpointFormat::Version2 { group_size } = self.format else { return None };
+        if !is_matrix(kind) {
+            return None;
+        }
+        let (offset, len) = self.locate(kind, layer);
+        let q = self.map[offset..offset + len].iter().map(|&b| b as i8).collect();
+        let scales = self.map[offset + len..offset + len + 4 * (len / group_size)]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        Some((q, scales))
     }
 }
 
