@@ -209,6 +209,22 @@ impl Checkpoint {
         Ok(Checkpoint { path: path.into(), config, format, map, arrays })
     }
 
+    /// The int8 values (row-major) and per-group f32 scales of a matrix of an int8 (version 2)
+    /// checkpoint, exactly as stored: value i is `q[i] * s[i / group_size]`.
+    pub fn read_q8(&self, kind: TensorKind, layer: Option<usize>) -> Option<(Vec<i8>, Vec<f32>)> {
+        let CheckpointFormat::Version2 { group_size } = self.format else { return None };
+        if !is_matrix(kind) {
+            return None;
+        }
+        let (offset, len) = self.locate(kind, layer);
+        let q = self.map[offset..offset + len].iter().map(|&b| b as i8).collect();
+        let scales = self.map[offset + len..offset + len + 4 * (len / group_size)]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        Some((q, scales))
+    }
+
     /// tvl converts fp32 checkpoints; int8 ones are read (header, size) but not converted yet.
     fn require_fp32(&self) -> Result<()> {
         match self.format {
@@ -242,24 +258,6 @@ impl Checkpoint {
         for (v, b) in out[..len].iter_mut().zip(self.map[offset..offset + len * 4].chunks_exact(4)) {
             *v = f32::from_le_bytes(b.try_into().unwrap());
         }
-    }
-}
-
-impl Checkpoint {
-    /// The int8 values (row-major) and per-group f32 scales of a matrix of an int8 (version 2)
-    /// checkpoint, exactly as stored: value i is `q[i] * s[i / group_size]`.
-    pub fn read_q8(&self, kind: TensorKind, layer: Option<usize>) -> Option<(Vec<i8>, Vec<f32>)> {
-        let CheckpointFormat::Version2 { group_size } = self.format else { return None };
-        if !is_matrix(kind) {
-            return None;
-        }
-        let (offset, len) = self.locate(kind, layer);
-        let q = self.map[offset..offset + len].iter().map(|&b| b as i8).collect();
-        let scales = self.map[offset + len..offset + len + 4 * (len / group_size)]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        Some((q, scales))
     }
 }
 
@@ -334,7 +332,11 @@ impl Drop for RemoveOnDrop {
 
 /// `tvl convert`: a llama2.c checkpoint to a TVL file.
 pub fn convert(input: &Path, output: &Path, progress: Progress) -> Result<Header> {
-    let checkpoint = Checkpoint::open(input)?;
+    write_checkpoint(&Checkpoint::open(input)?, output, progress)
+}
+
+/// Writes the TVL file of an (fp32) checkpoint.
+fn write_checkpoint(checkpoint: &Checkpoint, output: &Path, progress: Progress) -> Result<Header> {
     checkpoint.require_fp32()?;
     write_tvl(
         output,
@@ -407,16 +409,7 @@ pub fn cached_conversion(input: &Path, cache: &Path, progress: Progress) -> Resu
         return Ok(output);
     }
     std::fs::create_dir_all(cache).map_err(Error::io(cache))?;
-    let config = checkpoint.config.clone();
-    write_tvl(
-        &output,
-        &config,
-        |tensor, values| {
-            checkpoint.read(tensor.kind, tensor.layer, values);
-            Ok(())
-        },
-        progress,
-    )?;
+    write_checkpoint(&checkpoint, &output, progress)?;
     Ok(output)
 }
 

@@ -131,11 +131,11 @@ impl<M: Model> Transformer<M> {
         let map = unsafe { Mmap::map(&file) }.map_err(Error::io(path))?;
         let header = Header::decode(&map).map_err(|cause| Error::Header { path: path.into(), cause })?;
         let expected = Layout::new(&M::CONFIG);
-        if header.fingerprint != M::LAYOUT.fingerprint || header.config.first_difference(&M::CONFIG).is_some() {
-            let difference = header
-                .config
-                .first_difference(&M::CONFIG)
-                .unwrap_or_else(|| format!("layout fingerprint is {:016x}, not {:016x}", header.fingerprint, M::LAYOUT.fingerprint));
+        let difference = header.config.first_difference(&M::CONFIG).or_else(|| {
+            (header.fingerprint != M::LAYOUT.fingerprint)
+                .then(|| format!("layout fingerprint is {:016x}, not {:016x}", header.fingerprint, M::LAYOUT.fingerprint))
+        });
+        if let Some(difference) = difference {
             return Err(Error::WrongModel { path: path.into(), expected: M::CONFIG.name.to_string(), difference });
         }
         if map.len() != header.file_size {
