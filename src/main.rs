@@ -75,14 +75,35 @@ enum Command {
         /// Print one JSON object instead of text
         #[arg(long)]
         json: bool,
+        /// Benchmark the bundled shape MODEL with quantized random weights (f32, q8_0, q4_0)
+        #[arg(long, value_name = "SCHEME")]
+        quant: Option<String>,
+        /// Group size of --quant
+        #[arg(long, default_value_t = 32)]
+        group_size: usize,
     },
-    /// Convert a llama2.c checkpoint (legacy or version-1 fp32 export) to a TVL file
+    /// Convert a llama2.c checkpoint (legacy, version 1 fp32, version 2 int8) to a TVL file
+    #[command(after_help = "Quantization (--quant), one f32 scale per group of --group-size weights along each row:
+          q8_0  every matrix int8, scale = max|w| / 127 (llama.cpp Q8_0, llama2.c runq.c)
+          q4_0  the layers' matrices 4-bit (llama.cpp Q4_0: the largest |w| maps to -8), the token
+                embedding / classifier int8 (its error goes straight into the logits)
+          f32   no quantization (dequantizes an int8 checkpoint)
+        Norm weights stay f32. Without --quant, weights stay as the checkpoint has them: an int8
+        (version 2) checkpoint keeps its exact values and group size.
+        The binary runs a converted file only if its shape and quantization are compiled in
+        (model-configs/*.toml; `tvl inspect` tells).")]
     Convert {
         /// llama2.c checkpoint
         input: PathBuf,
         /// Output TVL file [default: INPUT with the extension .tvl]
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Quantize the weights: q8_0, q4_0 (or f32)
+        #[arg(long, value_name = "SCHEME")]
+        quant: Option<String>,
+        /// Weights per scale for --quant (q8_0: 4, 8, 16, 32 or 64; q4_0: 32 or 64)
+        #[arg(long, default_value_t = 32)]
+        group_size: usize,
     },
     /// Print the model config (TOML) of a llama2.c checkpoint, for model-configs/
     #[command(after_help = "To compile a new model into tvl:\n  tvl config my-model.bin > model-configs/my-model.toml\n  cargo build --release")]
@@ -169,13 +190,29 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
                 eprintln!("achieved tok/s: {:.1}", generation.tokens_per_second());
             }
         }
-        Command::Convert { input, output } => {
+        Command::Convert { input, output, quant, group_size } => {
             let output = output.unwrap_or_else(|| input.with_extension("tvl"));
             if output == input {
                 bail!("the output would overwrite the input {}; pass -o", input.display());
             }
-            let header = convert::convert(&input, &output, &mut progress("converting"))?;
-            eprintln!("wrote {} ({} bytes, model {}, fingerprint {:016x})", output.display(), header.file_size, header.config.name, header.fingerprint);
+            let weights = quant.map(|q| weights_arg(&q, group_size)).transpose()?;
+            let header = convert::convert(&input, &output, weights, &mut progress("converting"))?;
+            let c = &header.config;
+            eprintln!(
+                "wrote {} ({} bytes, model {}, {} weights, fingerprint {:016x})",
+                output.display(),
+                header.file_size,
+                c.name,
+                c.weights.name(),
+                header.fingerprint
+            );
+            if !tvl::bundled::BUNDLED.iter().any(|b| b.fingerprint == header.fingerprint && b.config.first_difference(c).is_none()) {
+                eprintln!(
+                    "note: this binary has no compiled model for this shape and quantization; to add one:\n  \
+                     tvl inspect {} and model-configs/*.toml (keys weights, group_size), then cargo build --release",
+                    output.display()
+                );
+            }
         }
         Command::Config { input, name } => {
             let mut config = Checkpoint::open(&input)?.config;
@@ -191,8 +228,13 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
             eprintln!("wrote {} ({} bytes, model {}, seed {seed})", output.display(), header.file_size, config.name);
         }
         Command::Inspect { file } => inspect(&file, out)?,
-        Command::Bench { model, threads, tokens, repetitions, json } => {
-            let path = if Path::new(&model).exists() { resolve_model(Path::new(&model))? } else { synthesized(&model)? };
+        Command::Bench { model, threads, tokens, repetitions, json, quant, group_size } => {
+            let weights = quant.map(|q| weights_arg(&q, group_size)).transpose()?;
+            let path = match (Path::new(&model).exists(), weights) {
+                (true, None) => resolve_model(Path::new(&model))?,
+                (true, Some(_)) => bail!("--quant applies to a bundled shape's random weights; convert files with `tvl convert --quant`"),
+                (false, weights) => synthesized(&model, weights)?,
+            };
             let start = std::time::Instant::now();
             let model = tvl::bundled::open(&path, &tvl::Options::threads(threads))?;
             let load = start.elapsed();
@@ -226,9 +268,19 @@ fn resolve_model(model: &Path) -> Result<PathBuf> {
     Ok(convert::cached_conversion(model, &convert::cache_dir(), &mut progress("converting (once, cached)"))?)
 }
 
-/// Random weights of a bundled model's shape, synthesized once into the cache.
-fn synthesized(name: &str) -> Result<PathBuf> {
-    let config = load_config(name)?;
+/// A quantization scheme from the command line.
+fn weights_arg(scheme: &str, group_size: usize) -> Result<tvl::Weights> {
+    let group_size = (scheme != "f32").then_some(group_size);
+    tvl::Weights::from_name(scheme, group_size).map_err(|e| anyhow::anyhow!("--quant {scheme} --group-size {group_size:?}: {}", e.message))
+}
+
+/// Random weights of a bundled model's shape (quantized as `weights` says), synthesized once
+/// into the cache.
+fn synthesized(name: &str, weights: Option<tvl::Weights>) -> Result<PathBuf> {
+    let mut config = load_config(name)?;
+    if let Some(weights) = weights {
+        config.weights = weights;
+    }
     let fingerprint = Layout::new(&config).fingerprint;
     let dir = convert::cache_dir();
     let path = dir.join(format!("synth-{}-seed1-{fingerprint:016x}.tvl", config.name));
@@ -262,18 +314,31 @@ fn inspect(path: &Path, out: &mut impl Write) -> Result<()> {
     writeln!(out, "shape          dim {}, hidden_dim {}, {} layers, {} heads ({} kv), head_dim {}", c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim())?;
     writeln!(out, "vocab/context  {} tokens, {} positions", c.vocab_size, c.seq_len)?;
     writeln!(out, "constants      norm_eps {:?}, rope_theta {:?}, classifier {}", c.norm_eps, c.rope_theta, if c.shared_classifier { "shared with the embedding" } else { "separate" })?;
-    writeln!(out, "element type   {}", header.element_type.name())?;
+    let weights = match c.weights.group_size() {
+        Some(g) => format!("{} (groups of {g}; {})", c.weights.name(), match c.weights {
+            tvl::Weights::Q4_0 { .. } => "layers 4-bit, embedding/classifier int8",
+            _ => "every matrix int8",
+        }),
+        None => "f32".into(),
+    };
+    writeln!(out, "weights        {weights}")?;
     writeln!(out, "fingerprint    {:016x}", header.fingerprint)?;
     writeln!(out, "size           {} bytes{}", header.file_size, if actual == header.file_size as u64 { String::new() } else { format!(" (file is {actual} bytes: DAMAGED)") })?;
     let compiled = tvl::bundled::BUNDLED.iter().find(|b| b.fingerprint == header.fingerprint && b.config.first_difference(c).is_none());
     writeln!(out, "compiled model {}", compiled.map_or("none in this binary (see `tvl config`)".to_string(), |b| b.config.name.to_string()))?;
-    writeln!(out, "\n{:>12} {:>12}  {:<22} tensor", "offset", "bytes", "shape (padded)")?;
+    writeln!(out, "\n{:>12} {:>12}  {:<22} {:<8} tensor", "offset", "bytes", "shape (padded)", "encoding")?;
     for t in layout.tensors() {
-        let shape = match t.storage {
-            tvl::layout_def::Storage::Vector(s) => format!("{}", s.len),
-            tvl::layout_def::Storage::Panels(p) => format!("{}x{} ({}x{})", p.rows, p.cols, p.padded_rows(), p.padded_cols()),
+        let (shape, encoding) = match t.storage {
+            tvl::layout_def::Storage::Vector(s) => (format!("{}", s.len), "f32".to_string()),
+            tvl::layout_def::Storage::Panels(p) => (
+                format!("{}x{} ({}x{})", p.rows, p.cols, p.padded_rows(), p.padded_cols()),
+                match p.encoding {
+                    tvl::Encoding::F32 => "f32".to_string(),
+                    e => format!("{}/{}", e.name(), e.group_size()),
+                },
+            ),
         };
-        writeln!(out, "{:>12} {:>12}  {:<22} {}", t.storage.offset(), t.storage.len() * 4, shape, t)?;
+        writeln!(out, "{:>12} {:>12}  {:<22} {:<8} {}", t.storage.offset(), t.storage.bytes(), shape, encoding, t)?;
     }
     Ok(())
 }

@@ -91,15 +91,17 @@ fn json_number(v: f64) -> String {
 }
 
 /// Bytes of weights one forward pass reads.
-pub fn weight_bytes_per_token(layout: &Layout, dim: usize) -> u64 {
+pub fn weight_bytes_per_token(layout: &Layout) -> u64 {
     let matrices_and_norms: usize = layout
         .tensors()
         .iter()
         .filter(|t| !(matches!(t.storage, Storage::Panels(_)) && t.kind == tvl_layout::TensorKind::TokenEmbedding))
-        .map(|t| t.storage.len() * 4)
+        .map(|t| t.storage.bytes())
         .sum();
-    // The embedding is read whole only as the (shared) classifier; otherwise one row.
-    let embedding = if layout.classifier == layout.token_embedding { layout.token_embedding.len() * 4 } else { dim * 4 };
+    // The embedding is read whole only as the (shared) classifier; otherwise one row (and its
+    // scales: a row's share of the panels).
+    let e = layout.token_embedding;
+    let embedding = if layout.classifier == e { e.bytes() } else { e.bytes() / e.rows };
     (matrices_and_norms + embedding) as u64
 }
 
@@ -125,7 +127,7 @@ pub fn run(model: &dyn Forward, load: Duration, tokens: usize, repetitions: usiz
     times.sort();
     let median = times[times.len() / 2];
     let layout = Layout::new(&c);
-    let weight_bytes = weight_bytes_per_token(&layout, c.dim);
+    let weight_bytes = weight_bytes_per_token(&layout);
     // Positions 0..tokens read on average (tokens + 1) / 2 cached keys and values per layer.
     let kv_bytes = (c.n_layers * c.kv_dim() * 4 * 2 * (tokens + 1) / 2) as u64;
     let tokens_per_second = tokens as f64 / median.as_secs_f64();

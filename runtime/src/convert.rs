@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use tvl_layout::layout::HEADER_BYTES;
-use tvl_layout::{Config, Header, Layout, Storage, Tensor, TensorKind};
+use tvl_layout::{Config, Encoding, Header, Layout, Storage, Tensor, TensorKind, Weights};
 
 /// The llama2.c checkpoint formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +105,11 @@ pub fn parse_checkpoint_header(bytes: &[u8], name: &str) -> Result<(Config, Chec
         norm_eps: 1e-5,
         rope_theta: 10000.0,
         shared_classifier,
+        // Version 2 keeps its quantization: same scheme, same groups.
+        weights: match format {
+            CheckpointFormat::Version2 { group_size } => Weights::Q8_0 { group_size },
+            _ => Weights::F32,
+        },
     };
     config.validate().map_err(|e| format!("header describes an invalid model: {e}"))?;
     Ok((config, format, header_len))
@@ -225,17 +230,6 @@ impl Checkpoint {
         Some((q, scales))
     }
 
-    /// tvl converts fp32 checkpoints; int8 ones are read (header, size) but not converted yet.
-    fn require_fp32(&self) -> Result<()> {
-        match self.format {
-            CheckpointFormat::Version2 { .. } => Err(Error::Checkpoint {
-                path: self.path.clone(),
-                message: "int8 (llama2.c version 2) checkpoints cannot be converted yet; convert the fp32 checkpoint".into(),
-            }),
-            _ => Ok(()),
-        }
-    }
-
     /// (byte offset, elements) of a tensor (for a shared classifier: the embedding).
     fn locate(&self, kind: TensorKind, layer: Option<usize>) -> (usize, usize) {
         let kind = if kind == TensorKind::Classifier && self.config.shared_classifier { TensorKind::TokenEmbedding } else { kind };
@@ -245,6 +239,17 @@ impl Checkpoint {
             .find(|(k, l, _, _)| *k == Some(kind) && *l == layer)
             .expect("every tensor of the layout is in the checkpoint");
         (offset, len)
+    }
+
+    /// What [`write_tvl`] needs of a tensor: as stored, quantization included.
+    pub fn tensor_data(&self, kind: TensorKind, layer: Option<usize>) -> TensorData {
+        if let Some((q, scales)) = self.read_q8(kind, layer) {
+            return TensorData::Q8 { q, scales };
+        }
+        let (_, len) = self.locate(kind, layer);
+        let mut values = vec![0.0; len];
+        self.read(kind, layer, &mut values);
+        TensorData::F32(values)
     }
 
     /// The row-major f32 values of one tensor: any tensor of an fp32 checkpoint, the norms of an
@@ -264,13 +269,49 @@ impl Checkpoint {
 /// Progress of a long write: (bytes written, total bytes).
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
+/// The row-major values of one tensor, as a source holds them.
+pub enum TensorData {
+    F32(Vec<f32>),
+    /// int8 values and one scale per group of the source's group size along each row.
+    Q8 { q: Vec<i8>, scales: Vec<f32> },
+}
+
+impl TensorData {
+    /// The values, dequantized if need be.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            TensorData::F32(values) => values.clone(),
+            TensorData::Q8 { q, scales } => {
+                let group_size = q.len() / scales.len();
+                q.iter().enumerate().map(|(i, &q)| q as f32 * scales[i / group_size]).collect()
+            }
+        }
+    }
+}
+
+/// The stored bytes of one tensor: packed (and quantized) by the layout's own definition;
+/// int8 data already in the target's groups is kept exactly.
+fn encode(storage: Storage, data: &TensorData) -> Vec<u8> {
+    let mut bytes = vec![0u8; storage.bytes()];
+    match (storage, data) {
+        (Storage::Vector(_), data) => {
+            bytes = data.to_f32().iter().flat_map(|v| v.to_le_bytes()).collect();
+        }
+        (Storage::Panels(p), TensorData::Q8 { q, scales }) if p.encoding == (Encoding::Q8 { group_size: q.len() / scales.len() }) => {
+            p.pack_q8(q, scales, &mut bytes)
+        }
+        (Storage::Panels(p), data) => p.pack(&data.to_f32(), &mut bytes),
+    }
+    bytes
+}
+
 /// Writes a TVL file for `config` at `output`, asking `fill` for each tensor's row-major
 /// values. Writes to a temporary file beside `output` and renames it into place, so a failed
 /// or interrupted write never leaves a partial file under the output name.
 pub fn write_tvl(
     output: &Path,
     config: &Config,
-    mut fill: impl FnMut(&Tensor, &mut [f32]) -> Result<()>,
+    mut fill: impl FnMut(&Tensor) -> Result<TensorData>,
     progress: Progress,
 ) -> Result<Header> {
     let layout = Layout::new(config);
@@ -285,23 +326,10 @@ pub fn write_tvl(
     let result: std::io::Result<()> = (|| {
         out.write_all(&header.encode())?;
         let mut written = HEADER_BYTES;
-        let (mut values, mut packed, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
         for tensor in layout.tensors() {
             out.write_all(&vec![0u8; tensor.storage.offset() - written])?;
-            let (rows, cols) = tensor.storage.shape();
-            values.clear();
-            values.resize(rows * cols, 0.0f32);
-            fill(&tensor, &mut values).map_err(std::io::Error::other)?;
-            let stored = match tensor.storage {
-                Storage::Vector(_) => &values,
-                Storage::Panels(p) => {
-                    packed.resize(p.len(), 0.0);
-                    p.pack(&values, &mut packed);
-                    &packed
-                }
-            };
-            bytes.clear();
-            bytes.extend(stored.iter().flat_map(|v| v.to_le_bytes()));
+            let data = fill(&tensor).map_err(std::io::Error::other)?;
+            let bytes = encode(tensor.storage, &data);
             out.write_all(&bytes)?;
             written = tensor.storage.offset() + bytes.len();
             progress(written as u64, total);
@@ -330,23 +358,21 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// `tvl convert`: a llama2.c checkpoint to a TVL file.
-pub fn convert(input: &Path, output: &Path, progress: Progress) -> Result<Header> {
-    write_checkpoint(&Checkpoint::open(input)?, output, progress)
+/// `tvl convert`: a llama2.c checkpoint to a TVL file, its weights stored as `weights` says
+/// (`None`: as the checkpoint has them — f32, or int8 for a version 2 file, kept exactly).
+pub fn convert(input: &Path, output: &Path, weights: Option<Weights>, progress: Progress) -> Result<Header> {
+    let checkpoint = Checkpoint::open(input)?;
+    let mut config = checkpoint.config.clone();
+    if let Some(weights) = weights {
+        weights.validate().map_err(|e| Error::Invalid(format!("--quant: {e}")))?;
+        config.weights = weights;
+    }
+    write_checkpoint(&checkpoint, &config, output, progress)
 }
 
-/// Writes the TVL file of an (fp32) checkpoint.
-fn write_checkpoint(checkpoint: &Checkpoint, output: &Path, progress: Progress) -> Result<Header> {
-    checkpoint.require_fp32()?;
-    write_tvl(
-        output,
-        &checkpoint.config,
-        |tensor, values| {
-            checkpoint.read(tensor.kind, tensor.layer, values);
-            Ok(())
-        },
-        progress,
-    )
+/// Writes the TVL file of a checkpoint with `config` (the checkpoint's, maybe re-quantized).
+fn write_checkpoint(checkpoint: &Checkpoint, config: &Config, output: &Path, progress: Progress) -> Result<Header> {
+    write_tvl(output, config, |tensor| Ok(checkpoint.tensor_data(tensor.kind, tensor.layer)), progress)
 }
 
 /// `tvl synth`: a TVL file of `config`'s exact shape with deterministic pseudo-random weights
@@ -355,18 +381,15 @@ pub fn synthesize(config: &Config, output: &Path, seed: u64, progress: Progress)
     write_tvl(
         output,
         config,
-        |tensor, values| {
+        |tensor| {
             let stream = (tensor.kind as u64) << 32 | tensor.layer.map_or(0xffff, |l| l as u64);
             let mut rng = SplitMix64(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let (_, cols) = tensor.storage.shape();
+            let (rows, cols) = tensor.storage.shape();
             let (center, spread) = match tensor.storage {
                 Storage::Vector(_) => (1.0, 0.1),         // norm weights near 1
                 Storage::Panels(_) => (0.0, 1.0 / (cols as f32).sqrt()), // keeps activations O(1)
             };
-            for v in values.iter_mut() {
-                *v = center + spread * rng.next_symmetric();
-            }
-            Ok(())
+            Ok(TensorData::F32((0..rows * cols).map(|_| center + spread * rng.next_symmetric()).collect()))
         },
         progress,
     )
@@ -401,7 +424,6 @@ pub fn cache_dir() -> PathBuf {
 /// a new layout version is converted again.
 pub fn cached_conversion(input: &Path, cache: &Path, progress: Progress) -> Result<PathBuf> {
     let checkpoint = Checkpoint::open(input)?;
-    checkpoint.require_fp32()?;
     let content = xxhash_rust::xxh3::xxh3_64(&checkpoint.map);
     let fingerprint = Layout::new(&checkpoint.config).fingerprint;
     let output = cache.join(format!("{}-{content:016x}-{fingerprint:016x}.tvl", checkpoint.config.name));
@@ -409,7 +431,7 @@ pub fn cached_conversion(input: &Path, cache: &Path, progress: Progress) -> Resu
         return Ok(output);
     }
     std::fs::create_dir_all(cache).map_err(Error::io(cache))?;
-    write_checkpoint(&checkpoint, &output, progress)?;
+    write_checkpoint(&checkpoint, &checkpoint.config, &output, progress)?;
     Ok(output)
 }
 
@@ -431,6 +453,7 @@ mod tests {
             norm_eps: 1e-5,
             rope_theta: 1e4,
             shared_classifier: false,
+            weights: Weights::F32,
         };
         let kinds: Vec<_> = fp32_arrays(&config, CheckpointFormat::Legacy).iter().map(|a| (a.0, a.1)).collect();
         use TensorKind::*;

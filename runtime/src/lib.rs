@@ -23,4 +23,4 @@ pub use kernels::IsaChoice;
 pub use model::{open_bundled, read_header, Bundled, Forward, Model, Options, State, Transformer};
 pub use sampler::Sampler;
 pub use tokenizer::Tokenizer;
-pub use tvl_layout::{self as layout_def, Config, ElementType, Header, LayerLayout, Layout, Panels, Span};
+pub use tvl_layout::{self as layout_def, Config, Encoding, Header, LayerLayout, Layout, Panels, Span, Weights};

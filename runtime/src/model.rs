@@ -2,7 +2,7 @@
 //! ([`Transformer`]), and the forward pass over it.
 
 use crate::error::{Error, Result};
-use crate::kernels::{self, Isa, IsaChoice, Scalar};
+use crate::kernels::{self, Input, Isa, IsaChoice, QuantizedVector, Scalar};
 use crate::pool::{split, Disjoint, Pool};
 use memmap2::Mmap;
 use std::fs::File;
@@ -26,24 +26,25 @@ pub trait Model: Sized + Send + Sync + 'static {
     /// Where every tensor is in a TVL file of this model.
     const LAYOUT: Layout;
 
-    /// `out = W · x` for a range of row tiles of W, one kernel per distinct matrix shape (the
-    /// column count, which the inner loops run over, is a compile-time constant).
+    /// `out = W · x` for a range of row tiles of W (`w`: the bytes of those tiles), one kernel
+    /// per distinct matrix shape and encoding (the column count, which the inner loops run
+    /// over, and the group size are compile-time constants).
     ///
     /// # Safety
     /// `K::available()` must have returned true on this CPU (the same for every method).
-    unsafe fn matvec_dim_x_dim<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
+    unsafe fn matvec_dim_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
     /// # Safety
     /// As for [`Model::matvec_dim_x_dim`].
-    unsafe fn matvec_kv_x_dim<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
+    unsafe fn matvec_kv_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
     /// # Safety
     /// As for [`Model::matvec_dim_x_dim`].
-    unsafe fn matvec_hidden_x_dim<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
+    unsafe fn matvec_hidden_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
     /// # Safety
     /// As for [`Model::matvec_dim_x_dim`].
-    unsafe fn matvec_dim_x_hidden<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
+    unsafe fn matvec_dim_x_hidden<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
     /// # Safety
     /// As for [`Model::matvec_dim_x_dim`].
-    unsafe fn matvec_vocab_x_dim<K: Isa>(out: &mut [f32], w: &[f32], x: &[f32]);
+    unsafe fn matvec_vocab_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
     /// Attention of the query heads `heads` over one layer's key/value cache.
     ///
     /// # Safety
@@ -153,6 +154,8 @@ impl<M: Model> Transformer<M> {
             IsaChoice::Avx2 => forward::<M, kernels::avx2::Avx2>,
             #[cfg(target_arch = "aarch64")]
             IsaChoice::Neon => forward::<M, kernels::neon::Neon>,
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::NeonDotprod => forward::<M, kernels::neon::NeonDotprod>,
         };
         let pool = Pool::new(options.resolved_threads()).map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))?;
         Ok(Transformer {
@@ -171,29 +174,21 @@ impl<M: Model> Transformer<M> {
         &self.path
     }
 
-    /// The f32 at `[offset, offset + 4 * len)` of the mapping.
-    fn floats(&self, offset: usize, len: usize) -> &[f32] {
-        let bytes = &self.map[offset..offset + len * 4];
-        // SAFETY: `open` checked that every tensor of `M::LAYOUT` (the only callers' arguments)
-        // lies inside the mapping and starts at a multiple of 64 bytes from a page-aligned base,
-        // so the pointer is aligned for f32; the bounds are re-checked by the indexing above;
-        // every bit pattern is a valid f32; and the result borrows `self`, so it cannot outlive
-        // the mapping, which is never written.
-        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), len) }
-    }
-
+    /// A norm weight vector. `open` checked that every tensor of `M::LAYOUT` lies inside the
+    /// mapping at a multiple of 64 bytes from a page-aligned base, so it is aligned for f32.
     pub fn vector(&self, span: Span) -> &[f32] {
-        self.floats(span.offset, span.len)
+        &kernels::as_f32s(&self.map[span.offset..span.offset + 4 * span.len])
     }
 
-    pub fn panels(&self, panels: Panels) -> &[f32] {
-        self.floats(panels.offset, panels.len())
+    /// The stored bytes of a matrix.
+    pub fn panels(&self, panels: Panels) -> &[u8] {
+        &self.map[panels.offset..panels.offset + panels.bytes()]
     }
 }
 
 /// The compiled layout must be this build's layout of the compiled config, and lie inside the
 /// mapping, aligned: this is what makes [`Transformer::floats`] sound even for a hand-written
-/// [`Model`] impl.
+/// [`Model`] impl (the kernels trust the offsets and the encodings).
 fn check_layout<M: Model>(expected: &Layout, map_len: usize, base: *const u8) -> Result<(), String> {
     if M::LAYOUT != *expected {
         return Err(format!("the compiled offset table of `{}` is not the layout of its config", M::CONFIG.name));
@@ -202,9 +197,9 @@ fn check_layout<M: Model>(expected: &Layout, map_len: usize, base: *const u8) ->
         return Err("the mapping is not 64-byte aligned".into());
     }
     for tensor in expected.tensors() {
-        let (offset, len) = (tensor.storage.offset(), tensor.storage.len());
-        if offset % ALIGN != 0 || offset.checked_add(len * 4).is_none_or(|end| end > map_len) {
-            return Err(format!("tensor {tensor} at {offset} (+{} bytes) is misaligned or outside the file", len * 4));
+        let (offset, bytes) = (tensor.storage.offset(), tensor.storage.bytes());
+        if offset % ALIGN != 0 || offset.checked_add(bytes).is_none_or(|end| end > map_len) {
+            return Err(format!("tensor {tensor} at {offset} (+{bytes} bytes) is misaligned or outside the file"));
         }
     }
     Ok(())
@@ -237,6 +232,8 @@ pub struct State {
     v: Vec<f32>,
     scores: Vec<f32>,
     logits: Vec<f32>,
+    /// The input of the next matrix products, quantized (quantized models only).
+    xq: QuantizedVector,
     /// `[layer][kv_head][position][head_dim]`.
     key_cache: Vec<f32>,
     value_cache: Vec<f32>,
@@ -257,6 +254,7 @@ impl State {
             v: padded(config.kv_dim()),
             scores: vec![0.0; config.n_heads * config.seq_len],
             logits: padded(config.vocab_size),
+            xq: QuantizedVector::new(config.dim.max(config.hidden_dim), config.weights.group_size().unwrap_or(0)),
             key_cache: vec![0.0; cache],
             value_cache: vec![0.0; cache],
         }
@@ -291,7 +289,9 @@ impl<M: Model> Forward for Transformer<M> {
         if pos >= M::CONFIG.seq_len {
             return Err(Error::PositionOutOfRange { pos, seq_len: M::CONFIG.seq_len });
         }
-        if state.key_cache.len() != M::CONFIG.n_layers * M::CONFIG.seq_len * M::CONFIG.kv_dim() || state.x.len() < M::CONFIG.dim {
+        if state.key_cache.len() != M::CONFIG.n_layers * M::CONFIG.seq_len * M::CONFIG.kv_dim() || state.x.len() < M::CONFIG.dim
+            || state.xq.group_size() != M::CONFIG.weights.group_size().unwrap_or(0)
+        {
             return Err(Error::Invalid(format!("this state was not made for model `{}`", M::CONFIG.name)));
         }
         // A panic inside a forward pass leaves nothing half-updated in the pool itself.
@@ -312,7 +312,16 @@ impl<M: Model> Forward for Transformer<M> {
 }
 
 /// A matvec kernel of one shape, for a range of row tiles.
-type Kernel = unsafe fn(&mut [f32], &[f32], &[f32]);
+type Kernel = unsafe fn(&mut [f32], &[u8], Input<'_>);
+
+/// The input of the next matrix products: `values`, quantized into `xq` if the model is.
+fn input<'a>(values: &'a [f32], len: usize, xq: &'a mut QuantizedVector, quantized: bool) -> Input<'a> {
+    if quantized {
+        xq.quantize(&values[..len]);
+    }
+    let xq: &'a QuantizedVector = xq;
+    Input { values, quantized: xq.view() }
+}
 
 /// `out = W · x` with W's row tiles split into one contiguous range per thread, so that each
 /// thread streams its own part of the panels front to back. Every output is computed by one
@@ -320,15 +329,16 @@ type Kernel = unsafe fn(&mut [f32], &[f32], &[f32]);
 ///
 /// # Safety
 /// `kernel`'s instruction set must be available on this CPU.
-unsafe fn matvec(pool: &mut Pool, kernel: Kernel, out: &mut [f32], w: &[f32], x: &[f32]) {
-    let (tiles, cols, threads) = (out.len() / TILE_ROWS, w.len() / out.len(), pool.threads());
+unsafe fn matvec(pool: &mut Pool, kernel: Kernel, out: &mut [f32], w: &[u8], x: Input<'_>) {
+    let (tiles, threads) = (out.len() / TILE_ROWS, pool.threads());
+    let tile_bytes = w.len() / tiles;
     let out = Disjoint::new(out);
     pool.run(&|thread| {
-        let rows = split(tiles, thread, threads);
-        let rows = rows.start * TILE_ROWS..rows.end * TILE_ROWS;
+        let tiles = split(tiles, thread, threads);
+        let rows = tiles.start * TILE_ROWS..tiles.end * TILE_ROWS;
         // SAFETY: `split` gives each thread a disjoint range of rows; the caller guarantees
         // the kernel's instruction set.
-        unsafe { kernel(out.range(rows.clone()), &w[rows.start * cols..rows.end * cols], x) }
+        unsafe { kernel(out.range(rows), &w[tiles.start * tile_bytes..tiles.end * tile_bytes], x) }
     });
 }
 
@@ -345,16 +355,18 @@ unsafe fn forward<M: Model, K: Isa>(w: &Transformer<M>, pool: &mut Pool, s: &mut
     let rope = &w.rope[pos * head_dim / 2..][..head_dim / 2];
     // SAFETY (every `matvec` and `M::attention` call below): the caller guarantees K.
     let rows = |p: Panels| ..p.padded_rows();
+    let quantized = c.weights.group_size().is_some();
 
     layout.token_embedding.read_row(w.panels(layout.token_embedding), token, &mut s.x[..dim]);
 
     for (l, lw) in layout.layers.iter().enumerate() {
         // Attention: q, k, v of this position; k and v go into the cache.
         kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.attn_norm), c.norm_eps);
+        let x = input(&s.xb, dim, &mut s.xq, quantized);
         unsafe {
-            matvec(pool, M::matvec_dim_x_dim::<K>, &mut s.q[rows(lw.wq)], w.panels(lw.wq), &s.xb);
-            matvec(pool, M::matvec_kv_x_dim::<K>, &mut s.k[rows(lw.wk)], w.panels(lw.wk), &s.xb);
-            matvec(pool, M::matvec_kv_x_dim::<K>, &mut s.v[rows(lw.wv)], w.panels(lw.wv), &s.xb);
+            matvec(pool, M::matvec_dim_x_dim::<K>, &mut s.q[rows(lw.wq)], w.panels(lw.wq), x);
+            matvec(pool, M::matvec_kv_x_dim::<K>, &mut s.k[rows(lw.wk)], w.panels(lw.wk), x);
+            matvec(pool, M::matvec_kv_x_dim::<K>, &mut s.v[rows(lw.wv)], w.panels(lw.wv), x);
         }
         kernels::rope(&mut s.q[..dim], &mut s.k[..kv_dim], rope);
 
@@ -382,22 +394,26 @@ unsafe fn forward<M: Model, K: Isa>(w: &Transformer<M>, pool: &mut Pool, s: &mut
                 )
             }
         });
-        unsafe { matvec(pool, M::matvec_dim_x_dim::<K>, &mut s.xb2[rows(lw.wo)], w.panels(lw.wo), &s.xb) };
+        let x = input(&s.xb, dim, &mut s.xq, quantized);
+        unsafe { matvec(pool, M::matvec_dim_x_dim::<K>, &mut s.xb2[rows(lw.wo)], w.panels(lw.wo), x) };
         kernels::add(&mut s.x[..dim], &s.xb2[..dim]);
 
         // Feed-forward: w2 · (silu(w1 · x) * (w3 · x)).
         kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
+        let x = input(&s.xb, dim, &mut s.xq, quantized);
         unsafe {
-            matvec(pool, M::matvec_hidden_x_dim::<K>, &mut s.hb[rows(lw.w1)], w.panels(lw.w1), &s.xb);
-            matvec(pool, M::matvec_hidden_x_dim::<K>, &mut s.hb2[rows(lw.w3)], w.panels(lw.w3), &s.xb);
+            matvec(pool, M::matvec_hidden_x_dim::<K>, &mut s.hb[rows(lw.w1)], w.panels(lw.w1), x);
+            matvec(pool, M::matvec_hidden_x_dim::<K>, &mut s.hb2[rows(lw.w3)], w.panels(lw.w3), x);
         }
         kernels::swiglu(&mut s.hb[..hidden], &s.hb2[..hidden]);
-        unsafe { matvec(pool, M::matvec_dim_x_hidden::<K>, &mut s.xb[rows(lw.w2)], w.panels(lw.w2), &s.hb) };
+        let x = input(&s.hb, hidden, &mut s.xq, quantized);
+        unsafe { matvec(pool, M::matvec_dim_x_hidden::<K>, &mut s.xb[rows(lw.w2)], w.panels(lw.w2), x) };
         kernels::add(&mut s.x[..dim], &s.xb[..dim]);
     }
 
     kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(layout.final_norm), c.norm_eps);
-    unsafe { matvec(pool, M::matvec_vocab_x_dim::<K>, &mut s.logits[rows(layout.classifier)], w.panels(layout.classifier), &s.xb) };
+    let x = input(&s.xb, dim, &mut s.xq, quantized);
+    unsafe { matvec(pool, M::matvec_vocab_x_dim::<K>, &mut s.logits[rows(layout.classifier)], w.panels(layout.classifier), x) };
 }
 
 /// A model compiled into a binary, found by the header of the file to run.

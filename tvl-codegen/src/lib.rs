@@ -11,7 +11,7 @@
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote};
 use std::path::{Path, PathBuf};
-use tvl_layout::{Config, LayerLayout, Layout, Panels};
+use tvl_layout::{Config, Encoding, LayerLayout, Layout, Panels, Weights};
 
 /// The whole `#[tvl_model("...")]` expansion. Errors become `compile_error!`s spanned on the
 /// attribute's path literal.
@@ -53,11 +53,18 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path) -
     let first = layout.layers.first().copied();
     let kernel = |name: &str, panels: Option<Panels>| {
         let name = format_ident!("{name}");
-        let cols = Literal::usize_unsuffixed(panels.map_or(0, |p| p.padded_cols()));
+        let panels = panels.unwrap_or(layout.classifier); // a model without layers uses none
+        let cols = Literal::usize_unsuffixed(panels.padded_cols());
+        let group_size = Literal::usize_unsuffixed(panels.encoding.group_size());
+        let call = match panels.encoding {
+            Encoding::F32 => quote! { K::matvec::<#cols>(out, ::tvl::kernels::as_f32s(w), x.values) },
+            Encoding::Q8 { .. } => quote! { K::matvec_q8::<#cols, #group_size>(out, w, x.quantized) },
+            Encoding::Q4 { .. } => quote! { K::matvec_q4::<#cols, #group_size>(out, w, x.quantized) },
+        };
         quote! {
             #[inline]
-            unsafe fn #name<K: ::tvl::kernels::Isa>(out: &mut [f32], w: &[f32], x: &[f32]) {
-                unsafe { K::matvec::<#cols>(out, w, x) }
+            unsafe fn #name<K: ::tvl::kernels::Isa>(out: &mut [f32], w: &[u8], x: ::tvl::kernels::Input<'_>) {
+                unsafe { #call }
             }
         }
     };
@@ -71,8 +78,12 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path) -
     let head_dim = Literal::usize_unsuffixed(config.head_dim());
     let n_heads = Literal::usize_unsuffixed(config.n_heads);
     let n_kv_heads = Literal::usize_unsuffixed(config.n_kv_heads);
+    let weights = match config.weights.group_size() {
+        Some(g) => format!("{} weights in groups of {g}", config.weights.name()),
+        None => "f32 weights".into(),
+    };
     let doc = format!(
-        " Model `{}`: dim {}, hidden_dim {}, {} layers, {} heads ({} key/value), vocab {}, seq_len {}.",
+        " Model `{}`: dim {}, hidden_dim {}, {} layers, {} heads ({} key/value), vocab {}, seq_len {}, {weights}.",
         config.name,
         config.dim,
         config.hidden_dim,
@@ -131,6 +142,7 @@ fn config_tokens(c: &Config) -> TokenStream {
         [c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len].map(Literal::usize_unsuffixed);
     let (norm_eps, rope_theta) = (Literal::f32_suffixed(c.norm_eps), Literal::f32_suffixed(c.rope_theta));
     let shared = c.shared_classifier;
+    let weights = weights_tokens(c.weights);
     quote! {
         ::tvl::Config {
             name: ::std::borrow::Cow::Borrowed(#name),
@@ -144,7 +156,31 @@ fn config_tokens(c: &Config) -> TokenStream {
             norm_eps: #norm_eps,
             rope_theta: #rope_theta,
             shared_classifier: #shared,
+            weights: #weights,
         }
+    }
+}
+
+fn weights_tokens(w: Weights) -> TokenStream {
+    match w {
+        Weights::F32 => quote! { ::tvl::Weights::F32 },
+        Weights::Q8_0 { group_size } => {
+            let g = Literal::usize_unsuffixed(group_size);
+            quote! { ::tvl::Weights::Q8_0 { group_size: #g } }
+        }
+        Weights::Q4_0 { group_size } => {
+            let g = Literal::usize_unsuffixed(group_size);
+            quote! { ::tvl::Weights::Q4_0 { group_size: #g } }
+        }
+    }
+}
+
+fn encoding_tokens(e: Encoding) -> TokenStream {
+    let g = Literal::usize_unsuffixed(e.group_size());
+    match e {
+        Encoding::F32 => quote! { ::tvl::Encoding::F32 },
+        Encoding::Q8 { .. } => quote! { ::tvl::Encoding::Q8 { group_size: #g } },
+        Encoding::Q4 { .. } => quote! { ::tvl::Encoding::Q4 { group_size: #g } },
     }
 }
 
@@ -155,7 +191,8 @@ fn span_tokens(s: tvl_layout::Span) -> TokenStream {
 
 fn panels_tokens(p: Panels) -> TokenStream {
     let [offset, rows, cols] = [p.offset, p.rows, p.cols].map(Literal::usize_unsuffixed);
-    quote! { ::tvl::Panels { offset: #offset, rows: #rows, cols: #cols } }
+    let encoding = encoding_tokens(p.encoding);
+    quote! { ::tvl::Panels { offset: #offset, rows: #rows, cols: #cols, encoding: #encoding } }
 }
 
 fn layer_tokens(l: &LayerLayout) -> TokenStream {
@@ -173,12 +210,10 @@ fn layout_tokens(layout: &Layout) -> TokenStream {
     let classifier = panels_tokens(layout.classifier);
     let file_size = Literal::usize_unsuffixed(layout.file_size);
     let fingerprint = Literal::u64_suffixed(layout.fingerprint);
-    let element_type = match layout.element_type {
-        tvl_layout::ElementType::F32 => quote!(F32),
-    };
+    let weights = weights_tokens(layout.weights);
     quote! {
         ::tvl::Layout {
-            element_type: ::tvl::ElementType::#element_type,
+            weights: #weights,
             token_embedding: #token_embedding,
             layers: ::std::borrow::Cow::Borrowed(&[#(#layers),*]),
             final_norm: #final_norm,

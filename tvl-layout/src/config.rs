@@ -24,10 +24,78 @@ pub struct Config {
     pub rope_theta: f32,
     /// The classifier is the token-embedding matrix (stored once).
     pub shared_classifier: bool,
+    /// How the matrices are stored: f32, or quantized in groups (optional key, default f32).
+    pub weights: Weights,
 }
 
-/// Every key of a config TOML, in the order `tvl config` prints them.
-pub const KEYS: [&str; 11] = [
+/// How a model's weight matrices are stored (norm weights are always f32).
+///
+/// Both quantized schemes are symmetric with one f32 scale per `group_size` consecutive weights
+/// of a row: `q8_0` stores every matrix as int8 (llama.cpp's Q8_0, llama2.c `runq.c`'s format);
+/// `q4_0` stores the layers' matrices as 4-bit values (llama.cpp's Q4_0 scheme) and the token
+/// embedding / classifier as int8, because the classifier's error goes straight into the logits
+/// (llama.cpp likewise keeps its output matrix at higher precision).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weights {
+    F32,
+    Q8_0 { group_size: usize },
+    Q4_0 { group_size: usize },
+}
+
+impl Weights {
+    /// The value of the `weights` key.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Weights::F32 => "f32",
+            Weights::Q8_0 { .. } => "q8_0",
+            Weights::Q4_0 { .. } => "q4_0",
+        }
+    }
+
+    pub const fn group_size(self) -> Option<usize> {
+        match self {
+            Weights::F32 => None,
+            Weights::Q8_0 { group_size } | Weights::Q4_0 { group_size } => Some(group_size),
+        }
+    }
+
+    /// `weights` and `group_size` as a TOML key would give them.
+    pub fn from_name(name: &str, group_size: Option<usize>) -> Result<Weights, ConfigError> {
+        let group = || group_size.ok_or_else(|| err("group_size", format!("missing (required by weights = \"{name}\")")));
+        let weights = match name {
+            "f32" => match group_size {
+                None => Weights::F32,
+                Some(_) => return Err(err("group_size", "only quantized weights (q8_0, q4_0) have a group size")),
+            },
+            "q8_0" => Weights::Q8_0 { group_size: group()? },
+            "q4_0" => Weights::Q4_0 { group_size: group()? },
+            other => return Err(err("weights", format!("`{other}` is not one of f32, q8_0, q4_0"))),
+        };
+        weights.validate()?;
+        Ok(weights)
+    }
+
+    /// Group sizes the panels and kernels handle: an int8 column block (64 weights, one cache
+    /// line per row) is a whole number of groups of at least 4 (the kernels' integer lanes sum 4
+    /// products); a 4-bit group fills at least one 32-byte register. llama2.c's exports use
+    /// 64, 32 or, for small models, the largest power of two dividing dim and hidden_dim.
+    pub fn validate(self) -> Result<(), ConfigError> {
+        match self {
+            Weights::F32 => Ok(()),
+            Weights::Q8_0 { group_size } if ![4, 8, 16, 32, 64].contains(&group_size) => {
+                Err(err("group_size", format!("q8_0 needs a group size of 4, 8, 16, 32 or 64, found {group_size}")))
+            }
+            Weights::Q4_0 { group_size } if group_size != 32 && group_size != 64 => {
+                Err(err("group_size", format!("q4_0 needs a group size of 32 or 64, found {group_size}")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Every key of a config TOML, in the order `tvl config` prints them. All are required except
+/// `weights` (default `"f32"`) and `group_size` (required by quantized weights only).
+pub const KEYS: [&str; 13] = [
     "name",
     "dim",
     "hidden_dim",
@@ -39,6 +107,8 @@ pub const KEYS: [&str; 11] = [
     "norm_eps",
     "rope_theta",
     "shared_classifier",
+    "weights",
+    "group_size",
 ];
 
 /// What is wrong with a config, and which key it is about.
@@ -106,6 +176,13 @@ impl Config {
             toml::Value::Boolean(b) => *b,
             other => return Err(err("shared_classifier", format!("must be true or false, found {}", other.type_str()))),
         };
+        let weights = match table.get("weights") {
+            None => "f32",
+            Some(toml::Value::String(s)) => s.as_str(),
+            Some(other) => return Err(err("weights", format!("must be a string, found {}", other.type_str()))),
+        };
+        let group_size = table.get("group_size").map(|_| int("group_size")).transpose()?;
+        let weights = Weights::from_name(weights, group_size)?;
         let config = Config {
             name: Cow::Owned(name),
             dim: int("dim")?,
@@ -118,6 +195,7 @@ impl Config {
             norm_eps: float("norm_eps")?,
             rope_theta: float("rope_theta")?,
             shared_classifier,
+            weights,
         };
         config.validate()?;
         Ok(config)
@@ -168,7 +246,7 @@ impl Config {
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return Err(err("rope_theta", "must be a positive finite number"));
         }
-        Ok(())
+        self.weights.validate()
     }
 
     pub fn head_dim(&self) -> usize {
@@ -192,7 +270,8 @@ impl Config {
              seq_len = {}\n\
              norm_eps = {:?}\n\
              rope_theta = {:?}\n\
-             shared_classifier = {}\n",
+             shared_classifier = {}\n\
+             weights = \"{}\"\n{}",
             self.name,
             self.dim,
             self.hidden_dim,
@@ -205,13 +284,19 @@ impl Config {
             self.norm_eps,
             self.rope_theta,
             self.shared_classifier,
+            self.weights.name(),
+            self.weights.group_size().map_or(String::new(), |g| format!("group_size = {g}\n")),
         )
     }
 
     /// Names the first field where two configs differ in a way the compiled code depends on
     /// (everything but the name), for errors such as "this file is another model".
     pub fn first_difference(&self, other: &Config) -> Option<String> {
-        let fields: [(&str, String, String); 10] = [
+        let weights = |w: Weights| match w.group_size() {
+            Some(g) => format!("{} (group size {g})", w.name()),
+            None => w.name().to_string(),
+        };
+        let fields: [(&str, String, String); 11] = [
             ("dim", self.dim.to_string(), other.dim.to_string()),
             ("hidden_dim", self.hidden_dim.to_string(), other.hidden_dim.to_string()),
             ("n_layers", self.n_layers.to_string(), other.n_layers.to_string()),
@@ -222,6 +307,7 @@ impl Config {
             ("norm_eps", format!("{:?}", self.norm_eps), format!("{:?}", other.norm_eps)),
             ("rope_theta", format!("{:?}", self.rope_theta), format!("{:?}", other.rope_theta)),
             ("shared_classifier", self.shared_classifier.to_string(), other.shared_classifier.to_string()),
+            ("weights", weights(self.weights), weights(other.weights)),
         ];
         fields.into_iter().find(|(_, a, b)| a != b).map(|(k, a, b)| format!("{k} is {a}, not {b}"))
     }
@@ -278,5 +364,20 @@ shared_classifier = true
         let e = error_of(&STORIES260K.replace("norm_eps = 1e-5", "norm_eps = 0.0"));
         assert_eq!(e.key, Some("norm_eps"));
         assert!(error_of("dim = = 3").message.starts_with("invalid TOML"));
+    }
+
+    #[test]
+    fn quantized_weights_need_a_group_size_that_fits_the_panels() {
+        let q = |extra: &str| Config::from_toml(&format!("{STORIES260K}{extra}"));
+        assert_eq!(q("weights = \"q8_0\"\ngroup_size = 4\n").unwrap().weights, Weights::Q8_0 { group_size: 4 });
+        assert_eq!(q("weights = \"q4_0\"\ngroup_size = 32\n").unwrap().weights, Weights::Q4_0 { group_size: 32 });
+        assert_eq!(q("").unwrap().weights, Weights::F32);
+        assert_eq!(q("weights = \"q8_0\"\n").unwrap_err().key, Some("group_size"));
+        assert_eq!(q("weights = \"q8_0\"\ngroup_size = 48\n").unwrap_err().key, Some("group_size"));
+        assert_eq!(q("weights = \"q4_0\"\ngroup_size = 16\n").unwrap_err().key, Some("group_size"));
+        assert_eq!(q("group_size = 32\n").unwrap_err().key, Some("group_size"));
+        assert_eq!(q("weights = \"q3\"\ngroup_size = 32\n").unwrap_err().key, Some("weights"));
+        let c = q("weights = \"q4_0\"\ngroup_size = 64\n").unwrap();
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
     }
 }

@@ -2,17 +2,17 @@
 //! before it forms any slice of the mapping. `docs/FORMAT.md` describes it byte by byte.
 
 use crate::config::Config;
-use crate::layout::{ElementType, Layout, ALIGN, COL_BLOCK, FORMAT_VERSION, HEADER_BYTES, TILE_ROWS};
+use crate::config::Weights;
+use crate::layout::{Layout, ALIGN, COL_BLOCK, FORMAT_VERSION, HEADER_BYTES, TILE_ROWS};
 use std::fmt;
 
 pub const MAGIC: [u8; 8] = *b"TVLMODEL";
 const NAME_BYTES: usize = 32;
 
-/// A decoded header: the model config, the element type, and what the layout must be.
+/// A decoded header: the model config (its `weights` included) and what the layout must be.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Header {
     pub config: Config,
-    pub element_type: ElementType,
     pub fingerprint: u64,
     pub file_size: usize,
 }
@@ -24,7 +24,7 @@ pub enum HeaderError {
     BadMagic { found: [u8; 8] },
     Version { found: u32 },
     Geometry { what: &'static str, found: u32, expected: u32 },
-    ElementType { code: u32 },
+    Weights { code: u32 },
     Config(String),
     Fingerprint { stored: u64, computed: u64 },
     FileSize { stored: u64, computed: usize },
@@ -49,7 +49,7 @@ impl fmt::Display for HeaderError {
                 f,
                 "file was packed with {what} = {found}, this build packs with {expected}; convert the checkpoint again"
             ),
-            HeaderError::ElementType { code } => write!(f, "unknown element type code {code} in the header"),
+            HeaderError::Weights { code } => write!(f, "unknown weights code {code} in the header (0 f32, 1 q8_0, 2 q4_0)"),
             HeaderError::Config(msg) => write!(f, "invalid model config in the header: {msg}"),
             HeaderError::Fingerprint { stored, computed } => write!(
                 f,
@@ -72,7 +72,6 @@ impl Header {
         let layout = Layout::new(config);
         Header {
             config: config.clone(),
-            element_type: layout.element_type,
             fingerprint: layout.fingerprint,
             file_size: layout.file_size,
         }
@@ -82,10 +81,16 @@ impl Header {
         let mut out = [0u8; HEADER_BYTES];
         let c = &self.config;
         out[0..8].copy_from_slice(&MAGIC);
-        let u32s: [(usize, u32); 15] = [
+        let weights_code = match c.weights {
+            Weights::F32 => 0,
+            Weights::Q8_0 { .. } => 1,
+            Weights::Q4_0 { .. } => 2,
+        };
+        let u32s: [(usize, u32); 16] = [
             (8, FORMAT_VERSION),
             (12, HEADER_BYTES as u32),
-            (32, self.element_type.code()),
+            (32, weights_code),
+            (120, c.weights.group_size().unwrap_or(0) as u32),
             (36, TILE_ROWS as u32),
             (40, COL_BLOCK as u32),
             (44, ALIGN as u32),
@@ -134,8 +139,14 @@ impl Header {
                 return Err(HeaderError::Geometry { what, found: u32_at(at), expected: expected as u32 });
             }
         }
-        let element_type =
-            ElementType::from_code(u32_at(32)).ok_or(HeaderError::ElementType { code: u32_at(32) })?;
+        let group_size = (u32_at(120) != 0).then_some(u32_at(120) as usize);
+        let weights_name = match u32_at(32) {
+            0 => "f32",
+            1 => "q8_0",
+            2 => "q4_0",
+            code => return Err(HeaderError::Weights { code }),
+        };
+        let weights = Weights::from_name(weights_name, group_size).map_err(|e| HeaderError::Config(e.to_string()))?;
         let name_bytes = &bytes[88..88 + NAME_BYTES];
         let name_len = name_bytes.iter().position(|&b| b == 0).unwrap_or(NAME_BYTES);
         let name = std::str::from_utf8(&name_bytes[..name_len])
@@ -156,6 +167,7 @@ impl Header {
                 1 => true,
                 b => return Err(HeaderError::Config(format!("shared_classifier byte is {b}, expected 0 or 1"))),
             },
+            weights,
         };
         config.validate().map_err(|e| HeaderError::Config(e.to_string()))?;
         let layout = Layout::new(&config);
@@ -166,7 +178,7 @@ impl Header {
         if file_size != layout.file_size as u64 {
             return Err(HeaderError::FileSize { stored: file_size, computed: layout.file_size });
         }
-        Ok(Header { config, element_type, fingerprint, file_size: layout.file_size })
+        Ok(Header { config, fingerprint, file_size: layout.file_size })
     }
 }
 
@@ -187,6 +199,7 @@ mod tests {
             norm_eps: 1e-5,
             rope_theta: 10000.0,
             shared_classifier: true,
+            weights: Weights::Q8_0 { group_size: 4 },
         };
         Header::for_config(&config)
     }
@@ -209,7 +222,9 @@ mod tests {
         assert!(matches!(damaged(0, b'X'), HeaderError::BadMagic { .. }));
         assert!(matches!(damaged(8, 9), HeaderError::Version { found: 9 }));
         assert!(matches!(damaged(36, 8), HeaderError::Geometry { what: "tile rows", .. }));
-        assert!(matches!(damaged(32, 7), HeaderError::ElementType { code: 7 }));
+        assert!(matches!(damaged(32, 7), HeaderError::Weights { code: 7 }));
+        assert!(matches!(damaged(32, 2), HeaderError::Config(_))); // q4_0 with group size 4
+        assert!(matches!(damaged(120, 8), HeaderError::Fingerprint { .. })); // another group size
         assert!(matches!(damaged(60, 6), HeaderError::Config(_))); // 64 % 6 != 0
         assert!(matches!(damaged(52, 176), HeaderError::Fingerprint { .. })); // another shape
         assert!(matches!(damaged(24, 0x40), HeaderError::FileSize { .. })); // low byte of the size is 0x00

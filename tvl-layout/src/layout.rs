@@ -1,54 +1,94 @@
-//! Where every byte of a TVL file goes: the one place that computes offsets, padding and tile
-//! geometry. The macro runs [`Layout::new`] at compile time and emits the result as a constant;
-//! the converter runs the same function at run time to write files; the kernels take their
-//! register tile from [`TILE_ROWS`] and [`COL_BLOCK`]. They cannot disagree.
+//! Where every byte of a TVL file goes: the one place that computes offsets, padding, tile
+//! geometry and the packing of quantized weights. The macro runs [`Layout::new`] at compile time
+//! and emits the result as a constant; the converter runs the same function at run time to write
+//! files; the kernels take their register tile from the same constants. They cannot disagree.
 //!
 //! A matrix `W` (rows × cols, row-major in a checkpoint) is stored as *panels*: output rows are
-//! grouped into tiles of [`TILE_ROWS`] rows, and inside a tile the columns are cut into blocks of
-//! [`COL_BLOCK`] f32 (one 64-byte cache line per row). The order is tile, then block, then row
-//! within the tile, then column within the block. A kernel that computes one tile of outputs
-//! therefore reads its weights strictly front to back, one whole cache line per row per block,
-//! and loads each block of `x` once for [`TILE_ROWS`] rows. Rows and columns are padded with
-//! zeros up to whole tiles and blocks, so the kernel has no remainder loop.
+//! grouped into tiles of [`TILE_ROWS`] rows, and inside a tile the columns are cut into blocks
+//! (one 64-byte cache line per row for f32 and int8, half a line for 4-bit). The order is tile,
+//! then block, then row within the tile, then column within the block; a quantized block is
+//! followed by the scales of its groups (`[group][row]`), so a kernel computing one tile reads one
+//! contiguous stream front to back, each block of `x` loaded once for [`TILE_ROWS`] rows. Rows
+//! and columns are padded with zeros up to whole tiles and blocks (a quantized tile also up to a
+//! whole cache line), so kernels have no remainder loop.
 
-use crate::config::Config;
+use crate::config::{Config, Weights};
+use crate::quant;
 use std::borrow::Cow;
 use std::fmt;
 
 /// Version of the TVL file format; bump it when the header or the layout rules change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the file header; the first tensor starts here.
 pub const HEADER_BYTES: usize = 256;
 /// Every tensor starts at a multiple of this (a cache line on every CPU we target).
 pub const ALIGN: usize = 64;
 /// Output rows per panel tile = rows of the kernels' register tile.
 pub const TILE_ROWS: usize = 4;
-/// Columns per panel block: one 64-byte cache line of f32.
+/// Columns per f32 panel block: one 64-byte cache line of f32.
 pub const COL_BLOCK: usize = 16;
+/// Columns per quantized panel block: one cache line of int8, half a line of 4-bit values.
+pub const Q_COL_BLOCK: usize = 64;
 
 const _: () = assert!(usize::BITS >= 64, "tvl maps whole model files and needs a 64-bit target");
 
-/// How the weights of a file are stored.
+/// How one matrix is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ElementType {
+pub enum Encoding {
     F32,
+    /// int8 values, one f32 scale per `group_size` columns of a row.
+    Q8 { group_size: usize },
+    /// 4-bit values `q + 8` (q in -8..=7), one f32 scale per `group_size` columns. Within a row's
+    /// 32-byte block, byte j holds column j in its low nibble and column j + 32 in its high one,
+    /// so one 32-byte load unpacks with a mask and a shift into columns 0–31 and 32–63.
+    Q4 { group_size: usize },
 }
 
-impl ElementType {
+impl Encoding {
     pub const fn code(self) -> u32 {
         match self {
-            ElementType::F32 => 0,
+            Encoding::F32 => 0,
+            Encoding::Q8 { .. } => 1,
+            Encoding::Q4 { .. } => 2,
         }
     }
-    pub fn from_code(code: u32) -> Option<Self> {
-        match code {
-            0 => Some(ElementType::F32),
-            _ => None,
+    pub const fn group_size(self) -> usize {
+        match self {
+            Encoding::F32 => 1,
+            Encoding::Q8 { group_size } | Encoding::Q4 { group_size } => group_size,
         }
+    }
+    /// Columns of one panel block.
+    pub const fn block_cols(self) -> usize {
+        match self {
+            Encoding::F32 => COL_BLOCK,
+            _ => Q_COL_BLOCK,
+        }
+    }
+    /// Bytes of one row of one block.
+    pub const fn row_block_bytes(self) -> usize {
+        match self {
+            Encoding::F32 => 4 * COL_BLOCK,
+            Encoding::Q8 { .. } => Q_COL_BLOCK,
+            Encoding::Q4 { .. } => Q_COL_BLOCK / 2,
+        }
+    }
+    /// Scales per row of one block.
+    pub const fn groups_per_block(self) -> usize {
+        match self {
+            Encoding::F32 => 0,
+            Encoding::Q8 { group_size } | Encoding::Q4 { group_size } => Q_COL_BLOCK / group_size,
+        }
+    }
+    /// Bytes of one block of a tile: its rows, then its scales `[group][row]`.
+    pub const fn block_bytes(self) -> usize {
+        TILE_ROWS * (self.row_block_bytes() + 4 * self.groups_per_block())
     }
     pub const fn name(self) -> &'static str {
         match self {
-            ElementType::F32 => "f32",
+            Encoding::F32 => "f32",
+            Encoding::Q8 { .. } => "q8",
+            Encoding::Q4 { .. } => "q4",
         }
     }
 }
@@ -66,6 +106,7 @@ pub struct Panels {
     pub offset: usize,
     pub rows: usize,
     pub cols: usize,
+    pub encoding: Encoding,
 }
 
 pub const fn round_up(n: usize, to: usize) -> usize {
@@ -77,45 +118,133 @@ impl Panels {
         round_up(self.rows, TILE_ROWS)
     }
     pub const fn padded_cols(&self) -> usize {
-        round_up(self.cols, COL_BLOCK)
+        round_up(self.cols, self.encoding.block_cols())
     }
-    /// Stored elements, padding included.
-    pub const fn len(&self) -> usize {
-        self.padded_rows() * self.padded_cols()
+    pub const fn blocks(&self) -> usize {
+        self.padded_cols() / self.encoding.block_cols()
     }
-    pub const fn is_empty(&self) -> bool {
-        self.len() == 0
+    pub const fn tiles(&self) -> usize {
+        self.padded_rows() / TILE_ROWS
     }
-    /// Index of element (row, col) within the stored panels.
-    pub const fn index(&self, row: usize, col: usize) -> usize {
+    /// Bytes of one tile (a whole number of cache lines).
+    pub const fn tile_bytes(&self) -> usize {
+        round_up(self.blocks() * self.encoding.block_bytes(), ALIGN)
+    }
+    /// Stored bytes, padding included.
+    pub const fn bytes(&self) -> usize {
+        self.tiles() * self.tile_bytes()
+    }
+
+    /// Byte offset (within the panels) of row `row`'s part of block `block`.
+    const fn row_block_at(&self, row: usize, block: usize) -> usize {
         let (tile, row_in_tile) = (row / TILE_ROWS, row % TILE_ROWS);
-        let (block, col_in_block) = (col / COL_BLOCK, col % COL_BLOCK);
-        let blocks = self.padded_cols() / COL_BLOCK;
-        ((tile * blocks + block) * TILE_ROWS + row_in_tile) * COL_BLOCK + col_in_block
+        tile * self.tile_bytes() + block * self.encoding.block_bytes() + row_in_tile * self.encoding.row_block_bytes()
     }
-    /// Packs a row-major matrix into panels (`packed.len() == self.len()`), padding with zeros.
-    pub fn pack(&self, row_major: &[f32], packed: &mut [f32]) {
+
+    /// Byte offset of the scale of (row, group within block) of block `block`.
+    const fn scale_at(&self, row: usize, block: usize, group: usize) -> usize {
+        let (tile, row_in_tile) = (row / TILE_ROWS, row % TILE_ROWS);
+        tile * self.tile_bytes()
+            + block * self.encoding.block_bytes()
+            + TILE_ROWS * self.encoding.row_block_bytes()
+            + 4 * (group * TILE_ROWS + row_in_tile)
+    }
+
+    /// Packs a row-major f32 matrix (`rows × cols`) into `out` (`self.bytes()` long),
+    /// quantizing it if the encoding says so (see [`crate::quant`]). Padding is zero.
+    pub fn pack(&self, row_major: &[f32], out: &mut [u8]) {
         assert_eq!(row_major.len(), self.rows * self.cols, "pack: source is not rows × cols");
-        assert_eq!(packed.len(), self.len(), "pack: destination is not the panel size");
-        packed.fill(0.0);
+        assert_eq!(out.len(), self.bytes(), "pack: destination is not the panel size");
+        out.fill(0);
+        let mut padded = vec![0.0f32; self.padded_cols()];
+        let mut q = vec![0i8; self.encoding.group_size()];
         for (row, values) in row_major.chunks_exact(self.cols).enumerate() {
-            for (col, &v) in values.iter().enumerate() {
-                packed[self.index(row, col)] = v;
+            padded[..self.cols].copy_from_slice(values);
+            match self.encoding {
+                Encoding::F32 => self.put_f32_row(row, &padded, out),
+                Encoding::Q8 { group_size } | Encoding::Q4 { group_size } => {
+                    for (g, group) in padded.chunks_exact(group_size).enumerate() {
+                        let scale = match self.encoding {
+                            Encoding::Q4 { .. } => quant::quantize_q4(group, &mut q),
+                            _ => quant::quantize_q8(group, &mut q),
+                        };
+                        self.put_group(row, g, &q, scale, out);
+                    }
+                }
             }
         }
     }
-    /// Copies row `row` out of the panels into `out` (`out.len() == self.cols`).
-    pub fn read_row(&self, packed: &[f32], row: usize, out: &mut [f32]) {
-        let blocks = self.padded_cols() / COL_BLOCK;
-        let start = self.index(row, 0);
-        for (block, chunk) in out.chunks_mut(COL_BLOCK).enumerate().take(blocks) {
-            // Blocks of one row are TILE_ROWS cache lines apart.
-            let from = start + block * TILE_ROWS * COL_BLOCK;
-            chunk.copy_from_slice(&packed[from..from + chunk.len()]);
+
+    /// Packs int8 values already quantized in row-major groups of this encoding's group size
+    /// (`q.len() == rows × cols`, one scale per group), keeping them exactly: how an int8
+    /// llama2.c checkpoint is stored without quantizing it again.
+    pub fn pack_q8(&self, q: &[i8], scales: &[f32], out: &mut [u8]) {
+        let Encoding::Q8 { group_size } = self.encoding else { panic!("pack_q8 of {} panels", self.encoding.name()) };
+        assert!(self.cols % group_size == 0, "pack_q8: group size {group_size} does not divide {} columns", self.cols);
+        assert_eq!((q.len(), scales.len()), (self.rows * self.cols, self.rows * self.cols / group_size), "pack_q8: sizes");
+        assert_eq!(out.len(), self.bytes(), "pack_q8: destination is not the panel size");
+        out.fill(0);
+        let groups = self.cols / group_size;
+        for (row, (q, scales)) in q.chunks_exact(self.cols).zip(scales.chunks_exact(groups)).enumerate() {
+            for (g, (q, &scale)) in q.chunks_exact(group_size).zip(scales).enumerate() {
+                self.put_group(row, g, q, scale, out);
+            }
         }
     }
-    /// The row-major matrix back out of its panels.
-    pub fn unpack(&self, packed: &[f32]) -> Vec<f32> {
+
+    fn put_f32_row(&self, row: usize, values: &[f32], out: &mut [u8]) {
+        for (block, chunk) in values.chunks_exact(COL_BLOCK).enumerate() {
+            let at = self.row_block_at(row, block);
+            for (dst, v) in out[at..at + 4 * COL_BLOCK].chunks_exact_mut(4).zip(chunk) {
+                dst.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+
+    /// Stores group `g` (counted over the whole padded row) of `row`.
+    fn put_group(&self, row: usize, g: usize, q: &[i8], scale: f32, out: &mut [u8]) {
+        let group_size = self.encoding.group_size();
+        let (block, group) = (g / self.encoding.groups_per_block(), g % self.encoding.groups_per_block());
+        let at = self.row_block_at(row, block);
+        for (i, &q) in q.iter().enumerate() {
+            let col = group * group_size + i; // within the block
+            match self.encoding {
+                Encoding::Q4 { .. } => {
+                    let nibble = (q + 8) as u8 & 0x0f;
+                    let (byte, high) = (col % 32, col >= 32);
+                    out[at + byte] |= if high { nibble << 4 } else { nibble };
+                }
+                _ => out[at + col] = q as u8,
+            }
+        }
+        let s = self.scale_at(row, block, group);
+        out[s..s + 4].copy_from_slice(&scale.to_le_bytes());
+    }
+
+    /// Row `row`, dequantized, into `out` (`out.len() == self.cols`): how the token embedding
+    /// is read, and how tests check a packing.
+    pub fn read_row(&self, packed: &[u8], row: usize, out: &mut [f32]) {
+        let f32_at = |at: usize| f32::from_le_bytes(packed[at..at + 4].try_into().unwrap());
+        let group_size = self.encoding.group_size();
+        for (col, out) in out.iter_mut().enumerate().take(self.cols) {
+            let (block, in_block) = (col / self.encoding.block_cols(), col % self.encoding.block_cols());
+            let at = self.row_block_at(row, block);
+            *out = match self.encoding {
+                Encoding::F32 => f32_at(at + 4 * in_block),
+                Encoding::Q8 { .. } => {
+                    packed[at + in_block] as i8 as f32 * f32_at(self.scale_at(row, block, in_block / group_size))
+                }
+                Encoding::Q4 { .. } => {
+                    let byte = packed[at + in_block % 32];
+                    let nibble = if in_block >= 32 { byte >> 4 } else { byte & 0x0f };
+                    (nibble as i8 - 8) as f32 * f32_at(self.scale_at(row, block, in_block / group_size))
+                }
+            };
+        }
+    }
+
+    /// The row-major matrix back out of its panels (dequantized).
+    pub fn unpack(&self, packed: &[u8]) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];
         for (row, dst) in out.chunks_exact_mut(self.cols).enumerate() {
             self.read_row(packed, row, dst);
@@ -141,7 +270,8 @@ pub struct LayerLayout {
 /// The whole file. `layers` is a `Cow` so the macro can emit a `Layout` as a constant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
-    pub element_type: ElementType,
+    /// The config's `weights`: which encoding each matrix has.
+    pub weights: Weights,
     /// vocab × dim. Also the classifier when the config shares it.
     pub token_embedding: Panels,
     pub layers: Cow<'static, [LayerLayout]>,
@@ -184,15 +314,12 @@ impl Storage {
             Storage::Panels(p) => p.offset,
         }
     }
-    /// Stored elements, padding included.
-    pub fn len(&self) -> usize {
+    /// Stored bytes, padding included.
+    pub fn bytes(&self) -> usize {
         match self {
-            Storage::Vector(s) => s.len,
-            Storage::Panels(p) => p.len(),
+            Storage::Vector(s) => 4 * s.len,
+            Storage::Panels(p) => p.bytes(),
         }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
     /// Logical (rows, cols); a vector is one row.
     pub fn shape(&self) -> (usize, usize) {
@@ -243,38 +370,51 @@ impl Cursor {
         self.0 = round_up(self.0 + len * 4, ALIGN);
         span
     }
-    fn panels(&mut self, rows: usize, cols: usize) -> Panels {
-        let panels = Panels { offset: self.0, rows, cols };
-        self.0 = round_up(self.0 + panels.len() * 4, ALIGN);
+    fn panels(&mut self, rows: usize, cols: usize, encoding: Encoding) -> Panels {
+        let panels = Panels { offset: self.0, rows, cols, encoding };
+        self.0 = round_up(self.0 + panels.bytes(), ALIGN);
         panels
     }
 }
 
 impl Layout {
-    /// The layout of an f32 file for `config`: header, then the tensors in the order one
-    /// forward pass reads them, layer by layer.
+    /// The encodings of (the layers' matrices, the token embedding and classifier).
+    pub const fn encodings(weights: Weights) -> (Encoding, Encoding) {
+        match weights {
+            Weights::F32 => (Encoding::F32, Encoding::F32),
+            Weights::Q8_0 { group_size } => (Encoding::Q8 { group_size }, Encoding::Q8 { group_size }),
+            Weights::Q4_0 { group_size } => (Encoding::Q4 { group_size }, Encoding::Q8 { group_size }),
+        }
+    }
+
+    /// The layout of a file for `config`: header, then the tensors in the order one forward
+    /// pass reads them, layer by layer.
     pub fn new(config: &Config) -> Layout {
         let (dim, hidden, kv_dim) = (config.dim, config.hidden_dim, config.kv_dim());
+        let (layer_encoding, vocab_encoding) = Self::encodings(config.weights);
         let mut cursor = Cursor(HEADER_BYTES);
-        let token_embedding = cursor.panels(config.vocab_size, dim);
+        let token_embedding = cursor.panels(config.vocab_size, dim, vocab_encoding);
         let layers: Vec<LayerLayout> = (0..config.n_layers)
             .map(|_| LayerLayout {
                 attn_norm: cursor.vector(dim),
-                wq: cursor.panels(dim, dim),
-                wk: cursor.panels(kv_dim, dim),
-                wv: cursor.panels(kv_dim, dim),
-                wo: cursor.panels(dim, dim),
+                wq: cursor.panels(dim, dim, layer_encoding),
+                wk: cursor.panels(kv_dim, dim, layer_encoding),
+                wv: cursor.panels(kv_dim, dim, layer_encoding),
+                wo: cursor.panels(dim, dim, layer_encoding),
                 ffn_norm: cursor.vector(dim),
-                w1: cursor.panels(hidden, dim),
-                w3: cursor.panels(hidden, dim),
-                w2: cursor.panels(dim, hidden),
+                w1: cursor.panels(hidden, dim, layer_encoding),
+                w3: cursor.panels(hidden, dim, layer_encoding),
+                w2: cursor.panels(dim, hidden, layer_encoding),
             })
             .collect();
         let final_norm = cursor.vector(dim);
-        let classifier =
-            if config.shared_classifier { token_embedding } else { cursor.panels(config.vocab_size, dim) };
+        let classifier = if config.shared_classifier {
+            token_embedding
+        } else {
+            cursor.panels(config.vocab_size, dim, vocab_encoding)
+        };
         let mut layout = Layout {
-            element_type: ElementType::F32,
+            weights: config.weights,
             token_embedding,
             layers: Cow::Owned(layers),
             final_norm,
@@ -311,13 +451,13 @@ impl Layout {
         out
     }
 
-    /// FNV-1a over the format version, the element type, the tile geometry and the whole
-    /// offset table. Two files with equal fingerprints put every weight at the same byte.
+    /// FNV-1a over the format version, the tile geometry and the whole offset table, each
+    /// tensor's encoding and group size included. Two files with equal fingerprints put every
+    /// weight at the same byte and store it the same way.
     pub fn fingerprint_of(&self) -> u64 {
         let mut hash = Fnv::new();
         hash.bytes(b"tvl-layout");
-        for v in [FORMAT_VERSION as usize, self.element_type.code() as usize, HEADER_BYTES, ALIGN, TILE_ROWS, COL_BLOCK]
-        {
+        for v in [FORMAT_VERSION as usize, HEADER_BYTES, ALIGN, TILE_ROWS, COL_BLOCK, Q_COL_BLOCK] {
             hash.word(v);
         }
         for tensor in self.tensors() {
@@ -327,7 +467,11 @@ impl Layout {
             hash.word(tensor.storage.offset());
             hash.word(rows);
             hash.word(cols);
-            hash.word(tensor.storage.len());
+            hash.word(tensor.storage.bytes());
+            if let Storage::Panels(p) = tensor.storage {
+                hash.word(p.encoding.code() as usize);
+                hash.word(p.encoding.group_size());
+            }
         }
         hash.word(self.file_size);
         hash.0
@@ -367,45 +511,101 @@ mod tests {
             norm_eps: 1e-5,
             rope_theta: 10000.0,
             shared_classifier: shared,
+            weights: Weights::F32,
         }
     }
 
     #[test]
     fn tensors_are_aligned_ordered_and_disjoint() {
-        let layout = Layout::new(&config(64, 172, 8, 4, false));
-        let mut end = HEADER_BYTES;
-        for t in layout.tensors() {
-            assert_eq!(t.storage.offset() % ALIGN, 0, "{t}");
-            assert!(t.storage.offset() >= end, "{t} overlaps the previous tensor");
-            end = t.storage.offset() + t.storage.len() * 4;
+        for weights in [Weights::F32, Weights::Q8_0 { group_size: 4 }, Weights::Q4_0 { group_size: 32 }] {
+            let layout = Layout::new(&Config { weights, ..config(64, 172, 8, 4, false) });
+            let mut end = HEADER_BYTES;
+            for t in layout.tensors() {
+                assert_eq!(t.storage.offset() % ALIGN, 0, "{t}");
+                assert!(t.storage.offset() >= end, "{t} overlaps the previous tensor");
+                end = t.storage.offset() + t.storage.bytes();
+            }
+            assert_eq!(layout.file_size, round_up(end, ALIGN));
         }
-        assert_eq!(layout.file_size, round_up(end, ALIGN));
         // w2 is 64 × 172: columns padded to 176 (11 blocks), rows already whole tiles.
-        let w2 = layout.layers[0].w2;
-        assert_eq!((w2.padded_rows(), w2.padded_cols(), w2.len()), (64, 176, 64 * 176));
+        let w2 = Layout::new(&config(64, 172, 8, 4, false)).layers[0].w2;
+        assert_eq!((w2.padded_rows(), w2.padded_cols(), w2.bytes()), (64, 176, 64 * 176 * 4));
+        // int8, groups of 4: 3 blocks of 4 rows × 64 bytes + 16 groups × 4 rows × 4-byte scales.
+        let q = Layout::new(&Config { weights: Weights::Q8_0 { group_size: 4 }, ..config(64, 172, 8, 4, false) });
+        let w2 = q.layers[0].w2;
+        assert_eq!((w2.padded_cols(), w2.tile_bytes(), w2.bytes()), (192, 3 * 512, 16 * 3 * 512));
+        // 4-bit, groups of 32: a block is 4 × 32 bytes + 2 × 4 scales = 160 bytes; 3 blocks are
+        // 480 bytes, padded to 512 so that every tile starts a cache line.
+        let q = Layout::new(&Config { weights: Weights::Q4_0 { group_size: 32 }, ..config(64, 172, 8, 4, false) });
+        assert_eq!((q.layers[0].w2.tile_bytes(), q.token_embedding.encoding), (512, Encoding::Q8 { group_size: 32 }));
     }
 
     #[test]
     fn panel_order_is_tile_block_row_lane() {
-        let p = Panels { offset: 0, rows: 6, cols: 20 }; // 2 tiles × 2 blocks
-        assert_eq!(p.index(0, 0), 0);
-        assert_eq!(p.index(1, 0), COL_BLOCK); // next row of the tile: the next cache line
-        assert_eq!(p.index(0, COL_BLOCK), TILE_ROWS * COL_BLOCK); // next block of the tile
-        assert_eq!(p.index(TILE_ROWS, 0), 2 * TILE_ROWS * COL_BLOCK); // next tile
+        let p = Panels { offset: 0, rows: 6, cols: 20, encoding: Encoding::F32 }; // 2 tiles × 2 blocks
+        assert_eq!(p.row_block_at(0, 0), 0);
+        assert_eq!(p.row_block_at(1, 0), 64); // next row of the tile: the next cache line
+        assert_eq!(p.row_block_at(0, 1), TILE_ROWS * 64); // next block of the tile
+        assert_eq!(p.row_block_at(TILE_ROWS, 0), 2 * TILE_ROWS * 64); // next tile
         let m: Vec<f32> = (0..120).map(|i| i as f32).collect();
-        let mut packed = vec![f32::NAN; p.len()];
+        let mut packed = vec![0xAA; p.bytes()];
         p.pack(&m, &mut packed);
         assert_eq!(p.unpack(&packed), m);
-        assert_eq!(packed.iter().filter(|v| **v == 0.0).count(), p.len() - 120 + 1); // padding + m[0]
+        assert_eq!(f32::from_le_bytes(packed[4 * 17..4 * 18].try_into().unwrap()), 21.0); // (1, 1)
+        assert_eq!(packed.chunks_exact(4).filter(|v| *v == [0; 4]).count(), p.bytes() / 4 - 120 + 1);
+    }
+
+    #[test]
+    fn quantized_panels_round_trip_within_the_scheme_bound() {
+        let (rows, cols) = (9, 150);
+        let m: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1 + i % 5) as f32).collect();
+        for encoding in [Encoding::Q8 { group_size: 4 }, Encoding::Q8 { group_size: 64 }, Encoding::Q4 { group_size: 32 }] {
+            let p = Panels { offset: 0, rows, cols, encoding };
+            let mut packed = vec![0; p.bytes()];
+            p.pack(&m, &mut packed);
+            let back = p.unpack(&packed);
+            let gs = encoding.group_size();
+            for (row, (m, back)) in m.chunks_exact(cols).zip(back.chunks_exact(cols)).enumerate() {
+                for (g, (m, back)) in m.chunks(gs).zip(back.chunks(gs)).enumerate() {
+                    let max = m.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                    let bound = match encoding {
+                        Encoding::Q4 { .. } => max / 8.0,
+                        _ => max / 127.0 / 2.0,
+                    } * 1.0001;
+                    for (a, b) in m.iter().zip(back) {
+                        assert!((a - b).abs() <= bound, "{encoding:?} row {row} group {g}: {a} vs {b}");
+                    }
+                }
+            }
+        }
+        // Exact int8 values survive pack_q8 → read_row.
+        let p = Panels { offset: 0, rows: 4, cols: 8, encoding: Encoding::Q8 { group_size: 4 } };
+        let q: Vec<i8> = (0..32).map(|i| (i * 37 % 255) as u8 as i8).collect();
+        let s: Vec<f32> = (0..8).map(|i| 0.5 + i as f32).collect();
+        let mut packed = vec![0; p.bytes()];
+        p.pack_q8(&q, &s, &mut packed);
+        let back = p.unpack(&packed);
+        assert!(back.iter().enumerate().all(|(i, &v)| v == q[i] as f32 * s[i / 4]));
     }
 
     #[test]
     fn fingerprint_changes_with_anything_that_moves_bytes() {
         let base = Layout::new(&config(64, 172, 8, 4, true));
         assert_eq!(base.fingerprint, Layout::new(&config(64, 172, 8, 4, true)).fingerprint);
-        for other in [config(64, 176, 8, 4, true), config(64, 172, 8, 8, true), config(64, 172, 8, 4, false)] {
+        let quantized = |weights| Config { weights, ..config(64, 172, 8, 4, true) };
+        for other in [
+            config(64, 176, 8, 4, true),
+            config(64, 172, 8, 8, true),
+            config(64, 172, 8, 4, false),
+            quantized(Weights::Q8_0 { group_size: 4 }),
+            quantized(Weights::Q8_0 { group_size: 8 }),
+            quantized(Weights::Q4_0 { group_size: 32 }),
+            quantized(Weights::Q4_0 { group_size: 64 }),
+        ] {
             assert_ne!(base.fingerprint, Layout::new(&other).fingerprint, "{other:?}");
         }
+        let q8 = Layout::new(&quantized(Weights::Q8_0 { group_size: 4 })).fingerprint;
+        assert_ne!(q8, Layout::new(&quantized(Weights::Q8_0 { group_size: 8 })).fingerprint);
         // Heads that do not change any tensor's shape do not change the layout.
         assert_eq!(base.fingerprint, Layout::new(&config(64, 172, 16, 8, true)).fingerprint);
     }

@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: the model TOML (shape, constants), parsed and validated;
 //! - [`layout`]: offsets, padding and panel geometry of every tensor in a TVL file;
-//! - [`header`]: the file header that ties a file to its layout.
+//! - [`header`]: the file header that ties a file to its layout;
+//! - [`quant`]: the group quantizers of weights and activations.
 //!
 //! The proc macro (through `tvl-codegen`) evaluates these at compile time and emits the results
 //! as constants; the converter and the runtime call the same functions at run time.
@@ -10,7 +11,8 @@
 pub mod config;
 pub mod header;
 pub mod layout;
+pub mod quant;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, Weights};
 pub use header::{Header, HeaderError};
-pub use layout::{ElementType, LayerLayout, Layout, Panels, Span, Storage, Tensor, TensorKind};
+pub use layout::{Encoding, LayerLayout, Layout, Panels, Span, Storage, Tensor, TensorKind};

@@ -3,10 +3,18 @@
 //! The register tile is one panel tile: [`TILE_ROWS`] rows × one 64-byte column block, i.e. 4
 //! rows × 2 ymm registers = 8 independent accumulators, enough to cover the FMA latency
 //! (4 cycles × 2 ports). Each block of `x` (2 ymm) is loaded once for the 4 rows.
+//!
+//! Quantized tiles: per row and 32 columns, `maddubs` (u8 × i8 → pairs of i16) and `madd`
+//! (→ i32 sums of 4 columns); `hadd`s then reduce 4 rows at once to one exact integer per (row,
+//! group), and the float part runs with the 4 rows in the 4 lanes of an xmm, in the reference
+//! order. `maddubs` needs one unsigned operand: int8 weights go in as |w| with the sign moved
+//! onto x (exact for every int8 w, as x is never -128); 4-bit weights go in as their unsigned
+//! nibbles u = q + 8, and 8·Σx is subtracted per group.
 
+use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
 use super::Isa;
 use std::arch::x86_64::*;
-use tvl_layout::layout::{COL_BLOCK, TILE_ROWS};
+use tvl_layout::layout::{Encoding, COL_BLOCK, Q_COL_BLOCK, TILE_ROWS};
 
 pub struct Avx2;
 
@@ -27,6 +35,16 @@ impl Isa for Avx2 {
     unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
         unsafe { dot::<N>(a, b) }
+    }
+
+    unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
+        unsafe { matvec_quantized::<COLS, GS, false>(out, w, x) }
+    }
+
+    unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
+        unsafe { matvec_quantized::<COLS, GS, true>(out, w, x) }
     }
 }
 
@@ -110,5 +128,100 @@ unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32 {
             sum += a[j] * b[j];
         }
         sum
+    }
+}
+
+/// Integer sums of 4 consecutive columns of one row block against x: (columns 0–31, 32–63),
+/// 8 i32 lanes each.
+#[inline(always)]
+unsafe fn row_block_lanes<const Q4: bool>(row: *const u8, x0: __m256i, x1: __m256i) -> (__m256i, __m256i) {
+    // SAFETY (whole body): the caller passes a row block inside the checked tile (64 bytes for
+    // int8, 32 for 4-bit); the rest is register arithmetic under the enabled features.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let (w0, x0, w1, x1) = if Q4 {
+            let nibbles = _mm256_loadu_si256(row.cast());
+            let mask = _mm256_set1_epi8(0x0f);
+            (_mm256_and_si256(nibbles, mask), x0, _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask), x1)
+        } else {
+            let (w0, w1) = (_mm256_loadu_si256(row.cast()), _mm256_loadu_si256(row.add(32).cast()));
+            (_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0), _mm256_sign_epi8(w1, w1), _mm256_sign_epi8(x1, w1))
+        };
+        (_mm256_madd_epi16(_mm256_maddubs_epi16(w0, x0), ones), _mm256_madd_epi16(_mm256_maddubs_epi16(w1, x1), ones))
+    }
+}
+
+/// Sums of all 8 lanes of each of 4 vectors, as one xmm: [Σv0, Σv1, Σv2, Σv3].
+#[inline(always)]
+unsafe fn sum_4_rows(v: [__m256i; 4]) -> __m128i {
+    // SAFETY: register-only intrinsics under the caller's AVX2.
+    unsafe {
+        let h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+        _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+    }
+}
+
+/// `val = fma(ival · w_scale, x_scale, val)` for the 4 rows of a tile at once (one per lane).
+#[inline(always)]
+unsafe fn add_group(val: __m128, ival: __m128i, w_scales: *const u8, x_scale: f32) -> __m128 {
+    // SAFETY: the caller passes 16 bytes of scales inside the checked tile.
+    unsafe { _mm_fmadd_ps(_mm_mul_ps(_mm_cvtepi32_ps(ival), _mm_loadu_ps(w_scales.cast())), _mm_set1_ps(x_scale), val) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+    const { assert!(COLS % Q_COL_BLOCK == 0 && (!Q4 || GS >= 32)) };
+    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let (tile_bytes, block_bytes, row_bytes) = (tile_bytes(encoding, COLS), encoding.block_bytes(), encoding.row_block_bytes());
+    let groups_per_block = Q_COL_BLOCK / GS;
+    let tiles = out.len() / TILE_ROWS;
+    // Checked once per call, so the loads below stay in bounds.
+    assert!(w.len() >= tiles * tile_bytes, "matvec: weights shorter than the shape");
+    let (xq, xs, xsums) = (&x.q[..COLS], &x.scales[..COLS / GS], &x.sums[..COLS / GS]);
+    for (tile, out) in out.chunks_exact_mut(TILE_ROWS).enumerate() {
+        let tile = &w[tile * tile_bytes..][..tile_bytes];
+        // SAFETY: every pointer below is inside `tile` (block b spans
+        // `b * block_bytes..(b + 1) * block_bytes <= tile_bytes`) or `xq`, whose lengths are
+        // checked above; unaligned loads have no alignment requirement; AVX2/FMA are enabled.
+        unsafe {
+            let mut val = _mm_setzero_ps();
+            for block in 0..COLS / Q_COL_BLOCK {
+                let bytes = tile.as_ptr().add(block * block_bytes);
+                let scales = bytes.add(TILE_ROWS * row_bytes);
+                let xb = xq.as_ptr().add(block * Q_COL_BLOCK);
+                let (x0, x1) = (_mm256_loadu_si256(xb.cast()), _mm256_loadu_si256(xb.add(32).cast()));
+                let lanes: [(__m256i, __m256i); TILE_ROWS] =
+                    std::array::from_fn(|r| row_block_lanes::<Q4>(bytes.add(r * row_bytes), x0, x1));
+                let group = block * groups_per_block;
+                // Σu·x − 8·Σx for 4-bit groups; nothing to subtract for int8.
+                let offset = |g: usize| _mm_set1_epi32(if Q4 { 8 * xsums[group + g] } else { 0 });
+                match GS {
+                    64 => {
+                        let sums = sum_4_rows(lanes.map(|(a, b)| _mm256_add_epi32(a, b)));
+                        val = add_group(val, _mm_sub_epi32(sums, offset(0)), scales, xs[group]);
+                    }
+                    32 => {
+                        let sums0 = sum_4_rows(lanes.map(|(a, _)| a));
+                        let sums1 = sum_4_rows(lanes.map(|(_, b)| b));
+                        val = add_group(val, _mm_sub_epi32(sums0, offset(0)), scales, xs[group]);
+                        val = add_group(val, _mm_sub_epi32(sums1, offset(1)), scales.add(16), xs[group + 1]);
+                    }
+                    _ => {
+                        // Small groups (llama2.c exports of small models): lane sums through memory.
+                        let mut sums = [[0i32; 16]; TILE_ROWS];
+                        for (sums, (a, b)) in sums.iter_mut().zip(lanes) {
+                            _mm256_storeu_si256(sums.as_mut_ptr().cast(), a);
+                            _mm256_storeu_si256(sums.as_mut_ptr().add(8).cast(), b);
+                        }
+                        let mut v = [0.0f32; TILE_ROWS];
+                        _mm_storeu_ps(v.as_mut_ptr(), val);
+                        let scale_bytes = std::slice::from_raw_parts(scales, 4 * TILE_ROWS * groups_per_block);
+                        add_block_from_lanes::<GS>(&sums, scale_bytes, &xs[group..group + groups_per_block], &mut v);
+                        val = _mm_loadu_ps(v.as_ptr());
+                    }
+                }
+            }
+            _mm_storeu_ps(out.as_mut_ptr(), val);
+        }
     }
 }

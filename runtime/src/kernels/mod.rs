@@ -11,6 +11,10 @@
 //! reproduces the reference bit for bit. The SIMD kernels add in another order (several
 //! accumulators), which changes the last bits of a sum, as any SIMD implementation does.
 //!
+//! Quantized models use [`Isa::matvec_q8`] and [`Isa::matvec_q4`] (see [`quant`]): integer
+//! dot products per group, and a float part that every instruction set computes in the same
+//! order, so all paths give the same bits.
+//!
 //! The element-wise steps (RMSNorm, softmax, SwiGLU, residual add, RoPE) touch O(dim) values
 //! per layer against O(dim²) for the matrices; they stay scalar (see the README for numbers).
 
@@ -20,6 +24,30 @@ use tvl_layout::layout::{COL_BLOCK, TILE_ROWS};
 pub mod avx2;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
+pub mod quant;
+
+pub use quant::{Quantized, QuantizedVector};
+
+/// The input of a matrix-vector product: the f32 vector, and (for quantized models) the same
+/// vector quantized to int8 in the model's groups.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    pub values: &'a [f32],
+    pub quantized: Quantized<'a>,
+}
+
+/// f32 panels from the bytes of the mapping.
+///
+/// Panics if `bytes` is not 4-byte aligned or not a whole number of f32 (the layout places every
+/// tensor at a multiple of 64 bytes, so this does not happen for a checked file).
+#[inline]
+pub fn as_f32s(bytes: &[u8]) -> &[f32] {
+    // SAFETY: every bit pattern is a valid f32, and `align_to` only puts correctly aligned,
+    // whole f32 in the middle slice; we insist that nothing is left over.
+    let (head, floats, tail) = unsafe { bytes.align_to::<f32>() };
+    assert!(head.is_empty() && tail.is_empty(), "f32 panels must be 4-byte aligned and whole");
+    floats
+}
 
 /// An instruction set with its own matvec and dot-product kernels.
 pub trait Isa: Send + Sync + 'static {
@@ -41,6 +69,20 @@ pub trait Isa: Send + Sync + 'static {
     /// # Safety
     /// `Self::available()` must have returned true on this CPU.
     unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32;
+
+    /// `out = W · x` over int8 panels in groups of GS (see [`quant`]); `w` holds
+    /// `out.len() / TILE_ROWS` whole tiles, `x` at least COLS values. Must equal
+    /// [`quant::matvec_q8_scalar`] bit for bit.
+    ///
+    /// # Safety
+    /// `Self::available()` must have returned true on this CPU.
+    unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>);
+
+    /// The same over 4-bit panels; must equal [`quant::matvec_q4_scalar`] bit for bit.
+    ///
+    /// # Safety
+    /// `Self::available()` must have returned true on this CPU.
+    unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>);
 }
 
 /// The instruction sets of this build, for choosing one at load.
@@ -51,11 +93,14 @@ pub enum IsaChoice {
     Avx2,
     #[cfg(target_arch = "aarch64")]
     Neon,
+    /// NEON with the dot-product extension (`sdot`) for the int8 kernels.
+    #[cfg(target_arch = "aarch64")]
+    NeonDotprod,
 }
 
 impl IsaChoice {
     /// The fastest instruction set this CPU has, unless `TVL_KERNELS` names one
-    /// (`scalar`, `avx2`, `neon`) to compare paths. Naming one the CPU lacks is an error.
+    /// (`scalar`, `avx2`, `neon`, `neon-dotprod`) to compare paths. Naming one the CPU lacks is an error.
     pub fn select() -> Result<IsaChoice, String> {
         match std::env::var("TVL_KERNELS").ok().filter(|v| !v.is_empty()) {
             None => Ok(Self::best()),
@@ -85,6 +130,8 @@ impl IsaChoice {
             IsaChoice::Avx2,
             #[cfg(target_arch = "aarch64")]
             IsaChoice::Neon,
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::NeonDotprod,
         ]
     }
 
@@ -99,6 +146,8 @@ impl IsaChoice {
             IsaChoice::Avx2 => avx2::Avx2::NAME,
             #[cfg(target_arch = "aarch64")]
             IsaChoice::Neon => neon::Neon::NAME,
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::NeonDotprod => neon::NeonDotprod::NAME,
         }
     }
 
@@ -109,6 +158,8 @@ impl IsaChoice {
             IsaChoice::Avx2 => avx2::Avx2::available(),
             #[cfg(target_arch = "aarch64")]
             IsaChoice::Neon => neon::Neon::available(),
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::NeonDotprod => neon::NeonDotprod::available(),
         }
     }
 }
@@ -136,6 +187,14 @@ impl Isa for Scalar {
             sum += a * b;
         }
         sum
+    }
+
+    unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+        quant::matvec_q8_scalar::<COLS, GS>(out, w, x)
+    }
+
+    unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+        quant::matvec_q4_scalar::<COLS, GS>(out, w, x)
     }
 }
 
@@ -261,10 +320,11 @@ mod tests {
     #[test]
     fn matvec_matches_row_major_reference_bit_for_bit() {
         // 8 × 20 logical, padded to 8 × 32: two tiles, two blocks.
-        let panels = Panels { offset: 0, rows: 8, cols: 20 };
+        let panels = Panels { offset: 0, rows: 8, cols: 20, encoding: tvl_layout::Encoding::F32 };
         let m: Vec<f32> = (0..160).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
-        let mut packed = vec![0.0; panels.len()];
-        panels.pack(&m, &mut packed);
+        let mut bytes = vec![0; panels.bytes()];
+        panels.pack(&m, &mut bytes);
+        let packed = as_f32s(&bytes).to_vec();
         let mut x = vec![0.0f32; 32];
         for (i, x) in x.iter_mut().take(20).enumerate() {
             *x = (i as f32 * 0.37).sin();

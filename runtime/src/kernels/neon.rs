@@ -3,12 +3,21 @@
 //! The register tile is one panel tile: [`TILE_ROWS`] rows × one 64-byte column block, i.e. 4
 //! rows × 4 q registers = 16 independent accumulators (of 32 vector registers), with the 4
 //! registers of `x` loaded once per block for the 4 rows.
+//!
+//! Quantized tiles: for each row and 16 columns, four exact sums of 4 columns, either with
+//! plain NEON (widening multiplies `smull`, pairwise widening adds) in [`Neon`], or with one
+//! `sdot` in [`NeonDotprod`] (the dot-product extension; Rust's intrinsic for it is unstable, so
+//! it is stable `asm!`). The float part is [`add_block_from_lanes`], the reference order.
 
+use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
 use super::Isa;
 use std::arch::aarch64::*;
-use tvl_layout::layout::{COL_BLOCK, TILE_ROWS};
+use tvl_layout::layout::{Encoding, COL_BLOCK, Q_COL_BLOCK, TILE_ROWS};
 
 pub struct Neon;
+
+/// NEON plus the dot-product extension (ARMv8.2 `dotprod`: Apple M1+, Cortex-A76+, Graviton2+).
+pub struct NeonDotprod;
 
 const _: () = assert!(TILE_ROWS == 4 && COL_BLOCK == 16, "the register tile below is written for 4 × 16 panels");
 
@@ -27,6 +36,44 @@ impl Isa for Neon {
     unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: the caller guarantees NEON (`available()`).
         unsafe { dot::<N>(a, b) }
+    }
+
+    unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+        // SAFETY: the caller guarantees NEON (`available()`).
+        unsafe { matvec_quantized::<COLS, GS, false>(out, w, x) }
+    }
+
+    unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+        // SAFETY: the caller guarantees NEON (`available()`).
+        unsafe { matvec_quantized::<COLS, GS, true>(out, w, x) }
+    }
+}
+
+impl Isa for NeonDotprod {
+    const NAME: &'static str = "neon-dotprod";
+
+    fn available() -> bool {
+        Neon::available() && std::arch::is_aarch64_feature_detected!("dotprod")
+    }
+
+    unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
+        // SAFETY: the caller guarantees NEON (`available()`).
+        unsafe { matvec::<COLS>(out, w, x) }
+    }
+
+    unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: the caller guarantees NEON (`available()`).
+        unsafe { dot::<N>(a, b) }
+    }
+
+    unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+        // SAFETY: the caller guarantees NEON and dotprod (`available()`).
+        unsafe { matvec_quantized_dotprod::<COLS, GS, false>(out, w, x) }
+    }
+
+    unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+        // SAFETY: the caller guarantees NEON and dotprod (`available()`).
+        unsafe { matvec_quantized_dotprod::<COLS, GS, true>(out, w, x) }
     }
 }
 
@@ -84,4 +131,93 @@ unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32 {
         }
         sum
     }
+}
+
+/// Columns `16 c .. 16 c + 16` of a row block as signed int8 (4-bit values unpacked and
+/// re-centred: within a 32-byte block, byte j holds column j low and column j + 32 high).
+#[inline(always)]
+unsafe fn weights_16<const Q4: bool>(row: *const u8, c: usize) -> int8x16_t {
+    // SAFETY (whole body): the caller passes a row block inside the checked tile (64 bytes for
+    // int8, 32 for 4-bit) and c < 4.
+    unsafe {
+        if Q4 {
+            let bytes = vld1q_u8(row.add(16 * (c % 2)));
+            let nibbles = if c < 2 { vandq_u8(bytes, vdupq_n_u8(0x0f)) } else { vshrq_n_u8::<4>(bytes) };
+            vsubq_s8(vreinterpretq_s8_u8(nibbles), vdupq_n_s8(8))
+        } else {
+            vld1q_s8(row.add(16 * c).cast())
+        }
+    }
+}
+
+/// `sdot`: each i32 lane += the dot product of 4 int8 of `a` and `b`.
+#[inline(always)]
+unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: a register-only instruction; the caller runs only where dotprod is available.
+    unsafe {
+        std::arch::asm!(
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// The shared body: `DOT` chooses how 16 columns become 4 lanes of 4-column sums.
+#[inline(always)]
+unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, const DOT: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+    const { assert!(COLS % Q_COL_BLOCK == 0) };
+    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let (tile_bytes, block_bytes, row_bytes) = (tile_bytes(encoding, COLS), encoding.block_bytes(), encoding.row_block_bytes());
+    let groups_per_block = Q_COL_BLOCK / GS;
+    let tiles = out.len() / TILE_ROWS;
+    // Checked once per call, so the loads below stay in bounds.
+    assert!(w.len() >= tiles * tile_bytes, "matvec: weights shorter than the shape");
+    let (xq, xs) = (&x.q[..COLS], &x.scales[..COLS / GS]);
+    for (tile, out) in out.chunks_exact_mut(TILE_ROWS).enumerate() {
+        let tile = &w[tile * tile_bytes..][..tile_bytes];
+        let mut val = [0.0f32; TILE_ROWS];
+        for block in 0..COLS / Q_COL_BLOCK {
+            let bytes = &tile[block * block_bytes..][..block_bytes];
+            let xb = &xq[block * Q_COL_BLOCK..][..Q_COL_BLOCK];
+            let mut lanes = [[0i32; 16]; TILE_ROWS];
+            for (r, lanes) in lanes.iter_mut().enumerate() {
+                let row = bytes[r * row_bytes..][..row_bytes].as_ptr();
+                for c in 0..4 {
+                    // SAFETY: `row` is a whole row block of `bytes`, `xb` has 64 values, c < 4,
+                    // and the caller's features are enabled.
+                    unsafe {
+                        let (wv, xv) = (weights_16::<Q4>(row, c), vld1q_s8(xb.as_ptr().add(16 * c)));
+                        let sums = if DOT {
+                            sdot(vdupq_n_s32(0), wv, xv)
+                        } else {
+                            let low = vpaddlq_s16(vmull_s8(vget_low_s8(wv), vget_low_s8(xv)));
+                            let high = vpaddlq_s16(vmull_high_s8(wv, xv));
+                            vpaddq_s32(low, high)
+                        };
+                        vst1q_s32(lanes[4 * c..].as_mut_ptr(), sums);
+                    }
+                }
+            }
+            let group = block * groups_per_block;
+            add_block_from_lanes::<GS>(&lanes, &bytes[TILE_ROWS * row_bytes..], &xs[group..group + groups_per_block], &mut val);
+        }
+        out.copy_from_slice(&val);
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+    // SAFETY: NEON is enabled here, as the plain body needs.
+    unsafe { quantized_tiles::<COLS, GS, Q4, false>(out, w, x) }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn matvec_quantized_dotprod<const COLS: usize, const GS: usize, const Q4: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+    // SAFETY: NEON and dotprod are enabled here, as the `sdot` body needs.
+    unsafe { quantized_tiles::<COLS, GS, Q4, true>(out, w, x) }
 }

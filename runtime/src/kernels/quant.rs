@@ -1,0 +1,189 @@
+//! Quantized matrix-vector products: the activation quantizer, and the scalar reference
+//! kernels that every SIMD kernel must equal bit for bit.
+//!
+//! The arithmetic is llama2.c `runq.c`'s: the input vector is quantized to int8 per group
+//! ([`tvl_layout::quant::quantize_q8`]); each (row, group) product is an exact integer; each
+//! row then adds its groups in column order as `val = fma(ival · w_scale, x_scale, val)`.
+//! Only the integer part is reordered by SIMD kernels (which is exact), and the float part runs
+//! one row per lane in the same order, so every instruction set gives the same bits.
+
+use tvl_layout::layout::{round_up, Encoding, Panels, Q_COL_BLOCK, TILE_ROWS};
+use tvl_layout::quant::quantize_q8;
+
+/// An activation vector quantized to int8 in groups, padded with zero groups to whole panel
+/// blocks. `sums` (Σq per group) lets 4-bit kernels multiply unsigned nibbles: Σ(u − 8)·x =
+/// Σu·x − 8·Σx.
+#[derive(Clone, Debug, Default)]
+pub struct QuantizedVector {
+    pub q: Vec<i8>,
+    pub scales: Vec<f32>,
+    pub sums: Vec<i32>,
+    group_size: usize,
+}
+
+/// A borrowed [`QuantizedVector`], what the kernels take.
+#[derive(Clone, Copy, Debug)]
+pub struct Quantized<'a> {
+    pub q: &'a [i8],
+    pub scales: &'a [f32],
+    pub sums: &'a [i32],
+}
+
+impl QuantizedVector {
+    /// Room for vectors of up to `len` values in groups of `group_size` (0: an empty vector,
+    /// for f32 models).
+    pub fn new(len: usize, group_size: usize) -> Self {
+        if group_size == 0 {
+            return Self::default();
+        }
+        let padded = round_up(len, Q_COL_BLOCK);
+        QuantizedVector { q: vec![0; padded], scales: vec![0.0; padded / group_size], sums: vec![0; padded / group_size], group_size }
+    }
+
+    /// Quantizes `x`; the groups past `x` (padding) become zero.
+    pub fn quantize(&mut self, x: &[f32]) {
+        let gs = self.group_size;
+        assert!(x.len() <= self.q.len(), "quantize: vector longer than its buffer");
+        let groups = self.q.chunks_exact_mut(gs).zip(self.scales.iter_mut()).zip(self.sums.iter_mut());
+        for (g, ((q, scale), sum)) in groups.enumerate() {
+            let values = x.get(g * gs..).map_or(&[][..], |rest| &rest[..rest.len().min(gs)]);
+            q.fill(0);
+            *scale = quantize_q8(values, &mut q[..values.len()]);
+            *sum = q.iter().map(|&v| v as i32).sum();
+        }
+    }
+
+    /// 0 for the empty vector of an f32 model.
+    pub fn group_size(&self) -> usize {
+        self.group_size
+    }
+
+    pub fn view(&self) -> Quantized<'_> {
+        Quantized { q: &self.q, scales: &self.scales, sums: &self.sums }
+    }
+}
+
+/// Bytes of one tile of a `COLS`-column matrix in `encoding` (from the layout's definition).
+pub const fn tile_bytes(encoding: Encoding, cols: usize) -> usize {
+    Panels { offset: 0, rows: TILE_ROWS, cols, encoding }.tile_bytes()
+}
+
+/// The f32 scale at byte `at` of a tile.
+#[inline(always)]
+pub fn scale_at(tile: &[u8], at: usize) -> f32 {
+    f32::from_le_bytes(tile[at..at + 4].try_into().unwrap())
+}
+
+/// `out = W · x` over int8 panels (see [`tvl_layout::layout`]), the reference order.
+pub fn matvec_q8_scalar<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+    matvec_quantized_scalar::<COLS, GS, false>(out, w, x)
+}
+
+/// `out = W · x` over 4-bit panels, the reference order.
+pub fn matvec_q4_scalar<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+    matvec_quantized_scalar::<COLS, GS, true>(out, w, x)
+}
+
+#[inline]
+fn matvec_quantized_scalar<const COLS: usize, const GS: usize, const Q4: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let (tile_bytes, block_bytes, row_bytes) = (tile_bytes(encoding, COLS), encoding.block_bytes(), encoding.row_block_bytes());
+    let groups_per_block = Q_COL_BLOCK / GS;
+    let (xq, xs) = (&x.q[..COLS], &x.scales[..COLS / GS]);
+    for (tile, out) in w.chunks_exact(tile_bytes).zip(out.chunks_exact_mut(TILE_ROWS)) {
+        let mut val = [0.0f32; TILE_ROWS];
+        for block in 0..COLS / Q_COL_BLOCK {
+            let bytes = &tile[block * block_bytes..][..block_bytes];
+            for g in 0..groups_per_block {
+                for (r, val) in val.iter_mut().enumerate() {
+                    let row = &bytes[r * row_bytes..][..row_bytes];
+                    let mut ival = 0i32;
+                    for k in g * GS..(g + 1) * GS {
+                        let w = if Q4 {
+                            let byte = row[k % 32];
+                            (if k >= 32 { byte >> 4 } else { byte & 0x0f }) as i32 - 8
+                        } else {
+                            row[k] as i8 as i32
+                        };
+                        ival += w * xq[block * Q_COL_BLOCK + k] as i32;
+                    }
+                    let w_scale = scale_at(bytes, TILE_ROWS * row_bytes + 4 * (g * TILE_ROWS + r));
+                    *val = (ival as f32 * w_scale).mul_add(xs[block * groups_per_block + g], *val);
+                }
+            }
+        }
+        out.copy_from_slice(&val);
+    }
+}
+
+/// The float half of a quantized tile, for kernels that produce integer sums of 4 consecutive
+/// columns (`lanes[row][i]` = Σ over columns 4i..4i+3 of one 64-column block): adds the block's
+/// groups to `val` in column order, exactly as the reference does.
+#[inline(always)]
+pub fn add_block_from_lanes<const GS: usize>(lanes: &[[i32; 16]; TILE_ROWS], w_scales: &[u8], x_scales: &[f32], val: &mut [f32; TILE_ROWS]) {
+    const { assert!(GS >= 4 && Q_COL_BLOCK % GS == 0) };
+    for (g, &x_scale) in x_scales[..Q_COL_BLOCK / GS].iter().enumerate() {
+        for (r, (val, lanes)) in val.iter_mut().zip(lanes).enumerate() {
+            let ival: i32 = lanes[g * GS / 4..(g + 1) * GS / 4].iter().sum();
+            *val = (ival as f32 * scale_at(w_scales, 4 * (g * TILE_ROWS + r))).mul_add(x_scale, *val);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tvl_layout::quant::quantize_q4;
+
+    /// The packed reference kernel against runq.c's matmul over the row-major matrix, quantized
+    /// group by group with the same quantizers: this checks the packing and the kernel's order.
+    #[test]
+    fn scalar_kernels_compute_runq_matmul() {
+        let cases = [
+            (Encoding::Q8 { group_size: 4 }, 172),
+            (Encoding::Q8 { group_size: 32 }, 64),
+            (Encoding::Q4 { group_size: 32 }, 172),
+            (Encoding::Q4 { group_size: 64 }, 128),
+        ];
+        for (encoding, cols) in cases {
+            let rows = 8;
+            let m: Vec<f32> = (0..rows * cols).map(|i| (i * 7919 % 1013) as f32 / 506.0 - 1.0).collect();
+            let panels = Panels { offset: 0, rows, cols, encoding };
+            let mut w = vec![0u8; panels.bytes()];
+            panels.pack(&m, &mut w);
+            let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
+            let gs = encoding.group_size();
+            let mut xq = QuantizedVector::new(cols, gs);
+            xq.quantize(&x);
+            let mut out = vec![f32::NAN; rows];
+            match (encoding, cols) {
+                (Encoding::Q8 { .. }, 172) => matvec_q8_scalar::<192, 4>(&mut out, &w, xq.view()),
+                (Encoding::Q8 { .. }, _) => matvec_q8_scalar::<64, 32>(&mut out, &w, xq.view()),
+                (_, 172) => matvec_q4_scalar::<192, 32>(&mut out, &w, xq.view()),
+                _ => matvec_q4_scalar::<128, 64>(&mut out, &w, xq.view()),
+            }
+            for (r, out) in out.iter().enumerate() {
+                let mut val = 0.0f32;
+                for (g, group) in m[r * cols..(r + 1) * cols].chunks(gs).enumerate() {
+                    let mut q = vec![0i8; group.len()];
+                    let w_scale = match encoding {
+                        Encoding::Q4 { .. } => quantize_q4(group, &mut q),
+                        _ => tvl_layout::quant::quantize_q8(group, &mut q),
+                    };
+                    let ival: i32 = q.iter().zip(&xq.q[g * gs..]).map(|(&a, &b)| a as i32 * b as i32).sum();
+                    val = (ival as f32 * w_scale).mul_add(xq.scales[g], val);
+                }
+                assert_eq!(out.to_bits(), val.to_bits(), "{encoding:?} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn activation_padding_is_zero_groups() {
+        let mut v = QuantizedVector::new(70, 4);
+        assert_eq!((v.q.len(), v.scales.len()), (128, 32));
+        v.quantize(&[1.0; 70]);
+        assert_eq!(&v.q[68..72], &[127, 127, 0, 0]);
+        assert_eq!((v.scales[17], v.scales[18], v.sums[17], v.sums[18]), (1.0 / 127.0, 0.0, 254, 0));
+    }
+}
