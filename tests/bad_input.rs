@@ -49,7 +49,7 @@ fn truncated_or_padded_checkpoints_are_refused_naming_both_sizes() {
     long.extend([0; 8]);
     std::fs::write(dir.join("long.bin"), long).unwrap();
     let out = dir.join("out.tvl");
-    let message = |input: &str| convert::convert(&dir.join(input), &out, &mut |_, _| {}).unwrap_err().to_string();
+    let message = |input: &str| convert::convert(&dir.join(input), &out, None, &mut |_, _| {}).unwrap_err().to_string();
     let m = message("short.bin");
     assert!(m.contains(&format!("file is {} bytes", bytes.len() - 100)) && m.contains(&format!("requires {} bytes", bytes.len())), "{m}");
     assert!(m.contains("truncated"), "{m}");
@@ -85,8 +85,10 @@ fn damaged_tvl_files_are_refused_before_mapping_any_tensor() {
     };
     let m = open_error(&write("magic.tvl", &patched(0, b"GGUF")));
     assert!(m.contains("not a TVL file"), "{m}");
-    let m = open_error(&write("version.tvl", &patched(8, &2u32.to_le_bytes())));
-    assert!(m.contains("format version 2"), "{m}");
+    let m = open_error(&write("version.tvl", &patched(8, &1u32.to_le_bytes())));
+    assert!(m.contains("format version 1, but this build reads version 2"), "{m}");
+    let m = open_error(&write("weights.tvl", &patched(32, &9u32.to_le_bytes())));
+    assert!(m.contains("unknown weights code 9"), "{m}");
     let m = open_error(&write("fingerprint.tvl", &patched(16, &[0xde, 0xad])));
     assert!(m.contains("fingerprint") && m.contains("another layout version"), "{m}");
     let m = open_error(&write("geometry.tvl", &patched(36, &8u32.to_le_bytes())));

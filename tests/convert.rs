@@ -22,14 +22,10 @@ fn read_back(path: &Path) -> Vec<(String, Vec<f32>)> {
         .tensors()
         .into_iter()
         .map(|t| {
-            let start = t.storage.offset();
-            let stored: Vec<f32> = bytes[start..start + t.storage.len() * 4]
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect();
+            let stored = &bytes[t.storage.offset()..t.storage.offset() + t.storage.bytes()];
             let values = match t.storage {
-                Storage::Vector(_) => stored,
-                Storage::Panels(p) => p.unpack(&stored),
+                Storage::Vector(_) => tvl::kernels::as_f32s(stored).to_vec(),
+                Storage::Panels(p) => p.unpack(stored),
             };
             (t.to_string(), values)
         })
@@ -50,14 +46,51 @@ fn every_tensor_round_trips_through_the_packed_layout() {
         checkpoint.read(tensor.kind, tensor.layer, &mut expected);
         assert!(values.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()), "{name} differs");
     }
-    // Padding is zero: w2 (64 × 172) is stored 64 × 176.
+    // Padding is zero: w2 (64 × 172) is stored 64 × 176 (read it as the 176-column matrix
+    // whose panels are the same bytes).
     let w2 = layout.layers[0].w2;
     let bytes = std::fs::read(&tvl_file).unwrap();
-    let stored: Vec<f32> =
-        bytes[w2.offset..w2.offset + w2.len() * 4].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-    for row in 0..64 {
-        for col in 172..176 {
-            assert_eq!(stored[w2.index(row, col)], 0.0);
+    let padded = tvl::Panels { cols: 176, ..w2 };
+    let stored = padded.unpack(&bytes[w2.offset..w2.offset + w2.bytes()]);
+    for row in stored.chunks_exact(176) {
+        assert_eq!(&row[172..], &[0.0; 4]);
+    }
+}
+
+#[test]
+fn quantized_conversion_round_trips_within_the_scheme_bound() {
+    let Some(models) = models() else { return };
+    let checkpoint = Checkpoint::open(&models.join("stories260K.bin")).unwrap();
+    let dir = scratch("quantized-round-trip");
+    for (weights, name) in [(tvl::Weights::Q8_0 { group_size: 32 }, "q8_0"), (tvl::Weights::Q4_0 { group_size: 32 }, "q4_0")] {
+        let out = dir.join(format!("{name}.tvl"));
+        let header = convert::convert(&models.join("stories260K.bin"), &out, Some(weights), &mut |_, _| {}).unwrap();
+        assert_eq!(header.config.weights, weights);
+        let layout = Layout::new(&header.config);
+        for (tensor, (label, values)) in layout.tensors().iter().zip(read_back(&out)) {
+            let (rows, cols) = tensor.storage.shape();
+            let mut expected = vec![0.0; rows * cols];
+            checkpoint.read(tensor.kind, tensor.layer, &mut expected);
+            let Storage::Panels(p) = tensor.storage else {
+                assert!(values == expected, "{label}: norms are stored as f32");
+                continue;
+            };
+            // Per group: |w − ŵ| ≤ max|w| / 254 (int8), ≤ max|w| / 8 (4-bit; max|w| / 16 but
+            // for the one value that would round to +8).
+            let gs = p.encoding.group_size();
+            for (row, (e, v)) in expected.chunks_exact(cols).zip(values.chunks_exact(cols)).enumerate() {
+                for (e, v) in e.chunks(gs).zip(v.chunks(gs)) {
+                    let max = e.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                    let bound = 1.0001 * if matches!(p.encoding, tvl::Encoding::Q4 { .. }) { max / 8.0 } else { max / 254.0 };
+                    assert!(e.iter().zip(v).all(|(a, b)| (a - b).abs() <= bound), "{name} {label} row {row}");
+                }
+            }
+            let expected_encoding = match (weights, tensor.kind) {
+                (tvl::Weights::Q4_0 { .. }, TensorKind::TokenEmbedding | TensorKind::Classifier) => tvl::Encoding::Q8 { group_size: 32 },
+                (tvl::Weights::Q4_0 { .. }, _) => tvl::Encoding::Q4 { group_size: 32 },
+                _ => tvl::Encoding::Q8 { group_size: 32 },
+            };
+            assert_eq!(p.encoding, expected_encoding, "{label}");
         }
     }
 }
@@ -107,7 +140,7 @@ fn legacy_and_version1_checkpoints_give_identical_files() {
     write_version1(&checkpoint, &v1);
     assert_eq!(Checkpoint::open(&v1).unwrap().format, convert::CheckpointFormat::Version1);
     let from_v1 = dir.join("stories260K.tvl");
-    convert::convert(&v1, &from_v1, &mut |_, _| {}).unwrap();
+    convert::convert(&v1, &from_v1, None, &mut |_, _| {}).unwrap();
     assert!(std::fs::read(&from_v1).unwrap() == std::fs::read(from_legacy).unwrap(), "the two .tvl files differ");
 }
 
@@ -124,7 +157,7 @@ fn separate_classifier_is_read_and_used() {
     let bin = dir.join("stories260K-unshared.bin");
     std::fs::write(&bin, &bytes).unwrap();
     let tvl_file = dir.join("unshared.tvl");
-    convert::convert(&bin, &tvl_file, &mut |_, _| {}).unwrap();
+    convert::convert(&bin, &tvl_file, None, &mut |_, _| {}).unwrap();
     let unshared = Stories260KUnshared::open(&tvl_file).unwrap();
     let shared = Stories260K::open(shared).unwrap();
     let (mut a, mut b) = (shared.new_state(), unshared.new_state());
@@ -162,18 +195,35 @@ fn config_command_prints_the_bundled_config() {
 }
 
 #[test]
-fn int8_checkpoints_are_read_and_refused_for_conversion() {
+fn int8_checkpoints_keep_their_exact_values() {
     let Some(models) = models() else { return };
     let q80 = models.join("stories260K-q80.bin");
     let checkpoint = Checkpoint::open(&q80).unwrap();
     assert_eq!(checkpoint.format, convert::CheckpointFormat::Version2 { group_size: 4 });
     let mut fp32 = Checkpoint::open(&models.join("stories260K.bin")).unwrap().config;
     fp32.name = "stories260K-q80".into();
+    fp32.weights = tvl::Weights::Q8_0 { group_size: 4 };
     assert_eq!(checkpoint.config, fp32);
     let out = tvl_command().arg("config").arg(&q80).output().unwrap();
     assert!(out.status.success());
-    let error = convert::convert(&q80, &scratch("q80").join("q80.tvl"), &mut |_, _| {}).unwrap_err().to_string();
-    assert!(error.contains("int8 (llama2.c version 2) checkpoints cannot be converted yet"), "{error}");
+    let printed = tvl::Config::from_toml(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(printed.weights, tvl::Weights::Q8_0 { group_size: 4 });
+    // Converted without --quant: every int8 value and scale as stored, norms as stored.
+    let out = scratch("q80").join("q80.tvl");
+    convert::convert(&q80, &out, None, &mut |_, _| {}).unwrap();
+    let layout = Layout::new(&checkpoint.config);
+    for (tensor, (label, values)) in layout.tensors().iter().zip(read_back(&out)) {
+        let expected = match checkpoint.read_q8(tensor.kind, tensor.layer) {
+            Some((q, s)) => q.iter().enumerate().map(|(i, &q)| q as f32 * s[i / 4]).collect::<Vec<f32>>(),
+            None => {
+                let mut v = vec![0.0; tensor.storage.shape().1];
+                checkpoint.read(tensor.kind, tensor.layer, &mut v);
+                v
+            }
+        };
+        assert!(values.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()), "{label}");
+    }
+    assert!(tvl::bundled::open(&out, &tvl::Options::default()).is_ok(), "a bundled model runs it");
     let cut = scratch("q80-cut").join("cut.bin");
     std::fs::write(&cut, &std::fs::read(&q80).unwrap()[..300_000]).unwrap();
     let error = Checkpoint::open(&cut).err().unwrap().to_string();

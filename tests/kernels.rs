@@ -1,11 +1,14 @@
 //! Every SIMD kernel against the scalar reference, for every shape of every bundled config.
 //!
-//! Tolerance: recursive summation of n products has an error of at most γ_n·Σ|wᵢxᵢ| with
+//! Quantized kernels must equal the reference bit for bit: their integer sums are exact in
+//! any order, and their float part runs in the reference's order (see `kernels::quant`).
+//!
+//! f32 tolerance: recursive summation of n products has an error of at most γ_n·Σ|wᵢxᵢ| with
 //! γ_n ≈ n·2⁻²⁴, whatever the order of additions; the scalar and SIMD kernels each stay within
 //! it, so they differ by at most 2·γ_n·Σ|wᵢxᵢ|. That bound is what we assert.
 
-use tvl::kernels::{Isa, IsaChoice, Scalar};
-use tvl::{Model, Panels};
+use tvl::kernels::{Input, Isa, IsaChoice, QuantizedVector, Scalar};
+use tvl::{Encoding, Model, Panels};
 
 struct Rng(u64);
 impl Rng {
@@ -20,21 +23,39 @@ impl Rng {
     }
 }
 
-type Kernel = unsafe fn(&mut [f32], &[f32], &[f32]);
+type Kernel = unsafe fn(&mut [f32], &[u8], Input<'_>);
+
+/// A matrix of `panels`' shape and encoding with random weights, and a random input vector.
+fn random_case(panels: Panels, seed: u64) -> (Vec<f32>, Vec<u8>, Vec<f32>, QuantizedVector) {
+    let mut rng = Rng(0x9E3779B97F4A7C15 ^ seed ^ (panels.rows * 31 + panels.cols) as u64);
+    let row_major = rng.vec(panels.rows * panels.cols);
+    let mut w = vec![0; panels.bytes()];
+    panels.pack(&row_major, &mut w);
+    let mut x = rng.vec(panels.padded_cols());
+    x[panels.cols..].fill(0.0);
+    let group_size = if panels.encoding == Encoding::F32 { 0 } else { panels.encoding.group_size() };
+    let mut xq = QuantizedVector::new(panels.cols, group_size);
+    if group_size > 0 {
+        xq.quantize(&x[..panels.cols]);
+    }
+    (row_major, w, x, xq)
+}
 
 fn check_matvec(name: &str, isa: &str, panels: Panels, scalar: Kernel, simd: Kernel) {
-    let mut rng = Rng(0x9E3779B97F4A7C15 ^ (panels.rows * 31 + panels.cols) as u64);
+    let (row_major, w, x, xq) = random_case(panels, 0);
+    let input = Input { values: &x, quantized: xq.view() };
     let (rows, cols) = (panels.padded_rows(), panels.padded_cols());
-    let row_major = rng.vec(panels.rows * panels.cols);
-    let mut w = vec![0.0; panels.len()];
-    panels.pack(&row_major, &mut w);
-    let mut x = rng.vec(cols);
-    x[panels.cols..].fill(0.0);
     let (mut expected, mut got) = (vec![0.0; rows], vec![0.0; rows]);
-    // SAFETY: `simd` is only passed for instruction sets this CPU has (see `available_isas`).
+    // SAFETY: `simd` is only passed for instruction sets this CPU has (see `check_all_isas`).
     unsafe {
-        scalar(&mut expected, &w, &x);
-        simd(&mut got, &w, &x);
+        scalar(&mut expected, &w, input);
+        simd(&mut got, &w, input);
+    }
+    if panels.encoding != Encoding::F32 {
+        for row in 0..rows {
+            assert_eq!(got[row].to_bits(), expected[row].to_bits(), "{name} {:?} {isa} row {row}: {} vs {}", panels.encoding, got[row], expected[row]);
+        }
+        return;
     }
     let gamma = 2.0 * cols as f64 * f32::EPSILON as f64 / 2.0;
     for row in 0..panels.rows {
@@ -85,6 +106,8 @@ fn check_all_isas<M: Model>() -> usize {
             IsaChoice::Avx2 => check_model::<M, tvl::kernels::avx2::Avx2>(),
             #[cfg(target_arch = "aarch64")]
             IsaChoice::Neon => check_model::<M, tvl::kernels::neon::Neon>(),
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::NeonDotprod => check_model::<M, tvl::kernels::neon::NeonDotprod>(),
         }
         checked += 1;
     }
@@ -96,37 +119,118 @@ fn simd_kernels_match_scalar_for_every_bundled_shape() {
     use tvl::bundled::*;
     let tested = [
         check_all_isas::<Stories260K>(),
+        check_all_isas::<Stories260KQ80>(),
+        check_all_isas::<Stories260KQ40>(),
+        check_all_isas::<Stories260KQ80G4>(),
         check_all_isas::<Stories15M>(),
+        check_all_isas::<Stories15MQ80>(),
+        check_all_isas::<Stories15MQ40>(),
         check_all_isas::<Stories42M>(),
+        check_all_isas::<Stories42MQ80>(),
+        check_all_isas::<Stories42MQ40>(),
         check_all_isas::<Stories110M>(),
+        check_all_isas::<Stories110MQ80>(),
+        check_all_isas::<Stories110MQ40>(),
+        check_all_isas::<Stories110MQ80G64>(),
     ];
     assert_eq!(tested.len(), BUNDLED.len(), "a config was added to model-configs/: add its type here");
     assert!(tested.iter().all(|&n| n >= 2), "no SIMD path was tested on this machine: {:?}", IsaChoice::all());
     println!("kernel paths tested: {:?}", IsaChoice::all().iter().filter(|i| i.available()).map(|i| i.name()).collect::<Vec<_>>());
 }
 
-#[test]
-fn matvec_kernels_agree_on_odd_tile_ranges() {
-    // Thread splits hand kernels any number of whole tiles, including 1 and 0.
-    let panels = Panels { offset: 0, rows: 12, cols: 48 };
-    let mut rng = Rng(7);
-    let mut w = vec![0.0; panels.len()];
-    panels.pack(&rng.vec(12 * 48), &mut w);
-    let x = rng.vec(48);
-    let best = IsaChoice::best();
+/// `K`'s kernels against the scalar ones for 0 to 3 tiles (thread splits hand kernels any
+/// number of whole tiles, including 1 and 0), in every encoding and several group sizes.
+fn check_tile_ranges<K: Isa>() {
+    let f32_panels = Panels { offset: 0, rows: 12, cols: 48, encoding: Encoding::F32 };
+    let (_, w, x, _) = random_case(f32_panels, 7);
+    let x = &x[..];
     for tiles in 0..=3 {
         let (mut a, mut b) = (vec![0.0; tiles * 4], vec![0.0; tiles * 4]);
-        tvl::kernels::matvec_scalar::<48>(&mut a, &w, &x);
-        // SAFETY: `best()` is available by definition.
+        tvl::kernels::matvec_scalar::<48>(&mut a, tvl::kernels::as_f32s(&w), x);
+        // SAFETY: K is only instantiated for instruction sets this CPU has.
+        unsafe { K::matvec::<48>(&mut b, tvl::kernels::as_f32s(&w), x) };
+        assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1e-4), "{} f32, {tiles} tiles", K::NAME);
+    }
+    let encodings = [
+        Encoding::Q8 { group_size: 4 },
+        Encoding::Q8 { group_size: 8 },
+        Encoding::Q8 { group_size: 16 },
+        Encoding::Q8 { group_size: 32 },
+        Encoding::Q8 { group_size: 64 },
+        Encoding::Q4 { group_size: 32 },
+        Encoding::Q4 { group_size: 64 },
+    ];
+    for encoding in encodings {
+        let panels = Panels { offset: 0, rows: 12, cols: 100, encoding };
+        let (_, w, _, xq) = random_case(panels, 8);
+        for tiles in 0..=3 {
+            let (mut a, mut b) = (vec![0.0; tiles * 4], vec![0.0; tiles * 4]);
+            // SAFETY: the scalar kernels run anywhere; K is available (see the caller).
+            unsafe {
+                match encoding {
+                    Encoding::Q8 { group_size: 4 } => (Scalar::matvec_q8::<128, 4>(&mut a, &w, xq.view()), K::matvec_q8::<128, 4>(&mut b, &w, xq.view())),
+                    Encoding::Q8 { group_size: 8 } => (Scalar::matvec_q8::<128, 8>(&mut a, &w, xq.view()), K::matvec_q8::<128, 8>(&mut b, &w, xq.view())),
+                    Encoding::Q8 { group_size: 16 } => (Scalar::matvec_q8::<128, 16>(&mut a, &w, xq.view()), K::matvec_q8::<128, 16>(&mut b, &w, xq.view())),
+                    Encoding::Q8 { group_size: 32 } => (Scalar::matvec_q8::<128, 32>(&mut a, &w, xq.view()), K::matvec_q8::<128, 32>(&mut b, &w, xq.view())),
+                    Encoding::Q8 { .. } => (Scalar::matvec_q8::<128, 64>(&mut a, &w, xq.view()), K::matvec_q8::<128, 64>(&mut b, &w, xq.view())),
+                    Encoding::Q4 { group_size: 32 } => (Scalar::matvec_q4::<128, 32>(&mut a, &w, xq.view()), K::matvec_q4::<128, 32>(&mut b, &w, xq.view())),
+                    _ => (Scalar::matvec_q4::<128, 64>(&mut a, &w, xq.view()), K::matvec_q4::<128, 64>(&mut b, &w, xq.view())),
+                };
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{} {encoding:?}, {tiles} tiles", K::NAME);
+        }
+    }
+}
+
+#[test]
+fn matvec_kernels_agree_on_odd_tile_ranges_and_group_sizes() {
+    for isa in IsaChoice::all().into_iter().filter(|i| i.available()) {
+        match isa {
+            IsaChoice::Scalar => check_tile_ranges::<Scalar>(),
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::Avx2 => check_tile_ranges::<tvl::kernels::avx2::Avx2>(),
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::Neon => check_tile_ranges::<tvl::kernels::neon::Neon>(),
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::NeonDotprod => check_tile_ranges::<tvl::kernels::neon::NeonDotprod>(),
+        }
+    }
+}
+
+/// Hostile int8 weights (-128, which no quantizer writes) give the scalar result too.
+#[test]
+fn int8_kernels_are_exact_for_every_byte_value() {
+    let panels = Panels { offset: 0, rows: 4, cols: 256, encoding: Encoding::Q8 { group_size: 32 } };
+    let mut w = vec![0u8; panels.bytes()];
+    let tile_ints = 4 * 64;
+    for (block, bytes) in w.chunks_exact_mut(panels.encoding.block_bytes()).enumerate() {
+        for (i, b) in bytes[..tile_ints].iter_mut().enumerate() {
+            *b = (i * 7 + block * 13) as u8; // every value 0..=255, so every int8 incl. -128
+        }
+        for s in bytes[tile_ints..].chunks_exact_mut(4) {
+            s.copy_from_slice(&0.01f32.to_le_bytes());
+        }
+    }
+    let x: Vec<f32> = (0..256).map(|i| ((i * 37 % 255) as f32 - 127.0) / 100.0).collect();
+    let mut xq = QuantizedVector::new(256, 32);
+    xq.quantize(&x);
+    let mut expected = vec![0.0; 4];
+    tvl::kernels::quant::matvec_q8_scalar::<256, 32>(&mut expected, &w, xq.view());
+    for isa in IsaChoice::all().into_iter().filter(|i| i.available()) {
+        let mut got = vec![0.0; 4];
+        // SAFETY: only available instruction sets.
         unsafe {
-            match best {
-                IsaChoice::Scalar => Scalar::matvec::<48>(&mut b, &w, &x),
+            match isa {
+                IsaChoice::Scalar => Scalar::matvec_q8::<256, 32>(&mut got, &w, xq.view()),
                 #[cfg(target_arch = "x86_64")]
-                IsaChoice::Avx2 => tvl::kernels::avx2::Avx2::matvec::<48>(&mut b, &w, &x),
+                IsaChoice::Avx2 => tvl::kernels::avx2::Avx2::matvec_q8::<256, 32>(&mut got, &w, xq.view()),
                 #[cfg(target_arch = "aarch64")]
-                IsaChoice::Neon => tvl::kernels::neon::Neon::matvec::<48>(&mut b, &w, &x),
+                IsaChoice::Neon => tvl::kernels::neon::Neon::matvec_q8::<256, 32>(&mut got, &w, xq.view()),
+                #[cfg(target_arch = "aarch64")]
+                IsaChoice::NeonDotprod => tvl::kernels::neon::NeonDotprod::matvec_q8::<256, 32>(&mut got, &w, xq.view()),
             }
         }
-        assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1e-4), "{tiles} tiles");
+        assert_eq!(got, expected, "{}", isa.name());
     }
 }

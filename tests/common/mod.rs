@@ -36,7 +36,7 @@ pub fn stories260k_tvl() -> Option<PathBuf> {
     PATH.get_or_init(|| {
         let models = models()?;
         let out = scratch(&format!("converted-{}", std::process::id())).join("stories260K.tvl");
-        tvl::convert::convert(&models.join("stories260K.bin"), &out, &mut |_, _| {}).unwrap();
+        tvl::convert::convert(&models.join("stories260K.bin"), &out, None, &mut |_, _| {}).unwrap();
         Some(out)
     })
     .clone()

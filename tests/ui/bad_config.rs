@@ -9,6 +9,9 @@ pub struct UnknownKey;
 #[tvl::tvl_model("../../../../tests/ui/missing-key.toml")]
 pub struct MissingKey;
 
+#[tvl::tvl_model("../../../../tests/ui/q4-groups-of-16.toml")]
+pub struct Q4GroupsOf16;
+
 #[tvl::tvl_model("../../../../tests/ui/no-such-file.toml")]
 pub struct NoSuchFile;
 
