@@ -68,8 +68,9 @@ fn check_matvec(name: &str, isa: &str, panels: Panels, scalar: Kernel, simd: Ker
 fn check_attention<M: Model, K: Isa>() {
     let c = M::CONFIG;
     let mut rng = Rng(42);
+    // 45 positions: whole and partial register blocks of positions.
     let seq_len = c.seq_len.min(64);
-    let positions = seq_len;
+    let positions = 45.min(seq_len);
     let q = rng.vec(c.dim);
     let keys = rng.vec(c.n_kv_heads * seq_len * c.head_dim());
     let values = rng.vec(keys.len());
@@ -80,8 +81,9 @@ fn check_attention<M: Model, K: Isa>() {
         M::attention::<Scalar>(0..c.n_heads, &mut s1, &mut o1, &q, &keys, &values, positions);
         M::attention::<K>(0..c.n_heads, &mut s2, &mut o2, &q, &keys, &values, positions);
     }
+    // Every path adds each score's products in the same order: the same bits.
     for (i, (a, b)) in o1.iter().zip(&o2).enumerate() {
-        assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{} attention {} [{i}]: {b} vs {a}", c.name, K::NAME);
+        assert_eq!(a.to_bits(), b.to_bits(), "{} attention {} [{i}]: {b} vs {a}", c.name, K::NAME);
     }
 }
 

@@ -234,7 +234,7 @@ pub struct State {
     logits: Vec<f32>,
     /// The input of the next matrix products, quantized (quantized models only).
     xq: QuantizedVector,
-    /// `[layer][kv_head][position][head_dim]`.
+    /// Keys `[layer][kv_head][head_dim][position]`, values `[layer][kv_head][position][head_dim]`.
     key_cache: Vec<f32>,
     value_cache: Vec<f32>,
 }
@@ -373,8 +373,11 @@ unsafe fn forward<M: Model, K: Isa>(w: &Transformer<M>, pool: &mut Pool, s: &mut
         let layer_cache = l * kv_dim * seq_len..(l + 1) * kv_dim * seq_len;
         let (keys, values) = (&mut s.key_cache[layer_cache.clone()], &mut s.value_cache[layer_cache]);
         for (head, (k, v)) in s.k[..kv_dim].chunks_exact(head_dim).zip(s.v.chunks_exact(head_dim)).enumerate() {
+            // Keys transposed ([head][dim][position], see `Isa::scores`), values as they come.
+            for (i, &k) in k.iter().enumerate() {
+                keys[(head * head_dim + i) * seq_len + pos] = k;
+            }
             let at = (head * seq_len + pos) * head_dim;
-            keys[at..at + head_dim].copy_from_slice(k);
             values[at..at + head_dim].copy_from_slice(v);
         }
         let (keys, values, q, threads) = (&*keys, &*values, &s.q[..dim], pool.threads());

@@ -32,9 +32,9 @@ impl Isa for Avx2 {
         unsafe { matvec::<COLS>(out, w, x) }
     }
 
-    unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32 {
+    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
         // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-        unsafe { dot::<N>(a, b) }
+        unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
     }
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
@@ -107,28 +107,42 @@ unsafe fn matvec_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
     }
 }
 
+/// 8 positions per register, 4 registers in flight (the adds form one dependency chain per
+/// position); each lane adds its products in order, multiply then add, as the reference.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32 {
-    let (a, b) = (&a[..N], &b[..N]);
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut i = 0;
-    // SAFETY: i + 16 <= N and i + 8 <= N bound every load to `a[..N]` and `b[..N]`.
+unsafe fn attention_scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
+    let positions = scores.len();
+    // Checked once, so the loads below stay in bounds: position t of dimension i is at
+    // i * seq_len + t < (HEAD_DIM - 1) * seq_len + positions <= keys.len().
+    assert!(q.len() >= HEAD_DIM && positions <= seq_len && keys.len() >= HEAD_DIM * seq_len, "scores: slices shorter than the shape");
+    let (q, k, out) = (&q[..HEAD_DIM], keys.as_ptr(), scores.as_mut_ptr());
+    let mut t = 0;
+    // SAFETY: loads at i * seq_len + t + 8·j + 7 < i * seq_len + positions (loop conditions),
+    // stores at t + 8·j + 7 < positions; AVX2 is enabled.
     unsafe {
-        while i + 16 <= N {
-            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), _mm256_loadu_ps(b.as_ptr().add(i)), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i + 8)), _mm256_loadu_ps(b.as_ptr().add(i + 8)), acc1);
-            i += 16;
+        while t + 32 <= positions {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (i, &qi) in q.iter().enumerate() {
+                let (qi, row) = (_mm256_set1_ps(qi), k.add(i * seq_len + t));
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(qi, _mm256_loadu_ps(row.add(8 * j))));
+                }
+            }
+            for (j, acc) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.add(t + 8 * j), *acc);
+            }
+            t += 32;
         }
-        if i + 8 <= N {
-            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), _mm256_loadu_ps(b.as_ptr().add(i)), acc0);
-            i += 8;
+        while t + 8 <= positions {
+            let mut acc = _mm256_setzero_ps();
+            for (i, &qi) in q.iter().enumerate() {
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(qi), _mm256_loadu_ps(k.add(i * seq_len + t))));
+            }
+            _mm256_storeu_ps(out.add(t), acc);
+            t += 8;
         }
-        let mut sum = hsum(_mm256_add_ps(acc0, acc1));
-        for j in i..N {
-            sum += a[j] * b[j];
-        }
-        sum
     }
+    super::scores_scalar::<HEAD_DIM>(q, keys, seq_len, scores, t);
 }
 
 /// Integer sums of 4 consecutive columns of one row block against x: (columns 0–31, 32–63),

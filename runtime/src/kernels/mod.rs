@@ -64,11 +64,14 @@ pub trait Isa: Send + Sync + 'static {
     /// `Self::available()` must have returned true on this CPU.
     unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]);
 
-    /// `a · b` over N elements.
+    /// Attention scores `scores[t] = q · k_t` for positions `t < scores.len()`, where `keys`
+    /// holds one key/value head's keys transposed, `keys[i * seq_len + t]` (so that SIMD
+    /// kernels put one position per lane). Every path adds the HEAD_DIM products of a position
+    /// in order, unfused, as the scalar reference does: all paths give the same bits.
     ///
     /// # Safety
     /// `Self::available()` must have returned true on this CPU.
-    unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32;
+    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]);
 
     /// `out = W · x` over int8 panels in groups of GS (see [`quant`]); `w` holds
     /// `out.len() / TILE_ROWS` whole tiles, `x` at least COLS values. Must equal
@@ -181,12 +184,8 @@ impl Isa for Scalar {
         matvec_scalar::<COLS>(out, w, x)
     }
 
-    unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32 {
-        let mut sum = 0.0f32;
-        for (a, b) in a[..N].iter().zip(&b[..N]) {
-            sum += a * b;
-        }
-        sum
+    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
+        scores_scalar::<HEAD_DIM>(q, keys, seq_len, scores, 0)
     }
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
@@ -195,6 +194,18 @@ impl Isa for Scalar {
 
     unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
         quant::matvec_q4_scalar::<COLS, GS>(out, w, x)
+    }
+}
+
+/// The scalar attention scores from position `from` on (SIMD kernels finish with it).
+#[inline(always)]
+pub fn scores_scalar<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32], from: usize) {
+    for (t, score) in scores.iter_mut().enumerate().skip(from) {
+        let mut sum = 0.0f32;
+        for (i, q) in q[..HEAD_DIM].iter().enumerate() {
+            sum += q * keys[i * seq_len + t];
+        }
+        *score = sum;
     }
 }
 
@@ -219,9 +230,10 @@ pub fn matvec_scalar<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
 
 /// Attention of the query heads `heads` for one position over `positions` cached positions.
 ///
-/// `keys` and `values` are one layer's cache laid out `[kv_head][seq_len][HEAD_DIM]`, so the
-/// keys one head reads are contiguous. The N_HEADS / N_KV_HEADS query heads of a group read the
-/// same key/value head (grouped-query attention). `scores` holds `seq_len` floats per head in
+/// `keys` is one layer's key cache laid out `[kv_head][HEAD_DIM][seq_len]` (transposed, see
+/// [`Isa::scores`]), `values` its value cache `[kv_head][seq_len][HEAD_DIM]`. The
+/// N_HEADS / N_KV_HEADS query heads of a group read the same key/value head (grouped-query
+/// attention). `scores` holds `seq_len` floats per head in
 /// `heads`; `out` and `q` hold HEAD_DIM floats per head in `heads`.
 ///
 /// # Safety
@@ -242,11 +254,12 @@ pub unsafe fn attention<K: Isa, const HEAD_DIM: usize, const N_HEADS: usize, con
     let per_head = scores.chunks_exact_mut(seq_len).zip(out.chunks_exact_mut(HEAD_DIM)).zip(q.chunks_exact(HEAD_DIM));
     for (head, ((scores, out), q)) in heads.zip(per_head) {
         let kv_head = head / (N_HEADS / N_KV_HEADS);
-        let head_cache = kv_head * seq_len * HEAD_DIM..(kv_head * seq_len + positions) * HEAD_DIM;
+        let head_cache = kv_head * seq_len * HEAD_DIM..(kv_head + 1) * seq_len * HEAD_DIM;
         let scores = &mut scores[..positions];
-        for (score, k) in scores.iter_mut().zip(keys[head_cache.clone()].chunks_exact(HEAD_DIM)) {
-            // SAFETY: the caller guarantees K is available.
-            *score = unsafe { K::dot::<HEAD_DIM>(q, k) } / scale;
+        // SAFETY: the caller guarantees K is available.
+        unsafe { K::scores::<HEAD_DIM>(q, &keys[head_cache.clone()], seq_len, scores) };
+        for score in scores.iter_mut() {
+            *score /= scale;
         }
         softmax(scores);
         out.fill(0.0);
@@ -342,7 +355,8 @@ mod tests {
 
     #[test]
     fn attention_with_one_position_returns_its_value() {
-        // One position: softmax is 1, so each head's output is its kv head's value.
+        // One position: softmax is 1, so each head's output is its kv head's value (values
+        // are [kv_head][seq_len][head_dim]: kv head 1 starts at 4 × 2).
         let keys: Vec<f32> = (0..16).map(|i| i as f32).collect();
         let values: Vec<f32> = (0..16).map(|i| -(i as f32)).collect();
         let q = vec![1.0; 8];

@@ -33,9 +33,9 @@ impl Isa for Neon {
         unsafe { matvec::<COLS>(out, w, x) }
     }
 
-    unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32 {
+    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
         // SAFETY: the caller guarantees NEON (`available()`).
-        unsafe { dot::<N>(a, b) }
+        unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
     }
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
@@ -61,9 +61,9 @@ impl Isa for NeonDotprod {
         unsafe { matvec::<COLS>(out, w, x) }
     }
 
-    unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32 {
+    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
         // SAFETY: the caller guarantees NEON (`available()`).
-        unsafe { dot::<N>(a, b) }
+        unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
     }
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
@@ -109,28 +109,41 @@ unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
     }
 }
 
+/// 4 positions per register, 4 registers in flight; each lane adds its products in order,
+/// multiply then add (not `vfma`), as the reference.
 #[target_feature(enable = "neon")]
-unsafe fn dot<const N: usize>(a: &[f32], b: &[f32]) -> f32 {
-    let (a, b) = (&a[..N], &b[..N]);
-    let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-    let mut i = 0;
-    // SAFETY: i + 8 <= N and i + 4 <= N bound every load to `a[..N]` and `b[..N]`.
+unsafe fn attention_scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
+    let positions = scores.len();
+    // Checked once, so the loads below stay in bounds (see the AVX2 kernel).
+    assert!(q.len() >= HEAD_DIM && positions <= seq_len && keys.len() >= HEAD_DIM * seq_len, "scores: slices shorter than the shape");
+    let (q, k, out) = (&q[..HEAD_DIM], keys.as_ptr(), scores.as_mut_ptr());
+    let mut t = 0;
+    // SAFETY: loads at i * seq_len + t + 4·j + 3 < i * seq_len + positions (loop conditions),
+    // stores at t + 4·j + 3 < positions; NEON is enabled.
     unsafe {
-        while i + 8 <= N {
-            acc0 = vfmaq_f32(acc0, vld1q_f32(a.as_ptr().add(i)), vld1q_f32(b.as_ptr().add(i)));
-            acc1 = vfmaq_f32(acc1, vld1q_f32(a.as_ptr().add(i + 4)), vld1q_f32(b.as_ptr().add(i + 4)));
-            i += 8;
+        while t + 16 <= positions {
+            let mut acc = [vdupq_n_f32(0.0); 4];
+            for (i, &qi) in q.iter().enumerate() {
+                let (qi, row) = (vdupq_n_f32(qi), k.add(i * seq_len + t));
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    *acc = vaddq_f32(*acc, vmulq_f32(qi, vld1q_f32(row.add(4 * j))));
+                }
+            }
+            for (j, acc) in acc.iter().enumerate() {
+                vst1q_f32(out.add(t + 4 * j), *acc);
+            }
+            t += 16;
         }
-        if i + 4 <= N {
-            acc0 = vfmaq_f32(acc0, vld1q_f32(a.as_ptr().add(i)), vld1q_f32(b.as_ptr().add(i)));
-            i += 4;
+        while t + 4 <= positions {
+            let mut acc = vdupq_n_f32(0.0);
+            for (i, &qi) in q.iter().enumerate() {
+                acc = vaddq_f32(acc, vmulq_f32(vdupq_n_f32(qi), vld1q_f32(k.add(i * seq_len + t))));
+            }
+            vst1q_f32(out.add(t), acc);
+            t += 4;
         }
-        let mut sum = vaddvq_f32(vaddq_f32(acc0, acc1));
-        for j in i..N {
-            sum += a[j] * b[j];
-        }
-        sum
     }
+    super::scores_scalar::<HEAD_DIM>(q, keys, seq_len, scores, t);
 }
 
 /// Columns `16 c .. 16 c + 16` of a row block as signed int8 (4-bit values unpacked and
