@@ -106,6 +106,8 @@ fn check_all_isas<M: Model>() -> usize {
             IsaChoice::Scalar => check_model::<M, Scalar>(),
             #[cfg(target_arch = "x86_64")]
             IsaChoice::Avx2 => check_model::<M, tvl::kernels::avx2::Avx2>(),
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::AvxVnni => check_model::<M, tvl::kernels::avx2::AvxVnni>(),
             #[cfg(target_arch = "aarch64")]
             IsaChoice::Neon => check_model::<M, tvl::kernels::neon::Neon>(),
             #[cfg(target_arch = "aarch64")]
@@ -192,6 +194,8 @@ fn matvec_kernels_agree_on_odd_tile_ranges_and_group_sizes() {
             IsaChoice::Scalar => check_tile_ranges::<Scalar>(),
             #[cfg(target_arch = "x86_64")]
             IsaChoice::Avx2 => check_tile_ranges::<tvl::kernels::avx2::Avx2>(),
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::AvxVnni => check_tile_ranges::<tvl::kernels::avx2::AvxVnni>(),
             #[cfg(target_arch = "aarch64")]
             IsaChoice::Neon => check_tile_ranges::<tvl::kernels::neon::Neon>(),
             #[cfg(target_arch = "aarch64")]
@@ -227,6 +231,8 @@ fn int8_kernels_are_exact_for_every_byte_value() {
                 IsaChoice::Scalar => Scalar::matvec_q8::<256, 32>(&mut got, &w, xq.view()),
                 #[cfg(target_arch = "x86_64")]
                 IsaChoice::Avx2 => tvl::kernels::avx2::Avx2::matvec_q8::<256, 32>(&mut got, &w, xq.view()),
+                #[cfg(target_arch = "x86_64")]
+                IsaChoice::AvxVnni => tvl::kernels::avx2::AvxVnni::matvec_q8::<256, 32>(&mut got, &w, xq.view()),
                 #[cfg(target_arch = "aarch64")]
                 IsaChoice::Neon => tvl::kernels::neon::Neon::matvec_q8::<256, 32>(&mut got, &w, xq.view()),
                 #[cfg(target_arch = "aarch64")]

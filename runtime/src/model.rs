@@ -152,6 +152,8 @@ impl<M: Model> Transformer<M> {
             IsaChoice::Scalar => forward::<M, Scalar>,
             #[cfg(target_arch = "x86_64")]
             IsaChoice::Avx2 => forward::<M, kernels::avx2::Avx2>,
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::AvxVnni => forward::<M, kernels::avx2::AvxVnni>,
             #[cfg(target_arch = "aarch64")]
             IsaChoice::Neon => forward::<M, kernels::neon::Neon>,
             #[cfg(target_arch = "aarch64")]

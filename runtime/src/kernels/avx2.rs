@@ -18,6 +18,11 @@ use tvl_layout::layout::{Encoding, COL_BLOCK, Q_COL_BLOCK, TILE_ROWS};
 
 pub struct Avx2;
 
+/// AVX2 plus AVX-VNNI (`vpdpbusd`: 4 u8×i8 products summed into an i32 lane in one
+/// instruction, where AVX2 needs `maddubs` + `madd`): Intel Alder Lake+, AMD Zen 4+. Only the
+/// int8/4-bit kernels differ from [`Avx2`].
+pub struct AvxVnni;
+
 const _: () = assert!(TILE_ROWS == 4 && COL_BLOCK == 16, "the register tile below is written for 4 × 16 panels");
 
 impl Isa for Avx2 {
@@ -45,6 +50,34 @@ impl Isa for Avx2 {
     unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
         // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
         unsafe { matvec_quantized::<COLS, GS, true>(out, w, x) }
+    }
+}
+
+impl Isa for AvxVnni {
+    const NAME: &'static str = "avx-vnni";
+
+    fn available() -> bool {
+        Avx2::available() && is_x86_feature_detected!("avxvnni")
+    }
+
+    unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
+        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
+        unsafe { matvec::<COLS>(out, w, x) }
+    }
+
+    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
+        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
+        unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
+    }
+
+    unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+        // SAFETY: the caller guarantees AVX2, FMA and AVX-VNNI (`available()`).
+        unsafe { matvec_quantized_vnni::<COLS, GS, false>(out, w, x) }
+    }
+
+    unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+        // SAFETY: the caller guarantees AVX2, FMA and AVX-VNNI (`available()`).
+        unsafe { matvec_quantized_vnni::<COLS, GS, true>(out, w, x) }
     }
 }
 
@@ -148,7 +181,7 @@ unsafe fn attention_scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_l
 /// Integer sums of 4 consecutive columns of one row block against x: (columns 0–31, 32–63),
 /// 8 i32 lanes each.
 #[inline(always)]
-unsafe fn row_block_lanes<const Q4: bool>(row: *const u8, x0: __m256i, x1: __m256i) -> (__m256i, __m256i) {
+unsafe fn row_block_lanes<const Q4: bool, const VNNI: bool>(row: *const u8, x0: __m256i, x1: __m256i) -> (__m256i, __m256i) {
     // SAFETY (whole body): the caller passes a row block inside the checked tile (64 bytes for
     // int8, 32 for 4-bit); the rest is register arithmetic under the enabled features.
     unsafe {
@@ -161,7 +194,12 @@ unsafe fn row_block_lanes<const Q4: bool>(row: *const u8, x0: __m256i, x1: __m25
             let (w0, w1) = (_mm256_loadu_si256(row.cast()), _mm256_loadu_si256(row.add(32).cast()));
             (_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0), _mm256_sign_epi8(w1, w1), _mm256_sign_epi8(x1, w1))
         };
-        (_mm256_madd_epi16(_mm256_maddubs_epi16(w0, x0), ones), _mm256_madd_epi16(_mm256_maddubs_epi16(w1, x1), ones))
+        if VNNI {
+            let zero = _mm256_setzero_si256();
+            (_mm256_dpbusd_avx_epi32(zero, w0, x0), _mm256_dpbusd_avx_epi32(zero, w1, x1))
+        } else {
+            (_mm256_madd_epi16(_mm256_maddubs_epi16(w0, x0), ones), _mm256_madd_epi16(_mm256_maddubs_epi16(w1, x1), ones))
+        }
     }
 }
 
@@ -175,6 +213,18 @@ unsafe fn sum_4_rows(v: [__m256i; 4]) -> __m128i {
     }
 }
 
+/// Sums of all 8 lanes of each of 8 vectors: [Σv0, ..., Σv7].
+#[inline(always)]
+unsafe fn sum_8(v: [__m256i; 8]) -> __m256i {
+    // SAFETY: register-only intrinsics under the caller's AVX2.
+    unsafe {
+        let low = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+        let high = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+        // low = [Σ of the low halves of v0..v3 | Σ of their high halves]; high likewise.
+        _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(low, high), _mm256_permute2x128_si256::<0x31>(low, high))
+    }
+}
+
 /// `val = fma(ival · w_scale, x_scale, val)` for the 4 rows of a tile at once (one per lane).
 #[inline(always)]
 unsafe fn add_group(val: __m128, ival: __m128i, w_scales: *const u8, x_scale: f32) -> __m128 {
@@ -184,6 +234,18 @@ unsafe fn add_group(val: __m128, ival: __m128i, w_scales: *const u8, x_scale: f3
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+    // SAFETY: AVX2 and FMA are enabled here, as the body needs.
+    unsafe { quantized_tiles::<COLS, GS, Q4, false>(out, w, x) }
+}
+
+#[target_feature(enable = "avx2,fma,avxvnni")]
+unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+    // SAFETY: AVX2, FMA and AVX-VNNI are enabled here, as the body needs.
+    unsafe { quantized_tiles::<COLS, GS, Q4, true>(out, w, x) }
+}
+
+#[inline(always)]
+unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, const VNNI: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
     const { assert!(COLS % Q_COL_BLOCK == 0 && (!Q4 || GS >= 32)) };
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
     let (tile_bytes, block_bytes, row_bytes) = (tile_bytes(encoding, COLS), encoding.block_bytes(), encoding.row_block_bytes());
@@ -204,21 +266,30 @@ unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(o
                 let scales = bytes.add(TILE_ROWS * row_bytes);
                 let xb = xq.as_ptr().add(block * Q_COL_BLOCK);
                 let (x0, x1) = (_mm256_loadu_si256(xb.cast()), _mm256_loadu_si256(xb.add(32).cast()));
-                let lanes: [(__m256i, __m256i); TILE_ROWS] =
-                    std::array::from_fn(|r| row_block_lanes::<Q4>(bytes.add(r * row_bytes), x0, x1));
+                // (No closures here: they would not inherit the target features of the caller.)
+                let lanes = [
+                    row_block_lanes::<Q4, VNNI>(bytes, x0, x1),
+                    row_block_lanes::<Q4, VNNI>(bytes.add(row_bytes), x0, x1),
+                    row_block_lanes::<Q4, VNNI>(bytes.add(2 * row_bytes), x0, x1),
+                    row_block_lanes::<Q4, VNNI>(bytes.add(3 * row_bytes), x0, x1),
+                ];
                 let group = block * groups_per_block;
                 // Σu·x − 8·Σx for 4-bit groups; nothing to subtract for int8.
-                let offset = |g: usize| _mm_set1_epi32(if Q4 { 8 * xsums[group + g] } else { 0 });
+                let offset0 = _mm_set1_epi32(if Q4 { 8 * xsums[group] } else { 0 });
                 match GS {
                     64 => {
-                        let sums = sum_4_rows(lanes.map(|(a, b)| _mm256_add_epi32(a, b)));
-                        val = add_group(val, _mm_sub_epi32(sums, offset(0)), scales, xs[group]);
+                        let [(a0, b0), (a1, b1), (a2, b2), (a3, b3)] = lanes;
+                        let rows = [_mm256_add_epi32(a0, b0), _mm256_add_epi32(a1, b1), _mm256_add_epi32(a2, b2), _mm256_add_epi32(a3, b3)];
+                        val = add_group(val, _mm_sub_epi32(sum_4_rows(rows), offset0), scales, xs[group]);
                     }
                     32 => {
-                        let sums0 = sum_4_rows(lanes.map(|(a, _)| a));
-                        let sums1 = sum_4_rows(lanes.map(|(_, b)| b));
-                        val = add_group(val, _mm_sub_epi32(sums0, offset(0)), scales, xs[group]);
-                        val = add_group(val, _mm_sub_epi32(sums1, offset(1)), scales.add(16), xs[group + 1]);
+                        // [group 0 of rows 0-3 | group 1 of rows 0-3]: the order of the scales.
+                        let [(a0, b0), (a1, b1), (a2, b2), (a3, b3)] = lanes;
+                        let offset1 = _mm_set1_epi32(if Q4 { 8 * xsums[group + 1] } else { 0 });
+                        let sums = _mm256_sub_epi32(sum_8([a0, a1, a2, a3, b0, b1, b2, b3]), _mm256_set_m128i(offset1, offset0));
+                        let terms = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_loadu_ps(scales.cast()));
+                        val = _mm_fmadd_ps(_mm256_castps256_ps128(terms), _mm_set1_ps(xs[group]), val);
+                        val = _mm_fmadd_ps(_mm256_extractf128_ps::<1>(terms), _mm_set1_ps(xs[group + 1]), val);
                     }
                     _ => {
                         // Small groups (llama2.c exports of small models): lane sums through memory.

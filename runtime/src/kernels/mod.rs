@@ -94,6 +94,9 @@ pub enum IsaChoice {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX2 with AVX-VNNI for the int8 kernels.
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
     #[cfg(target_arch = "aarch64")]
     Neon,
     /// NEON with the dot-product extension (`sdot`) for the int8 kernels.
@@ -103,7 +106,7 @@ pub enum IsaChoice {
 
 impl IsaChoice {
     /// The fastest instruction set this CPU has, unless `TVL_KERNELS` names one
-    /// (`scalar`, `avx2`, `neon`, `neon-dotprod`) to compare paths. Naming one the CPU lacks is an error.
+    /// (`scalar`, `avx2`, `avx-vnni`, `neon`, `neon-dotprod`) to compare paths. Naming one the CPU lacks is an error.
     pub fn select() -> Result<IsaChoice, String> {
         match std::env::var("TVL_KERNELS").ok().filter(|v| !v.is_empty()) {
             None => Ok(Self::best()),
@@ -131,6 +134,8 @@ impl IsaChoice {
             IsaChoice::Scalar,
             #[cfg(target_arch = "x86_64")]
             IsaChoice::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::AvxVnni,
             #[cfg(target_arch = "aarch64")]
             IsaChoice::Neon,
             #[cfg(target_arch = "aarch64")]
@@ -147,6 +152,8 @@ impl IsaChoice {
             IsaChoice::Scalar => Scalar::NAME,
             #[cfg(target_arch = "x86_64")]
             IsaChoice::Avx2 => avx2::Avx2::NAME,
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::AvxVnni => avx2::AvxVnni::NAME,
             #[cfg(target_arch = "aarch64")]
             IsaChoice::Neon => neon::Neon::NAME,
             #[cfg(target_arch = "aarch64")]
@@ -159,6 +166,8 @@ impl IsaChoice {
             IsaChoice::Scalar => Scalar::available(),
             #[cfg(target_arch = "x86_64")]
             IsaChoice::Avx2 => avx2::Avx2::available(),
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::AvxVnni => avx2::AvxVnni::available(),
             #[cfg(target_arch = "aarch64")]
             IsaChoice::Neon => neon::Neon::available(),
             #[cfg(target_arch = "aarch64")]
