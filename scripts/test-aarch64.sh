@@ -34,8 +34,11 @@ for cpu in cortex-a72 default; do
   echo "== aarch64 under qemu, CPU: $cpu"
   /usr/bin/cargo test --target $target --workspace
   # Show which kernels ran: the kernel test fails unless a SIMD path was tested.
-  /usr/bin/cargo test --target $target --test kernels -- --nocapture 2>&1 | grep -E "kernel paths tested|checking the neon"
-  qemu-aarch64-static "$CARGO_TARGET_DIR/$target/debug/tvl" bench ../shared/models/stories260K.bin \
-    --tokens 8 --repetitions 1 | grep -E "kernels"
+  /usr/bin/cargo test --target $target --test kernels -- --nocapture 2>&1 | grep -E "kernel paths tested"
+  # The path chosen at load: neon-dotprod where the CPU has dotprod, else neon.
+  for model in stories260K.bin stories260K-q80.bin; do
+    TVL_CACHE_DIR="$CARGO_TARGET_DIR/cache" qemu-aarch64-static "$CARGO_TARGET_DIR/$target/debug/tvl" \
+      bench "../shared/models/$model" --tokens 8 --repetitions 1 | grep -E "model|kernels"
+  done
 done
 echo "== aarch64 suites passed"
