@@ -3,17 +3,11 @@
 mod common;
 
 use common::*;
-use tvl::{Forward, IsaChoice, Options, Sampler, Session, Tokenizer};
+use tvl::{Forward, IsaChoice, Sampler, Session, Tokenizer};
 
 // As a user crate would write it: the model type compiled from its config.
 #[tvl::tvl_model("model-configs/stories260K.toml")]
 pub struct Stories260K;
-
-/// Every kernel path this CPU has, with 1, 2 and 3 threads.
-fn every_path() -> Vec<Options> {
-    let isas = IsaChoice::all().into_iter().filter(|i| i.available());
-    isas.flat_map(|isa| [1, 2, 3].map(|threads| Options { threads, kernels: Some(isa) })).collect()
-}
 
 #[test]
 fn generate_golden_text_through_the_library_on_every_path() {
@@ -52,21 +46,10 @@ fn generate_golden_text_through_the_cli() {
     let cache = scratch("cli-cache");
     for (i, case) in generate_cases("stories260K-generate.jsonl").iter().enumerate() {
         // The first run converts the .bin into the cache, the others map the cached file.
-        let output = tvl_command()
-            .env("TVL_CACHE_DIR", &cache)
-            .arg("run")
-            .arg(models.join(&case.model))
-            .arg("-z")
-            .arg(models.join(&case.tokenizer))
-            .args(["-i", &case.prompt, "-n", &case.steps.to_string(), "-t", &case.temperature.to_string()])
-            .args(["-p", &case.topp.to_string(), "-s", &case.seed.to_string()])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "case {i}: {}", String::from_utf8_lossy(&output.stderr));
-        let stdout = String::from_utf8(output.stdout).unwrap();
+        let (stdout, stderr) = run_case_cli(&models, &cache, case);
         let text = stdout.strip_suffix('\n').expect("a final newline, as the reference prints");
         assert!(text == case.text, "case {i}: differs at byte {}\n got: {text:?}", first_difference(text, &case.text));
-        assert!(String::from_utf8_lossy(&output.stderr).contains("tok/s"));
+        assert!(stderr.contains("tok/s"), "case {i}: {stderr}");
     }
     let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
     assert_eq!(cached.len(), 1, "one conversion, reused: {cached:?}");

@@ -9,13 +9,7 @@ use common::*;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use tvl::bundled::{Stories260KQ40, Stories260KQ80, Stories260KQ80G4};
-use tvl::{Forward, IsaChoice, Options, Sampler, Session, Tokenizer, Weights};
-
-/// Every kernel path this CPU has, with 1, 2 and 3 threads.
-fn every_path() -> Vec<Options> {
-    let isas = IsaChoice::all().into_iter().filter(|i| i.available());
-    isas.flat_map(|isa| [1, 2, 3].map(|threads| Options { threads, kernels: Some(isa) })).collect()
-}
+use tvl::{Forward, Sampler, Session, Tokenizer, Weights};
 
 /// stories260K-q80.bin (llama2.c version 2, groups of 4), converted as it is.
 fn q80_tvl() -> Option<PathBuf> {
@@ -78,18 +72,7 @@ fn int8_golden_text_through_the_cli_from_the_llama2c_file() {
     let Some(models) = models() else { return };
     let cache = scratch("q80-cli-cache");
     for case in generate_cases("stories260K-q80-generate.jsonl") {
-        let output = tvl_command()
-            .env("TVL_CACHE_DIR", &cache)
-            .arg("run")
-            .arg(models.join(&case.model))
-            .arg("-z")
-            .arg(models.join(&case.tokenizer))
-            .args(["-i", &case.prompt, "-n", &case.steps.to_string(), "-t", &case.temperature.to_string()])
-            .args(["-p", &case.topp.to_string(), "-s", &case.seed.to_string()])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let stdout = String::from_utf8(output.stdout).unwrap();
+        let (stdout, _) = run_case_cli(&models, &cache, &case);
         let text = stdout.strip_suffix('\n').unwrap();
         assert!(text == case.text, "prompt {:?}: differs at byte {}", case.prompt, first_difference(text, &case.text));
     }

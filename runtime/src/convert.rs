@@ -278,12 +278,12 @@ pub enum TensorData {
 
 impl TensorData {
     /// The values, dequantized if need be.
-    pub fn to_f32(&self) -> Vec<f32> {
+    pub fn to_f32(&self) -> std::borrow::Cow<'_, [f32]> {
         match self {
-            TensorData::F32(values) => values.clone(),
+            TensorData::F32(values) => values.into(),
             TensorData::Q8 { q, scales } => {
                 let group_size = q.len() / scales.len();
-                q.iter().enumerate().map(|(i, &q)| q as f32 * scales[i / group_size]).collect()
+                q.iter().enumerate().map(|(i, &q)| q as f32 * scales[i / group_size]).collect::<Vec<f32>>().into()
             }
         }
     }
@@ -292,15 +292,13 @@ impl TensorData {
 /// The stored bytes of one tensor: packed (and quantized) by the layout's own definition;
 /// int8 data already in the target's groups is kept exactly.
 fn encode(storage: Storage, data: &TensorData) -> Vec<u8> {
-    let mut bytes = vec![0u8; storage.bytes()];
-    match (storage, data) {
-        (Storage::Vector(_), data) => {
-            bytes = data.to_f32().iter().flat_map(|v| v.to_le_bytes()).collect();
-        }
-        (Storage::Panels(p), TensorData::Q8 { q, scales }) if p.encoding == (Encoding::Q8 { group_size: q.len() / scales.len() }) => {
+    let Storage::Panels(p) = storage else { return data.to_f32().iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let mut bytes = vec![0u8; p.bytes()];
+    match data {
+        TensorData::Q8 { q, scales } if p.encoding == (Encoding::Q8 { group_size: q.len() / scales.len() }) => {
             p.pack_q8(q, scales, &mut bytes)
         }
-        (Storage::Panels(p), data) => p.pack(&data.to_f32(), &mut bytes),
+        data => p.pack(&data.to_f32(), &mut bytes),
     }
     bytes
 }

@@ -91,3 +91,26 @@ pub fn tvl_command() -> std::process::Command {
         None => std::process::Command::new(env!("CARGO_BIN_EXE_tvl")),
     }
 }
+
+/// Every kernel path this CPU has, with 1, 2 and 3 threads.
+pub fn every_path() -> Vec<tvl::Options> {
+    let isas = tvl::IsaChoice::all().into_iter().filter(|i| i.available());
+    isas.flat_map(|isa| [1, 2, 3].map(|threads| tvl::Options { threads, kernels: Some(isa) })).collect()
+}
+
+/// `tvl run` of one golden case, its checkpoint converted into `cache`: (stdout, stderr).
+pub fn run_case_cli(models: &Path, cache: &Path, case: &GenerateCase) -> (String, String) {
+    let output = tvl_command()
+        .env("TVL_CACHE_DIR", cache)
+        .arg("run")
+        .arg(models.join(&case.model))
+        .arg("-z")
+        .arg(models.join(&case.tokenizer))
+        .args(["-i", &case.prompt, "-n", &case.steps.to_string(), "-t", &case.temperature.to_string()])
+        .args(["-p", &case.topp.to_string(), "-s", &case.seed.to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "prompt {:?}: {stderr}", case.prompt);
+    (String::from_utf8(output.stdout).unwrap(), stderr)
+}

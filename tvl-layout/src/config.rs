@@ -52,6 +52,25 @@ impl Weights {
         }
     }
 
+    /// The code stored in a TVL header (0 f32, 1 q8_0, 2 q4_0).
+    pub const fn code(self) -> u32 {
+        match self {
+            Weights::F32 => 0,
+            Weights::Q8_0 { .. } => 1,
+            Weights::Q4_0 { .. } => 2,
+        }
+    }
+
+    /// The `weights` name of a header code.
+    pub const fn name_of_code(code: u32) -> Option<&'static str> {
+        match code {
+            0 => Some("f32"),
+            1 => Some("q8_0"),
+            2 => Some("q4_0"),
+            _ => None,
+        }
+    }
+
     pub const fn group_size(self) -> Option<usize> {
         match self {
             Weights::F32 => None,

@@ -81,15 +81,10 @@ impl Header {
         let mut out = [0u8; HEADER_BYTES];
         let c = &self.config;
         out[0..8].copy_from_slice(&MAGIC);
-        let weights_code = match c.weights {
-            Weights::F32 => 0,
-            Weights::Q8_0 { .. } => 1,
-            Weights::Q4_0 { .. } => 2,
-        };
         let u32s: [(usize, u32); 16] = [
             (8, FORMAT_VERSION),
             (12, HEADER_BYTES as u32),
-            (32, weights_code),
+            (32, c.weights.code()),
             (120, c.weights.group_size().unwrap_or(0) as u32),
             (36, TILE_ROWS as u32),
             (40, COL_BLOCK as u32),
@@ -140,12 +135,7 @@ impl Header {
             }
         }
         let group_size = (u32_at(120) != 0).then_some(u32_at(120) as usize);
-        let weights_name = match u32_at(32) {
-            0 => "f32",
-            1 => "q8_0",
-            2 => "q4_0",
-            code => return Err(HeaderError::Weights { code }),
-        };
+        let weights_name = Weights::name_of_code(u32_at(32)).ok_or(HeaderError::Weights { code: u32_at(32) })?;
         let weights = Weights::from_name(weights_name, group_size).map_err(|e| HeaderError::Config(e.to_string()))?;
         let name_bytes = &bytes[88..88 + NAME_BYTES];
         let name_len = name_bytes.iter().position(|&b| b == 0).unwrap_or(NAME_BYTES);
