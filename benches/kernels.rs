@@ -7,17 +7,20 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
-use tvl::kernels::{IsaChoice, Scalar};
+use tvl::kernels::{Input, IsaChoice, QuantizedVector, Scalar};
 use tvl::{Model, Panels};
 
-type Kernel = unsafe fn(&mut [f32], &[f32], &[f32]);
+type Kernel = unsafe fn(&mut [f32], &[u8], Input<'_>);
 
 fn bench_shape(c: &mut Criterion, model: &str, shape: &str, panels: Panels, variants: &[(&str, Kernel)]) {
     let (rows, cols) = (panels.padded_rows(), panels.padded_cols());
-    let bytes = panels.len() * 4;
+    let bytes = panels.bytes();
     let copies = (256usize << 20).div_ceil(bytes).max(2);
-    let weights: Vec<Vec<f32>> = (0..copies).map(|i| (0..panels.len()).map(|j| ((i + j) % 7) as f32 * 0.01).collect()).collect();
+    let weights: Vec<Vec<f32>> =
+        (0..copies).map(|i| (0..bytes / 4).map(|j| ((i + j) % 7) as f32 * 0.01).collect()).collect();
     let x = vec![0.5f32; cols];
+    let no_quantized = QuantizedVector::default();
+    let input = Input { values: &x, quantized: no_quantized.view() };
     let mut out = vec![0.0f32; rows];
     let mut group = c.benchmark_group(format!("{model}/{shape} {}x{}", panels.rows, panels.cols));
     group.throughput(Throughput::Bytes(bytes as u64));
@@ -27,7 +30,7 @@ fn bench_shape(c: &mut Criterion, model: &str, shape: &str, panels: Panels, vari
             b.iter(|| {
                 next = (next + 1) % copies;
                 // SAFETY: only kernels of instruction sets this CPU has are listed.
-                unsafe { kernel(&mut out, &weights[next], &x) };
+                unsafe { kernel(&mut out, as_bytes(&weights[next]), input) };
             })
         });
     }
@@ -43,6 +46,12 @@ fn bench_shape(c: &mut Criterion, model: &str, shape: &str, panels: Panels, vari
         });
     }
     group.finish();
+}
+
+/// The f32 panels as the bytes a kernel takes (a `Vec<f32>` keeps them 4-byte aligned).
+fn as_bytes(floats: &[f32]) -> &[u8] {
+    // SAFETY: any initialized f32 memory is valid as bytes; the length is the same memory.
+    unsafe { std::slice::from_raw_parts(floats.as_ptr().cast(), std::mem::size_of_val(floats)) }
 }
 
 fn bench_model<M: Model>(c: &mut Criterion) {

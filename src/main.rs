@@ -27,8 +27,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate text, like llama2.c's `run` (same flags)
-    #[command(after_help = "Prints the prompt and the generated text on stdout as it is produced, and tok/s on stderr.\n\
-        A llama2.c .bin is converted once into the cache ($TVL_CACHE_DIR, else ~/.cache/tvl) and mapped from there.")]
+    #[command(
+        after_help = "Prints the prompt and the generated text on stdout as it is produced, and tok/s on stderr.\n\
+        A llama2.c .bin is converted once into the cache ($TVL_CACHE_DIR, else ~/.cache/tvl) and mapped from there."
+    )]
     Run {
         /// A .tvl file, or a llama2.c checkpoint (.bin)
         model: PathBuf,
@@ -55,10 +57,12 @@ enum Command {
         threads: usize,
     },
     /// Measure decode speed against this machine's memory bandwidth (the roofline)
-    #[command(after_help = "Reports load time, time to first token, decode tok/s (median), bytes read per token, achieved GB/s,
+    #[command(
+        after_help = "Reports load time, time to first token, decode tok/s (median), bytes read per token, achieved GB/s,
         the streaming read bandwidth of this machine measured in the same run with the same threads, and the
         fraction of that roofline. Without MODEL, benchmarks the stories110M shape on deterministic random
-        weights (synthesized once into the cache).")]
+        weights (synthesized once into the cache)."
+    )]
     Bench {
         /// A .tvl file, a llama2.c .bin, or the name of a bundled model (random weights)
         #[arg(default_value = "stories110M")]
@@ -106,7 +110,9 @@ enum Command {
         group_size: usize,
     },
     /// Print the model config (TOML) of a llama2.c checkpoint, for model-configs/
-    #[command(after_help = "To compile a new model into tvl:\n  tvl config my-model.bin > model-configs/my-model.toml\n  cargo build --release")]
+    #[command(
+        after_help = "To compile a new model into tvl:\n  tvl config my-model.bin > model-configs/my-model.toml\n  cargo build --release"
+    )]
     Config {
         /// llama2.c checkpoint
         input: PathBuf,
@@ -115,7 +121,9 @@ enum Command {
         name: Option<String>,
     },
     /// Write a TVL file of a config's exact shape with deterministic random weights
-    #[command(after_help = "For benchmarking shapes whose weights are not at hand; the same seed gives the same bytes.")]
+    #[command(
+        after_help = "For benchmarking shapes whose weights are not at hand; the same seed gives the same bytes."
+    )]
     Synth {
         /// A config TOML, or the name of a bundled model (e.g. stories110M)
         config: String,
@@ -126,9 +134,7 @@ enum Command {
         seed: u64,
     },
     /// Show a TVL file's header, fingerprint and offset table
-    Inspect {
-        file: PathBuf,
-    },
+    Inspect { file: PathBuf },
     /// Print the token ids of a text (BOS first, as generation encodes prompts)
     Tokenize {
         /// Tokenizer file (llama2.c format)
@@ -206,7 +212,10 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
                 c.weights.name(),
                 header.fingerprint
             );
-            if !tvl::bundled::BUNDLED.iter().any(|b| b.fingerprint == header.fingerprint && b.config.first_difference(c).is_none()) {
+            if !tvl::bundled::BUNDLED
+                .iter()
+                .any(|b| b.fingerprint == header.fingerprint && b.config.first_difference(c).is_none())
+            {
                 eprintln!(
                     "note: this binary has no compiled model for this shape and quantization; to add one:\n  \
                      tvl inspect {} and model-configs/*.toml (keys weights, group_size), then cargo build --release",
@@ -232,7 +241,9 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
             let weights = quant.map(|q| weights_arg(&q, group_size)).transpose()?;
             let path = match (Path::new(&model).exists(), weights) {
                 (true, None) => resolve_model(Path::new(&model))?,
-                (true, Some(_)) => bail!("--quant applies to a bundled shape's random weights; convert files with `tvl convert --quant`"),
+                (true, Some(_)) => bail!(
+                    "--quant applies to a bundled shape's random weights; convert files with `tvl convert --quant`"
+                ),
                 (false, weights) => synthesized(&model, weights)?,
             };
             let start = std::time::Instant::now();
@@ -271,7 +282,8 @@ fn resolve_model(model: &Path) -> Result<PathBuf> {
 /// A quantization scheme from the command line.
 fn weights_arg(scheme: &str, group_size: usize) -> Result<tvl::Weights> {
     let group_size = (scheme != "f32").then_some(group_size);
-    tvl::Weights::from_name(scheme, group_size).map_err(|e| anyhow::anyhow!("--quant {scheme} --group-size {group_size:?}: {}", e.message))
+    tvl::Weights::from_name(scheme, group_size)
+        .map_err(|e| anyhow::anyhow!("--quant {scheme} --group-size {group_size:?}: {}", e.message))
 }
 
 /// Random weights of a bundled model's shape (quantized as `weights` says), synthesized once
@@ -311,21 +323,51 @@ fn inspect(path: &Path, out: &mut impl Write) -> Result<()> {
     let actual = std::fs::metadata(path)?.len();
     writeln!(out, "file           {}", path.display())?;
     writeln!(out, "model          {}", c.name)?;
-    writeln!(out, "shape          dim {}, hidden_dim {}, {} layers, {} heads ({} kv), head_dim {}", c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim())?;
+    writeln!(
+        out,
+        "shape          dim {}, hidden_dim {}, {} layers, {} heads ({} kv), head_dim {}",
+        c.dim,
+        c.hidden_dim,
+        c.n_layers,
+        c.n_heads,
+        c.n_kv_heads,
+        c.head_dim()
+    )?;
     writeln!(out, "vocab/context  {} tokens, {} positions", c.vocab_size, c.seq_len)?;
-    writeln!(out, "constants      norm_eps {:?}, rope_theta {:?}, classifier {}", c.norm_eps, c.rope_theta, if c.shared_classifier { "shared with the embedding" } else { "separate" })?;
+    writeln!(
+        out,
+        "constants      norm_eps {:?}, rope_theta {:?}, classifier {}",
+        c.norm_eps,
+        c.rope_theta,
+        if c.shared_classifier { "shared with the embedding" } else { "separate" }
+    )?;
     let weights = match c.weights.group_size() {
-        Some(g) => format!("{} (groups of {g}; {})", c.weights.name(), match c.weights {
-            tvl::Weights::Q4_0 { .. } => "layers 4-bit, embedding/classifier int8",
-            _ => "every matrix int8",
-        }),
+        Some(g) => format!(
+            "{} (groups of {g}; {})",
+            c.weights.name(),
+            match c.weights {
+                tvl::Weights::Q4_0 { .. } => "layers 4-bit, embedding/classifier int8",
+                _ => "every matrix int8",
+            }
+        ),
         None => "f32".into(),
     };
     writeln!(out, "weights        {weights}")?;
     writeln!(out, "fingerprint    {:016x}", header.fingerprint)?;
-    writeln!(out, "size           {} bytes{}", header.file_size, if actual == header.file_size as u64 { String::new() } else { format!(" (file is {actual} bytes: DAMAGED)") })?;
-    let compiled = tvl::bundled::BUNDLED.iter().find(|b| b.fingerprint == header.fingerprint && b.config.first_difference(c).is_none());
-    writeln!(out, "compiled model {}", compiled.map_or("none in this binary (see `tvl config`)".to_string(), |b| b.config.name.to_string()))?;
+    writeln!(
+        out,
+        "size           {} bytes{}",
+        header.file_size,
+        if actual == header.file_size as u64 { String::new() } else { format!(" (file is {actual} bytes: DAMAGED)") }
+    )?;
+    let compiled = tvl::bundled::BUNDLED
+        .iter()
+        .find(|b| b.fingerprint == header.fingerprint && b.config.first_difference(c).is_none());
+    writeln!(
+        out,
+        "compiled model {}",
+        compiled.map_or("none in this binary (see `tvl config`)".to_string(), |b| b.config.name.to_string())
+    )?;
     writeln!(out, "\n{:>12} {:>12}  {:<22} {:<8} tensor", "offset", "bytes", "shape (padded)", "encoding")?;
     for t in layout.tensors() {
         let (shape, encoding) = match t.storage {

@@ -51,7 +51,11 @@ fn truncated_or_padded_checkpoints_are_refused_naming_both_sizes() {
     let out = dir.join("out.tvl");
     let message = |input: &str| convert::convert(&dir.join(input), &out, None, &mut |_, _| {}).unwrap_err().to_string();
     let m = message("short.bin");
-    assert!(m.contains(&format!("file is {} bytes", bytes.len() - 100)) && m.contains(&format!("requires {} bytes", bytes.len())), "{m}");
+    assert!(
+        m.contains(&format!("file is {} bytes", bytes.len() - 100))
+            && m.contains(&format!("requires {} bytes", bytes.len())),
+        "{m}"
+    );
     assert!(m.contains("truncated"), "{m}");
     assert!(message("long.bin").contains("trailing bytes"));
     assert!(message("tiny.bin").contains("too short"));
@@ -59,9 +63,17 @@ fn truncated_or_padded_checkpoints_are_refused_naming_both_sizes() {
     // The same through the CLI, and through `tvl run` on a .bin.
     let e = stderr_of(&["convert", dir.join("short.bin").to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert!(e.contains("truncated"), "{e}");
-    let e = stderr_of(&["run", dir.join("short.bin").to_str().unwrap(), "-z", models.join("tok512.bin").to_str().unwrap()]);
+    let e =
+        stderr_of(&["run", dir.join("short.bin").to_str().unwrap(), "-z", models.join("tok512.bin").to_str().unwrap()]);
     assert!(e.contains("truncated"), "{e}");
-    assert_eq!(std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("partial")).count(), 0);
+    assert_eq!(
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -75,7 +87,10 @@ fn damaged_tvl_files_are_refused_before_mapping_any_tensor() {
         path
     };
     let m = open_error(&write("truncated.tvl", &bytes[..bytes.len() - 64]));
-    assert!(m.contains(&format!("file is {} bytes but its header says {} bytes", bytes.len() - 64, bytes.len())), "{m}");
+    assert!(
+        m.contains(&format!("file is {} bytes but its header says {} bytes", bytes.len() - 64, bytes.len())),
+        "{m}"
+    );
     assert!(open_error(&write("header-only.tvl", &bytes[..100])).contains("shorter than the 256-byte TVL header"));
     assert!(open_error(&write("empty.tvl", &[])).contains("shorter than"));
     let patched = |at: usize, value: &[u8]| {
@@ -131,7 +146,14 @@ fn over_long_prompts_and_bad_tokens_are_errors() {
     assert!(matches!(model.forward(&mut state, 1, 8), Err(Error::PositionOutOfRange { pos: 8, .. })));
     // Through the CLI, on the real model (context 512).
     let long_prompt = "Once upon a time ".repeat(200);
-    let e = stderr_of(&["run", models.join("stories260K.bin").to_str().unwrap(), "-z", models.join("tok512.bin").to_str().unwrap(), "-i", &long_prompt]);
+    let e = stderr_of(&[
+        "run",
+        models.join("stories260K.bin").to_str().unwrap(),
+        "-z",
+        models.join("tok512.bin").to_str().unwrap(),
+        "-i",
+        &long_prompt,
+    ]);
     assert!(e.contains("the prompt is") && e.contains("512 positions"), "{e}");
 }
 
@@ -157,12 +179,7 @@ fn invalid_utf8_prompts_and_garbage_files_are_errors() {
     {
         use std::os::unix::ffi::OsStrExt;
         let model = models.join("stories260K.bin");
-        let out = tvl(&[
-            "run".as_ref(),
-            model.as_os_str(),
-            "-i".as_ref(),
-            std::ffi::OsStr::from_bytes(b"caf\xe9"),
-        ]);
+        let out = tvl(&["run".as_ref(), model.as_os_str(), "-i".as_ref(), std::ffi::OsStr::from_bytes(b"caf\xe9")]);
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("invalid UTF-8"));
     }

@@ -18,7 +18,15 @@ fn bench_json_report_is_well_formed() {
     assert_eq!(report["model"], "stories260K");
     assert_eq!(report["threads"], 2);
     assert_eq!(report["tokens"], 16);
-    for field in ["load_ms", "first_token_ms", "tokens_per_second", "ms_per_token", "achieved_gb_per_s", "probe_gb_per_s", "roofline_fraction"] {
+    for field in [
+        "load_ms",
+        "first_token_ms",
+        "tokens_per_second",
+        "ms_per_token",
+        "achieved_gb_per_s",
+        "probe_gb_per_s",
+        "roofline_fraction",
+    ] {
         let v = report[field].as_f64().unwrap_or_else(|| panic!("{field} missing: {report}"));
         assert!(v.is_finite() && v > 0.0, "{field} = {v}");
     }

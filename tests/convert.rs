@@ -62,7 +62,9 @@ fn quantized_conversion_round_trips_within_the_scheme_bound() {
     let Some(models) = models() else { return };
     let checkpoint = Checkpoint::open(&models.join("stories260K.bin")).unwrap();
     let dir = scratch("quantized-round-trip");
-    for (weights, name) in [(tvl::Weights::Q8_0 { group_size: 32 }, "q8_0"), (tvl::Weights::Q4_0 { group_size: 32 }, "q4_0")] {
+    for (weights, name) in
+        [(tvl::Weights::Q8_0 { group_size: 32 }, "q8_0"), (tvl::Weights::Q4_0 { group_size: 32 }, "q4_0")]
+    {
         let out = dir.join(format!("{name}.tvl"));
         let header = convert::convert(&models.join("stories260K.bin"), &out, Some(weights), &mut |_, _| {}).unwrap();
         assert_eq!(header.config.weights, weights);
@@ -81,12 +83,15 @@ fn quantized_conversion_round_trips_within_the_scheme_bound() {
             for (row, (e, v)) in expected.chunks_exact(cols).zip(values.chunks_exact(cols)).enumerate() {
                 for (e, v) in e.chunks(gs).zip(v.chunks(gs)) {
                     let max = e.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-                    let bound = 1.0001 * if matches!(p.encoding, tvl::Encoding::Q4 { .. }) { max / 8.0 } else { max / 254.0 };
+                    let bound =
+                        1.0001 * if matches!(p.encoding, tvl::Encoding::Q4 { .. }) { max / 8.0 } else { max / 254.0 };
                     assert!(e.iter().zip(v).all(|(a, b)| (a - b).abs() <= bound), "{name} {label} row {row}");
                 }
             }
             let expected_encoding = match (weights, tensor.kind) {
-                (tvl::Weights::Q4_0 { .. }, TensorKind::TokenEmbedding | TensorKind::Classifier) => tvl::Encoding::Q8 { group_size: 32 },
+                (tvl::Weights::Q4_0 { .. }, TensorKind::TokenEmbedding | TensorKind::Classifier) => {
+                    tvl::Encoding::Q8 { group_size: 32 }
+                }
                 (tvl::Weights::Q4_0 { .. }, _) => tvl::Encoding::Q4 { group_size: 32 },
                 _ => tvl::Encoding::Q8 { group_size: 32 },
             };
@@ -227,7 +232,12 @@ fn int8_checkpoints_keep_their_exact_values() {
     let cut = scratch("q80-cut").join("cut.bin");
     std::fs::write(&cut, &std::fs::read(&q80).unwrap()[..300_000]).unwrap();
     let error = Checkpoint::open(&cut).err().unwrap().to_string();
-    assert!(error.contains("file is 300000 bytes") && error.contains("requires 521728 bytes") && error.contains("is truncated"), "{error}");
+    assert!(
+        error.contains("file is 300000 bytes")
+            && error.contains("requires 521728 bytes")
+            && error.contains("is truncated"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -71,12 +71,8 @@ fn tokenizer_golden_ids() {
 #[test]
 fn tokenize_command_prints_ids() {
     let Some(models) = models() else { return };
-    let out = tvl_command()
-        .args(["tokenize", "-z"])
-        .arg(models.join("tok512.bin"))
-        .arg("Once upon a time")
-        .output()
-        .unwrap();
+    let out =
+        tvl_command().args(["tokenize", "-z"]).arg(models.join("tok512.bin")).arg("Once upon a time").output().unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "1 403 407 261 378\n");
 }
 
@@ -93,13 +89,20 @@ fn logits_match_the_reference_on_every_path_and_do_not_depend_on_threads() {
     for options in every_path() {
         let model = Stories260K::open_with(&tvl_file, &options).unwrap();
         let (logits, worst) = logits_of(&model, &golden);
-        eprintln!("{} kernels, {} threads: largest logit difference from the reference {worst:e}", model.kernels(), model.threads());
+        eprintln!(
+            "{} kernels, {} threads: largest logit difference from the reference {worst:e}",
+            model.kernels(),
+            model.threads()
+        );
         if options.kernels == Some(IsaChoice::Scalar) {
             assert_eq!(worst, 0.0, "the scalar path adds in the reference's order");
         }
         match &one_thread {
             Some((isa, first)) if Some(*isa) == options.kernels => {
-                assert!(first.iter().zip(&logits).all(|(a, b)| a.to_bits() == b.to_bits()), "{options:?} differs from 1 thread");
+                assert!(
+                    first.iter().zip(&logits).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{options:?} differs from 1 thread"
+                );
             }
             _ => one_thread = Some((options.kernels.unwrap(), logits)),
         }

@@ -53,7 +53,14 @@ fn check_matvec(name: &str, isa: &str, panels: Panels, scalar: Kernel, simd: Ker
     }
     if panels.encoding != Encoding::F32 {
         for row in 0..rows {
-            assert_eq!(got[row].to_bits(), expected[row].to_bits(), "{name} {:?} {isa} row {row}: {} vs {}", panels.encoding, got[row], expected[row]);
+            assert_eq!(
+                got[row].to_bits(),
+                expected[row].to_bits(),
+                "{name} {:?} {isa} row {row}: {} vs {}",
+                panels.encoding,
+                got[row],
+                expected[row]
+            );
         }
         return;
     }
@@ -61,7 +68,13 @@ fn check_matvec(name: &str, isa: &str, panels: Panels, scalar: Kernel, simd: Ker
     for row in 0..panels.rows {
         let magnitude: f64 = (0..panels.cols).map(|c| (row_major[row * panels.cols + c] * x[c]).abs() as f64).sum();
         let error = (got[row] as f64 - expected[row] as f64).abs();
-        assert!(error <= 2.0 * gamma * magnitude + 1e-30, "{name} {isa} row {row}: {} vs {} (bound {})", got[row], expected[row], 2.0 * gamma * magnitude);
+        assert!(
+            error <= 2.0 * gamma * magnitude + 1e-30,
+            "{name} {isa} row {row}: {} vs {} (bound {})",
+            got[row],
+            expected[row],
+            2.0 * gamma * magnitude
+        );
     }
 }
 
@@ -139,7 +152,10 @@ fn simd_kernels_match_scalar_for_every_bundled_shape() {
     ];
     assert_eq!(tested.len(), BUNDLED.len(), "a config was added to model-configs/: add its type here");
     assert!(tested.iter().all(|&n| n >= 2), "no SIMD path was tested on this machine: {:?}", IsaChoice::all());
-    println!("kernel paths tested: {:?}", IsaChoice::all().iter().filter(|i| i.available()).map(|i| i.name()).collect::<Vec<_>>());
+    println!(
+        "kernel paths tested: {:?}",
+        IsaChoice::all().iter().filter(|i| i.available()).map(|i| i.name()).collect::<Vec<_>>()
+    );
 }
 
 /// `K`'s kernels against the scalar ones for 0 to 3 tiles (thread splits hand kernels any
@@ -172,13 +188,34 @@ fn check_tile_ranges<K: Isa>() {
             // SAFETY: the scalar kernels run anywhere; K is available (see the caller).
             unsafe {
                 match encoding {
-                    Encoding::Q8 { group_size: 4 } => (Scalar::matvec_q8::<128, 4>(&mut a, &w, xq.view()), K::matvec_q8::<128, 4>(&mut b, &w, xq.view())),
-                    Encoding::Q8 { group_size: 8 } => (Scalar::matvec_q8::<128, 8>(&mut a, &w, xq.view()), K::matvec_q8::<128, 8>(&mut b, &w, xq.view())),
-                    Encoding::Q8 { group_size: 16 } => (Scalar::matvec_q8::<128, 16>(&mut a, &w, xq.view()), K::matvec_q8::<128, 16>(&mut b, &w, xq.view())),
-                    Encoding::Q8 { group_size: 32 } => (Scalar::matvec_q8::<128, 32>(&mut a, &w, xq.view()), K::matvec_q8::<128, 32>(&mut b, &w, xq.view())),
-                    Encoding::Q8 { .. } => (Scalar::matvec_q8::<128, 64>(&mut a, &w, xq.view()), K::matvec_q8::<128, 64>(&mut b, &w, xq.view())),
-                    Encoding::Q4 { group_size: 32 } => (Scalar::matvec_q4::<128, 32>(&mut a, &w, xq.view()), K::matvec_q4::<128, 32>(&mut b, &w, xq.view())),
-                    _ => (Scalar::matvec_q4::<128, 64>(&mut a, &w, xq.view()), K::matvec_q4::<128, 64>(&mut b, &w, xq.view())),
+                    Encoding::Q8 { group_size: 4 } => (
+                        Scalar::matvec_q8::<128, 4>(&mut a, &w, xq.view()),
+                        K::matvec_q8::<128, 4>(&mut b, &w, xq.view()),
+                    ),
+                    Encoding::Q8 { group_size: 8 } => (
+                        Scalar::matvec_q8::<128, 8>(&mut a, &w, xq.view()),
+                        K::matvec_q8::<128, 8>(&mut b, &w, xq.view()),
+                    ),
+                    Encoding::Q8 { group_size: 16 } => (
+                        Scalar::matvec_q8::<128, 16>(&mut a, &w, xq.view()),
+                        K::matvec_q8::<128, 16>(&mut b, &w, xq.view()),
+                    ),
+                    Encoding::Q8 { group_size: 32 } => (
+                        Scalar::matvec_q8::<128, 32>(&mut a, &w, xq.view()),
+                        K::matvec_q8::<128, 32>(&mut b, &w, xq.view()),
+                    ),
+                    Encoding::Q8 { .. } => (
+                        Scalar::matvec_q8::<128, 64>(&mut a, &w, xq.view()),
+                        K::matvec_q8::<128, 64>(&mut b, &w, xq.view()),
+                    ),
+                    Encoding::Q4 { group_size: 32 } => (
+                        Scalar::matvec_q4::<128, 32>(&mut a, &w, xq.view()),
+                        K::matvec_q4::<128, 32>(&mut b, &w, xq.view()),
+                    ),
+                    _ => (
+                        Scalar::matvec_q4::<128, 64>(&mut a, &w, xq.view()),
+                        K::matvec_q4::<128, 64>(&mut b, &w, xq.view()),
+                    ),
                 };
             }
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
@@ -236,7 +273,9 @@ fn int8_kernels_are_exact_for_every_byte_value() {
                 #[cfg(target_arch = "aarch64")]
                 IsaChoice::Neon => tvl::kernels::neon::Neon::matvec_q8::<256, 32>(&mut got, &w, xq.view()),
                 #[cfg(target_arch = "aarch64")]
-                IsaChoice::NeonDotprod => tvl::kernels::neon::NeonDotprod::matvec_q8::<256, 32>(&mut got, &w, xq.view()),
+                IsaChoice::NeonDotprod => {
+                    tvl::kernels::neon::NeonDotprod::matvec_q8::<256, 32>(&mut got, &w, xq.view())
+                }
             }
         }
         assert_eq!(got, expected, "{}", isa.name());

@@ -89,7 +89,8 @@ impl Runq {
         let (c, gs) = (&self.c, self.gs);
         let (dim, kv_dim, hd, hidden) = (c.dim, c.kv_dim(), c.head_dim(), c.hidden_dim);
         let row = token * dim;
-        let mut x: Vec<f32> = (0..dim).map(|i| self.embedding.q[row + i] as f32 * self.embedding.s[(row + i) / gs]).collect();
+        let mut x: Vec<f32> =
+            (0..dim).map(|i| self.embedding.q[row + i] as f32 * self.embedding.s[(row + i) / gs]).collect();
         let rope_row: Vec<(f32, f32)> = (0..hd / 2)
             .map(|p| {
                 let angle = pos as f32 * (1.0 / c.rope_theta.powf((2 * p) as f32 / hd as f32));
@@ -169,6 +170,11 @@ fn reference_port_of_runq_reproduces_the_int8_golden_text() {
             token = next;
         }
         let text = String::from_utf8(text).unwrap();
-        assert!(text == case.text, "prompt {:?}: differs at byte {}\n got: {text:?}", case.prompt, first_difference(&text, &case.text));
+        assert!(
+            text == case.text,
+            "prompt {:?}: differs at byte {}\n got: {text:?}",
+            case.prompt,
+            first_difference(&text, &case.text)
+        );
     }
 }

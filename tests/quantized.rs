@@ -34,7 +34,10 @@ fn quantized_tvl(weights: Weights) -> Option<PathBuf> {
                 tvl::convert::convert(&models.join("stories260K.bin"), &out, Some(weights), &mut |_, _| {}).unwrap();
                 out
             };
-            Some((convert(Weights::Q8_0 { group_size: 32 }, "q8_0.tvl"), convert(Weights::Q4_0 { group_size: 32 }, "q4_0.tvl")))
+            Some((
+                convert(Weights::Q8_0 { group_size: 32 }, "q8_0.tvl"),
+                convert(Weights::Q4_0 { group_size: 32 }, "q4_0.tvl"),
+            ))
         })
         .clone()?;
     Some(if matches!(weights, Weights::Q4_0 { .. }) { q4 } else { q8 })
@@ -44,7 +47,9 @@ fn generate(models: &std::path::Path, model: &dyn Forward, case: &GenerateCase) 
     let tokenizer = Tokenizer::from_file(models.join(&case.tokenizer)).unwrap();
     let mut sampler = Sampler::new(tokenizer.vocab_size(), case.temperature, case.topp, case.seed);
     let mut text = Vec::new();
-    Session::new(model).generate(&tokenizer, &mut sampler, &case.prompt, case.steps, |p| text.extend_from_slice(p)).unwrap();
+    Session::new(model)
+        .generate(&tokenizer, &mut sampler, &case.prompt, case.steps, |p| text.extend_from_slice(p))
+        .unwrap();
     String::from_utf8(text).unwrap()
 }
 
@@ -121,9 +126,12 @@ fn kl_divergence(p_logits: &[f32], q_logits: &[f32]) -> f64 {
 /// flip close calls, but not most of them.
 #[test]
 fn quantized_logits_stay_close_to_fp32() {
-    let (Some(models), Some(q80), Some(q8), Some(q4)) =
-        (models(), q80_tvl(), quantized_tvl(Weights::Q8_0 { group_size: 32 }), quantized_tvl(Weights::Q4_0 { group_size: 32 }))
-    else {
+    let (Some(models), Some(q80), Some(q8), Some(q4)) = (
+        models(),
+        q80_tvl(),
+        quantized_tvl(Weights::Q8_0 { group_size: 32 }),
+        quantized_tvl(Weights::Q4_0 { group_size: 32 }),
+    ) else {
         return;
     };
     let fp32 = stories260k_tvl().unwrap();
@@ -133,7 +141,8 @@ fn quantized_logits_stay_close_to_fp32() {
         ("q8_0, groups of 32 (tvl convert)", Box::new(Stories260KQ80::open(&q8).unwrap())),
         ("q4_0, groups of 32 (tvl convert)", Box::new(Stories260KQ40::open(&q4).unwrap())),
     ];
-    let cases: Vec<_> = generate_cases("stories260K-generate.jsonl").into_iter().filter(|c| c.temperature == 0.0).collect();
+    let cases: Vec<_> =
+        generate_cases("stories260K-generate.jsonl").into_iter().filter(|c| c.temperature == 0.0).collect();
     eprintln!("| weights | top-1 = fp32 (of 32) | mean KL (nats) | greedy text vs fp32 golden |");
     for (name, model) in &models_under_test {
         let (top1, kl) = agreement(model.as_ref());
@@ -144,7 +153,12 @@ fn quantized_logits_stay_close_to_fp32() {
                 if text == case.text {
                     format!("{:?}: identical ({} bytes)", case.prompt, text.len())
                 } else {
-                    format!("{:?}: first differs at byte {} of {}", case.prompt, first_difference(&text, &case.text), case.text.len())
+                    format!(
+                        "{:?}: first differs at byte {} of {}",
+                        case.prompt,
+                        first_difference(&text, &case.text),
+                        case.text.len()
+                    )
                 }
             })
             .collect();
@@ -172,15 +186,39 @@ fn convert_command_quantizes_and_run_uses_the_compiled_quantized_model() {
         .unwrap();
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let inspect = String::from_utf8(tvl_command().arg("inspect").arg(&out).output().unwrap().stdout).unwrap();
-    assert!(inspect.contains("weights        q4_0 (groups of 32") && inspect.contains("compiled model stories260K-q4_0"), "{inspect}");
+    assert!(
+        inspect.contains("weights        q4_0 (groups of 32") && inspect.contains("compiled model stories260K-q4_0"),
+        "{inspect}"
+    );
     assert!(inspect.contains("q4/32") && inspect.contains("q8/32"), "{inspect}");
-    let run = tvl_command().arg("run").arg(&out).arg("-z").arg(models.join("tok512.bin")).args(["-t", "0", "-n", "40", "-i", "Once upon a time"]).output().unwrap();
+    let run = tvl_command()
+        .arg("run")
+        .arg(&out)
+        .arg("-z")
+        .arg(models.join("tok512.bin"))
+        .args(["-t", "0", "-n", "40", "-i", "Once upon a time"])
+        .output()
+        .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(String::from_utf8(run.stdout).unwrap().starts_with("Once upon a time"));
-    let bad = tvl_command().arg("convert").arg(models.join("stories260K.bin")).arg("-o").arg(dir.join("x.tvl")).args(["--quant", "q4_0", "--group-size", "16"]).output().unwrap();
+    let bad = tvl_command()
+        .arg("convert")
+        .arg(models.join("stories260K.bin"))
+        .arg("-o")
+        .arg(dir.join("x.tvl"))
+        .args(["--quant", "q4_0", "--group-size", "16"])
+        .output()
+        .unwrap();
     let e = String::from_utf8(bad.stderr).unwrap();
     assert!(!bad.status.success() && e.contains("q4_0 needs a group size of 32 or 64"), "{e}");
-    let bad = tvl_command().arg("convert").arg(models.join("stories260K.bin")).arg("-o").arg(dir.join("x.tvl")).args(["--quant", "q5"]).output().unwrap();
+    let bad = tvl_command()
+        .arg("convert")
+        .arg(models.join("stories260K.bin"))
+        .arg("-o")
+        .arg(dir.join("x.tvl"))
+        .args(["--quant", "q5"])
+        .output()
+        .unwrap();
     let e = String::from_utf8(bad.stderr).unwrap();
     assert!(!bad.status.success() && e.contains("`q5` is not one of f32, q8_0, q4_0"), "{e}");
 }
@@ -189,7 +227,11 @@ fn convert_command_quantizes_and_run_uses_the_compiled_quantized_model() {
 fn a_quantized_file_is_refused_by_the_f32_model_naming_the_weights() {
     let Some(q8) = quantized_tvl(Weights::Q8_0 { group_size: 32 }) else { return };
     let e = tvl::bundled::Stories260K::open(&q8).err().unwrap().to_string();
-    assert!(e.contains("weights is f32, not q8_0 (group size 32)") || e.contains("weights is q8_0 (group size 32), not f32"), "{e}");
+    assert!(
+        e.contains("weights is f32, not q8_0 (group size 32)")
+            || e.contains("weights is q8_0 (group size 32), not f32"),
+        "{e}"
+    );
     let e = Stories260KQ40::open(&q8).err().unwrap().to_string();
     assert!(e.contains("weights"), "{e}");
 }

@@ -87,7 +87,11 @@ impl Report {
 
 /// A JSON number (full precision), or null for what JSON cannot represent.
 fn json_number(v: f64) -> String {
-    if v.is_finite() { v.to_string() } else { "null".into() }
+    if v.is_finite() {
+        v.to_string()
+    } else {
+        "null".into()
+    }
 }
 
 /// Bytes of weights one forward pass reads.
@@ -123,7 +127,8 @@ pub fn run(model: &dyn Forward, load: Duration, tokens: usize, repetitions: usiz
         Ok((first, start.elapsed()))
     };
     let (first_token, _) = decode(&mut state)?;
-    let mut times: Vec<Duration> = (0..repetitions.max(1)).map(|_| decode(&mut state).map(|t| t.1)).collect::<Result<_>>()?;
+    let mut times: Vec<Duration> =
+        (0..repetitions.max(1)).map(|_| decode(&mut state).map(|t| t.1)).collect::<Result<_>>()?;
     times.sort();
     let median = times[times.len() / 2];
     let layout = Layout::new(&c);

@@ -56,7 +56,10 @@ pub fn parse_checkpoint_header(bytes: &[u8], name: &str) -> Result<(Config, Chec
     let is_ak42 = bytes.len() >= 4 && i32_at(0)? as u32 == MAGIC_AK42;
     let (params_at, format, header_len) = if is_ak42 {
         if bytes.len() < 256 {
-            return Err(format!("file is {} bytes, shorter than the 256-byte header of its \"ak42\" magic", bytes.len()));
+            return Err(format!(
+                "file is {} bytes, shorter than the 256-byte header of its \"ak42\" magic",
+                bytes.len()
+            ));
         }
         match i32_at(4)? {
             1 => (8, CheckpointFormat::Version1, 256),
@@ -79,7 +82,11 @@ pub fn parse_checkpoint_header(bytes: &[u8], name: &str) -> Result<(Config, Chec
     let [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab, seq_len] = params;
     let names = ["dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"];
     for (name, v) in names.iter().zip(params) {
-        let v = if *name == "vocab_size" && format == CheckpointFormat::Legacy { v.unsigned_abs() as i64 } else { v as i64 };
+        let v = if *name == "vocab_size" && format == CheckpointFormat::Legacy {
+            v.unsigned_abs() as i64
+        } else {
+            v as i64
+        };
         if v <= 0 {
             return Err(format!("header field {name} is {v}; not a llama2.c checkpoint?"));
         }
@@ -119,7 +126,11 @@ pub fn parse_checkpoint_header(bytes: &[u8], name: &str) -> Result<(Config, Chec
 fn sanitize_name(stem: &str) -> String {
     let name: String =
         stem.chars().map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' }).take(32).collect();
-    if name.is_empty() { "model".into() } else { name }
+    if name.is_empty() {
+        "model".into()
+    } else {
+        name
+    }
 }
 
 fn is_matrix(kind: TensorKind) -> bool {
@@ -232,7 +243,11 @@ impl Checkpoint {
 
     /// (byte offset, elements) of a tensor (for a shared classifier: the embedding).
     fn locate(&self, kind: TensorKind, layer: Option<usize>) -> (usize, usize) {
-        let kind = if kind == TensorKind::Classifier && self.config.shared_classifier { TensorKind::TokenEmbedding } else { kind };
+        let kind = if kind == TensorKind::Classifier && self.config.shared_classifier {
+            TensorKind::TokenEmbedding
+        } else {
+            kind
+        };
         let &(_, _, offset, len) = self
             .arrays
             .iter()
@@ -273,7 +288,10 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 pub enum TensorData {
     F32(Vec<f32>),
     /// int8 values and one scale per group of the source's group size along each row.
-    Q8 { q: Vec<i8>, scales: Vec<f32> },
+    Q8 {
+        q: Vec<i8>,
+        scales: Vec<f32>,
+    },
 }
 
 impl TensorData {
@@ -314,7 +332,8 @@ pub fn write_tvl(
 ) -> Result<Header> {
     let layout = Layout::new(config);
     let header = Header::for_config(config);
-    let file_name = output.file_name().ok_or_else(|| Error::Invalid(format!("{} is not a file path", output.display())))?;
+    let file_name =
+        output.file_name().ok_or_else(|| Error::Invalid(format!("{} is not a file path", output.display())))?;
     let temp = output.with_file_name(format!(".{}.{}.partial", file_name.to_string_lossy(), std::process::id()));
     let guard = RemoveOnDrop(Some(temp.clone()));
     let file = File::create(&temp).map_err(Error::io(&temp))?;
@@ -384,7 +403,7 @@ pub fn synthesize(config: &Config, output: &Path, seed: u64, progress: Progress)
             let mut rng = SplitMix64(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let (rows, cols) = tensor.storage.shape();
             let (center, spread) = match tensor.storage {
-                Storage::Vector(_) => (1.0, 0.1),         // norm weights near 1
+                Storage::Vector(_) => (1.0, 0.1),                        // norm weights near 1
                 Storage::Panels(_) => (0.0, 1.0 / (cols as f32).sqrt()), // keeps activations O(1)
             };
             Ok(TensorData::F32((0..rows * cols).map(|_| center + spread * rng.next_symmetric()).collect()))

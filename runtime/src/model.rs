@@ -108,9 +108,7 @@ pub struct Transformer<M: Model> {
 pub fn read_header(path: &Path) -> Result<Header> {
     use std::io::Read;
     let mut bytes = Vec::with_capacity(HEADER_BYTES);
-    File::open(path)
-        .and_then(|f| f.take(HEADER_BYTES as u64).read_to_end(&mut bytes))
-        .map_err(Error::io(path))?;
+    File::open(path).and_then(|f| f.take(HEADER_BYTES as u64).read_to_end(&mut bytes)).map_err(Error::io(path))?;
     Header::decode(&bytes).map_err(|cause| Error::Header { path: path.into(), cause })
 }
 
@@ -133,16 +131,22 @@ impl<M: Model> Transformer<M> {
         let header = Header::decode(&map).map_err(|cause| Error::Header { path: path.into(), cause })?;
         let expected = Layout::new(&M::CONFIG);
         let difference = header.config.first_difference(&M::CONFIG).or_else(|| {
-            (header.fingerprint != M::LAYOUT.fingerprint)
-                .then(|| format!("layout fingerprint is {:016x}, not {:016x}", header.fingerprint, M::LAYOUT.fingerprint))
+            (header.fingerprint != M::LAYOUT.fingerprint).then(|| {
+                format!("layout fingerprint is {:016x}, not {:016x}", header.fingerprint, M::LAYOUT.fingerprint)
+            })
         });
         if let Some(difference) = difference {
             return Err(Error::WrongModel { path: path.into(), expected: M::CONFIG.name.to_string(), difference });
         }
         if map.len() != header.file_size {
-            return Err(Error::FileSize { path: path.into(), expected: header.file_size as u64, actual: map.len() as u64 });
+            return Err(Error::FileSize {
+                path: path.into(),
+                expected: header.file_size as u64,
+                actual: map.len() as u64,
+            });
         }
-        check_layout::<M>(&expected, map.len(), map.as_ptr()).map_err(|problem| Error::BadLayout { path: path.into(), problem })?;
+        check_layout::<M>(&expected, map.len(), map.as_ptr())
+            .map_err(|problem| Error::BadLayout { path: path.into(), problem })?;
         let isa = match options.kernels {
             Some(isa) if isa.available() => isa,
             Some(isa) => return Err(Error::Invalid(format!("this CPU cannot run the {} kernels", isa.name()))),
@@ -159,7 +163,8 @@ impl<M: Model> Transformer<M> {
             #[cfg(target_arch = "aarch64")]
             IsaChoice::NeonDotprod => forward::<M, kernels::neon::NeonDotprod>,
         };
-        let pool = Pool::new(options.resolved_threads()).map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))?;
+        let pool = Pool::new(options.resolved_threads())
+            .map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))?;
         Ok(Transformer {
             map,
             rope: rope_table(&M::CONFIG),
@@ -179,7 +184,7 @@ impl<M: Model> Transformer<M> {
     /// A norm weight vector. `open` checked that every tensor of `M::LAYOUT` lies inside the
     /// mapping at a multiple of 64 bytes from a page-aligned base, so it is aligned for f32.
     pub fn vector(&self, span: Span) -> &[f32] {
-        &kernels::as_f32s(&self.map[span.offset..span.offset + 4 * span.len])
+        kernels::as_f32s(&self.map[span.offset..span.offset + 4 * span.len])
     }
 
     /// The stored bytes of a matrix.
@@ -195,7 +200,7 @@ fn check_layout<M: Model>(expected: &Layout, map_len: usize, base: *const u8) ->
     if M::LAYOUT != *expected {
         return Err(format!("the compiled offset table of `{}` is not the layout of its config", M::CONFIG.name));
     }
-    if base as usize % ALIGN != 0 {
+    if !(base as usize).is_multiple_of(ALIGN) {
         return Err("the mapping is not 64-byte aligned".into());
     }
     for tensor in expected.tensors() {
@@ -291,7 +296,8 @@ impl<M: Model> Forward for Transformer<M> {
         if pos >= M::CONFIG.seq_len {
             return Err(Error::PositionOutOfRange { pos, seq_len: M::CONFIG.seq_len });
         }
-        if state.key_cache.len() != M::CONFIG.n_layers * M::CONFIG.seq_len * M::CONFIG.kv_dim() || state.x.len() < M::CONFIG.dim
+        if state.key_cache.len() != M::CONFIG.n_layers * M::CONFIG.seq_len * M::CONFIG.kv_dim()
+            || state.x.len() < M::CONFIG.dim
             || state.xq.group_size() != M::CONFIG.weights.group_size().unwrap_or(0)
         {
             return Err(Error::Invalid(format!("this state was not made for model `{}`", M::CONFIG.name)));
@@ -418,7 +424,9 @@ unsafe fn forward<M: Model, K: Isa>(w: &Transformer<M>, pool: &mut Pool, s: &mut
 
     kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(layout.final_norm), c.norm_eps);
     let x = input(&s.xb, dim, &mut s.xq, quantized);
-    unsafe { matvec(pool, M::matvec_vocab_x_dim::<K>, &mut s.logits[rows(layout.classifier)], w.panels(layout.classifier), x) };
+    unsafe {
+        matvec(pool, M::matvec_vocab_x_dim::<K>, &mut s.logits[rows(layout.classifier)], w.panels(layout.classifier), x)
+    };
 }
 
 /// A model compiled into a binary, found by the header of the file to run.

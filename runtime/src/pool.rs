@@ -58,8 +58,9 @@ impl Pool {
         let mut workers = Vec::new();
         for index in 1..threads.max(1) {
             let for_worker = shared.clone();
-            let worker =
-                std::thread::Builder::new().name(format!("tvl-worker-{index}")).spawn(move || worker(&for_worker, index));
+            let worker = std::thread::Builder::new()
+                .name(format!("tvl-worker-{index}"))
+                .spawn(move || worker(&for_worker, index));
             match worker {
                 Ok(handle) => workers.push(handle),
                 Err(e) => {

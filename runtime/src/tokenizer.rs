@@ -31,7 +31,8 @@ impl Tokenizer {
         let at = std::cell::Cell::new(0);
         let take = |n: usize, what: &str| -> Result<&[u8], String> {
             let start = at.get();
-            let field = bytes.get(start..start + n).ok_or_else(|| format!("truncated at byte {start} while reading {what}"))?;
+            let field =
+                bytes.get(start..start + n).ok_or_else(|| format!("truncated at byte {start} while reading {what}"))?;
             at.set(start + n);
             Ok(field)
         };
@@ -174,8 +175,7 @@ mod tests {
 
     #[test]
     fn merges_by_best_score_and_falls_back_to_bytes() {
-        let mut pieces: Vec<(String, f32)> =
-            vec![("<unk>".into(), 0.0), ("<s>".into(), 0.0), ("</s>".into(), 0.0)];
+        let mut pieces: Vec<(String, f32)> = vec![("<unk>".into(), 0.0), ("<s>".into(), 0.0), ("</s>".into(), 0.0)];
         pieces.extend((0..256).map(|b| (format!("<0x{b:02X}>"), 0.0)));
         for (p, s) in [(" ", -1.0), ("a", -1.0), ("b", -1.0), ("ab", -2.0), (" a", -3.0), (" ab", -0.5)] {
             pieces.push((p.into(), s));

@@ -24,7 +24,10 @@ pub fn expand_attribute(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let path_literal: syn::LitStr = syn::parse2(attr).map_err(|e| {
-        syn::Error::new(e.span(), "expected the path of a model config, e.g. #[tvl_model(\"model-configs/stories260K.toml\")]")
+        syn::Error::new(
+            e.span(),
+            "expected the path of a model config, e.g. #[tvl_model(\"model-configs/stories260K.toml\")]",
+        )
     })?;
     let item: syn::ItemStruct = syn::parse2(item)?;
     if !matches!(item.fields, syn::Fields::Unit) || !item.generics.params.is_empty() {
@@ -32,7 +35,8 @@ fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     }
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_default();
     let path = manifest_dir.join(path_literal.value());
-    let config = read_config(&path, &path_literal.value()).map_err(|message| syn::Error::new(path_literal.span(), message))?;
+    let config =
+        read_config(&path, &path_literal.value()).map_err(|message| syn::Error::new(path_literal.span(), message))?;
     Ok(model_tokens(&item, &config, &path))
 }
 
@@ -139,7 +143,8 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path) -
 fn config_tokens(c: &Config) -> TokenStream {
     let name = c.name.as_ref();
     let [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len] =
-        [c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len].map(Literal::usize_unsuffixed);
+        [c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len]
+            .map(Literal::usize_unsuffixed);
     let (norm_eps, rope_theta) = (Literal::f32_suffixed(c.norm_eps), Literal::f32_suffixed(c.rope_theta));
     let shared = c.shared_classifier;
     let weights = weights_tokens(c.weights);
@@ -281,7 +286,9 @@ mod tests {
     #[test]
     fn emits_shape_specialized_kernels_and_the_offset_table() {
         let config = Config::from_toml(TOML).unwrap();
-        let item: syn::ItemStruct = syn::parse_quote!(pub struct Tiny;);
+        let item: syn::ItemStruct = syn::parse_quote!(
+            pub struct Tiny;
+        );
         let code = model_tokens(&item, &config, Path::new("/x/tiny.toml")).to_string();
         // w2 is 64 × 172, padded to whole cache-line blocks: 64 × 176.
         assert!(code.contains("matvec :: < 176 >"), "{code}");
@@ -301,10 +308,22 @@ mod tests {
         std::fs::write(&path, TOML.replace("n_heads = 8", "n_heads = 7")).unwrap();
         let path = path.to_string_lossy().into_owned();
         let attr = quote!(#path);
-        let out = expand_attribute(attr, quote!(pub struct Bad;)).to_string();
+        let out = expand_attribute(
+            attr,
+            quote!(
+                pub struct Bad;
+            ),
+        )
+        .to_string();
         assert!(out.contains("compile_error"), "{out}");
         assert!(out.contains("key `n_heads`"), "{out}");
-        let out = expand_attribute(quote!(42), quote!(pub struct Bad;)).to_string();
+        let out = expand_attribute(
+            quote!(42),
+            quote!(
+                pub struct Bad;
+            ),
+        )
+        .to_string();
         assert!(out.contains("expected the path of a model config"), "{out}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -80,7 +80,8 @@ impl Weights {
 
     /// `weights` and `group_size` as a TOML key would give them.
     pub fn from_name(name: &str, group_size: Option<usize>) -> Result<Weights, ConfigError> {
-        let group = || group_size.ok_or_else(|| err("group_size", format!("missing (required by weights = \"{name}\")")));
+        let group =
+            || group_size.ok_or_else(|| err("group_size", format!("missing (required by weights = \"{name}\")")));
         let weights = match name {
             "f32" => match group_size {
                 None => Weights::F32,
@@ -155,9 +156,10 @@ fn err(key: &'static str, message: impl Into<String>) -> ConfigError {
 impl Config {
     /// Parses and validates a config TOML.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError { key: None, message: format!("invalid TOML: {}", e.message()) })?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            key: None,
+            message: format!("invalid TOML: {}", e.message()),
+        })?;
         if let Some(unknown) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
             return Err(ConfigError {
                 key: None,
@@ -193,7 +195,9 @@ impl Config {
         };
         let shared_classifier = match get("shared_classifier")? {
             toml::Value::Boolean(b) => *b,
-            other => return Err(err("shared_classifier", format!("must be true or false, found {}", other.type_str()))),
+            other => {
+                return Err(err("shared_classifier", format!("must be true or false, found {}", other.type_str())))
+            }
         };
         let weights = match table.get("weights") {
             None => "f32",
@@ -238,16 +242,16 @@ impl Config {
                 return Err(err(key, format!("must be a positive 32-bit integer, found {v}")));
             }
         }
-        if self.dim % self.n_heads != 0 {
+        if !self.dim.is_multiple_of(self.n_heads) {
             return Err(err("n_heads", format!("dim {} is not divisible by n_heads {}", self.dim, self.n_heads)));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(err(
                 "n_kv_heads",
                 format!("n_heads {} is not a multiple of n_kv_heads {}", self.n_heads, self.n_kv_heads),
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(err("n_heads", format!("head size dim/n_heads = {} must be even for RoPE", self.head_dim())));
         }
         if self.vocab_size < 3 {

@@ -70,11 +70,7 @@ impl Header {
     /// The header of a file with `config` packed by this build.
     pub fn for_config(config: &Config) -> Header {
         let layout = Layout::new(config);
-        Header {
-            config: config.clone(),
-            fingerprint: layout.fingerprint,
-            file_size: layout.file_size,
-        }
+        Header { config: config.clone(), fingerprint: layout.fingerprint, file_size: layout.file_size }
     }
 
     pub fn encode(&self) -> [u8; HEADER_BYTES] {

@@ -37,11 +37,15 @@ const _: () = assert!(usize::BITS >= 64, "tvl maps whole model files and needs a
 pub enum Encoding {
     F32,
     /// int8 values, one f32 scale per `group_size` columns of a row.
-    Q8 { group_size: usize },
+    Q8 {
+        group_size: usize,
+    },
     /// 4-bit values `q + 8` (q in -8..=7), one f32 scale per `group_size` columns. Within a row's
     /// 32-byte block, byte j holds column j in its low nibble and column j + 32 in its high one,
     /// so one 32-byte load unpacks with a mask and a shift into columns 0–31 and 32–63.
-    Q4 { group_size: usize },
+    Q4 {
+        group_size: usize,
+    },
 }
 
 impl Encoding {
@@ -180,8 +184,12 @@ impl Panels {
     /// llama2.c checkpoint is stored without quantizing it again.
     pub fn pack_q8(&self, q: &[i8], scales: &[f32], out: &mut [u8]) {
         let Encoding::Q8 { group_size } = self.encoding else { panic!("pack_q8 of {} panels", self.encoding.name()) };
-        assert!(self.cols % group_size == 0, "pack_q8: group size {group_size} does not divide {} columns", self.cols);
-        assert_eq!((q.len(), scales.len()), (self.rows * self.cols, self.rows * self.cols / group_size), "pack_q8: sizes");
+        assert!(self.cols.is_multiple_of(group_size), "pack_q8: group size {group_size} does not divide {} columns", self.cols);
+        assert_eq!(
+            (q.len(), scales.len()),
+            (self.rows * self.cols, self.rows * self.cols / group_size),
+            "pack_q8: sizes"
+        );
         assert_eq!(out.len(), self.bytes(), "pack_q8: destination is not the panel size");
         out.fill(0);
         let groups = self.cols / group_size;
@@ -558,8 +566,11 @@ mod tests {
     #[test]
     fn quantized_panels_round_trip_within_the_scheme_bound() {
         let (rows, cols) = (9, 150);
-        let m: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1 + i % 5) as f32).collect();
-        for encoding in [Encoding::Q8 { group_size: 4 }, Encoding::Q8 { group_size: 64 }, Encoding::Q4 { group_size: 32 }] {
+        let m: Vec<f32> =
+            (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1 + i % 5) as f32).collect();
+        for encoding in
+            [Encoding::Q8 { group_size: 4 }, Encoding::Q8 { group_size: 64 }, Encoding::Q4 { group_size: 32 }]
+        {
             let p = Panels { offset: 0, rows, cols, encoding };
             let mut packed = vec![0; p.bytes()];
             p.pack(&m, &mut packed);

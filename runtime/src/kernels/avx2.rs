@@ -94,7 +94,7 @@ unsafe fn hsum(v: __m256) -> f32 {
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
-    const { assert!(COLS % COL_BLOCK == 0) };
+    const { assert!(COLS.is_multiple_of(COL_BLOCK)) };
     // SAFETY: the caller's guarantee (AVX2 and FMA) is passed on.
     unsafe { matvec_cols(out, w, x, COLS) }
 }
@@ -106,7 +106,7 @@ unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
 /// AVX2 and FMA must be available; `cols` must be a multiple of [`COL_BLOCK`].
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn matvec_runtime_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
-    assert!(cols % COL_BLOCK == 0);
+    assert!(cols.is_multiple_of(COL_BLOCK));
     // SAFETY: the caller's guarantee (AVX2 and FMA) is passed on.
     unsafe { matvec_cols(out, w, x, cols) }
 }
@@ -125,7 +125,8 @@ unsafe fn matvec_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
             let panel = w.add(tile * TILE_ROWS * cols);
             let mut acc = [_mm256_setzero_ps(); 2 * TILE_ROWS];
             for block in 0..cols / COL_BLOCK {
-                let (x0, x1) = (_mm256_loadu_ps(x.add(block * COL_BLOCK)), _mm256_loadu_ps(x.add(block * COL_BLOCK + 8)));
+                let (x0, x1) =
+                    (_mm256_loadu_ps(x.add(block * COL_BLOCK)), _mm256_loadu_ps(x.add(block * COL_BLOCK + 8)));
                 let lines = panel.add(block * TILE_ROWS * COL_BLOCK);
                 for row in 0..TILE_ROWS {
                     let line = lines.add(row * COL_BLOCK);
@@ -147,7 +148,10 @@ unsafe fn attention_scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_l
     let positions = scores.len();
     // Checked once, so the loads below stay in bounds: position t of dimension i is at
     // i * seq_len + t < (HEAD_DIM - 1) * seq_len + positions <= keys.len().
-    assert!(q.len() >= HEAD_DIM && positions <= seq_len && keys.len() >= HEAD_DIM * seq_len, "scores: slices shorter than the shape");
+    assert!(
+        q.len() >= HEAD_DIM && positions <= seq_len && keys.len() >= HEAD_DIM * seq_len,
+        "scores: slices shorter than the shape"
+    );
     let (q, k, out) = (&q[..HEAD_DIM], keys.as_ptr(), scores.as_mut_ptr());
     let mut t = 0;
     // SAFETY: loads at i * seq_len + t + 8·j + 7 < i * seq_len + positions (loop conditions),
@@ -181,7 +185,11 @@ unsafe fn attention_scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_l
 /// Integer sums of 4 consecutive columns of one row block against x: (columns 0–31, 32–63),
 /// 8 i32 lanes each.
 #[inline(always)]
-unsafe fn row_block_lanes<const Q4: bool, const VNNI: bool>(row: *const u8, x0: __m256i, x1: __m256i) -> (__m256i, __m256i) {
+unsafe fn row_block_lanes<const Q4: bool, const VNNI: bool>(
+    row: *const u8,
+    x0: __m256i,
+    x1: __m256i,
+) -> (__m256i, __m256i) {
     // SAFETY (whole body): the caller passes a row block inside the checked tile (64 bytes for
     // int8, 32 for 4-bit); the rest is register arithmetic under the enabled features.
     unsafe {
@@ -198,7 +206,10 @@ unsafe fn row_block_lanes<const Q4: bool, const VNNI: bool>(row: *const u8, x0: 
             let zero = _mm256_setzero_si256();
             (_mm256_dpbusd_avx_epi32(zero, w0, x0), _mm256_dpbusd_avx_epi32(zero, w1, x1))
         } else {
-            (_mm256_madd_epi16(_mm256_maddubs_epi16(w0, x0), ones), _mm256_madd_epi16(_mm256_maddubs_epi16(w1, x1), ones))
+            (
+                _mm256_madd_epi16(_mm256_maddubs_epi16(w0, x0), ones),
+                _mm256_madd_epi16(_mm256_maddubs_epi16(w1, x1), ones),
+            )
         }
     }
 }
@@ -233,22 +244,35 @@ unsafe fn add_group(val: __m128, ival: __m128i, w_scales: *const u8, x_scale: f3
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
+    out: &mut [f32],
+    w: &[u8],
+    x: Quantized<'_>,
+) {
     // SAFETY: AVX2 and FMA are enabled here, as the body needs.
     unsafe { quantized_tiles::<COLS, GS, Q4, false>(out, w, x) }
 }
 
 #[target_feature(enable = "avx2,fma,avxvnni")]
-unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bool>(
+    out: &mut [f32],
+    w: &[u8],
+    x: Quantized<'_>,
+) {
     // SAFETY: AVX2, FMA and AVX-VNNI are enabled here, as the body needs.
     unsafe { quantized_tiles::<COLS, GS, Q4, true>(out, w, x) }
 }
 
 #[inline(always)]
-unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, const VNNI: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
-    const { assert!(COLS % Q_COL_BLOCK == 0 && (!Q4 || GS >= 32)) };
+unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, const VNNI: bool>(
+    out: &mut [f32],
+    w: &[u8],
+    x: Quantized<'_>,
+) {
+    const { assert!(COLS.is_multiple_of(Q_COL_BLOCK) && (!Q4 || GS >= 32)) };
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
-    let (tile_bytes, block_bytes, row_bytes) = (tile_bytes(encoding, COLS), encoding.block_bytes(), encoding.row_block_bytes());
+    let (tile_bytes, block_bytes, row_bytes) =
+        (tile_bytes(encoding, COLS), encoding.block_bytes(), encoding.row_block_bytes());
     let groups_per_block = Q_COL_BLOCK / GS;
     let tiles = out.len() / TILE_ROWS;
     // Checked once per call, so the loads below stay in bounds.
@@ -279,14 +303,22 @@ unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, co
                 match GS {
                     64 => {
                         let [(a0, b0), (a1, b1), (a2, b2), (a3, b3)] = lanes;
-                        let rows = [_mm256_add_epi32(a0, b0), _mm256_add_epi32(a1, b1), _mm256_add_epi32(a2, b2), _mm256_add_epi32(a3, b3)];
+                        let rows = [
+                            _mm256_add_epi32(a0, b0),
+                            _mm256_add_epi32(a1, b1),
+                            _mm256_add_epi32(a2, b2),
+                            _mm256_add_epi32(a3, b3),
+                        ];
                         val = add_group(val, _mm_sub_epi32(sum_4_rows(rows), offset0), scales, xs[group]);
                     }
                     32 => {
                         // [group 0 of rows 0-3 | group 1 of rows 0-3]: the order of the scales.
                         let [(a0, b0), (a1, b1), (a2, b2), (a3, b3)] = lanes;
                         let offset1 = _mm_set1_epi32(if Q4 { 8 * xsums[group + 1] } else { 0 });
-                        let sums = _mm256_sub_epi32(sum_8([a0, a1, a2, a3, b0, b1, b2, b3]), _mm256_set_m128i(offset1, offset0));
+                        let sums = _mm256_sub_epi32(
+                            sum_8([a0, a1, a2, a3, b0, b1, b2, b3]),
+                            _mm256_set_m128i(offset1, offset0),
+                        );
                         let terms = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_loadu_ps(scales.cast()));
                         val = _mm_fmadd_ps(_mm256_castps256_ps128(terms), _mm_set1_ps(xs[group]), val);
                         val = _mm_fmadd_ps(_mm256_extractf128_ps::<1>(terms), _mm_set1_ps(xs[group + 1]), val);

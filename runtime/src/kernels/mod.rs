@@ -221,7 +221,7 @@ pub fn scores_scalar<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: us
 /// The scalar matvec as a safe function (it needs no CPU feature).
 #[inline]
 pub fn matvec_scalar<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
-    const { assert!(COLS % COL_BLOCK == 0) };
+    const { assert!(COLS.is_multiple_of(COL_BLOCK)) };
     let rows = out.len() / TILE_ROWS * TILE_ROWS;
     let (out, w, x) = (&mut out[..rows], &w[..rows * COLS], &x[..COLS]);
     for (tile, out) in w.chunks_exact(TILE_ROWS * COLS).zip(out.chunks_exact_mut(TILE_ROWS)) {

@@ -115,7 +115,10 @@ unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
 unsafe fn attention_scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
     let positions = scores.len();
     // Checked once, so the loads below stay in bounds (see the AVX2 kernel).
-    assert!(q.len() >= HEAD_DIM && positions <= seq_len && keys.len() >= HEAD_DIM * seq_len, "scores: slices shorter than the shape");
+    assert!(
+        q.len() >= HEAD_DIM && positions <= seq_len && keys.len() >= HEAD_DIM * seq_len,
+        "scores: slices shorter than the shape"
+    );
     let (q, k, out) = (&q[..HEAD_DIM], keys.as_ptr(), scores.as_mut_ptr());
     let mut t = 0;
     // SAFETY: loads at i * seq_len + t + 4·j + 3 < i * seq_len + positions (loop conditions),
@@ -182,10 +185,15 @@ unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 
 /// The shared body: `DOT` chooses how 16 columns become 4 lanes of 4-column sums.
 #[inline(always)]
-unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, const DOT: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, const DOT: bool>(
+    out: &mut [f32],
+    w: &[u8],
+    x: Quantized<'_>,
+) {
     const { assert!(COLS % Q_COL_BLOCK == 0) };
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
-    let (tile_bytes, block_bytes, row_bytes) = (tile_bytes(encoding, COLS), encoding.block_bytes(), encoding.row_block_bytes());
+    let (tile_bytes, block_bytes, row_bytes) =
+        (tile_bytes(encoding, COLS), encoding.block_bytes(), encoding.row_block_bytes());
     let groups_per_block = Q_COL_BLOCK / GS;
     let tiles = out.len() / TILE_ROWS;
     // Checked once per call, so the loads below stay in bounds.
@@ -217,20 +225,33 @@ unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, co
                 }
             }
             let group = block * groups_per_block;
-            add_block_from_lanes::<GS>(&lanes, &bytes[TILE_ROWS * row_bytes..], &xs[group..group + groups_per_block], &mut val);
+            add_block_from_lanes::<GS>(
+                &lanes,
+                &bytes[TILE_ROWS * row_bytes..],
+                &xs[group..group + groups_per_block],
+                &mut val,
+            );
         }
         out.copy_from_slice(&val);
     }
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
+    out: &mut [f32],
+    w: &[u8],
+    x: Quantized<'_>,
+) {
     // SAFETY: NEON is enabled here, as the plain body needs.
     unsafe { quantized_tiles::<COLS, GS, Q4, false>(out, w, x) }
 }
 
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn matvec_quantized_dotprod<const COLS: usize, const GS: usize, const Q4: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+unsafe fn matvec_quantized_dotprod<const COLS: usize, const GS: usize, const Q4: bool>(
+    out: &mut [f32],
+    w: &[u8],
+    x: Quantized<'_>,
+) {
     // SAFETY: NEON and dotprod are enabled here, as the `sdot` body needs.
     unsafe { quantized_tiles::<COLS, GS, Q4, true>(out, w, x) }
 }

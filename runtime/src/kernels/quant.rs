@@ -37,7 +37,12 @@ impl QuantizedVector {
             return Self::default();
         }
         let padded = round_up(len, Q_COL_BLOCK);
-        QuantizedVector { q: vec![0; padded], scales: vec![0.0; padded / group_size], sums: vec![0; padded / group_size], group_size }
+        QuantizedVector {
+            q: vec![0; padded],
+            scales: vec![0.0; padded / group_size],
+            sums: vec![0; padded / group_size],
+            group_size,
+        }
     }
 
     /// Quantizes `x`; the groups past `x` (padding) become zero.
@@ -85,9 +90,14 @@ pub fn matvec_q4_scalar<const COLS: usize, const GS: usize>(out: &mut [f32], w: 
 }
 
 #[inline]
-fn matvec_quantized_scalar<const COLS: usize, const GS: usize, const Q4: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+fn matvec_quantized_scalar<const COLS: usize, const GS: usize, const Q4: bool>(
+    out: &mut [f32],
+    w: &[u8],
+    x: Quantized<'_>,
+) {
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
-    let (tile_bytes, block_bytes, row_bytes) = (tile_bytes(encoding, COLS), encoding.block_bytes(), encoding.row_block_bytes());
+    let (tile_bytes, block_bytes, row_bytes) =
+        (tile_bytes(encoding, COLS), encoding.block_bytes(), encoding.row_block_bytes());
     let groups_per_block = Q_COL_BLOCK / GS;
     let (xq, xs) = (&x.q[..COLS], &x.scales[..COLS / GS]);
     for (tile, out) in w.chunks_exact(tile_bytes).zip(out.chunks_exact_mut(TILE_ROWS)) {
@@ -120,8 +130,13 @@ fn matvec_quantized_scalar<const COLS: usize, const GS: usize, const Q4: bool>(o
 /// columns (`lanes[row][i]` = Σ over columns 4i..4i+3 of one 64-column block): adds the block's
 /// groups to `val` in column order, exactly as the reference does.
 #[inline(always)]
-pub fn add_block_from_lanes<const GS: usize>(lanes: &[[i32; 16]; TILE_ROWS], w_scales: &[u8], x_scales: &[f32], val: &mut [f32; TILE_ROWS]) {
-    const { assert!(GS >= 4 && Q_COL_BLOCK % GS == 0) };
+pub fn add_block_from_lanes<const GS: usize>(
+    lanes: &[[i32; 16]; TILE_ROWS],
+    w_scales: &[u8],
+    x_scales: &[f32],
+    val: &mut [f32; TILE_ROWS],
+) {
+    const { assert!(GS >= 4 && Q_COL_BLOCK.is_multiple_of(GS)) };
     for (g, &x_scale) in x_scales[..Q_COL_BLOCK / GS].iter().enumerate() {
         for (r, (val, lanes)) in val.iter_mut().zip(lanes).enumerate() {
             let ival: i32 = lanes[g * GS / 4..(g + 1) * GS / 4].iter().sum();
