@@ -26,7 +26,7 @@ fn main() {
 fn generate(model: &str, tokenizer: &str, prompt: &str) -> Result<(), tvl::Error> {
     let model = Stories260K::open(model)?;
     let tokenizer = tvl::Tokenizer::from_file(tokenizer)?;
-    let mut sampler = tvl::Sampler::new(512, 0.0, 0.9, 1); // greedy
+    let mut sampler = tvl::Sampler::new(512, 0.0, 0.9, 1)?; // greedy
     let mut session = tvl::Session::new(&model);
     let mut out = std::io::stdout().lock();
     let stats = session.generate(&tokenizer, &mut sampler, prompt, 256, |piece| {

@@ -11,7 +11,7 @@
 //! # fn main() -> Result<(), tvl::Error> {
 //! let model = Stories260K::open("stories260K.tvl")?;
 //! let tokenizer = tvl::Tokenizer::from_file("tok512.bin")?;
-//! let mut sampler = tvl::Sampler::new(512, 0.0, 0.9, 1);
+//! let mut sampler = tvl::Sampler::new(512, 0.0, 0.9, 1)?;
 //! let mut session = tvl::Session::new(&model);
 //! session.generate(&tokenizer, &mut sampler, "Once upon a time", 64, |piece| {
 //!     print!("{}", String::from_utf8_lossy(piece))

@@ -44,10 +44,10 @@ enum Command {
         #[arg(short = 'n', long, default_value_t = 256)]
         steps: usize,
         /// Temperature: 0 is greedy, 1 samples the model's distribution
-        #[arg(short = 't', long, default_value_t = 1.0)]
+        #[arg(short = 't', long, default_value_t = 1.0, allow_negative_numbers = true)]
         temperature: f32,
         /// Top-p (nucleus) sampling threshold; 1 or 0 disables it
-        #[arg(short = 'p', long, default_value_t = 0.9)]
+        #[arg(short = 'p', long, default_value_t = 0.9, allow_negative_numbers = true)]
         topp: f32,
         /// Random seed (0 = from the clock)
         #[arg(short = 's', long, default_value_t = 0)]
@@ -134,7 +134,21 @@ enum Command {
         seed: u64,
     },
     /// Show a TVL file's header, fingerprint and offset table
-    Inspect { file: PathBuf },
+    #[command(after_help = "Exits 1 if the file's size is not what its header says. Does not read the weights: \
+        `tvl verify` does.")]
+    Inspect {
+        /// A TVL file
+        file: PathBuf,
+    },
+    /// Check a TVL file completely: header, size and the content hash of every weight
+    #[command(after_help = "Reads the whole file once. Exits 0 if it is intact, 1 (naming the problem) if not. \
+        `tvl run` checks only the header and size at each start (to stay zero-copy); cached conversions are \
+        verified before each reuse.")]
+    Verify {
+        /// TVL files
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Print the token ids of a text (BOS first, as generation encodes prompts)
     Tokenize {
         /// Tokenizer file (llama2.c format)
@@ -151,6 +165,9 @@ enum Command {
 }
 
 fn main() {
+    // Interrupted conversions remove their temporary files; a mapped model truncated
+    // underneath is an error message, not a core dump.
+    tvl::files::install_signal_handlers();
     let mut stdout = std::io::stdout().lock();
     let result = run(Cli::parse(), &mut stdout).and_then(|()| Ok(stdout.flush()?));
     if let Err(error) = result {
@@ -166,21 +183,16 @@ fn main() {
 fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
     match cli.command {
         Command::Run { model, tokenizer, prompt, steps, temperature, topp, seed, threads } => {
-            if !(temperature >= 0.0 && temperature.is_finite()) {
-                bail!("temperature must be a finite number >= 0, got {temperature}");
-            }
-            if !topp.is_finite() {
-                bail!("top-p must be a finite number, got {topp}");
-            }
-            let tvl_path = resolve_model(&model)?;
-            let model = tvl::bundled::open(&tvl_path, &tvl::Options::threads(threads))?;
-            let tokenizer = Tokenizer::from_file(&tokenizer)?;
             let seed = if seed == 0 {
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
             } else {
                 seed
             };
-            let mut sampler = Sampler::new(model.config().vocab_size, temperature, topp, seed);
+            // Checked first: a bad flag should not wait for a conversion.
+            let mut sampler = Sampler::new(0, temperature, topp, seed)?;
+            let tvl_path = resolve_model(&model)?;
+            let model = tvl::bundled::open(&tvl_path, &threads_option(threads))?;
+            let tokenizer = Tokenizer::from_file(&tokenizer)?;
             let mut session = Session::new(model.as_ref());
             let mut write_error = None;
             let generation = session.generate(&tokenizer, &mut sampler, &prompt, steps, |piece| {
@@ -198,9 +210,6 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
         }
         Command::Convert { input, output, quant, group_size } => {
             let output = output.unwrap_or_else(|| input.with_extension("tvl"));
-            if output == input {
-                bail!("the output would overwrite the input {}; pass -o", input.display());
-            }
             let weights = quant.map(|q| weights_arg(&q, group_size)).transpose()?;
             let header = convert::convert(&input, &output, weights, &mut progress("converting"))?;
             let c = &header.config;
@@ -224,7 +233,8 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
             }
         }
         Command::Config { input, name } => {
-            let mut config = Checkpoint::open(&input)?.config;
+            let mut config =
+                if is_tvl(&input)? { tvl::read_header(&input)?.config } else { Checkpoint::open(&input)?.config };
             if let Some(name) = name {
                 config.name = name.into();
                 config.validate()?;
@@ -237,6 +247,28 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
             eprintln!("wrote {} ({} bytes, model {}, seed {seed})", output.display(), header.file_size, config.name);
         }
         Command::Inspect { file } => inspect(&file, out)?,
+        Command::Verify { files } => {
+            let mut damaged = 0;
+            for file in &files {
+                match convert::verify(file) {
+                    Ok(header) => writeln!(
+                        out,
+                        "{}: ok ({} bytes, model {}, content hash {:016x})",
+                        file.display(),
+                        header.file_size,
+                        header.config.name,
+                        header.content_hash
+                    )?,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        damaged += 1;
+                    }
+                }
+            }
+            if damaged > 0 {
+                bail!("{damaged} of {} files failed verification", files.len());
+            }
+        }
         Command::Bench { model, threads, tokens, repetitions, json, quant, group_size } => {
             let weights = quant.map(|q| weights_arg(&q, group_size)).transpose()?;
             let path = match (Path::new(&model).exists(), weights) {
@@ -247,7 +279,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
                 (false, weights) => synthesized(&model, weights)?,
             };
             let start = std::time::Instant::now();
-            let model = tvl::bundled::open(&path, &tvl::Options::threads(threads))?;
+            let model = tvl::bundled::open(&path, &threads_option(threads))?;
             let load = start.elapsed();
             let report = tvl::bench::run(model.as_ref(), load, tokens, repetitions)?;
             if json {
@@ -265,25 +297,59 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
+/// `--threads`, with a warning when it asks for more than the cores this process may use.
+fn threads_option(threads: usize) -> tvl::Options {
+    let options = tvl::Options::threads(threads);
+    if threads > tvl::Options::available_threads() {
+        eprintln!(
+            "warning: --threads {threads} is more than the {} cores available; using {}",
+            tvl::Options::available_threads(),
+            options.resolved_threads()
+        );
+    }
+    options
+}
+
+/// Whether `path` starts with the TVL magic (else it may be a llama2.c checkpoint).
+fn is_tvl(path: &Path) -> Result<bool> {
+    let mut magic = Vec::with_capacity(8);
+    let file = tvl::files::open_regular(path)?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, 8), &mut magic).map_err(tvl::Error::io(path))?;
+    Ok(magic == tvl::layout_def::header::MAGIC)
+}
+
 /// The TVL file to map for `model`: itself, or its cached conversion if it is a checkpoint.
 fn resolve_model(model: &Path) -> Result<PathBuf> {
-    let mut magic = [0u8; 8];
-    let is_tvl = std::fs::File::open(model)
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut magic))
-        .with_context(|| format!("cannot open model {}", model.display()))?
-        == 8
-        && magic == tvl::layout_def::header::MAGIC;
-    if is_tvl {
+    if is_tvl(model).context("cannot open the model")? {
         return Ok(model.to_path_buf());
     }
-    Ok(convert::cached_conversion(model, &convert::cache_dir(), &mut progress("converting (once, cached)"))?)
+    let cache = convert::cache_dir();
+    let (path, used) = convert::cached_conversion(model, &cache, &mut progress("converting (once, cached)"))?;
+    report_cache_use(&path, &used);
+    Ok(path)
+}
+
+/// Says where a conversion went (the cache is not a place people look by themselves).
+fn report_cache_use(path: &Path, used: &convert::CacheUse) {
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    match used {
+        convert::CacheUse::Reused => {}
+        convert::CacheUse::Converted => {
+            eprintln!("converted into {} ({:.1} MB, reused from now on)", path.display(), size as f64 / 1e6)
+        }
+        convert::CacheUse::Rebuilt(reason) => {
+            eprintln!("the cached file was damaged ({reason}); converted it again into {}", path.display())
+        }
+    }
 }
 
 /// A quantization scheme from the command line.
 fn weights_arg(scheme: &str, group_size: usize) -> Result<tvl::Weights> {
-    let group_size = (scheme != "f32").then_some(group_size);
-    tvl::Weights::from_name(scheme, group_size)
-        .map_err(|e| anyhow::anyhow!("--quant {scheme} --group-size {group_size:?}: {}", e.message))
+    let group = (scheme != "f32").then_some(group_size);
+    tvl::Weights::from_name(scheme, group).map_err(|e| match group {
+        Some(g) => anyhow::anyhow!("--quant {scheme} --group-size {g}: {}", e.message),
+        None => anyhow::anyhow!("--quant {scheme}: {}", e.message),
+    })
 }
 
 /// Random weights of a bundled model's shape (quantized as `weights` says), synthesized once
@@ -296,10 +362,14 @@ fn synthesized(name: &str, weights: Option<tvl::Weights>) -> Result<PathBuf> {
     let fingerprint = Layout::new(&config).fingerprint;
     let dir = convert::cache_dir();
     let path = dir.join(format!("synth-{}-seed1-{fingerprint:016x}.tvl", config.name));
-    if !path.is_file() {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (path, used) = convert::cache_entry(&path, |path| {
+        std::fs::create_dir_all(&dir).map_err(tvl::Error::io(&dir))?;
+        tvl::files::remove_stale_partials(&dir);
         eprintln!("synthesizing random weights of the {} shape into {} (once)", config.name, path.display());
-        convert::synthesize(&config, &path, 1, &mut progress("writing"))?;
+        convert::synthesize(&config, path, 1, &mut progress("writing")).map(|_| ())
+    })?;
+    if let convert::CacheUse::Rebuilt(reason) = used {
+        eprintln!("the cached file was damaged ({reason}); synthesized it again");
     }
     Ok(path)
 }
@@ -309,10 +379,13 @@ fn load_config(name_or_path: &str) -> Result<Config> {
     if let Some(b) = tvl::bundled::BUNDLED.iter().find(|b| b.config.name.eq_ignore_ascii_case(name_or_path)) {
         return Ok(b.config.clone());
     }
-    let text = std::fs::read_to_string(name_or_path).with_context(|| {
+    let path = Path::new(name_or_path);
+    if !path.exists() {
         let names: Vec<_> = tvl::bundled::BUNDLED.iter().map(|b| b.config.name.as_ref()).collect();
-        format!("{name_or_path} is neither a config file nor a bundled model ({})", names.join(", "))
-    })?;
+        bail!("{name_or_path} is neither a config file nor a bundled model ({})", names.join(", "));
+    }
+    let bytes = tvl::files::read_bounded(path, 1 << 20, "config")?;
+    let text = String::from_utf8(bytes).with_context(|| format!("{name_or_path}: a config TOML must be UTF-8"))?;
     Config::from_toml(&text).with_context(|| name_or_path.to_string())
 }
 
@@ -320,7 +393,7 @@ fn inspect(path: &Path, out: &mut impl Write) -> Result<()> {
     let header: Header = tvl::read_header(path)?;
     let c = &header.config;
     let layout = Layout::new(c);
-    let actual = std::fs::metadata(path)?.len();
+    let actual = tvl::files::open_regular(path)?.metadata()?.len();
     writeln!(out, "file           {}", path.display())?;
     writeln!(out, "model          {}", c.name)?;
     writeln!(
@@ -381,6 +454,14 @@ fn inspect(path: &Path, out: &mut impl Write) -> Result<()> {
             ),
         };
         writeln!(out, "{:>12} {:>12}  {:<22} {:<8} {}", t.storage.offset(), t.storage.bytes(), shape, encoding, t)?;
+    }
+    if actual != header.file_size as u64 {
+        out.flush()?;
+        bail!(
+            "{}: file is {actual} bytes but its header says {} bytes: the file is damaged (truncated or padded)",
+            path.display(),
+            header.file_size
+        );
     }
     Ok(())
 }

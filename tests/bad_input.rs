@@ -101,7 +101,7 @@ fn damaged_tvl_files_are_refused_before_mapping_any_tensor() {
     let m = open_error(&write("magic.tvl", &patched(0, b"GGUF")));
     assert!(m.contains("not a TVL file"), "{m}");
     let m = open_error(&write("version.tvl", &patched(8, &1u32.to_le_bytes())));
-    assert!(m.contains("format version 1, but this build reads version 2"), "{m}");
+    assert!(m.contains("format version 1, but this build reads version 3"), "{m}");
     let m = open_error(&write("weights.tvl", &patched(32, &9u32.to_le_bytes())));
     assert!(m.contains("unknown weights code 9"), "{m}");
     let m = open_error(&write("fingerprint.tvl", &patched(16, &[0xde, 0xad])));
@@ -136,7 +136,7 @@ fn over_long_prompts_and_bad_tokens_are_errors() {
     convert::synthesize(&<Tiny as tvl::Model>::CONFIG, &tiny, 1, &mut |_, _| {}).unwrap();
     let model = Tiny::open(&tiny).unwrap();
     let tokenizer = Tokenizer::from_file(models.join("tok512.bin")).unwrap();
-    let mut sampler = Sampler::new(512, 0.0, 0.9, 1);
+    let mut sampler = Sampler::new(512, 0.0, 0.9, 1).unwrap();
     let prompt = "Once upon a time there was a little girl who liked to play";
     let error = Session::new(&model).generate(&tokenizer, &mut sampler, prompt, 0, |_| {}).unwrap_err();
     assert!(matches!(error, Error::PromptTooLong { seq_len: 8, .. }), "{error}");

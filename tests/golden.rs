@@ -22,7 +22,7 @@ fn generate_golden_text_through_the_library_on_every_path() {
 fn generate_golden_text(models: &std::path::Path, model: &dyn Forward, path: &str) {
     for case in generate_cases("stories260K-generate.jsonl") {
         let tokenizer = Tokenizer::from_file(models.join(&case.tokenizer)).unwrap();
-        let mut sampler = Sampler::new(512, case.temperature, case.topp, case.seed);
+        let mut sampler = Sampler::new(512, case.temperature, case.topp, case.seed).unwrap();
         let mut session = Session::new(model);
         let mut text = Vec::new();
         session.generate(&tokenizer, &mut sampler, &case.prompt, case.steps, |p| text.extend_from_slice(p)).unwrap();

@@ -156,7 +156,7 @@ fn reference_port_of_runq_reproduces_the_int8_golden_text() {
     let model = Runq::load(&Checkpoint::open(&models.join("stories260K-q80.bin")).unwrap());
     for case in generate_cases("stories260K-q80-generate.jsonl") {
         let tokenizer = Tokenizer::from_file(models.join(&case.tokenizer)).unwrap();
-        let mut sampler = Sampler::new(tokenizer.vocab_size(), case.temperature, case.topp, case.seed);
+        let mut sampler = Sampler::new(tokenizer.vocab_size(), case.temperature, case.topp, case.seed).unwrap();
         let prompt = tokenizer.encode(&case.prompt, true, false);
         let mut cache = vec![(Vec::new(), Vec::new()); model.c.n_layers];
         let (mut text, mut token) = (Vec::new(), prompt[0]);

@@ -45,7 +45,7 @@ fn quantized_tvl(weights: Weights) -> Option<PathBuf> {
 
 fn generate(models: &std::path::Path, model: &dyn Forward, case: &GenerateCase) -> String {
     let tokenizer = Tokenizer::from_file(models.join(&case.tokenizer)).unwrap();
-    let mut sampler = Sampler::new(tokenizer.vocab_size(), case.temperature, case.topp, case.seed);
+    let mut sampler = Sampler::new(tokenizer.vocab_size(), case.temperature, case.topp, case.seed).unwrap();
     let mut text = Vec::new();
     Session::new(model)
         .generate(&tokenizer, &mut sampler, &case.prompt, case.steps, |p| text.extend_from_slice(p))

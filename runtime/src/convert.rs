@@ -5,12 +5,13 @@
 //! `tvl_layout::Layout` — the same definition the macro compiles into each model.
 
 use crate::error::{Error, Result};
+use crate::files::{self, PartialFile};
 use memmap2::Mmap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use tvl_layout::layout::HEADER_BYTES;
-use tvl_layout::{Config, Encoding, Header, Layout, Storage, Tensor, TensorKind, Weights};
+use tvl_layout::{content_hash_of, Config, Encoding, Header, Layout, Storage, Tensor, TensorKind, Weights};
 
 /// The llama2.c checkpoint formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,18 +36,42 @@ impl CheckpointFormat {
 
 const MAGIC_AK42: u32 = 0x616b_3432;
 
-/// A mapped llama2.c checkpoint whose size has been checked against its header.
+/// The bytes of a checkpoint: a file mapped read-only, or a buffer (tests, fuzzing).
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(map) => map,
+            Bytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// A llama2.c checkpoint whose size has been checked against its header.
 pub struct Checkpoint {
     pub path: PathBuf,
     pub config: Config,
     pub format: CheckpointFormat,
-    map: Mmap,
+    data: Bytes,
     /// (tensor, layer, byte offset, elements) of every array in the file, in file order.
     arrays: Vec<(Option<TensorKind>, Option<usize>, usize, usize)>,
 }
 
 /// Reads a checkpoint header: its config and format. `name` becomes the config's name.
 pub fn parse_checkpoint_header(bytes: &[u8], name: &str) -> Result<(Config, CheckpointFormat, usize), String> {
+    if bytes.starts_with(&tvl_layout::header::MAGIC) {
+        return Err("this is already a TVL file (magic \"TVLMODEL\"), not a llama2.c checkpoint: run it with \
+            `tvl run`, look inside with `tvl inspect`"
+            .into());
+    }
+    if bytes.starts_with(b"GGUF") {
+        return Err("this is a GGUF file (llama.cpp), not a llama2.c checkpoint; tvl does not import GGUF yet".into());
+    }
     let i32_at = |at: usize| -> Result<i32, String> {
         bytes
             .get(at..at + 4)
@@ -87,8 +112,11 @@ pub fn parse_checkpoint_header(bytes: &[u8], name: &str) -> Result<(Config, Chec
         } else {
             v as i64
         };
-        if v <= 0 {
-            return Err(format!("header field {name} is {v}; not a llama2.c checkpoint?"));
+        let max = tvl_layout::config::LIMITS.iter().find(|(k, _)| k == name).map_or(i64::MAX, |(_, max)| *max as i64);
+        if v <= 0 || v > max {
+            return Err(format!(
+                "header field {name} is {v}, outside 1..={max}: not a llama2.c checkpoint, or a damaged one"
+            ));
         }
     }
     let shared_classifier = match format {
@@ -181,38 +209,55 @@ fn fp32_arrays(config: &Config, format: CheckpointFormat) -> Vec<(Option<TensorK
 }
 
 impl Checkpoint {
+    /// Maps a checkpoint file and checks its size against its header.
     pub fn open(path: &Path) -> Result<Checkpoint> {
-        let file = File::open(path).map_err(Error::io(path))?;
-        // SAFETY: read-only mapping, read through `&[u8]` only; the input must not be modified
-        // while it is converted (as for any reader of a file).
+        let file = files::open_regular(path)?;
+        // SAFETY: read-only mapping, read through `&[u8]` only. Another process truncating the
+        // input while it is converted would raise SIGBUS, which the `tvl` binary turns into
+        // an error message (see `files::install_signal_handlers`).
         let map = unsafe { Mmap::map(&file) }.map_err(Error::io(path))?;
-        let fail = |message: String| Error::Checkpoint { path: path.into(), message };
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let (config, format, header_len) = parse_checkpoint_header(&map, &stem).map_err(fail)?;
+        Checkpoint::new(Bytes::Mapped(map), path, &stem)
+    }
+
+    /// A checkpoint held in memory; `name` becomes its config's name.
+    pub fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<Checkpoint> {
+        Checkpoint::new(Bytes::Owned(bytes), Path::new(name), name)
+    }
+
+    fn new(data: Bytes, path: &Path, name: &str) -> Result<Checkpoint> {
+        let fail = |message: String| Error::Checkpoint { path: path.into(), message };
+        let (config, format, header_len) = parse_checkpoint_header(&data, name).map_err(fail)?;
         if let CheckpointFormat::Version2 { group_size } = format {
-            if config.dim % group_size != 0 || config.hidden_dim % group_size != 0 {
+            if !config.dim.is_multiple_of(group_size) || !config.hidden_dim.is_multiple_of(group_size) {
                 return Err(fail(format!(
                     "group_size {group_size} does not divide dim {} and hidden_dim {}",
                     config.dim, config.hidden_dim
                 )));
             }
         }
+        // Sizes come from the file: checked arithmetic (the config's limits already keep
+        // them far below 2^64, this keeps it so whatever changes there).
+        let overflow = || fail("the header's sizes overflow 64 bits: not a llama2.c checkpoint".into());
         let mut arrays = Vec::new();
         let mut offset = header_len;
         for (kind, layer, len) in fp32_arrays(&config, format) {
             arrays.push((kind, layer, offset, len));
-            offset += match (format, kind) {
+            let bytes = match (format, kind) {
                 // Quantized matrices: int8 values, then one f32 scale per group.
-                (CheckpointFormat::Version2 { group_size }, Some(k)) if is_matrix(k) => len + 4 * (len / group_size),
-                _ => len * 4,
+                (CheckpointFormat::Version2 { group_size }, Some(k)) if is_matrix(k) => {
+                    (len / group_size).checked_mul(4).and_then(|scales| scales.checked_add(len))
+                }
+                _ => len.checked_mul(4),
             };
+            offset = bytes.and_then(|b| offset.checked_add(b)).ok_or_else(overflow)?;
         }
-        if offset != map.len() {
-            let what = if offset > map.len() { "is truncated" } else { "has trailing bytes" };
+        if offset != data.len() {
+            let what = if offset > data.len() { "is truncated" } else { "has trailing bytes" };
             return Err(fail(format!(
                 "file is {} bytes but its header ({}: dim {}, hidden_dim {}, {} layers, vocab {}, seq_len {}, \
                  {} classifier) requires {offset} bytes: the file {what}",
-                map.len(),
+                data.len(),
                 format.describe(),
                 config.dim,
                 config.hidden_dim,
@@ -222,7 +267,7 @@ impl Checkpoint {
                 if config.shared_classifier { "shared" } else { "separate" },
             )));
         }
-        Ok(Checkpoint { path: path.into(), config, format, map, arrays })
+        Ok(Checkpoint { path: path.into(), config, format, data, arrays })
     }
 
     /// The int8 values (row-major) and per-group f32 scales of a matrix of an int8 (version 2)
@@ -233,8 +278,8 @@ impl Checkpoint {
             return None;
         }
         let (offset, len) = self.locate(kind, layer);
-        let q = self.map[offset..offset + len].iter().map(|&b| b as i8).collect();
-        let scales = self.map[offset + len..offset + len + 4 * (len / group_size)]
+        let q = self.data[offset..offset + len].iter().map(|&b| b as i8).collect();
+        let scales = self.data[offset + len..offset + len + 4 * (len / group_size)]
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
             .collect();
@@ -275,7 +320,7 @@ impl Checkpoint {
             "Checkpoint::read of a quantized matrix: use read_q8"
         );
         let (offset, len) = self.locate(kind, layer);
-        for (v, b) in out[..len].iter_mut().zip(self.map[offset..offset + len * 4].chunks_exact(4)) {
+        for (v, b) in out[..len].iter_mut().zip(self.data[offset..offset + len * 4].chunks_exact(4)) {
             *v = f32::from_le_bytes(b.try_into().unwrap());
         }
     }
@@ -322,57 +367,92 @@ fn encode(storage: Storage, data: &TensorData) -> Vec<u8> {
 }
 
 /// Writes a TVL file for `config` at `output`, asking `fill` for each tensor's row-major
-/// values. Writes to a temporary file beside `output` and renames it into place, so a failed
-/// or interrupted write never leaves a partial file under the output name.
+/// values. Writes to an exclusive temporary file beside `output` and renames it into place, so
+/// a failed or interrupted write never leaves a partial file under the output name; refuses an
+/// output that is one of `inputs` or not a regular file (see [`files::check_output`]).
 pub fn write_tvl(
     output: &Path,
+    inputs: &[&Path],
+    config: &Config,
+    fill: impl FnMut(&Tensor) -> Result<TensorData>,
+    progress: Progress,
+) -> Result<Header> {
+    files::check_output(output, inputs)?;
+    let (partial, file) = PartialFile::create(output)?;
+    let io = Error::io(&partial.path);
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let header = write_tvl_to(&mut out, config, fill, progress).map_err(|e| match e {
+        WriteError::Io(e) => io(e),
+        WriteError::Fill(e) => e,
+    })?;
+    out.into_inner().map_err(|e| Error::io(&partial.path)(e.into_error()))?;
+    partial.commit(output, inputs)?;
+    Ok(header)
+}
+
+/// Why [`write_tvl_to`] failed: the writer, or the source of the values.
+#[derive(Debug)]
+pub enum WriteError {
+    Io(std::io::Error),
+    Fill(Error),
+}
+
+impl From<std::io::Error> for WriteError {
+    fn from(e: std::io::Error) -> Self {
+        WriteError::Io(e)
+    }
+}
+
+/// Writes a whole TVL file into `out` (from its start): the header, every tensor packed as the
+/// layout says, and last the header again with the content hash of everything after it.
+pub fn write_tvl_to<W: Write + Seek>(
+    out: &mut W,
     config: &Config,
     mut fill: impl FnMut(&Tensor) -> Result<TensorData>,
     progress: Progress,
-) -> Result<Header> {
+) -> Result<Header, WriteError> {
     let layout = Layout::new(config);
-    let header = Header::for_config(config);
-    let file_name =
-        output.file_name().ok_or_else(|| Error::Invalid(format!("{} is not a file path", output.display())))?;
-    let temp = output.with_file_name(format!(".{}.{}.partial", file_name.to_string_lossy(), std::process::id()));
-    let guard = RemoveOnDrop(Some(temp.clone()));
-    let file = File::create(&temp).map_err(Error::io(&temp))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let io = Error::io(&temp);
+    let mut header = Header::for_config(config);
     let total = layout.file_size as u64;
-    let result: std::io::Result<()> = (|| {
-        out.write_all(&header.encode())?;
-        let mut written = HEADER_BYTES;
-        for tensor in layout.tensors() {
-            out.write_all(&vec![0u8; tensor.storage.offset() - written])?;
-            let data = fill(&tensor).map_err(std::io::Error::other)?;
-            let bytes = encode(tensor.storage, &data);
-            out.write_all(&bytes)?;
-            written = tensor.storage.offset() + bytes.len();
-            progress(written as u64, total);
-        }
-        out.write_all(&vec![0u8; layout.file_size - written])?;
-        out.flush()
-    })();
-    result.map_err(|e| match e.downcast::<Error>() {
-        Ok(error) => error,
-        Err(e) => io(e),
-    })?;
-    drop(out);
-    std::fs::rename(&temp, output).map_err(Error::io(output))?;
-    std::mem::forget(guard);
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    let mut write = |out: &mut W, bytes: &[u8]| -> std::io::Result<()> {
+        hash.update(bytes);
+        out.write_all(bytes)
+    };
+    out.write_all(&header.encode())?;
+    let mut written = HEADER_BYTES;
+    for tensor in layout.tensors() {
+        write(out, &vec![0u8; tensor.storage.offset() - written])?;
+        let data = fill(&tensor).map_err(WriteError::Fill)?;
+        let bytes = encode(tensor.storage, &data);
+        write(out, &bytes)?;
+        written = tensor.storage.offset() + bytes.len();
+        progress(written as u64, total);
+    }
+    write(out, &vec![0u8; layout.file_size - written])?;
+    header.content_hash = hash.digest();
+    out.seek(SeekFrom::Start(0))?;
+    out.write_all(&header.encode())?;
+    out.flush()?;
     progress(total, total);
     Ok(header)
 }
 
-struct RemoveOnDrop(Option<PathBuf>);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
-        }
+/// `tvl verify`: checks a TVL file completely — the header (as every open does), the file's
+/// size, and the content hash of every byte after the header. O(file): reads it all once.
+pub fn verify(path: &Path) -> Result<Header> {
+    let file = files::open_regular(path)?;
+    // SAFETY: read-only mapping read through `&[u8]` only (see `Checkpoint::open`).
+    let map = unsafe { Mmap::map(&file) }.map_err(Error::io(path))?;
+    let header = Header::decode(&map).map_err(|cause| Error::Header { path: path.into(), cause })?;
+    if map.len() != header.file_size {
+        return Err(Error::FileSize { path: path.into(), expected: header.file_size as u64, actual: map.len() as u64 });
     }
+    let computed = content_hash_of(&map);
+    if computed != header.content_hash {
+        return Err(Error::Checksum { path: path.into(), stored: header.content_hash, computed });
+    }
+    Ok(header)
 }
 
 /// `tvl convert`: a llama2.c checkpoint to a TVL file, its weights stored as `weights` says
@@ -384,12 +464,32 @@ pub fn convert(input: &Path, output: &Path, weights: Option<Weights>, progress: 
         weights.validate().map_err(|e| Error::Invalid(format!("--quant: {e}")))?;
         config.weights = weights;
     }
-    write_checkpoint(&checkpoint, &config, output, progress)
+    write_checkpoint(&checkpoint, &config, output, progress)?;
+    // Read back what was written: a full disk or a bad copy shows here, not at the first run.
+    verify(output)
 }
 
 /// Writes the TVL file of a checkpoint with `config` (the checkpoint's, maybe re-quantized).
 fn write_checkpoint(checkpoint: &Checkpoint, config: &Config, output: &Path, progress: Progress) -> Result<Header> {
-    write_tvl(output, config, |tensor| Ok(checkpoint.tensor_data(tensor.kind, tensor.layer)), progress)
+    let fill = |tensor: &Tensor| Ok(checkpoint.tensor_data(tensor.kind, tensor.layer));
+    write_tvl(output, &[&checkpoint.path], config, fill, progress)
+}
+
+/// A llama2.c checkpoint held in memory, converted to the bytes of a TVL file (tests, fuzzing).
+pub fn convert_bytes(checkpoint: Vec<u8>, weights: Option<Weights>) -> Result<Vec<u8>> {
+    let checkpoint = Checkpoint::from_bytes(checkpoint, "model")?;
+    let mut config = checkpoint.config.clone();
+    if let Some(weights) = weights {
+        weights.validate().map_err(|e| Error::Invalid(format!("--quant: {e}")))?;
+        config.weights = weights;
+    }
+    let mut out = std::io::Cursor::new(Vec::new());
+    let fill = |tensor: &Tensor| Ok(checkpoint.tensor_data(tensor.kind, tensor.layer));
+    write_tvl_to(&mut out, &config, fill, &mut |_, _| {}).map_err(|e| match e {
+        WriteError::Io(e) => Error::Invalid(format!("writing to memory: {e}")),
+        WriteError::Fill(e) => e,
+    })?;
+    Ok(out.into_inner())
 }
 
 /// `tvl synth`: a TVL file of `config`'s exact shape with deterministic pseudo-random weights
@@ -397,6 +497,7 @@ fn write_checkpoint(checkpoint: &Checkpoint, config: &Config, output: &Path, pro
 pub fn synthesize(config: &Config, output: &Path, seed: u64, progress: Progress) -> Result<Header> {
     write_tvl(
         output,
+        &[],
         config,
         |tensor| {
             let stream = (tensor.kind as u64) << 32 | tensor.layer.map_or(0xffff, |l| l as u64);
@@ -436,20 +537,52 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("tvl-cache"))
 }
 
+/// What [`cached_conversion`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CacheUse {
+    /// The cached file was complete and intact, and is used as it is.
+    Reused,
+    /// There was none: the checkpoint was converted.
+    Converted,
+    /// There was one, but damaged (the reason): it was converted again.
+    Rebuilt(String),
+}
+
 /// The TVL file for a llama2.c checkpoint, converted once into `cache` and reused: the cache
 /// key is the checkpoint's content hash and the layout fingerprint, so an edited checkpoint or
-/// a new layout version is converted again.
-pub fn cached_conversion(input: &Path, cache: &Path, progress: Progress) -> Result<PathBuf> {
+/// a new layout version is converted again. A cached file is verified (size and content hash)
+/// before it is reused, and converted again if it is damaged; `.partial` files of conversions
+/// that were killed are removed.
+pub fn cached_conversion(input: &Path, cache: &Path, progress: Progress) -> Result<(PathBuf, CacheUse)> {
     let checkpoint = Checkpoint::open(input)?;
-    let content = xxhash_rust::xxh3::xxh3_64(&checkpoint.map);
+    let content = xxhash_rust::xxh3::xxh3_64(&checkpoint.data);
     let fingerprint = Layout::new(&checkpoint.config).fingerprint;
     let output = cache.join(format!("{}-{content:016x}-{fingerprint:016x}.tvl", checkpoint.config.name));
-    if output.is_file() {
-        return Ok(output);
+    let fresh = |output: &Path, progress: Progress| -> Result<()> {
+        std::fs::create_dir_all(cache).map_err(Error::io(cache))?;
+        files::remove_stale_partials(cache);
+        write_checkpoint(&checkpoint, &checkpoint.config, output, progress)?;
+        Ok(())
+    };
+    cache_entry(&output, |output| fresh(output, progress))
+}
+
+/// Reuses `output` if it verifies, else (re)creates it with `create`.
+pub fn cache_entry(output: &Path, create: impl FnOnce(&Path) -> Result<()>) -> Result<(PathBuf, CacheUse)> {
+    let used = match std::fs::symlink_metadata(output) {
+        Err(_) => CacheUse::Converted,
+        Ok(_) => match verify(output) {
+            Ok(_) => return Ok((output.into(), CacheUse::Reused)),
+            Err(damage) => CacheUse::Rebuilt(damage.to_string()),
+        },
+    };
+    if let CacheUse::Rebuilt(_) = used {
+        // A damaged entry (or something that is not a file at all) is removed first: the new
+        // file is renamed into its place only if that place holds nothing or a regular file.
+        let _ = std::fs::remove_file(output);
     }
-    std::fs::create_dir_all(cache).map_err(Error::io(cache))?;
-    write_checkpoint(&checkpoint, &checkpoint.config, &output, progress)?;
-    Ok(output)
+    create(output)?;
+    Ok((output.into(), used))
 }
 
 #[cfg(test)]
@@ -509,7 +642,7 @@ mod tests {
         assert!(parse_checkpoint_header(&header([64, 172, 5, 8, 4, 512, 0]), "x").unwrap_err().contains("seq_len"));
         assert!(parse_checkpoint_header(&header([64, 172, 5, 7, 7, 512, 8]), "x").unwrap_err().contains("n_heads"));
         let huge = parse_checkpoint_header(&header([1 << 30, 1 << 30, 1, 1, 1, 1 << 30, 8]), "x");
-        assert!(huge.unwrap_err().contains("exceed"));
+        assert!(huge.unwrap_err().contains("dim is 1073741824, outside 1..=65536"));
         let (config, format, _) = parse_checkpoint_header(&header([64, 172, 5, 8, 4, -512, 512]), "a b").unwrap();
         assert_eq!((config.vocab_size, config.shared_classifier, format), (512, false, CheckpointFormat::Legacy));
         assert_eq!(config.name, "a_b");

@@ -25,7 +25,9 @@ pub enum Error {
     #[error(
         "{}: no model compiled into this binary matches this file ({summary}).\n\
          Compiled models: {compiled}.\n\
-         To add it: `tvl config CHECKPOINT.bin > model-configs/NAME.toml`, then rebuild (`cargo build --release`).",
+         To add it: `tvl config {} > model-configs/NAME.toml` (its shape and quantization), then rebuild \
+         (`cargo build --release`).",
+        path.display(),
         path.display()
     )]
     NoCompiledModel { path: PathBuf, summary: String, compiled: String },
@@ -39,8 +41,8 @@ pub enum Error {
     #[error("the tokenizer has {tokenizer} tokens but the model's vocabulary has {model}; pass the tokenizer this model was trained with (-z)")]
     VocabMismatch { tokenizer: usize, model: usize },
 
-    #[error("the prompt is {tokens} tokens long (with BOS) but the model's context is {seq_len} positions")]
-    PromptTooLong { tokens: usize, seq_len: usize },
+    #[error("the prompt is {} tokens long (with BOS) but the model's context is {seq_len} positions", if *at_least { format!("at least {tokens}") } else { tokens.to_string() })]
+    PromptTooLong { tokens: usize, seq_len: usize, at_least: bool },
 
     #[error("token id {token} is outside the vocabulary of {vocab_size}")]
     TokenOutOfRange { token: u32, vocab_size: usize },
@@ -48,12 +50,38 @@ pub enum Error {
     #[error("position {pos} is outside the model's context of {seq_len} positions")]
     PositionOutOfRange { pos: usize, seq_len: usize },
 
+    #[error("{}: is {kind}, not a regular file", path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
+
+    #[error("{}: {size} bytes is larger than any {what} file can be ({max} bytes at most)", path.display())]
+    TooLarge { path: PathBuf, what: &'static str, size: u64, max: u64 },
+
+    #[error("{}: is the input {} (the same file); choose another output with -o", output.display(), input.display())]
+    OutputIsInput { output: PathBuf, input: PathBuf },
+
+    #[error("{}: is {kind}; tvl only replaces regular files, choose another output with -o", path.display())]
+    WontReplace { path: PathBuf, kind: &'static str },
+
+    #[error(
+        "{}: content checksum {computed:016x} does not match {stored:016x} in the header: the file is damaged \
+         (changed after it was written, or incompletely copied); convert it again",
+        path.display()
+    )]
+    Checksum { path: PathBuf, stored: u64, computed: u64 },
+
+    #[error(
+        "the model produced a non-finite logit (NaN or infinity) at position {pos}: its weights are probably \
+         damaged (check the file with `tvl verify`)"
+    )]
+    NonFiniteLogits { pos: usize },
+
     #[error("{0}")]
     Invalid(String),
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    /// A closure turning an I/O error into one that names `path`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |cause| Error::Io { path, cause }
     }

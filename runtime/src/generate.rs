@@ -56,9 +56,14 @@ impl<'m> Session<'m> {
             return Err(Error::VocabMismatch { tokenizer: tokenizer.vocab_size(), model: config.vocab_size });
         }
         let steps = if steps == 0 || steps > config.seq_len { config.seq_len } else { steps };
+        // Refuse what cannot fit before encoding: the work is then bounded by the context.
+        let at_least = tokenizer.min_tokens(prompt, true);
+        if at_least > config.seq_len {
+            return Err(Error::PromptTooLong { tokens: at_least, seq_len: config.seq_len, at_least: true });
+        }
         let prompt_tokens = tokenizer.encode(prompt, true, false);
         if prompt_tokens.len() > config.seq_len {
-            return Err(Error::PromptTooLong { tokens: prompt_tokens.len(), seq_len: config.seq_len });
+            return Err(Error::PromptTooLong { tokens: prompt_tokens.len(), seq_len: config.seq_len, at_least: false });
         }
         let mut generation = Generation { prompt_tokens: prompt_tokens.len(), ..Default::default() };
         let mut start = None;
@@ -68,6 +73,8 @@ impl<'m> Session<'m> {
             let logits = self.model.forward(&mut self.state, token, pos)?;
             let next = match prompt_tokens.get(pos + 1) {
                 Some(&forced) => forced,
+                // A NaN or infinity means damaged weights: say so rather than print `<unk>`.
+                None if !logits.iter().all(|l| l.is_finite()) => return Err(Error::NonFiniteLogits { pos }),
                 None => sampler.sample(logits),
             };
             pos += 1;

@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod convert;
 pub mod error;
+pub mod files;
 pub mod generate;
 pub mod kernels;
 pub mod model;

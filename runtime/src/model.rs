@@ -5,7 +5,6 @@ use crate::error::{Error, Result};
 use crate::kernels::{self, Input, Isa, IsaChoice, QuantizedVector, Scalar};
 use crate::pool::{split, Disjoint, Pool};
 use memmap2::Mmap;
-use std::fs::File;
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -64,7 +63,8 @@ pub trait Model: Sized + Send + Sync + 'static {
 /// How to run a model.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// Threads (the caller and workers); 0 means one per available core.
+    /// Threads (the caller and workers); 0 means one per available core, and more than the
+    /// available cores are capped to them (see [`Options::resolved_threads`]).
     pub threads: usize,
     /// The kernels' instruction set; `None` means `TVL_KERNELS` if set, else the best one.
     pub kernels: Option<IsaChoice>,
@@ -75,11 +75,20 @@ impl Options {
         Options { threads, kernels: None }
     }
 
-    fn resolved_threads(&self) -> usize {
+    /// The threads a model opened with these options runs on: `threads`, capped at the cores
+    /// this process may use ([`Options::available_threads`]) — more threads than cores only
+    /// wait for each other (`--threads 1000` decoded at 1 tok/s).
+    pub fn resolved_threads(&self) -> usize {
+        let available = Self::available_threads();
         match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
+            0 => available,
+            n => n.min(available),
         }
+    }
+
+    /// The cores this process may run on (its CPU affinity and cgroup quota included).
+    pub fn available_threads() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 }
 
@@ -108,7 +117,7 @@ pub struct Transformer<M: Model> {
 pub fn read_header(path: &Path) -> Result<Header> {
     use std::io::Read;
     let mut bytes = Vec::with_capacity(HEADER_BYTES);
-    File::open(path).and_then(|f| f.take(HEADER_BYTES as u64).read_to_end(&mut bytes)).map_err(Error::io(path))?;
+    crate::files::open_regular(path)?.take(HEADER_BYTES as u64).read_to_end(&mut bytes).map_err(Error::io(path))?;
     Header::decode(&bytes).map_err(|cause| Error::Header { path: path.into(), cause })
 }
 
@@ -122,11 +131,14 @@ impl<M: Model> Transformer<M> {
 
     pub fn open_with(path: impl AsRef<Path>, options: &Options) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(Error::io(path))?;
+        let file = crate::files::open_regular(path)?;
         // SAFETY: the mapping is read-only and we only read it through `&[u8]`/`&[f32]` borrows
         // of `self`. As with every mmap-based loader, the file must not be truncated or
         // rewritten by another process while it is mapped; the converter never rewrites a file
-        // in place (it writes a new file and renames it over the old one).
+        // in place (it writes a new file and renames it over the old one). A truncation
+        // raises SIGBUS on the next access, which the `tvl` binary reports and exits on
+        // (`files::install_signal_handlers`); a rewrite in place cannot be detected per access
+        // (`tvl verify` checks the content hash).
         let map = unsafe { Mmap::map(&file) }.map_err(Error::io(path))?;
         let header = Header::decode(&map).map_err(|cause| Error::Header { path: path.into(), cause })?;
         let expected = Layout::new(&M::CONFIG);
@@ -449,8 +461,17 @@ pub fn open_bundled(bundled: &[Bundled], path: &Path, options: &Options) -> Resu
             Err(Error::NoCompiledModel {
                 path: path.into(),
                 summary: format!(
-                    "`{}`: dim {}, hidden_dim {}, {} layers, {} heads, {} kv heads, vocab {}, seq_len {}",
-                    c.name, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len
+                    "`{}`: dim {}, hidden_dim {}, {} layers, {} heads, {} kv heads, vocab {}, seq_len {}, {} weights{}",
+                    c.name,
+                    c.dim,
+                    c.hidden_dim,
+                    c.n_layers,
+                    c.n_heads,
+                    c.n_kv_heads,
+                    c.vocab_size,
+                    c.seq_len,
+                    c.weights.name(),
+                    c.weights.group_size().map_or(String::new(), |g| format!(" in groups of {g}")),
                 ),
                 compiled: bundled.iter().map(|b| b.config.name.as_ref()).collect::<Vec<_>>().join(", "),
             })

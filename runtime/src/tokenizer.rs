@@ -2,8 +2,12 @@
 //! exactly like the reference `run.c`.
 
 use crate::error::{Error, Result};
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
+
+/// The largest tokenizer file read (a 32000-token vocabulary is 424 KB; a 256k one a few MB).
+pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
 
 pub const BOS: u32 = 1;
 pub const EOS: u32 = 2;
@@ -16,12 +20,14 @@ pub struct Tokenizer {
     max_token_length: usize,
     /// `<0xNN>` pieces decode to the byte NN.
     byte_of: Vec<Option<u8>>,
+    /// Bytes of the longest piece (at least 1): no token stands for more text than that.
+    longest_piece: usize,
 }
 
 impl Tokenizer {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Tokenizer> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(Error::io(path))?;
+        let bytes = crate::files::read_bounded(path, MAX_TOKENIZER_BYTES, "tokenizer")?;
         Tokenizer::from_bytes(&bytes).map_err(|message| Error::Tokenizer { path: path.into(), message })
     }
 
@@ -59,7 +65,8 @@ impl Tokenizer {
             ids.insert(piece.clone(), id as u32);
         }
         let byte_of = pieces.iter().map(|p| parse_byte_piece(p)).collect();
-        Ok(Tokenizer { pieces, scores, ids, max_token_length: max_token_length as usize, byte_of })
+        let longest_piece = pieces.iter().map(|p| p.len()).max().unwrap_or(0).max(1);
+        Ok(Tokenizer { pieces, scores, ids, max_token_length: max_token_length as usize, byte_of, longest_piece })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -70,11 +77,33 @@ impl Tokenizer {
         self.pieces.get(id as usize).map(|p| &p[..])
     }
 
+    /// A lower bound on `encode(text, bos, _).len()`, computed without encoding: no token
+    /// stands for more bytes of text than the longest piece (true of sentencepiece
+    /// vocabularies, whose byte tokens `<0xNN>` are six bytes long). Lets a caller refuse a
+    /// prompt that cannot fit the context before any work proportional to it.
+    pub fn min_tokens(&self, text: &str, bos: bool) -> usize {
+        let prefix = usize::from(!text.is_empty() && self.ids.contains_key(&b" "[..]));
+        usize::from(bos) + (text.len() + prefix).div_ceil(self.longest_piece)
+    }
+
     /// Token ids of `text` as the reference `encode` gives them: optional BOS, a dummy-prefix
     /// space before non-empty text, UTF-8 characters looked up whole (bytes not in the
     /// vocabulary fall back to `<0xNN>` = id byte+3), then repeated merges of the adjacent pair
-    /// with the best score.
+    /// with the best score (the leftmost of equals). The reference rescans the whole sequence
+    /// for every merge (quadratic); here a priority queue of adjacent pairs ordered by (score,
+    /// position) gives the same merges in the same order in O(n log n).
     pub fn encode(&self, text: &str, bos: bool, eos: bool) -> Vec<u32> {
+        let mut tokens = self.initial_tokens(text, bos);
+        self.merge(&mut tokens);
+        if eos {
+            tokens.push(EOS);
+        }
+        tokens
+    }
+
+    /// BOS, the dummy prefix and one token per character (or per byte, for characters not in
+    /// the vocabulary): the reference's tokens before merging.
+    fn initial_tokens(&self, text: &str, bos: bool) -> Vec<u32> {
         let mut tokens = Vec::with_capacity(text.len() + 3);
         if bos {
             tokens.push(BOS);
@@ -92,17 +121,84 @@ impl Tokenizer {
                 None => tokens.extend(utf8.iter().map(|&b| b as u32 + 3)),
             }
         }
+        tokens
+    }
+
+    /// The id and score of the piece `a` + `b`, if the vocabulary has it with a score the
+    /// reference would merge (it starts from a best score of -1e10 and needs a greater one).
+    fn merged(&self, a: u32, b: u32, pair: &mut Vec<u8>) -> Option<(u32, f32)> {
+        pair.clear();
+        for t in [a, b] {
+            pair.extend_from_slice(self.pieces.get(t as usize).map_or(&[][..], |p| p));
+        }
+        let &id = self.ids.get(&pair[..])?;
+        let score = self.scores[id as usize];
+        (score > -1e10).then_some((id, score))
+    }
+
+    fn merge(&self, tokens: &mut Vec<u32>) {
+        let n = tokens.len();
+        if n < 2 {
+            return;
+        }
+        const DEAD: u32 = u32::MAX;
+        // A doubly linked list over the initial positions; a merge keeps the left node. Each
+        // node's generation changes when it merges, which makes queued pairs of it stale.
+        let mut next: Vec<usize> = (1..=n).collect();
+        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        let mut generation = vec![0u32; n];
+        let mut queue = BinaryHeap::new();
+        let mut pair = Vec::with_capacity(2 * self.max_token_length + 2);
+        let candidate = |left: usize, right: usize, tokens: &[u32], generation: &[u32], pair: &mut Vec<u8>| {
+            self.merged(tokens[left], tokens[right], pair).map(|(id, score)| Candidate {
+                score,
+                left,
+                right,
+                generations: (generation[left], generation[right]),
+                id,
+            })
+        };
+        for left in 0..n - 1 {
+            queue.extend(candidate(left, left + 1, tokens, &generation, &mut pair));
+        }
+        while let Some(c) = queue.pop() {
+            if (generation[c.left], generation[c.right]) != c.generations || next[c.left] != c.right {
+                continue; // one of the two has merged since
+            }
+            tokens[c.left] = c.id;
+            generation[c.left] += 1;
+            generation[c.right] = DEAD;
+            let after = next[c.right];
+            next[c.left] = after;
+            if after < n {
+                prev[after] = c.left;
+                queue.extend(candidate(c.left, after, tokens, &generation, &mut pair));
+            }
+            if prev[c.left] < n {
+                queue.extend(candidate(prev[c.left], c.left, tokens, &generation, &mut pair));
+            }
+        }
+        // The first node never merges into another, so the list starts at 0.
+        let mut out = Vec::with_capacity(n);
+        let mut at = 0;
+        while at < n {
+            out.push(tokens[at]);
+            at = next[at];
+        }
+        *tokens = out;
+    }
+
+    /// The reference's merge loop as it is written (quadratic): what [`Tokenizer::encode`]
+    /// must equal, kept for the tests and the fuzzer.
+    #[doc(hidden)]
+    pub fn encode_quadratic(&self, text: &str, bos: bool, eos: bool) -> Vec<u32> {
+        let mut tokens = self.initial_tokens(text, bos);
         let mut pair = Vec::with_capacity(2 * self.max_token_length + 2);
         loop {
             let mut best: Option<(f32, u32, usize)> = None;
             for i in 0..tokens.len().saturating_sub(1) {
-                pair.clear();
-                for &t in &tokens[i..i + 2] {
-                    pair.extend_from_slice(self.pieces.get(t as usize).map_or(&[][..], |p| p));
-                }
-                if let Some(&id) = self.ids.get(&pair[..]) {
-                    let score = self.scores[id as usize];
-                    if best.is_none_or(|(s, _, _)| score > s) && score > -1e10 {
+                if let Some((id, score)) = self.merged(tokens[i], tokens[i + 1], &mut pair) {
+                    if best.is_none_or(|(s, _, _)| score > s) {
                         best = Some((score, id, i));
                     }
                 }
@@ -138,6 +234,35 @@ impl Tokenizer {
         }
     }
 }
+
+/// A merge waiting in the queue: the best score first, then the leftmost position.
+struct Candidate {
+    score: f32,
+    left: usize,
+    right: usize,
+    generations: (u32, u32),
+    id: u32,
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.score.total_cmp(&other.score).then(other.left.cmp(&self.left))
+    }
+}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Candidate {}
 
 static BYTES: [u8; 256] = {
     let mut bytes = [0u8; 256];
@@ -193,6 +318,37 @@ mod tests {
         assert_eq!(t.decode(id("a"), b'A' as u32 + 3), b"A");
         assert_eq!(t.decode(id("a"), 0xC3 + 3), b""); // a lone non-ASCII byte is not printed
         assert_eq!(t.decode(id("a"), b'\n' as u32 + 3), b"\n");
+    }
+
+    /// The priority-queue merge against the reference's quadratic loop, on random
+    /// vocabularies with many equal scores (ties must go to the leftmost pair) and random texts.
+    #[test]
+    fn queue_merges_equal_the_reference_loop() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let alphabet = ["a", "b", "c", " ", "é", "ab", "ba"];
+        for _ in 0..300 {
+            let mut pieces: Vec<(String, f32)> = vec![("<unk>".into(), 0.0), ("<s>".into(), 0.0), ("</s>".into(), 0.0)];
+            pieces.extend((0..256).map(|b| (format!("<0x{b:02X}>"), 0.0)));
+            for _ in 0..next(40) {
+                let len = 1 + next(4) as usize;
+                let piece: String = (0..len).map(|_| alphabet[next(alphabet.len() as u64) as usize]).collect();
+                pieces.push((piece, next(5) as f32 - 2.0));
+            }
+            let refs: Vec<(&str, f32)> = pieces.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+            let t = tokenizer(&refs);
+            for _ in 0..10 {
+                let text: String = (0..next(30)).map(|_| alphabet[next(alphabet.len() as u64) as usize]).collect();
+                let fast = t.encode(&text, true, false);
+                assert_eq!(fast, t.encode_quadratic(&text, true, false), "{text:?}");
+                assert!(t.min_tokens(&text, true) <= fast.len(), "{text:?}");
+            }
+        }
     }
 
     #[test]

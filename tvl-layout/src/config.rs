@@ -131,6 +131,23 @@ pub const KEYS: [&str; 13] = [
     "group_size",
 ];
 
+/// The largest value each shape key may take. Every size tvl computes from a config (or from a
+/// file's header, which is a config) stays far below 2^64 within these bounds, so a damaged or
+/// hostile header is refused before anything is allocated for it. They are generous: Llama 3
+/// 405B has dim 16384, hidden_dim 53248, 126 layers, 128 heads, vocab 128256, context 131072.
+pub const LIMITS: [(&str, usize); 7] = [
+    ("dim", 1 << 16),
+    ("hidden_dim", 1 << 18),
+    ("n_layers", 1 << 10),
+    ("n_heads", 1 << 10),
+    ("n_kv_heads", 1 << 10),
+    ("vocab_size", 1 << 22),
+    ("seq_len", 1 << 20),
+];
+
+/// The largest weight matrix, in elements (each must be addressable with a 32-bit count).
+pub const MAX_MATRIX_ELEMENTS: usize = i32::MAX as usize;
+
 /// What is wrong with a config, and which key it is about.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConfigError {
@@ -238,8 +255,9 @@ impl Config {
             ("vocab_size", self.vocab_size),
             ("seq_len", self.seq_len),
         ] {
-            if v == 0 || v > u32::MAX as usize {
-                return Err(err(key, format!("must be a positive 32-bit integer, found {v}")));
+            let max = LIMITS.iter().find(|(k, _)| *k == key).map_or(u32::MAX as usize, |(_, max)| *max);
+            if v == 0 || v > max {
+                return Err(err(key, format!("must be between 1 and {max}, found {v}")));
             }
         }
         if !self.dim.is_multiple_of(self.n_heads) {
@@ -257,11 +275,20 @@ impl Config {
         if self.vocab_size < 3 {
             return Err(err("vocab_size", "must be at least 3 (<unk>, <s>, </s>)"));
         }
-        // Keep every tensor and the KV cache addressable with 32-bit element counts on any target.
-        if self.vocab_size.checked_mul(self.dim).is_none_or(|n| n > i32::MAX as usize)
-            || self.hidden_dim.checked_mul(self.dim).is_none_or(|n| n > i32::MAX as usize)
-        {
-            return Err(err("dim", "a weight matrix would exceed 2^31 elements"));
+        // Keep every tensor addressable with 32-bit element counts on any target. With the
+        // limits above no size computed from a config can overflow 64 bits (see
+        // `Layout::checked_file_size`), whatever a file's header says.
+        for (key, rows, cols) in [
+            ("vocab_size", self.vocab_size, self.dim),
+            ("hidden_dim", self.hidden_dim, self.dim),
+            ("dim", self.dim, self.dim),
+        ] {
+            if rows * cols > MAX_MATRIX_ELEMENTS {
+                return Err(err(
+                    key,
+                    format!("a {rows} × {cols} weight matrix exceeds {MAX_MATRIX_ELEMENTS} (2^31 - 1) elements"),
+                ));
+            }
         }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
             return Err(err("norm_eps", "must be a positive finite number"));

@@ -15,6 +15,18 @@ pub struct Header {
     pub config: Config,
     pub fingerprint: u64,
     pub file_size: usize,
+    /// XXH3-64 of every byte after the header (`HEADER_BYTES..file_size`), written by the
+    /// converter once the weights are out. Checked by `tvl verify`, after a conversion and when
+    /// a cached file is reused; not on every open, which stays O(header).
+    pub content_hash: u64,
+}
+
+/// Where [`Header::content_hash`] is stored.
+pub const CONTENT_HASH_AT: usize = 128;
+
+/// The content hash of a whole TVL file (header included in `file`, skipped).
+pub fn content_hash_of(file: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(file.get(HEADER_BYTES..).unwrap_or(&[]))
 }
 
 /// Why a file is not a TVL file this build can read.
@@ -28,6 +40,7 @@ pub enum HeaderError {
     Config(String),
     Fingerprint { stored: u64, computed: u64 },
     FileSize { stored: u64, computed: usize },
+    TooLarge,
 }
 
 impl fmt::Display for HeaderError {
@@ -60,6 +73,7 @@ impl fmt::Display for HeaderError {
                 f,
                 "header records a file size of {stored} bytes but its layout needs {computed} bytes (corrupt header)"
             ),
+            HeaderError::TooLarge => f.write_str("the header describes a model too large to address (corrupt header)"),
         }
     }
 }
@@ -70,7 +84,7 @@ impl Header {
     /// The header of a file with `config` packed by this build.
     pub fn for_config(config: &Config) -> Header {
         let layout = Layout::new(config);
-        Header { config: config.clone(), fingerprint: layout.fingerprint, file_size: layout.file_size }
+        Header { config: config.clone(), fingerprint: layout.fingerprint, file_size: layout.file_size, content_hash: 0 }
     }
 
     pub fn encode(&self) -> [u8; HEADER_BYTES] {
@@ -100,6 +114,7 @@ impl Header {
         }
         out[16..24].copy_from_slice(&self.fingerprint.to_le_bytes());
         out[24..32].copy_from_slice(&(self.file_size as u64).to_le_bytes());
+        out[CONTENT_HASH_AT..CONTENT_HASH_AT + 8].copy_from_slice(&self.content_hash.to_le_bytes());
         out[84] = c.shared_classifier as u8;
         let name = c.name.as_bytes();
         out[88..88 + name.len().min(NAME_BYTES)].copy_from_slice(&name[..name.len().min(NAME_BYTES)]);
@@ -155,16 +170,19 @@ impl Header {
             },
             weights,
         };
+        // Every field is bounded by `validate`, and the size is computed with checked arithmetic
+        // and compared before the offset table (one entry per layer) is built.
         config.validate().map_err(|e| HeaderError::Config(e.to_string()))?;
-        let layout = Layout::new(&config);
         let (fingerprint, file_size) = (u64_at(16), u64_at(24));
+        let size = Layout::checked_file_size(&config).ok_or(HeaderError::TooLarge)?;
+        if file_size != size as u64 {
+            return Err(HeaderError::FileSize { stored: file_size, computed: size });
+        }
+        let layout = Layout::new(&config);
         if fingerprint != layout.fingerprint {
             return Err(HeaderError::Fingerprint { stored: fingerprint, computed: layout.fingerprint });
         }
-        if file_size != layout.file_size as u64 {
-            return Err(HeaderError::FileSize { stored: file_size, computed: layout.file_size });
-        }
-        Ok(Header { config, fingerprint, file_size: layout.file_size })
+        Ok(Header { config, fingerprint, file_size: layout.file_size, content_hash: u64_at(CONTENT_HASH_AT) })
     }
 }
 
@@ -210,10 +228,26 @@ mod tests {
         assert!(matches!(damaged(36, 8), HeaderError::Geometry { what: "tile rows", .. }));
         assert!(matches!(damaged(32, 7), HeaderError::Weights { code: 7 }));
         assert!(matches!(damaged(32, 2), HeaderError::Config(_))); // q4_0 with group size 4
-        assert!(matches!(damaged(120, 8), HeaderError::Fingerprint { .. })); // another group size
+        assert!(matches!(damaged(120, 8), HeaderError::FileSize { .. })); // another group size
         assert!(matches!(damaged(60, 6), HeaderError::Config(_))); // 64 % 6 != 0
-        assert!(matches!(damaged(52, 176), HeaderError::Fingerprint { .. })); // another shape
+        assert!(matches!(damaged(52, 176), HeaderError::FileSize { .. })); // another shape
+        assert!(matches!(damaged(16, 0), HeaderError::Fingerprint { .. }));
         assert!(matches!(damaged(24, 0x40), HeaderError::FileSize { .. })); // low byte of the size is 0x00
         assert!(matches!(damaged(84, 2), HeaderError::Config(_)));
+    }
+
+    /// One flipped byte in a shape field must not make a reader allocate per layer (or
+    /// anything) before the header is refused.
+    #[test]
+    fn huge_fields_are_refused_naming_the_key() {
+        let good = header().encode();
+        for (at, key) in [(56, "n_layers"), (48, "dim"), (52, "hidden_dim"), (68, "vocab_size"), (72, "seq_len")] {
+            for value in [u32::MAX, 1 << 31, 1 << 24] {
+                let mut b = good;
+                b[at..at + 4].copy_from_slice(&value.to_le_bytes());
+                let e = Header::decode(&b).unwrap_err().to_string();
+                assert!(e.contains(key) && e.contains("must be between 1 and"), "{key} = {value}: {e}");
+            }
+        }
     }
 }

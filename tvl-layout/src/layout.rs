@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// Version of the TVL file format; bump it when the header or the layout rules change.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Bytes of the file header; the first tensor starts here.
 pub const HEADER_BYTES: usize = 256;
 /// Every tensor starts at a multiple of this (a cache line on every CPU we target).
@@ -184,7 +184,11 @@ impl Panels {
     /// llama2.c checkpoint is stored without quantizing it again.
     pub fn pack_q8(&self, q: &[i8], scales: &[f32], out: &mut [u8]) {
         let Encoding::Q8 { group_size } = self.encoding else { panic!("pack_q8 of {} panels", self.encoding.name()) };
-        assert!(self.cols.is_multiple_of(group_size), "pack_q8: group size {group_size} does not divide {} columns", self.cols);
+        assert!(
+            self.cols.is_multiple_of(group_size),
+            "pack_q8: group size {group_size} does not divide {} columns",
+            self.cols
+        );
         assert_eq!(
             (q.len(), scales.len()),
             (self.rows * self.cols, self.rows * self.cols / group_size),
@@ -386,6 +390,41 @@ impl Cursor {
 }
 
 impl Layout {
+    /// The size of a file for `config`, computed with checked arithmetic and without
+    /// allocating anything per layer: what a reader compares with a file's real size before it
+    /// builds the offset table. `None` if it would not fit in 64 bits (impossible for a config
+    /// that passed [`Config::validate`], whose limits keep every size below 2^48).
+    pub fn checked_file_size(config: &Config) -> Option<usize> {
+        let (layer_encoding, vocab_encoding) = Self::encodings(config.weights);
+        let vector = |len: usize| Some(round_up(len.checked_mul(4)?, ALIGN));
+        let panels = |rows: usize, cols: usize, encoding: Encoding| {
+            let p = Panels { offset: 0, rows, cols, encoding };
+            let tile = round_up(p.blocks().checked_mul(encoding.block_bytes())?, ALIGN);
+            Some(round_up(p.tiles().checked_mul(tile)?, ALIGN))
+        };
+        let (dim, hidden, kv_dim) = (config.dim, config.hidden_dim, config.dim / config.n_heads * config.n_kv_heads);
+        // Every tensor starts and ends on an ALIGN boundary, so a layer takes the same bytes
+        // wherever it starts.
+        let layer = [
+            vector(dim)?,
+            panels(dim, dim, layer_encoding)?,
+            panels(kv_dim, dim, layer_encoding)?,
+            panels(kv_dim, dim, layer_encoding)?,
+            panels(dim, dim, layer_encoding)?,
+            vector(dim)?,
+            panels(hidden, dim, layer_encoding)?,
+            panels(hidden, dim, layer_encoding)?,
+            panels(dim, hidden, layer_encoding)?,
+        ]
+        .into_iter()
+        .try_fold(0usize, usize::checked_add)?;
+        let embedding = panels(config.vocab_size, dim, vocab_encoding)?;
+        let classifier = if config.shared_classifier { 0 } else { embedding };
+        [HEADER_BYTES, embedding, layer.checked_mul(config.n_layers)?, vector(dim)?, classifier]
+            .into_iter()
+            .try_fold(0usize, usize::checked_add)
+    }
+
     /// The encodings of (the layers' matrices, the token embedding and classifier).
     pub const fn encodings(weights: Weights) -> (Encoding, Encoding) {
         match weights {
@@ -431,6 +470,7 @@ impl Layout {
             fingerprint: 0,
         };
         layout.fingerprint = layout.fingerprint_of();
+        debug_assert_eq!(Some(layout.file_size), Self::checked_file_size(config));
         layout
     }
 
@@ -597,6 +637,33 @@ mod tests {
         p.pack_q8(&q, &s, &mut packed);
         let back = p.unpack(&packed);
         assert!(back.iter().enumerate().all(|(i, &v)| v == q[i] as f32 * s[i / 4]));
+    }
+
+    #[test]
+    fn checked_file_size_is_the_layout_size_and_cannot_overflow_for_a_valid_config() {
+        for weights in [Weights::F32, Weights::Q8_0 { group_size: 4 }, Weights::Q4_0 { group_size: 32 }] {
+            for shared in [true, false] {
+                let c = Config { weights, ..config(64, 172, 8, 4, shared) };
+                assert_eq!(Layout::checked_file_size(&c), Some(Layout::new(&c).file_size));
+            }
+        }
+        // The largest config validate accepts, in every encoding: well below 2^64.
+        let max = |key: &str| crate::config::LIMITS.iter().find(|(k, _)| *k == key).unwrap().1;
+        for weights in [Weights::F32, Weights::Q8_0 { group_size: 4 }, Weights::Q4_0 { group_size: 32 }] {
+            let c = Config {
+                dim: 32768,
+                hidden_dim: 65535,
+                n_layers: max("n_layers"),
+                n_heads: 16,
+                n_kv_heads: 16,
+                vocab_size: 65535,
+                seq_len: max("seq_len"),
+                weights,
+                ..config(64, 172, 8, 4, false)
+            };
+            c.validate().unwrap();
+            assert!(Layout::checked_file_size(&c).unwrap() < 1 << 50);
+        }
     }
 
     #[test]

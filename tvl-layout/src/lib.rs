@@ -14,5 +14,5 @@ pub mod layout;
 pub mod quant;
 
 pub use config::{Config, ConfigError, Weights};
-pub use header::{Header, HeaderError};
+pub use header::{content_hash_of, Header, HeaderError};
 pub use layout::{Encoding, LayerLayout, Layout, Panels, Span, Storage, Tensor, TensorKind};
