@@ -20,8 +20,10 @@ pub struct Tokenizer {
     max_token_length: usize,
     /// `<0xNN>` pieces decode to the byte NN.
     byte_of: Vec<Option<u8>>,
-    /// Bytes of the longest piece (at least 1): no token stands for more text than that.
+    /// Bytes of the longest piece (at least 1), and whether every byte-fallback token has a
+    /// non-empty piece: what [`Tokenizer::min_tokens`] relies on.
     longest_piece: usize,
+    byte_pieces_nonempty: bool,
 }
 
 impl Tokenizer {
@@ -66,7 +68,16 @@ impl Tokenizer {
         }
         let byte_of = pieces.iter().map(|p| parse_byte_piece(p)).collect();
         let longest_piece = pieces.iter().map(|p| p.len()).max().unwrap_or(0).max(1);
-        Ok(Tokenizer { pieces, scores, ids, max_token_length: max_token_length as usize, byte_of, longest_piece })
+        let byte_pieces_nonempty = (3..259).all(|id| pieces.get(id).is_some_and(|p| !p.is_empty()));
+        Ok(Tokenizer {
+            pieces,
+            scores,
+            ids,
+            max_token_length: max_token_length as usize,
+            byte_of,
+            longest_piece,
+            byte_pieces_nonempty,
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -77,13 +88,22 @@ impl Tokenizer {
         self.pieces.get(id as usize).map(|p| &p[..])
     }
 
-    /// A lower bound on `encode(text, bos, _).len()`, computed without encoding: no token
-    /// stands for more bytes of text than the longest piece (true of sentencepiece
-    /// vocabularies, whose byte tokens `<0xNN>` are six bytes long). Lets a caller refuse a
-    /// prompt that cannot fit the context before any work proportional to it.
+    /// A lower bound on `encode(text, bos, _).len()`, computed without encoding, so that a
+    /// prompt that cannot fit the context is refused before any work proportional to it.
+    ///
+    /// Why it holds: a merge concatenates two pieces, so every token stands for at most as
+    /// many bytes (text, dummy-prefix space, BOS's piece) as its own piece has — provided the
+    /// byte-fallback tokens (`<0xNN>`, ids 3..=258) have non-empty pieces, as in every
+    /// sentencepiece vocabulary. No token's piece is longer than the longest one. Where the
+    /// proviso fails (a hand-made vocabulary), the bound is the trivial one.
     pub fn min_tokens(&self, text: &str, bos: bool) -> usize {
+        let trivial = usize::from(bos || !text.is_empty());
+        if !self.byte_pieces_nonempty {
+            return trivial;
+        }
         let prefix = usize::from(!text.is_empty() && self.ids.contains_key(&b" "[..]));
-        usize::from(bos) + (text.len() + prefix).div_ceil(self.longest_piece)
+        let bos_bytes = if bos { self.pieces[BOS as usize].len() } else { 0 };
+        (bos_bytes + prefix + text.len()).div_ceil(self.longest_piece).max(trivial)
     }
 
     /// Token ids of `text` as the reference `encode` gives them: optional BOS, a dummy-prefix
