@@ -426,6 +426,15 @@ fn inspect(path: &Path, out: &mut impl Write) -> Result<()> {
         None => "f32".into(),
     };
     writeln!(out, "weights        {weights}")?;
+    writeln!(
+        out,
+        "arithmetic     {}",
+        if c.weights.fused_value_sum() {
+            "as llama2.c runq.c: rounded matrix-product terms, attention values summed with fused multiply-adds"
+        } else {
+            "as llama2.c run.c: every operation rounded, none fused"
+        }
+    )?;
     writeln!(out, "fingerprint    {:016x}", header.fingerprint)?;
     writeln!(
         out,

@@ -3,7 +3,8 @@
 //! `stories260K-q80-generate.jsonl` byte for byte. It pins down the arithmetic the packed int8
 //! path must reproduce: activations quantized per group (scale = max|x| / 127, round half away
 //! from zero), integer dot products per group, each scaled by both scales in float and summed
-//! group by group, each group's term fused into the sum (see `matmul`).
+//! group by group with every operation rounded (see `matmul`), and the attention's weighted
+//! sum of values as fused multiply-adds — the one statement the reference build contracted.
 
 mod common;
 
@@ -39,18 +40,15 @@ fn quantize(x: &[f32], gs: usize) -> Q8 {
     Q8 { q, s }
 }
 
-/// runq.c's matmul: out[i] = Σ_groups (float)(Σ_k x.q·w.q) · w.s · x.s, groups in order.
-///
-/// The golden outputs match only with `val += ival·w.s·x.s` computed as one fused multiply-add,
-/// `fma(ival·w.s, x.s, val)`: the reference binary contracted that statement. Unfused, the
-/// greedy "Once upon a time" case diverges at byte 542. (run.c's fp32 matmul was not
-/// contracted: the fp32 golden logits are reproduced exactly without FMA.)
+/// runq.c's matmul: out[i] = Σ_groups (float)(Σ_k x.q·w.q) · w.s · x.s, groups in order,
+/// `val += ((float) ival * w.s) * x.s` rounded after each multiplication and the addition (the
+/// reference build did not contract it; see ../shared/golden/README.md).
 fn matmul(out: &mut [f32], x: &Q8, w: &Q8, n: usize, gs: usize) {
     for (i, out) in out.iter_mut().enumerate() {
         let mut val = 0.0f32;
         for j in (0..n).step_by(gs) {
             let ival: i32 = (0..gs).map(|k| x.q[j + k] as i32 * w.q[i * n + j + k] as i32).sum();
-            val = (ival as f32 * w.s[(i * n + j) / gs]).mul_add(x.s[j / gs], val);
+            val += (ival as f32 * w.s[(i * n + j) / gs]) * x.s[j / gs];
         }
         *out = val;
     }
@@ -124,9 +122,10 @@ impl Runq {
                 softmax(&mut att);
                 let out = &mut xb[h * hd..][..hd];
                 out.fill(0.0);
+                // The one fused statement of the reference build: xb[i] = fma(a, v[i], xb[i]).
                 for (t, a) in att.iter().enumerate() {
                     for i in 0..hd {
-                        out[i] += a * values[t * kv_dim + kvh * hd + i];
+                        out[i] = a.mul_add(values[t * kv_dim + kvh * hd + i], out[i]);
                     }
                 }
             }
@@ -154,7 +153,9 @@ impl Runq {
 fn reference_port_of_runq_reproduces_the_int8_golden_text() {
     let Some(models) = models() else { return };
     let model = Runq::load(&Checkpoint::open(&models.join("stories260K-q80.bin")).unwrap());
-    for case in generate_cases("stories260K-q80-generate.jsonl") {
+    let cases = int8_cases();
+    assert_eq!(cases.len(), 9);
+    for case in cases {
         let tokenizer = Tokenizer::from_file(models.join(&case.tokenizer)).unwrap();
         let mut sampler = Sampler::new(tokenizer.vocab_size(), case.temperature, case.topp, case.seed).unwrap();
         let prompt = tokenizer.encode(&case.prompt, true, false);

@@ -58,7 +58,7 @@ fn int8_golden_text_on_every_path_and_thread_count() {
     let (Some(models), Some(file)) = (models(), q80_tvl()) else { return };
     for options in every_path() {
         let model = Stories260KQ80G4::open_with(&file, &options).unwrap();
-        for case in generate_cases("stories260K-q80-generate.jsonl") {
+        for case in int8_cases() {
             let text = generate(&models, &model, &case);
             assert!(
                 text == case.text,
@@ -76,7 +76,7 @@ fn int8_golden_text_on_every_path_and_thread_count() {
 fn int8_golden_text_through_the_cli_from_the_llama2c_file() {
     let Some(models) = models() else { return };
     let cache = scratch("q80-cli-cache");
-    for case in generate_cases("stories260K-q80-generate.jsonl") {
+    for case in int8_cases() {
         let (stdout, _) = run_case_cli(&models, &cache, &case);
         let text = stdout.strip_suffix('\n').unwrap();
         assert!(text == case.text, "prompt {:?}: differs at byte {}", case.prompt, first_difference(text, &case.text));

@@ -74,6 +74,14 @@ pub fn generate_cases(file: &str) -> Vec<GenerateCase> {
         .collect()
 }
 
+/// All nine int8 cases of the reference's `runq.c`: the three first ones and the six that
+/// tell its arithmetic from near misses (greedy and sampled, longer runs).
+pub fn int8_cases() -> Vec<GenerateCase> {
+    let mut cases = generate_cases("stories260K-q80-generate.jsonl");
+    cases.extend(generate_cases("stories260K-q80-generate-more.jsonl"));
+    cases
+}
+
 /// Index of the first differing byte, for failure messages.
 pub fn first_difference(a: &str, b: &str) -> usize {
     a.bytes().zip(b.bytes()).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))

@@ -82,6 +82,8 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path) -
     let head_dim = Literal::usize_unsuffixed(config.head_dim());
     let n_heads = Literal::usize_unsuffixed(config.n_heads);
     let n_kv_heads = Literal::usize_unsuffixed(config.n_kv_heads);
+    // The reference's arithmetic for these weights (see `Weights::fused_value_sum`).
+    let fused_value_sum = config.weights.fused_value_sum();
     let weights = match config.weights.group_size() {
         Some(g) => format!("{} weights in groups of {g}", config.weights.name()),
         None => "f32 weights".into(),
@@ -118,7 +120,7 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path) -
                 values: &[f32],
                 positions: usize,
             ) {
-                unsafe { ::tvl::kernels::attention::<K, #head_dim, #n_heads, #n_kv_heads>(heads, scores, out, q, keys, values, positions) }
+                unsafe { ::tvl::kernels::attention::<K, #head_dim, #n_heads, #n_kv_heads, #fused_value_sum>(heads, scores, out, q, keys, values, positions) }
             }
         }
 
@@ -293,7 +295,7 @@ mod tests {
         // w2 is 64 × 172, padded to whole cache-line blocks: 64 × 176.
         assert!(code.contains("matvec :: < 176 >"), "{code}");
         assert!(code.contains("matvec :: < 64 >"), "{code}");
-        assert!(code.contains("attention :: < K , 8 , 8 , 4 >"), "{code}");
+        assert!(code.contains("attention :: < K , 8 , 8 , 4 , false >"), "{code}");
         assert!(code.contains("include_str ! (\"/x/tiny.toml\")"), "{code}");
         let layout = Layout::new(&config);
         assert!(code.contains(&format!("fingerprint : {}u64", layout.fingerprint)), "{code}");

@@ -71,6 +71,19 @@ impl Weights {
         }
     }
 
+    /// Whether the attention's weighted sum of values is computed as fused multiply-adds,
+    /// `out[i] = fma(a, v[i], out[i])`, instead of a rounded product then a rounded sum.
+    ///
+    /// tvl computes what its reference programs compute, bit for bit. llama2.c's f32 `run.c`
+    /// fuses nothing. Its int8 `runq.c`, as built for `../shared/golden` (GCC), contracted
+    /// exactly one statement, this one — measured, not assumed: of fifteen int8 cases, that
+    /// arithmetic reproduces all fifteen, unfused everywhere two (see the golden README). Every
+    /// other operation of a quantized model, each group's term of a matrix product included,
+    /// is rounded operation by operation. The quantized schemes follow `runq.c`.
+    pub const fn fused_value_sum(self) -> bool {
+        !matches!(self, Weights::F32)
+    }
+
     pub const fn group_size(self) -> Option<usize> {
         match self {
             Weights::F32 => None,

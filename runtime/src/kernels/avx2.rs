@@ -236,11 +236,15 @@ unsafe fn sum_8(v: [__m256i; 8]) -> __m256i {
     }
 }
 
-/// `val = fma(ival · w_scale, x_scale, val)` for the 4 rows of a tile at once (one per lane).
+/// `val += (ival · w_scale) · x_scale` for the 4 rows of a tile at once (one per lane), each
+/// operation rounded, as the reference.
 #[inline(always)]
 unsafe fn add_group(val: __m128, ival: __m128i, w_scales: *const u8, x_scale: f32) -> __m128 {
     // SAFETY: the caller passes 16 bytes of scales inside the checked tile.
-    unsafe { _mm_fmadd_ps(_mm_mul_ps(_mm_cvtepi32_ps(ival), _mm_loadu_ps(w_scales.cast())), _mm_set1_ps(x_scale), val) }
+    unsafe {
+        let term = _mm_mul_ps(_mm_cvtepi32_ps(ival), _mm_loadu_ps(w_scales.cast()));
+        _mm_add_ps(val, _mm_mul_ps(term, _mm_set1_ps(x_scale)))
+    }
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -320,8 +324,10 @@ unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, co
                             _mm256_set_m128i(offset1, offset0),
                         );
                         let terms = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_loadu_ps(scales.cast()));
-                        val = _mm_fmadd_ps(_mm256_castps256_ps128(terms), _mm_set1_ps(xs[group]), val);
-                        val = _mm_fmadd_ps(_mm256_extractf128_ps::<1>(terms), _mm_set1_ps(xs[group + 1]), val);
+                        let x0 = _mm_set1_ps(xs[group]);
+                        val = _mm_add_ps(val, _mm_mul_ps(_mm256_castps256_ps128(terms), x0));
+                        let x1 = _mm_set1_ps(xs[group + 1]);
+                        val = _mm_add_ps(val, _mm_mul_ps(_mm256_extractf128_ps::<1>(terms), x1));
                     }
                     _ => {
                         // Small groups (llama2.c exports of small models): lane sums through memory.

@@ -242,14 +242,22 @@ pub fn matvec_scalar<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
 /// `keys` is one layer's key cache laid out `[kv_head][HEAD_DIM][seq_len]` (transposed, see
 /// [`Isa::scores`]), `values` its value cache `[kv_head][seq_len][HEAD_DIM]`. The
 /// N_HEADS / N_KV_HEADS query heads of a group read the same key/value head (grouped-query
-/// attention). `scores` holds `seq_len` floats per head in
-/// `heads`; `out` and `q` hold HEAD_DIM floats per head in `heads`.
+/// attention). `scores` holds `seq_len` floats per head in `heads`; `out` and `q` hold
+/// HEAD_DIM floats per head in `heads`. FUSED_VALUE_SUM adds each weighted value as a fused
+/// multiply-add, as the int8 reference does (see `tvl_layout::Weights::fused_value_sum`);
+/// otherwise product and sum are rounded separately, as the f32 reference does.
 ///
 /// # Safety
 /// `K::available()` must have returned true on this CPU.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-pub unsafe fn attention<K: Isa, const HEAD_DIM: usize, const N_HEADS: usize, const N_KV_HEADS: usize>(
+pub unsafe fn attention<
+    K: Isa,
+    const HEAD_DIM: usize,
+    const N_HEADS: usize,
+    const N_KV_HEADS: usize,
+    const FUSED_VALUE_SUM: bool,
+>(
     heads: std::ops::Range<usize>,
     scores: &mut [f32],
     out: &mut [f32],
@@ -273,8 +281,8 @@ pub unsafe fn attention<K: Isa, const HEAD_DIM: usize, const N_HEADS: usize, con
         softmax(scores);
         out.fill(0.0);
         for (&a, v) in scores.iter().zip(values[head_cache].chunks_exact(HEAD_DIM)) {
-            for (out, v) in out.iter_mut().zip(v) {
-                *out += a * v;
+            for (out, &v) in out.iter_mut().zip(v) {
+                *out = if FUSED_VALUE_SUM { a.mul_add(v, *out) } else { *out + a * v };
             }
         }
     }
@@ -373,7 +381,7 @@ mod tests {
         let mut scores = vec![0.0; 16];
         // 4 query heads of dim 2 sharing 2 kv heads; seq_len 4.
         // SAFETY: the scalar kernels run on any CPU.
-        unsafe { attention::<Scalar, 2, 4, 2>(0..4, &mut scores, &mut out, &q, &keys, &values, 1) };
+        unsafe { attention::<Scalar, 2, 4, 2, false>(0..4, &mut scores, &mut out, &q, &keys, &values, 1) };
         assert_eq!(out, [-0.0, -1.0, -0.0, -1.0, -8.0, -9.0, -8.0, -9.0]);
     }
 

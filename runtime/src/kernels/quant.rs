@@ -3,7 +3,8 @@
 //!
 //! The arithmetic is llama2.c `runq.c`'s: the input vector is quantized to int8 per group
 //! ([`tvl_layout::quant::quantize_q8`]); each (row, group) product is an exact integer; each
-//! row then adds its groups in column order as `val = fma(ival · w_scale, x_scale, val)`.
+//! row then adds its groups in column order as `val += (ival · w_scale) · x_scale`, rounded
+//! after each operation (the reference build did not contract it).
 //! Only the integer part is reordered by SIMD kernels (which is exact), and the float part runs
 //! one row per lane in the same order, so every instruction set gives the same bits.
 
@@ -118,7 +119,7 @@ fn matvec_quantized_scalar<const COLS: usize, const GS: usize, const Q4: bool>(
                         ival += w * xq[block * Q_COL_BLOCK + k] as i32;
                     }
                     let w_scale = scale_at(bytes, TILE_ROWS * row_bytes + 4 * (g * TILE_ROWS + r));
-                    *val = (ival as f32 * w_scale).mul_add(xs[block * groups_per_block + g], *val);
+                    *val += (ival as f32 * w_scale) * xs[block * groups_per_block + g];
                 }
             }
         }
@@ -140,7 +141,7 @@ pub fn add_block_from_lanes<const GS: usize>(
     for (g, &x_scale) in x_scales[..Q_COL_BLOCK / GS].iter().enumerate() {
         for (r, (val, lanes)) in val.iter_mut().zip(lanes).enumerate() {
             let ival: i32 = lanes[g * GS / 4..(g + 1) * GS / 4].iter().sum();
-            *val = (ival as f32 * scale_at(w_scales, 4 * (g * TILE_ROWS + r))).mul_add(x_scale, *val);
+            *val += (ival as f32 * scale_at(w_scales, 4 * (g * TILE_ROWS + r))) * x_scale;
         }
     }
 }
@@ -186,7 +187,7 @@ mod tests {
                         _ => tvl_layout::quant::quantize_q8(group, &mut q),
                     };
                     let ival: i32 = q.iter().zip(&xq.q[g * gs..]).map(|(&a, &b)| a as i32 * b as i32).sum();
-                    val = (ival as f32 * w_scale).mul_add(xq.scales[g], val);
+                    val += (ival as f32 * w_scale) * xq.scales[g];
                 }
                 assert_eq!(out.to_bits(), val.to_bits(), "{encoding:?} row {r}");
             }
