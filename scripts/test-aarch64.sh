@@ -32,9 +32,9 @@ target=aarch64-unknown-linux-gnu
 for cpu in cortex-a72 default; do
   if [ "$cpu" = default ]; then unset QEMU_CPU; else export QEMU_CPU=$cpu; fi
   echo "== aarch64 under qemu, CPU: $cpu"
-  /usr/bin/cargo test --target $target --workspace
+  /usr/bin/cargo test --target $target --workspace --all-features
   # Show which kernels ran: the kernel test fails unless a SIMD path was tested.
-  /usr/bin/cargo test --target $target --test kernels -- --nocapture 2>&1 | grep -E "kernel paths tested"
+  /usr/bin/cargo test --target $target --all-features --test kernels -- --nocapture 2>&1 | grep -E "kernel paths tested"
   # The path chosen at load: neon-dotprod where the CPU has dotprod, else neon.
   for model in stories260K.bin stories260K-q80.bin; do
     TVL_CACHE_DIR="$CARGO_TARGET_DIR/cache" qemu-aarch64-static "$CARGO_TARGET_DIR/$target/debug/tvl" \

@@ -25,7 +25,9 @@ extern crate self as tvl;
 pub use tvl_macros::tvl_model;
 pub use tvl_runtime::*;
 
-/// The models compiled into this crate by `build.rs`: one per file in `model-configs/`.
+/// The models compiled into this crate by `build.rs`: one per file in `model-configs/`
+/// (feature `bundled`, which the `tvl` tool's feature `cli` turns on).
+#[cfg(feature = "bundled")]
 pub mod bundled {
     include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 

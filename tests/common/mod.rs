@@ -2,6 +2,10 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+
+// The integration tests run the `tvl` binary and use the bundled models.
+#[cfg(not(feature = "cli"))]
+compile_error!("the integration tests need the `tvl` tool: run them with `cargo test --workspace --all-features`");
 use std::sync::OnceLock;
 
 /// `../shared/models`, or `None` (with a message) where it is absent outside CI. In CI

@@ -37,7 +37,21 @@ fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let path = manifest_dir.join(path_literal.value());
     let config =
         read_config(&path, &path_literal.value()).map_err(|message| syn::Error::new(path_literal.span(), message))?;
-    Ok(model_tokens(&item, &config, &path))
+    Ok(model_tokens(&item, &config, &path, &crate_path()))
+}
+
+/// The path of the `tvl` crate as the calling crate names it: `::tvl`, or the new name of a
+/// renamed dependency (`engine = { package = "tvl" }` gives `::engine`). Inside `tvl` itself
+/// (its tests, and `build.rs`'s bundled models) it is `::tvl`, which the library makes resolve
+/// with `extern crate self as tvl`.
+pub fn crate_path() -> TokenStream {
+    match proc_macro_crate::crate_name("tvl") {
+        Ok(proc_macro_crate::FoundCrate::Name(name)) => {
+            let name = format_ident!("{name}");
+            quote!(::#name)
+        }
+        _ => quote!(::tvl),
+    }
 }
 
 /// Reads and validates a config file; the error names the file (as `shown`) and the key.
@@ -48,12 +62,12 @@ pub fn read_config(path: &Path, shown: &str) -> Result<Config, String> {
 
 /// The model type: `item` (a unit struct, kept with its attributes) and its `tvl::Model` impl.
 /// `toml_path` is included with `include_str!` so that Cargo rebuilds when the TOML changes.
-pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path) -> TokenStream {
+pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path, krate: &TokenStream) -> TokenStream {
     let ident = &item.ident;
     let layout = Layout::new(config);
     let toml_path = toml_path.to_string_lossy().into_owned();
-    let config_tokens = config_tokens(config);
-    let layout_tokens = layout_tokens(&layout);
+    let config_tokens = config_tokens(config, krate);
+    let layout_tokens = layout_tokens(&layout, krate);
     let first = layout.layers.first().copied();
     let kernel = |name: &str, panels: Option<Panels>| {
         let name = format_ident!("{name}");
@@ -61,13 +75,13 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path) -
         let cols = Literal::usize_unsuffixed(panels.padded_cols());
         let group_size = Literal::usize_unsuffixed(panels.encoding.group_size());
         let call = match panels.encoding {
-            Encoding::F32 => quote! { K::matvec::<#cols>(out, ::tvl::kernels::as_f32s(w), x.values) },
+            Encoding::F32 => quote! { K::matvec::<#cols>(out, #krate::kernels::as_f32s(w), x.values) },
             Encoding::Q8 { .. } => quote! { K::matvec_q8::<#cols, #group_size>(out, w, x.quantized) },
             Encoding::Q4 { .. } => quote! { K::matvec_q4::<#cols, #group_size>(out, w, x.quantized) },
         };
         quote! {
             #[inline]
-            unsafe fn #name<K: ::tvl::kernels::Isa>(out: &mut [f32], w: &[u8], x: ::tvl::kernels::Input<'_>) {
+            unsafe fn #name<K: #krate::kernels::Isa>(out: &mut [f32], w: &[u8], x: #krate::kernels::Input<'_>) {
                 unsafe { #call }
             }
         }
@@ -103,15 +117,15 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path) -
         #[doc = #doc]
         #item
 
-        impl ::tvl::Model for #ident {
+        impl #krate::Model for #ident {
             const TOML: &'static str = include_str!(#toml_path);
-            const CONFIG: ::tvl::Config = #config_tokens;
-            const LAYOUT: ::tvl::Layout = #layout_tokens;
+            const CONFIG: #krate::Config = #config_tokens;
+            const LAYOUT: #krate::Layout = #layout_tokens;
 
             #(#kernels)*
 
             #[inline]
-            unsafe fn attention<K: ::tvl::kernels::Isa>(
+            unsafe fn attention<K: #krate::kernels::Isa>(
                 heads: ::std::ops::Range<usize>,
                 scores: &mut [f32],
                 out: &mut [f32],
@@ -120,38 +134,38 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path) -
                 values: &[f32],
                 positions: usize,
             ) {
-                unsafe { ::tvl::kernels::attention::<K, #head_dim, #n_heads, #n_kv_heads, #fused_value_sum>(heads, scores, out, q, keys, values, positions) }
+                unsafe { #krate::kernels::attention::<K, #head_dim, #n_heads, #n_kv_heads, #fused_value_sum>(heads, scores, out, q, keys, values, positions) }
             }
         }
 
         impl #ident {
             /// Maps a TVL file of this model (zero-copy) after checking that it matches the
             /// layout; runs on every core with the fastest kernels of this CPU.
-            pub fn open(path: impl AsRef<::std::path::Path>) -> ::std::result::Result<::tvl::Transformer<Self>, ::tvl::Error> {
-                ::tvl::Transformer::open(path)
+            pub fn open(path: impl AsRef<::std::path::Path>) -> ::std::result::Result<#krate::Transformer<Self>, #krate::Error> {
+                #krate::Transformer::open(path)
             }
 
             /// [`open`](Self::open) with options (thread count).
             pub fn open_with(
                 path: impl AsRef<::std::path::Path>,
-                options: &::tvl::Options,
-            ) -> ::std::result::Result<::tvl::Transformer<Self>, ::tvl::Error> {
-                ::tvl::Transformer::open_with(path, options)
+                options: &#krate::Options,
+            ) -> ::std::result::Result<#krate::Transformer<Self>, #krate::Error> {
+                #krate::Transformer::open_with(path, options)
             }
         }
     }
 }
 
-fn config_tokens(c: &Config) -> TokenStream {
+fn config_tokens(c: &Config, krate: &TokenStream) -> TokenStream {
     let name = c.name.as_ref();
     let [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len] =
         [c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len]
             .map(Literal::usize_unsuffixed);
     let (norm_eps, rope_theta) = (Literal::f32_suffixed(c.norm_eps), Literal::f32_suffixed(c.rope_theta));
     let shared = c.shared_classifier;
-    let weights = weights_tokens(c.weights);
+    let weights = weights_tokens(c.weights, krate);
     quote! {
-        ::tvl::Config {
+        #krate::Config {
             name: ::std::borrow::Cow::Borrowed(#name),
             dim: #dim,
             hidden_dim: #hidden_dim,
@@ -168,58 +182,58 @@ fn config_tokens(c: &Config) -> TokenStream {
     }
 }
 
-fn weights_tokens(w: Weights) -> TokenStream {
+fn weights_tokens(w: Weights, krate: &TokenStream) -> TokenStream {
     match w {
-        Weights::F32 => quote! { ::tvl::Weights::F32 },
+        Weights::F32 => quote! { #krate::Weights::F32 },
         Weights::Q8_0 { group_size } => {
             let g = Literal::usize_unsuffixed(group_size);
-            quote! { ::tvl::Weights::Q8_0 { group_size: #g } }
+            quote! { #krate::Weights::Q8_0 { group_size: #g } }
         }
         Weights::Q4_0 { group_size } => {
             let g = Literal::usize_unsuffixed(group_size);
-            quote! { ::tvl::Weights::Q4_0 { group_size: #g } }
+            quote! { #krate::Weights::Q4_0 { group_size: #g } }
         }
     }
 }
 
-fn encoding_tokens(e: Encoding) -> TokenStream {
+fn encoding_tokens(e: Encoding, krate: &TokenStream) -> TokenStream {
     let g = Literal::usize_unsuffixed(e.group_size());
     match e {
-        Encoding::F32 => quote! { ::tvl::Encoding::F32 },
-        Encoding::Q8 { .. } => quote! { ::tvl::Encoding::Q8 { group_size: #g } },
-        Encoding::Q4 { .. } => quote! { ::tvl::Encoding::Q4 { group_size: #g } },
+        Encoding::F32 => quote! { #krate::Encoding::F32 },
+        Encoding::Q8 { .. } => quote! { #krate::Encoding::Q8 { group_size: #g } },
+        Encoding::Q4 { .. } => quote! { #krate::Encoding::Q4 { group_size: #g } },
     }
 }
 
-fn span_tokens(s: tvl_layout::Span) -> TokenStream {
+fn span_tokens(s: tvl_layout::Span, krate: &TokenStream) -> TokenStream {
     let (offset, len) = (Literal::usize_unsuffixed(s.offset), Literal::usize_unsuffixed(s.len));
-    quote! { ::tvl::Span { offset: #offset, len: #len } }
+    quote! { #krate::Span { offset: #offset, len: #len } }
 }
 
-fn panels_tokens(p: Panels) -> TokenStream {
+fn panels_tokens(p: Panels, krate: &TokenStream) -> TokenStream {
     let [offset, rows, cols] = [p.offset, p.rows, p.cols].map(Literal::usize_unsuffixed);
-    let encoding = encoding_tokens(p.encoding);
-    quote! { ::tvl::Panels { offset: #offset, rows: #rows, cols: #cols, encoding: #encoding } }
+    let encoding = encoding_tokens(p.encoding, krate);
+    quote! { #krate::Panels { offset: #offset, rows: #rows, cols: #cols, encoding: #encoding } }
 }
 
-fn layer_tokens(l: &LayerLayout) -> TokenStream {
-    let (attn_norm, ffn_norm) = (span_tokens(l.attn_norm), span_tokens(l.ffn_norm));
-    let [wq, wk, wv, wo, w1, w3, w2] = [l.wq, l.wk, l.wv, l.wo, l.w1, l.w3, l.w2].map(panels_tokens);
+fn layer_tokens(l: &LayerLayout, krate: &TokenStream) -> TokenStream {
+    let (attn_norm, ffn_norm) = (span_tokens(l.attn_norm, krate), span_tokens(l.ffn_norm, krate));
+    let [wq, wk, wv, wo, w1, w3, w2] = [l.wq, l.wk, l.wv, l.wo, l.w1, l.w3, l.w2].map(|p| panels_tokens(p, krate));
     quote! {
-        ::tvl::LayerLayout { attn_norm: #attn_norm, wq: #wq, wk: #wk, wv: #wv, wo: #wo, ffn_norm: #ffn_norm, w1: #w1, w3: #w3, w2: #w2 }
+        #krate::LayerLayout { attn_norm: #attn_norm, wq: #wq, wk: #wk, wv: #wv, wo: #wo, ffn_norm: #ffn_norm, w1: #w1, w3: #w3, w2: #w2 }
     }
 }
 
-fn layout_tokens(layout: &Layout) -> TokenStream {
-    let token_embedding = panels_tokens(layout.token_embedding);
-    let layers = layout.layers.iter().map(layer_tokens);
-    let final_norm = span_tokens(layout.final_norm);
-    let classifier = panels_tokens(layout.classifier);
+fn layout_tokens(layout: &Layout, krate: &TokenStream) -> TokenStream {
+    let token_embedding = panels_tokens(layout.token_embedding, krate);
+    let layers = layout.layers.iter().map(|l| layer_tokens(l, krate));
+    let final_norm = span_tokens(layout.final_norm, krate);
+    let classifier = panels_tokens(layout.classifier, krate);
     let file_size = Literal::usize_unsuffixed(layout.file_size);
     let fingerprint = Literal::u64_suffixed(layout.fingerprint);
-    let weights = weights_tokens(layout.weights);
+    let weights = weights_tokens(layout.weights, krate);
     quote! {
-        ::tvl::Layout {
+        #krate::Layout {
             weights: #weights,
             token_embedding: #token_embedding,
             layers: ::std::borrow::Cow::Borrowed(&[#(#layers),*]),
@@ -233,7 +247,7 @@ fn layout_tokens(layout: &Layout) -> TokenStream {
 
 /// Code for `build.rs`: one model type per config file, plus `BUNDLED`, the table the `tvl`
 /// binary uses to pick the compiled model that matches a file's header.
-pub fn bundle_tokens(configs: &[(String, Config, PathBuf)]) -> TokenStream {
+pub fn bundle_tokens(configs: &[(String, Config, PathBuf)], krate: &TokenStream) -> TokenStream {
     let mut models = Vec::new();
     let mut entries = Vec::new();
     for (type_name, config, path) in configs {
@@ -242,11 +256,11 @@ pub fn bundle_tokens(configs: &[(String, Config, PathBuf)]) -> TokenStream {
             #[derive(Clone, Copy, Debug, Default)]
             pub struct #ident;
         };
-        models.push(model_tokens(&item, config, path));
+        models.push(model_tokens(&item, config, path, krate));
         let fingerprint = Literal::u64_suffixed(Layout::new(config).fingerprint);
         entries.push(quote! {
-            ::tvl::Bundled {
-                config: <#ident as ::tvl::Model>::CONFIG,
+            #krate::Bundled {
+                config: <#ident as #krate::Model>::CONFIG,
                 fingerprint: #fingerprint,
                 open: |path, options| ::std::result::Result::Ok(::std::boxed::Box::new(#ident::open_with(path, options)?)),
             }
@@ -256,7 +270,15 @@ pub fn bundle_tokens(configs: &[(String, Config, PathBuf)]) -> TokenStream {
         #(#models)*
 
         /// Every model compiled into this binary, one per file in `model-configs/`.
-        pub const BUNDLED: &[::tvl::Bundled] = &[#(#entries),*];
+        pub const BUNDLED: &[#krate::Bundled] = &[#(#entries),*];
+    }
+}
+
+/// Generated code as `rustfmt` would print it (for `build.rs`'s output and snapshots).
+pub fn format(tokens: TokenStream) -> String {
+    match syn::parse2::<syn::File>(tokens.clone()) {
+        Ok(file) => prettyplease::unparse(&file),
+        Err(_) => tokens.to_string(),
     }
 }
 
@@ -291,7 +313,7 @@ mod tests {
         let item: syn::ItemStruct = syn::parse_quote!(
             pub struct Tiny;
         );
-        let code = model_tokens(&item, &config, Path::new("/x/tiny.toml")).to_string();
+        let code = model_tokens(&item, &config, Path::new("/x/tiny.toml"), &quote!(::tvl)).to_string();
         // w2 is 64 × 172, padded to whole cache-line blocks: 64 × 176.
         assert!(code.contains("matvec :: < 176 >"), "{code}");
         assert!(code.contains("matvec :: < 64 >"), "{code}");
