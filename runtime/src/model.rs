@@ -353,7 +353,7 @@ unsafe fn matvec(pool: &mut Pool, kernel: Kernel, out: &mut [f32], w: &[u8], x: 
     let (tiles, threads) = (out.len() / TILE_ROWS, pool.threads());
     let tile_bytes = w.len() / tiles;
     let out = Disjoint::new(out);
-    pool.run(&|thread| {
+    pool.run_sized(w.len(), &|thread| {
         let tiles = split(tiles, thread, threads);
         let rows = tiles.start * TILE_ROWS..tiles.end * TILE_ROWS;
         // SAFETY: `split` gives each thread a disjoint range of rows; the caller guarantees
@@ -402,7 +402,9 @@ unsafe fn forward<M: Model, K: Isa>(w: &Transformer<M>, pool: &mut Pool, s: &mut
         }
         let (keys, values, q, threads) = (&*keys, &*values, &s.q[..dim], pool.threads());
         let (scores, out) = (Disjoint::new(&mut s.scores), Disjoint::new(&mut s.xb[..dim]));
-        pool.run(&|thread| {
+        // Each head reads the keys and values of every position so far.
+        let cache_bytes = 2 * (pos + 1) * kv_dim * std::mem::size_of::<f32>();
+        pool.run_sized(cache_bytes, &|thread| {
             let heads = split(c.n_heads, thread, threads);
             // SAFETY: each thread gets its own heads, hence disjoint ranges of scores and out.
             unsafe {

@@ -2,6 +2,16 @@
 //! (the caller is thread 0) and returns when all are done. No thread is created per token or
 //! per matmul; between jobs workers spin briefly (jobs of one token come microseconds apart),
 //! then sleep on a condition variable.
+//!
+//! The pool degrades gracefully when it does not own the cores. A job splits its work
+//! statically, so a worker that another process has preempted holds everyone up for a
+//! scheduler slice (milliseconds, against microseconds of work): with one of two cores busy,
+//! two threads decoded 7× slower than one. So the caller measures how long it waits for the
+//! workers after its own part; when that lag dwarfs the work, job after job, it runs every
+//! part itself for a while (the workers sleep) and tries the workers again later, waiting
+//! longer each time they still lag. Small jobs, where handing off costs more than it saves,
+//! run on the caller from the start ([`Pool::run_on_caller`]). Either way each part is
+//! computed exactly as before, so results do not depend on which thread computed them.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
@@ -34,7 +44,28 @@ unsafe impl Send for Shared {}
 pub struct Pool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    /// Jobs still to run on the caller alone before the workers are tried again.
+    solo_jobs: u32,
+    /// How many solo jobs the next fallback lasts (doubles while the workers keep lagging).
+    solo_length: u32,
+    /// The current window of parallel jobs: how many, the caller's own time, and the time it
+    /// then waited for the workers.
+    window: (u32, std::time::Duration, std::time::Duration),
 }
+
+/// Jobs reading fewer bytes than this run on the caller: one thread streams them in a few
+/// microseconds, about what handing off and waiting costs. (stories260K, whose matrices are
+/// all below it, decoded 23,600 tok/s on one thread and 17,800 on two before this.)
+pub const SMALL_JOB: usize = 64 << 10;
+/// Waking a sleeping worker costs tens of microseconds (a futex round trip), the time to
+/// stream about this much: smaller jobs do not wake anyone.
+pub const WAKE_JOB: usize = 1 << 20;
+
+/// Parallel jobs over which the workers' lag is judged.
+const WINDOW: u32 = 32;
+/// First and longest fallbacks, in jobs (a 110M token is about 100 jobs).
+const SOLO_FIRST: u32 = 512;
+const SOLO_LONGEST: u32 = 1 << 16;
 
 /// Busy-wait rounds before yielding the core, and yields before sleeping. Short: when there are
 /// more threads than free cores (a shared machine, parallel tests), a spinning thread steals the
@@ -64,23 +95,55 @@ impl Pool {
             match worker {
                 Ok(handle) => workers.push(handle),
                 Err(e) => {
-                    let pool = Pool { shared, workers };
+                    let pool =
+                        Pool { shared, workers, solo_jobs: 0, solo_length: SOLO_FIRST, window: Default::default() };
                     drop(pool);
                     return Err(e);
                 }
             }
         }
-        Ok(Pool { shared, workers })
+        Ok(Pool { shared, workers, solo_jobs: 0, solo_length: SOLO_FIRST, window: Default::default() })
     }
 
     pub fn threads(&self) -> usize {
         self.workers.len() + 1
     }
 
-    /// Runs `job(thread)` for every thread index in `0..self.threads()`, the caller taking 0.
+    /// Runs `job(thread)` for every thread index in `0..self.threads()` on the caller, one
+    /// after another: for jobs too small to be worth a hand-off.
+    pub fn run_on_caller(&mut self, job: &(dyn Fn(usize) + Sync)) {
+        for thread in 0..self.threads() {
+            job(thread);
+        }
+    }
+
+    /// Runs a job that reads about `bytes` of memory: on the caller alone if it is too small
+    /// to be worth a hand-off ([`SMALL_JOB`]), or if every worker is asleep and waking them
+    /// would cost more than the job ([`WAKE_JOB`]); else as [`Pool::run`]. Workers fall asleep
+    /// when jobs come rarely, as they do for a model small enough to fit in cache.
+    pub fn run_sized(&mut self, bytes: usize, job: &(dyn Fn(usize) + Sync)) {
+        let asleep = !self.workers.is_empty() && self.shared.sleepers.load(Acquire) == self.workers.len();
+        if bytes < SMALL_JOB || (asleep && bytes < WAKE_JOB) {
+            self.run_on_caller(job)
+        } else {
+            self.run(job)
+        }
+    }
+
+    /// Whether the last jobs ran on the caller alone because the workers lagged.
+    pub fn is_falling_back(&self) -> bool {
+        self.solo_jobs > 0
+    }
+
+    /// Runs `job(thread)` for every thread index in `0..self.threads()`, the caller taking 0
+    /// (and the others' parts too while the workers lag, see the module documentation).
     pub fn run(&mut self, job: &(dyn Fn(usize) + Sync)) {
         if self.workers.is_empty() {
             return job(0);
+        }
+        if self.solo_jobs > 0 {
+            self.solo_jobs -= 1;
+            return self.run_on_caller(job);
         }
         let shared = &*self.shared;
         // SAFETY: no worker reads `job` now: each finished the previous generation (we waited
@@ -94,11 +157,36 @@ impl Pool {
             shared.wake.notify_all();
         }
         let wait = Wait(shared);
+        let start = std::time::Instant::now();
         job(0);
+        let own = start.elapsed();
         drop(wait);
+        let lag = start.elapsed() - own;
         if shared.worker_panicked.swap(false, SeqCst) {
             panic!("a tvl worker thread panicked");
         }
+        self.judge(own, lag);
+    }
+
+    /// After every [`WINDOW`] parallel jobs: the caller alone would have taken about
+    /// `threads × own`, the pool took `own + lag`. If the lag ate most of the gain, run on the
+    /// caller alone for a while, longer each time in a row.
+    fn judge(&mut self, own: std::time::Duration, lag: std::time::Duration) {
+        let (jobs, total_own, total_lag) = &mut self.window;
+        *jobs += 1;
+        *total_own += own;
+        *total_lag += lag;
+        if *jobs < WINDOW {
+            return;
+        }
+        let gain = *total_own * self.workers.len() as u32;
+        if *total_lag * 4 > gain * 3 {
+            self.solo_jobs = self.solo_length;
+            self.solo_length = (self.solo_length * 2).min(SOLO_LONGEST);
+        } else {
+            self.solo_length = SOLO_FIRST; // the workers keep up (again)
+        }
+        self.window = Default::default();
     }
 }
 
@@ -221,6 +309,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Workers that lag (simulated by a sleep in their part) make the caller take over every
+    /// part; each part still runs exactly once per job, whoever runs it.
+    #[test]
+    fn lagging_workers_fall_back_to_the_caller() {
+        let mut pool = Pool::new(2).unwrap();
+        let main = std::thread::current().id();
+        let mut fell_back = false;
+        for _ in 0..WINDOW + 2 {
+            let mut out = vec![0usize; 2];
+            let target = Disjoint::new(&mut out);
+            pool.run(&|t| {
+                if std::thread::current().id() != main {
+                    std::thread::sleep(std::time::Duration::from_micros(500));
+                }
+                // SAFETY: each thread index writes its own element.
+                unsafe { target.range(t..t + 1)[0] += 1 };
+            });
+            assert_eq!(out, [1, 1]);
+            fell_back |= pool.is_falling_back();
+        }
+        assert!(fell_back, "the caller never took over from a lagging worker");
+        let ran_on = std::sync::Mutex::new(Vec::new());
+        pool.run(&|t| ran_on.lock().unwrap().push((t, std::thread::current().id())));
+        assert!(ran_on.into_inner().unwrap().iter().all(|&(_, id)| id == main), "solo jobs run on the caller");
     }
 
     #[test]
