@@ -27,47 +27,45 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate text, like llama2.c's `run` (same flags)
-    #[command(
-        after_help = "Prints the prompt and the generated text on stdout as it is produced, and tok/s on stderr.\n\
-        A llama2.c .bin is converted once into the cache ($TVL_CACHE_DIR, else ~/.cache/tvl) and mapped from there."
-    )]
+    #[command(after_help = "Prints the prompt and the generated text on stdout as it is produced, tok/s on stderr.\n\
+        A llama2.c .bin is converted once into the cache (see `tvl cache`) and mapped from there.\n\n\
+        Example:\n  tvl run stories260K.bin -z tok512.bin -i \"Once upon a time\" -t 0")]
     Run {
         /// A .tvl file, or a llama2.c checkpoint (.bin)
         model: PathBuf,
         /// Tokenizer file (llama2.c format) with the model's vocabulary
-        #[arg(short = 'z', long, default_value = "tokenizer.bin")]
+        #[arg(short = 'z', long, default_value = DEFAULT_TOKENIZER)]
         tokenizer: PathBuf,
-        /// Prompt
+        /// Prompt (UTF-8)
         #[arg(short = 'i', long, default_value = "")]
         prompt: String,
         /// Positions to run, prompt included (0 = the model's whole context)
         #[arg(short = 'n', long, default_value_t = 256)]
         steps: usize,
-        /// Temperature: 0 is greedy, 1 samples the model's distribution
+        /// Temperature: 0 is greedy, else 0.0001 to 10000 (1 samples the model's distribution)
         #[arg(short = 't', long, default_value_t = 1.0, allow_negative_numbers = true)]
         temperature: f32,
-        /// Top-p (nucleus) sampling threshold; 1 or 0 disables it
+        /// Top-p (nucleus) sampling threshold, 0 to 1; 0 or 1 turn it off
         #[arg(short = 'p', long, default_value_t = 0.9, allow_negative_numbers = true)]
         topp: f32,
-        /// Random seed (0 = from the clock)
+        /// Random seed (0 = a fresh one, printed on stderr so that the run can be repeated)
         #[arg(short = 's', long, default_value_t = 0)]
         seed: u64,
-        /// Threads (0 = one per available core)
+        /// Threads (0 = one per core this process may use; more are capped to that)
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
     /// Measure decode speed against this machine's memory bandwidth (the roofline)
-    #[command(
-        after_help = "Reports load time, time to first token, decode tok/s (median), bytes read per token, achieved GB/s,
-        the streaming read bandwidth of this machine measured in the same run with the same threads, and the
-        fraction of that roofline. Without MODEL, benchmarks the stories110M shape on deterministic random
-        weights (synthesized once into the cache)."
-    )]
+    #[command(after_help = "Reports load time, time to first token, decode tok/s (median), bytes read per token, \
+        achieved GB/s, the streaming read bandwidth of this machine measured in the same run with the same threads, \
+        and the fraction of that roofline (MB and GB are 10^6 and 10^9 bytes).\n\
+        Without MODEL, benchmarks the stories110M shape on deterministic random weights (synthesized once into \
+        the cache, see `tvl cache`).")]
     Bench {
-        /// A .tvl file, a llama2.c .bin, or the name of a bundled model (random weights)
+        /// A .tvl file, a llama2.c .bin, or the name of a bundled model (random weights of its shape)
         #[arg(default_value = "stories110M")]
         model: String,
-        /// Threads (0 = one per available core)
+        /// Threads (0 = one per core this process may use; more are capped to that)
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Positions decoded per repetition
@@ -82,20 +80,21 @@ enum Command {
         /// Benchmark the bundled shape MODEL with quantized random weights (f32, q8_0, q4_0)
         #[arg(long, value_name = "SCHEME")]
         quant: Option<String>,
-        /// Group size of --quant
+        /// Weights per scale for --quant (q8_0: 4, 8, 16, 32 or 64; q4_0: 32 or 64)
         #[arg(long, default_value_t = 32)]
         group_size: usize,
     },
     /// Convert a llama2.c checkpoint (legacy, version 1 fp32, version 2 int8) to a TVL file
-    #[command(after_help = "Quantization (--quant), one f32 scale per group of --group-size weights along each row:
-          q8_0  every matrix int8, scale = max|w| / 127 (llama.cpp Q8_0, llama2.c runq.c)
-          q4_0  the layers' matrices 4-bit (llama.cpp Q4_0: the largest |w| maps to -8), the token
-                embedding / classifier int8 (its error goes straight into the logits)
-          f32   no quantization (dequantizes an int8 checkpoint)
-        Norm weights stay f32. Without --quant, weights stay as the checkpoint has them: an int8
-        (version 2) checkpoint keeps its exact values and group size.
-        The binary runs a converted file only if its shape and quantization are compiled in
-        (model-configs/*.toml; `tvl inspect` tells).")]
+    #[command(after_help = "Quantization (--quant), one f32 scale per group of --group-size weights of a row:\n  \
+        q8_0  every matrix int8, scale = max|w| / 127 (llama.cpp Q8_0, llama2.c runq.c)\n  \
+        q4_0  the layers' matrices 4-bit (llama.cpp Q4_0: the largest |w| maps to -8), the token\n        \
+              embedding / classifier int8 (its error goes straight into the logits)\n  \
+        f32   no quantization (dequantizes an int8 checkpoint)\n\
+        Norm weights stay f32. Without --quant, weights stay as the checkpoint has them: an int8 (version 2)\n\
+        checkpoint keeps its exact values and group size. The output is written beside its final name and\n\
+        renamed into place, read back and verified; it never replaces the input, a link or a device.\n\
+        The binary runs a converted file only if its shape and quantization are compiled in\n\
+        (model-configs/*.toml; `tvl inspect` tells, `tvl config` prints the config to add).")]
     Convert {
         /// llama2.c checkpoint
         input: PathBuf,
@@ -109,14 +108,15 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         group_size: usize,
     },
-    /// Print the model config (TOML) of a llama2.c checkpoint, for model-configs/
-    #[command(
-        after_help = "To compile a new model into tvl:\n  tvl config my-model.bin > model-configs/my-model.toml\n  cargo build --release"
-    )]
+    /// Print the model config (TOML) of a llama2.c checkpoint or a TVL file, for model-configs/
+    #[command(after_help = "To compile a new model into tvl:\n  \
+        tvl config my-model.bin > model-configs/my-model.toml\n  \
+        cargo build --release --features cli\n\
+        Of a TVL file it prints the config in its header, quantization included.")]
     Config {
-        /// llama2.c checkpoint
+        /// llama2.c checkpoint or TVL file
         input: PathBuf,
-        /// Model name [default: the file name]
+        /// Model name [default: the file name, or the name in a TVL header]
         #[arg(long)]
         name: Option<String>,
     },
@@ -130,18 +130,19 @@ enum Command {
         /// Output TVL file
         #[arg(short, long)]
         output: PathBuf,
+        /// Seed of the random weights
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
     /// Show a TVL file's header, fingerprint and offset table
-    #[command(after_help = "Exits 1 if the file's size is not what its header says. Does not read the weights: \
-        `tvl verify` does.")]
+    #[command(after_help = "Exits 1 if the file's size is not what its header says. It does not read the \
+        weights: `tvl verify` does.")]
     Inspect {
         /// A TVL file
         file: PathBuf,
     },
-    /// Check a TVL file completely: header, size and the content hash of every weight
-    #[command(after_help = "Reads the whole file once. Exits 0 if it is intact, 1 (naming the problem) if not. \
+    /// Check TVL files completely: header, size and the content hash of every weight
+    #[command(after_help = "Reads each file once. Exits 0 if all are intact, 1 (naming the problem) if not.\n\
         `tvl run` checks only the header and size at each start (to stay zero-copy); cached conversions are \
         verified before each reuse.")]
     Verify {
@@ -152,8 +153,9 @@ enum Command {
     /// Print the token ids of a text (BOS first, as generation encodes prompts)
     Tokenize {
         /// Tokenizer file (llama2.c format)
-        #[arg(short = 'z', long, default_value = "tokenizer.bin")]
+        #[arg(short = 'z', long, default_value = DEFAULT_TOKENIZER)]
         tokenizer: PathBuf,
+        /// The text (UTF-8)
         text: String,
         /// Do not prepend BOS
         #[arg(long)]
@@ -162,7 +164,28 @@ enum Command {
         #[arg(long)]
         eos: bool,
     },
+    /// List or empty the cache of converted checkpoints and synthetic weights
+    #[command(after_help = "The cache is $TVL_CACHE_DIR, else $XDG_CACHE_HOME/tvl, else ~/.cache/tvl. `tvl run` \
+        converts a llama2.c .bin into it once (keyed by the checkpoint's content hash and the layout), `tvl bench` \
+        synthesizes random weights of a bundled shape into it; both verify an entry before reusing it.")]
+    Cache {
+        #[command(subcommand)]
+        action: Option<CacheAction>,
+    },
 }
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Every cached file with its size and model (the default)
+    List,
+    /// Remove every cached file (and temporary files of interrupted conversions)
+    Clean,
+    /// Print the cache directory
+    Dir,
+}
+
+/// llama2.c's default tokenizer file name.
+const DEFAULT_TOKENIZER: &str = "tokenizer.bin";
 
 fn main() {
     // Interrupted conversions remove their temporary files; a mapped model truncated
@@ -184,7 +207,11 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
     match cli.command {
         Command::Run { model, tokenizer, prompt, steps, temperature, topp, seed, threads } => {
             let seed = if seed == 0 {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
+                let seed = fresh_seed();
+                if temperature != 0.0 {
+                    eprintln!("seed {seed} (repeat this run with -s {seed})");
+                }
+                seed
             } else {
                 seed
             };
@@ -192,7 +219,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
             let mut sampler = Sampler::new(0, temperature, topp, seed)?;
             let tvl_path = resolve_model(&model)?;
             let model = tvl::bundled::open(&tvl_path, &threads_option(threads))?;
-            let tokenizer = Tokenizer::from_file(&tokenizer)?;
+            let tokenizer = load_tokenizer(&tokenizer)?;
             let mut session = Session::new(model.as_ref());
             let mut write_error = None;
             let generation = session.generate(&tokenizer, &mut sampler, &prompt, steps, |piece| {
@@ -271,6 +298,13 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
         }
         Command::Bench { model, threads, tokens, repetitions, json, quant, group_size } => {
             let weights = quant.map(|q| weights_arg(&q, group_size)).transpose()?;
+            if cfg!(debug_assertions) {
+                eprintln!("warning: this is a debug build; its speed means nothing (build with --release)");
+            }
+            let looks_like_a_path = model.contains(std::path::MAIN_SEPARATOR) || model.contains('.');
+            if looks_like_a_path && !Path::new(&model).exists() {
+                bail!("{model}: no such file");
+            }
             let path = match (Path::new(&model).exists(), weights) {
                 (true, None) => resolve_model(Path::new(&model))?,
                 (true, Some(_)) => bail!(
@@ -289,12 +323,93 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
             }
         }
         Command::Tokenize { tokenizer, text, no_bos, eos } => {
-            let tokenizer = Tokenizer::from_file(&tokenizer)?;
+            let tokenizer = load_tokenizer(&tokenizer)?;
             let ids = tokenizer.encode(&text, !no_bos, eos);
             writeln!(out, "{}", ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(" "))?;
         }
+        Command::Cache { action } => cache(action.unwrap_or(CacheAction::List), out)?,
     }
     Ok(())
+}
+
+/// A seed for a run without `-s`: the clock's nanoseconds mixed with the process id (two runs
+/// in the same second differ), never 0 (the generator would stay at 0).
+fn fresh_seed() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mixed = (nanos ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 32).max(1) // llama2.c seeds fit in 32 bits; keep them short to type
+}
+
+/// The tokenizer, with a hint when llama2.c's default name is missing (the usual first error).
+fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    match Tokenizer::from_file(path) {
+        Err(tvl::Error::Io { cause, .. })
+            if path == Path::new(DEFAULT_TOKENIZER) && cause.kind() == std::io::ErrorKind::NotFound =>
+        {
+            bail!(
+                "{DEFAULT_TOKENIZER} (the default tokenizer) is not in this directory: pass the model's tokenizer \
+                 with -z FILE (stories260K uses tok512.bin; the stories15M/42M/110M models tokenizer.bin)"
+            )
+        }
+        result => Ok(result?),
+    }
+}
+
+/// `tvl cache list|clean|dir`.
+fn cache(action: CacheAction, out: &mut impl Write) -> Result<()> {
+    let dir = convert::cache_dir();
+    if let CacheAction::Dir = action {
+        writeln!(out, "{}", dir.display())?;
+        return Ok(());
+    }
+    let mut entries: Vec<(PathBuf, u64)> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| (e.path(), e.metadata().map_or(0, |m| m.len())))
+            .filter(|(p, _)| {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                name.ends_with(".tvl") || name.ends_with(tvl::files::PARTIAL_SUFFIX)
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    entries.sort();
+    let total: u64 = entries.iter().map(|(_, size)| size).sum();
+    match action {
+        CacheAction::List => {
+            writeln!(out, "{}: {} files, {}", dir.display(), entries.len(), megabytes(total))?;
+            for (path, size) in &entries {
+                let what = match tvl::read_header(path) {
+                    Ok(h) => format!("{} {}", h.config.name, h.config.weights.name()),
+                    Err(_) if path.to_string_lossy().ends_with(tvl::files::PARTIAL_SUFFIX) => "being written".into(),
+                    Err(_) => "damaged (rebuilt on next use)".into(),
+                };
+                writeln!(
+                    out,
+                    "  {:>10}  {:<24} {}",
+                    megabytes(*size),
+                    what,
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                )?;
+            }
+        }
+        CacheAction::Clean => {
+            let mut freed = 0;
+            for (path, size) in &entries {
+                std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+                freed += size;
+            }
+            writeln!(out, "removed {} files from {} ({} freed)", entries.len(), dir.display(), megabytes(freed))?;
+        }
+        CacheAction::Dir => unreachable!(),
+    }
+    Ok(())
+}
+
+/// Bytes in decimal megabytes, the unit of every size tvl prints.
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 /// `--threads`, with a warning when it asks for more than the cores this process may use.
@@ -361,7 +476,11 @@ fn synthesized(name: &str, weights: Option<tvl::Weights>) -> Result<PathBuf> {
     }
     let fingerprint = Layout::new(&config).fingerprint;
     let dir = convert::cache_dir();
-    let path = dir.join(format!("synth-{}-seed1-{fingerprint:016x}.tvl", config.name));
+    let weights = match config.weights.group_size() {
+        Some(g) => format!("{}-g{g}", config.weights.name()),
+        None => config.weights.name().to_string(),
+    };
+    let path = dir.join(format!("synth-{}-{weights}-seed1-{fingerprint:016x}.tvl", config.name));
     let (path, used) = convert::cache_entry(&path, |path| {
         std::fs::create_dir_all(&dir).map_err(tvl::Error::io(&dir))?;
         tvl::files::remove_stale_partials(&dir);
@@ -475,20 +594,30 @@ fn inspect(path: &Path, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
-/// Progress on stderr for writes over 32 MB, one update per percent.
+/// Progress of a long write on stderr (only for files over 32 MB): on a terminal one line
+/// redrawn at each percent, elsewhere (a log) a plain line every 10%.
 fn progress(label: &'static str) -> impl FnMut(u64, u64) {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
     let mut last = None;
     move |done, total| {
-        if total < 32 << 20 {
+        if total < 32_000_000 {
             return;
         }
         let percent = done * 100 / total.max(1);
-        if last != Some(percent) {
-            last = Some(percent);
-            eprint!("\r{label}: {percent:>3}% ({} / {} MB)", done >> 20, total >> 20);
+        let step = if terminal { percent } else { percent / 10 * 10 };
+        if last == Some(step) {
+            return;
+        }
+        last = Some(step);
+        let line = format!("{label}: {step:>3}% ({} of {})", megabytes(done), megabytes(total));
+        if terminal {
+            eprint!("\r{line}");
             if done == total {
                 eprintln!();
             }
+        } else {
+            eprintln!("{line}");
         }
     }
 }

@@ -58,7 +58,7 @@ fn generate_golden_text_through_the_cli() {
 #[test]
 fn tokenizer_golden_ids() {
     let Some(models) = models() else { return };
-    for line in std::fs::read_to_string(golden("tokenizer-encode.jsonl")).unwrap().lines() {
+    for line in read_golden("tokenizer-encode.jsonl").lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let tokenizer = Tokenizer::from_file(models.join(v["tokenizer"].as_str().unwrap())).unwrap();
         let text = v["text"].as_str().unwrap();
@@ -80,7 +80,7 @@ fn tokenize_command_prints_ids() {
 fn logits_match_the_reference_on_every_path_and_do_not_depend_on_threads() {
     let Some(tvl_file) = stories260k_tvl() else { return };
     let golden: Vec<f32> = std::fs::read(golden("stories260K-logits.f32"))
-        .unwrap()
+        .expect("golden file stories260K-logits.f32")
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();

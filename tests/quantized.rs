@@ -86,7 +86,7 @@ fn int8_golden_text_through_the_cli_from_the_llama2c_file() {
 /// The reference's fp32 logits at 32 positions and the tokens that were fed to get them.
 fn golden_logits() -> (Vec<f32>, Vec<u32>) {
     let logits: Vec<f32> = std::fs::read(golden("stories260K-logits.f32"))
-        .unwrap()
+        .expect("golden file stories260K-logits.f32")
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();

@@ -423,11 +423,17 @@ pub fn write_tvl_to<W: Write + Seek>(
     let mut written = HEADER_BYTES;
     for tensor in layout.tensors() {
         write(out, &vec![0u8; tensor.storage.offset() - written])?;
+        written = tensor.storage.offset();
         let data = fill(&tensor).map_err(WriteError::Fill)?;
         let bytes = encode(tensor.storage, &data);
-        write(out, &bytes)?;
+        // In pieces, so that progress moves within a large tensor (the embedding of a small
+        // model is a fifth of its file).
+        for piece in bytes.chunks(4 << 20) {
+            write(out, piece)?;
+            written += piece.len();
+            progress(written as u64, total);
+        }
         written = tensor.storage.offset() + bytes.len();
-        progress(written as u64, total);
     }
     write(out, &vec![0u8; layout.file_size - written])?;
     header.content_hash = hash.digest();

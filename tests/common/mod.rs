@@ -18,12 +18,26 @@ pub fn models() -> Option<PathBuf> {
     if std::env::var_os("CI").is_some() {
         panic!("{} is missing: CI must run the golden tests", dir.display());
     }
-    eprintln!("SKIPPED: {} not found (tests on real models need ../shared/models)", dir.display());
+    skipped(&format!("{} not found (tests on real models need ../shared/models)", dir.display()));
     None
+}
+
+/// Says that a test did not run, where `cargo test` shows it: written to stderr directly, not
+/// through `eprintln!`, which the test harness captures and hides for passing tests.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 pub fn golden(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden").join(name)
+}
+
+/// A golden file's text; a missing file is an error that names it.
+pub fn read_golden(name: &str) -> String {
+    let path = golden(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("golden file {}: {e}", path.display()))
 }
 
 /// A fresh directory under the target dir for one test.
@@ -59,8 +73,7 @@ pub struct GenerateCase {
 }
 
 pub fn generate_cases(file: &str) -> Vec<GenerateCase> {
-    std::fs::read_to_string(golden(file))
-        .unwrap()
+    read_golden(file)
         .lines()
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
