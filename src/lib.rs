@@ -8,16 +8,22 @@
 //! #[tvl::tvl_model("model-configs/stories260K.toml")]
 //! pub struct Stories260K;
 //!
-//! # fn main() -> Result<(), tvl::Error> {
-//! let model = Stories260K::open("stories260K.tvl")?;
-//! let tokenizer = tvl::Tokenizer::from_file("tok512.bin")?;
-//! let mut sampler = tvl::Sampler::new(512, 0.0, 0.9, 1)?;
-//! let mut session = tvl::Session::new(&model);
-//! session.generate(&tokenizer, &mut sampler, "Once upon a time", 64, |piece| {
-//!     print!("{}", String::from_utf8_lossy(piece))
-//! })?;
-//! # Ok(()) }
+//! fn main() -> Result<(), tvl::Error> {
+//!     let model = Stories260K::open("stories260K.tvl")?; // checks magic, version, fingerprint, size
+//!     let tokenizer = tvl::Tokenizer::from_file("tok512.bin")?;
+//!     let mut sampler = tvl::Sampler::new(512, 0.0, 0.9, 1)?; // greedy; (vocab, temperature, top-p, seed)
+//!     let mut session = tvl::Session::new(&model); // one per sequence; they share the model
+//!     session.generate(&tokenizer, &mut sampler, "Once upon a time", 256, |piece| {
+//!         print!("{}", String::from_utf8_lossy(piece)) // bytes as the reference prints them
+//!     })?;
+//!     Ok(())
+//! }
 //! ```
+//!
+//! The `tvl` command-line tool (convert, run, bench, ...) and the models of `model-configs/`
+//! compiled into it are behind the features `cli` and `bundled`, off by default.
+
+#![warn(missing_docs)]
 
 // The generated code names this crate `::tvl`, including the models bundled below.
 extern crate self as tvl;

@@ -9,29 +9,41 @@ use crate::sampler::argmax;
 use std::time::{Duration, Instant};
 use tvl_layout::{Layout, Storage};
 
+/// What `tvl bench` measured (text or JSON).
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// The model's name.
     pub model: String,
+    /// The kernel path that ran (`scalar`, `avx2`, ...).
     pub kernels: &'static str,
+    /// Threads the model ran on.
     pub threads: usize,
+    /// Positions decoded per repetition.
     pub tokens: usize,
+    /// Repetitions (the median is reported).
     pub repetitions: usize,
+    /// Time from open to ready, in milliseconds.
     pub load_ms: f64,
+    /// Time of the first forward pass after open (page faults included).
     pub first_token_ms: f64,
     /// Median over the repetitions.
     pub tokens_per_second: f64,
+    /// Milliseconds per token (median).
     pub ms_per_token: f64,
     /// Weights read per token: every matrix and norm, one embedding row.
     pub weight_bytes_per_token: u64,
     /// Key/value cache read per token, averaged over the positions measured.
     pub kv_bytes_per_token: u64,
+    /// Bytes read per token × tokens per second, in GB/s (10^9 bytes).
     pub achieved_gb_per_s: f64,
     /// Streaming read bandwidth of this machine, same threads, measured in this run.
     pub probe_gb_per_s: f64,
+    /// Achieved tokens per second over what the probe's bandwidth allows.
     pub roofline_fraction: f64,
 }
 
 impl Report {
+    /// One JSON object (`tvl bench --json`).
     pub fn to_json(&self) -> String {
         format!(
             "{{\"model\": \"{}\", \"kernels\": \"{}\", \"threads\": {}, \"tokens\": {}, \"repetitions\": {}, \
@@ -55,6 +67,7 @@ impl Report {
         )
     }
 
+    /// The human-readable report.
     pub fn to_text(&self) -> String {
         format!(
             "model              {}\n\

@@ -21,10 +21,14 @@ pub enum CheckpointFormat {
     /// `export.py --version 1`: 256-byte header with magic "ak42", fp32 tensors in another order.
     Version1,
     /// `export.py --version 2`: int8 Q8_0 (read by `runq.c`).
-    Version2 { group_size: usize },
+    Version2 {
+        /// Weights per scale.
+        group_size: usize,
+    },
 }
 
 impl CheckpointFormat {
+    /// The format in words, for messages.
     pub fn describe(self) -> String {
         match self {
             CheckpointFormat::Legacy => "llama2.c legacy fp32".into(),
@@ -54,8 +58,11 @@ impl Deref for Bytes {
 
 /// A llama2.c checkpoint whose size has been checked against its header.
 pub struct Checkpoint {
+    /// The file (or the name given to [`Checkpoint::from_bytes`]).
     pub path: PathBuf,
+    /// The model its header describes (llama2.c fixes `norm_eps` and `rope_theta`).
     pub config: Config,
+    /// Which of llama2.c's formats it is.
     pub format: CheckpointFormat,
     data: Bytes,
     /// (tensor, layer, byte offset, elements) of every array in the file, in file order.
@@ -331,10 +338,13 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
 /// The row-major values of one tensor, as a source holds them.
 pub enum TensorData {
+    /// f32 values.
     F32(Vec<f32>),
     /// int8 values and one scale per group of the source's group size along each row.
     Q8 {
+        /// The values, row-major.
         q: Vec<i8>,
+        /// One scale per group, row-major.
         scales: Vec<f32>,
     },
 }
@@ -393,7 +403,9 @@ pub fn write_tvl(
 /// Why [`write_tvl_to`] failed: the writer, or the source of the values.
 #[derive(Debug)]
 pub enum WriteError {
+    /// Writing failed.
     Io(std::io::Error),
+    /// The source of the values failed.
     Fill(Error),
 }
 

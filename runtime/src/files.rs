@@ -93,6 +93,7 @@ pub fn check_output(output: &Path, inputs: &[&Path]) -> Result<()> {
 /// [`PartialFile::commit`], and removed by the SIGINT/SIGTERM handler of
 /// [`install_signal_handlers`] if the process is interrupted.
 pub struct PartialFile {
+    /// Where the temporary file is.
     pub path: PathBuf,
     slot: Option<usize>,
     committed: bool,

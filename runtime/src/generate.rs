@@ -16,6 +16,7 @@ pub struct Session<'m> {
 /// What a [`Session::generate`] call did.
 #[derive(Clone, Debug, Default)]
 pub struct Generation {
+    /// Tokens of the prompt, BOS included.
     pub prompt_tokens: usize,
     /// Positions fed to the model (prompt and generated tokens).
     pub positions: usize,
@@ -31,6 +32,8 @@ impl Generation {
 }
 
 impl<'m> Session<'m> {
+    /// A new sequence on `model`, with its own activations and key/value cache (allocated
+    /// here, once: nothing is allocated per token).
     pub fn new(model: &'m dyn Forward) -> Session<'m> {
         Session { model, state: model.new_state() }
     }

@@ -3,12 +3,16 @@
 //!
 //! - [`model`]: [`Model`] (what the macro implements), [`Transformer`] (a model bound to a
 //!   mapped, validated TVL file) and the forward pass;
-//! - [`kernels`]: the scalar reference kernels, instantiated per shape by the macro;
+//! - [`kernels`]: the matrix-vector and attention kernels of every instruction set (scalar,
+//!   AVX2, AVX-VNNI, NEON, NEON dotprod), instantiated per shape by the macro;
 //! - [`tokenizer`], [`sampler`], [`generate`]: llama2.c-exact text in and out;
 //! - [`convert`]: llama2.c checkpoints and synthetic weights to TVL files.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod convert;
+/// [`Error`]: every failure, each naming its file and problem.
 pub mod error;
 pub mod files;
 pub mod generate;

@@ -21,6 +21,7 @@ compile_error!("TVL files are little-endian and mapped without conversion; big-e
 pub trait Model: Sized + Send + Sync + 'static {
     /// The config TOML the type was compiled from.
     const TOML: &'static str;
+    /// The config (shape, constants, weights) the type was compiled from.
     const CONFIG: Config;
     /// Where every tensor is in a TVL file of this model.
     const LAYOUT: Layout;
@@ -71,6 +72,7 @@ pub struct Options {
 }
 
 impl Options {
+    /// Options with `threads` threads and the default kernels.
     pub fn threads(threads: usize) -> Options {
         Options { threads, kernels: None }
     }
@@ -129,6 +131,7 @@ impl<M: Model> Transformer<M> {
         Self::open_with(path, &Options::default())
     }
 
+    /// [`Transformer::open`] with options: threads and kernels.
     pub fn open_with(path: impl AsRef<Path>, options: &Options) -> Result<Self> {
         let path = path.as_ref();
         let file = crate::files::open_regular(path)?;
@@ -189,6 +192,7 @@ impl<M: Model> Transformer<M> {
         })
     }
 
+    /// The mapped file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -259,6 +263,7 @@ pub struct State {
 }
 
 impl State {
+    /// Zeroed activations and an empty cache for `config` (the only allocation of a sequence).
     pub fn new(config: &Config) -> State {
         let padded = |n: usize| vec![0.0f32; round_up(n, COL_BLOCK)];
         let cache = config.n_layers * config.seq_len * config.kv_dim();
@@ -283,6 +288,7 @@ impl State {
 /// What generation needs of a model, object-safe so that the `tvl` binary can pick a compiled
 /// model from a file's header at run time.
 pub trait Forward: Send + Sync {
+    /// The model's config.
     fn config(&self) -> &Config;
     /// A fresh state (activations and key/value cache) for one sequence.
     fn new_state(&self) -> State {
@@ -293,6 +299,7 @@ pub trait Forward: Send + Sync {
     fn forward<'s>(&self, state: &'s mut State, token: u32, pos: usize) -> Result<&'s mut [f32]>;
     /// The instruction set of the kernels in use (`scalar`, `avx2`, `neon`).
     fn kernels(&self) -> &'static str;
+    /// The threads it runs on.
     fn threads(&self) -> usize;
 }
 
@@ -445,8 +452,11 @@ unsafe fn forward<M: Model, K: Isa>(w: &Transformer<M>, pool: &mut Pool, s: &mut
 
 /// A model compiled into a binary, found by the header of the file to run.
 pub struct Bundled {
+    /// Its config.
     pub config: Config,
+    /// Its layout fingerprint.
     pub fingerprint: u64,
+    /// Opens a file as this model.
     pub open: fn(&Path, &Options) -> Result<Box<dyn Forward>>,
 }
 

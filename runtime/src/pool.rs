@@ -41,6 +41,7 @@ unsafe impl Sync for Shared {}
 // SAFETY: as above; the raw job pointer is only dereferenced under that protocol.
 unsafe impl Send for Shared {}
 
+/// Threads that run jobs together (see the module documentation).
 pub struct Pool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
@@ -105,6 +106,7 @@ impl Pool {
         Ok(Pool { shared, workers, solo_jobs: 0, solo_length: SOLO_FIRST, window: Default::default() })
     }
 
+    /// Threads in all, the caller included.
     pub fn threads(&self) -> usize {
         self.workers.len() + 1
     }
@@ -273,6 +275,7 @@ pub struct Disjoint<T> {
 unsafe impl<T: Send> Sync for Disjoint<T> {}
 
 impl<T> Disjoint<T> {
+    /// Lends `slice` to the threads of one job.
     pub fn new(slice: &mut [T]) -> Disjoint<T> {
         Disjoint { ptr: slice.as_mut_ptr(), len: slice.len() }
     }

@@ -10,6 +10,8 @@ use std::ops::RangeInclusive;
 /// distribution is uniform to within f32's precision.
 pub const TEMPERATURES: RangeInclusive<f32> = 1e-4..=1e4;
 
+/// Picks tokens from logits as llama2.c's sampler does (greedy, temperature, top-p), with its
+/// random generator, so that seeded runs reproduce the reference.
 pub struct Sampler {
     temperature: f32,
     topp: f32,

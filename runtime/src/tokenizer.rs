@@ -9,9 +9,12 @@ use std::path::Path;
 /// The largest tokenizer file read (a 32000-token vocabulary is 424 KB; a 256k one a few MB).
 pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
 
+/// Beginning of sequence (`<s>`), prepended to every prompt.
 pub const BOS: u32 = 1;
+/// End of sequence (`</s>`).
 pub const EOS: u32 = 2;
 
+/// A llama2.c tokenizer: pieces, merge scores, encode and decode exactly as `run.c`.
 pub struct Tokenizer {
     pieces: Vec<Box<[u8]>>,
     scores: Vec<f32>,
@@ -27,6 +30,7 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
+    /// Reads a tokenizer file (a regular file of at most [`MAX_TOKENIZER_BYTES`]).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Tokenizer> {
         let path = path.as_ref();
         let bytes = crate::files::read_bounded(path, MAX_TOKENIZER_BYTES, "tokenizer")?;
@@ -80,10 +84,12 @@ impl Tokenizer {
         })
     }
 
+    /// Tokens in the vocabulary.
     pub fn vocab_size(&self) -> usize {
         self.pieces.len()
     }
 
+    /// The bytes of token `id`, as stored.
     pub fn piece(&self, id: u32) -> Option<&[u8]> {
         self.pieces.get(id as usize).map(|p| &p[..])
     }

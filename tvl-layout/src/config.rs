@@ -12,15 +12,26 @@ use std::fmt;
 /// (`Cow::Borrowed`) while the converter builds one at run time from a checkpoint header.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    /// The model's name (1 to 32 ASCII letters, digits, `_`, `-`, `.`); the macro's and
+    /// `build.rs`'s type name derives from it. It does not affect the layout.
     pub name: Cow<'static, str>,
+    /// Width of the residual stream (the embedding size).
     pub dim: usize,
+    /// Width of the feed-forward layer (w1, w3 rows; w2 columns).
     pub hidden_dim: usize,
+    /// Transformer layers.
     pub n_layers: usize,
+    /// Query heads; `dim / n_heads` is the head size, which must be even (RoPE rotates pairs).
     pub n_heads: usize,
+    /// Key/value heads (grouped-query attention when fewer than `n_heads`, which they divide).
     pub n_kv_heads: usize,
+    /// Tokens of the vocabulary (rows of the embedding and the classifier).
     pub vocab_size: usize,
+    /// Context length: positions of the key/value cache.
     pub seq_len: usize,
+    /// The epsilon of RMSNorm (llama2.c: 1e-5).
     pub norm_eps: f32,
+    /// The base of RoPE's frequencies (llama2.c: 10000).
     pub rope_theta: f32,
     /// The classifier is the token-embedding matrix (stored once).
     pub shared_classifier: bool,
@@ -37,9 +48,18 @@ pub struct Config {
 /// (llama.cpp likewise keeps its output matrix at higher precision).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Weights {
+    /// Every matrix f32.
     F32,
-    Q8_0 { group_size: usize },
-    Q4_0 { group_size: usize },
+    /// Every matrix int8, one scale per `group_size` weights of a row.
+    Q8_0 {
+        /// Weights per scale (4, 8, 16, 32 or 64).
+        group_size: usize,
+    },
+    /// The layers' matrices 4-bit, the embedding and classifier int8.
+    Q4_0 {
+        /// Weights per scale (32 or 64).
+        group_size: usize,
+    },
 }
 
 impl Weights {
@@ -84,6 +104,7 @@ impl Weights {
         !matches!(self, Weights::F32)
     }
 
+    /// Weights per scale, `None` for f32.
     pub const fn group_size(self) -> Option<usize> {
         match self {
             Weights::F32 => None,
@@ -164,7 +185,9 @@ pub const MAX_MATRIX_ELEMENTS: usize = i32::MAX as usize;
 /// What is wrong with a config, and which key it is about.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConfigError {
+    /// The TOML key (or header field) at fault, if one is.
     pub key: Option<&'static str>,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -312,10 +335,12 @@ impl Config {
         self.weights.validate()
     }
 
+    /// Size of one attention head: `dim / n_heads`.
     pub fn head_dim(&self) -> usize {
         self.dim / self.n_heads
     }
 
+    /// Width of the keys and values of one position: `head_dim * n_kv_heads`.
     pub fn kv_dim(&self) -> usize {
         self.dim / self.n_heads * self.n_kv_heads
     }

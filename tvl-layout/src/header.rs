@@ -6,14 +6,18 @@ use crate::config::Weights;
 use crate::layout::{Layout, ALIGN, COL_BLOCK, FORMAT_VERSION, HEADER_BYTES, TILE_ROWS};
 use std::fmt;
 
+/// The first eight bytes of every TVL file.
 pub const MAGIC: [u8; 8] = *b"TVLMODEL";
 const NAME_BYTES: usize = 32;
 
 /// A decoded header: the model config (its `weights` included) and what the layout must be.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Header {
+    /// The model: shape, constants and how its weights are stored.
     pub config: Config,
+    /// The layout fingerprint ([`Layout::fingerprint_of`]) of that config.
     pub fingerprint: u64,
+    /// The size of the whole file, header included.
     pub file_size: usize,
     /// XXH3-64 of every byte after the header (`HEADER_BYTES..file_size`), written by the
     /// converter once the weights are out. Checked by `tvl verify`, after a conversion and when
@@ -31,15 +35,25 @@ pub fn content_hash_of(file: &[u8]) -> u64 {
 
 /// Why a file is not a TVL file this build can read.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)] // the fields are what the variant's message says
 pub enum HeaderError {
+    /// Fewer bytes than a header.
     TooShort { len: usize },
+    /// Not the TVL magic (another kind of file).
     BadMagic { found: [u8; 8] },
+    /// Another format version.
     Version { found: u32 },
+    /// Packed with another tile geometry.
     Geometry { what: &'static str, found: u32, expected: u32 },
+    /// An unknown `weights` code.
     Weights { code: u32 },
+    /// The config in the header is not valid (the message names the field).
     Config(String),
+    /// The stored fingerprint is not the one of the config's layout.
     Fingerprint { stored: u64, computed: u64 },
+    /// The stored file size is not the one of the config's layout.
     FileSize { stored: u64, computed: usize },
+    /// The config's sizes do not fit in 64 bits.
     TooLarge,
 }
 
@@ -87,6 +101,7 @@ impl Header {
         Header { config: config.clone(), fingerprint: layout.fingerprint, file_size: layout.file_size, content_hash: 0 }
     }
 
+    /// The 256 bytes of this header (`docs/FORMAT.md`).
     pub fn encode(&self) -> [u8; HEADER_BYTES] {
         let mut out = [0u8; HEADER_BYTES];
         let c = &self.config;

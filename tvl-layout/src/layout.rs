@@ -35,20 +35,25 @@ const _: () = assert!(usize::BITS >= 64, "tvl maps whole model files and needs a
 /// How one matrix is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
+    /// f32 values in blocks of [`COL_BLOCK`] columns.
     F32,
     /// int8 values, one f32 scale per `group_size` columns of a row.
     Q8 {
+        /// Columns per scale.
         group_size: usize,
     },
     /// 4-bit values `q + 8` (q in -8..=7), one f32 scale per `group_size` columns. Within a row's
     /// 32-byte block, byte j holds column j in its low nibble and column j + 32 in its high one,
     /// so one 32-byte load unpacks with a mask and a shift into columns 0–31 and 32–63.
     Q4 {
+        /// Columns per scale.
         group_size: usize,
     },
 }
 
 impl Encoding {
+    /// The code that stands for this encoding in the fingerprint (written into files: these
+    /// numbers never change).
     pub const fn code(self) -> u32 {
         match self {
             Encoding::F32 => 0,
@@ -56,6 +61,7 @@ impl Encoding {
             Encoding::Q4 { .. } => 2,
         }
     }
+    /// Columns per scale (1 for f32, which has none).
     pub const fn group_size(self) -> usize {
         match self {
             Encoding::F32 => 1,
@@ -88,6 +94,7 @@ impl Encoding {
     pub const fn block_bytes(self) -> usize {
         TILE_ROWS * (self.row_block_bytes() + 4 * self.groups_per_block())
     }
+    /// `f32`, `q8` or `q4`, as `tvl inspect` prints it.
     pub const fn name(self) -> &'static str {
         match self {
             Encoding::F32 => "f32",
@@ -100,33 +107,44 @@ impl Encoding {
 /// A vector of f32 (a norm weight): `len` elements at byte `offset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span {
+    /// Byte offset in the file (a multiple of [`ALIGN`]).
     pub offset: usize,
+    /// Elements.
     pub len: usize,
 }
 
 /// A matrix stored as panels (see the module doc): logical `rows` × `cols` at byte `offset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Panels {
+    /// Byte offset in the file (a multiple of [`ALIGN`]).
     pub offset: usize,
+    /// Output rows (before padding).
     pub rows: usize,
+    /// Input columns (before padding).
     pub cols: usize,
+    /// How the values are stored.
     pub encoding: Encoding,
 }
 
+/// `n` rounded up to a multiple of `to`.
 pub const fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
 impl Panels {
+    /// Rows padded to whole tiles.
     pub const fn padded_rows(&self) -> usize {
         round_up(self.rows, TILE_ROWS)
     }
+    /// Columns padded to whole blocks: the column count the kernels are compiled for.
     pub const fn padded_cols(&self) -> usize {
         round_up(self.cols, self.encoding.block_cols())
     }
+    /// Column blocks per tile.
     pub const fn blocks(&self) -> usize {
         self.padded_cols() / self.encoding.block_cols()
     }
+    /// Tiles of [`TILE_ROWS`] rows.
     pub const fn tiles(&self) -> usize {
         self.padded_rows() / TILE_ROWS
     }
@@ -268,14 +286,23 @@ impl Panels {
 /// The tensors of one transformer layer, in the order the forward pass reads them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerLayout {
+    /// RMSNorm weight before attention (dim).
     pub attn_norm: Span,
+    /// Queries (dim × dim).
     pub wq: Panels,
+    /// Keys (kv_dim × dim).
     pub wk: Panels,
+    /// Values (kv_dim × dim).
     pub wv: Panels,
+    /// Attention output (dim × dim).
     pub wo: Panels,
+    /// RMSNorm weight before the feed-forward layer (dim).
     pub ffn_norm: Span,
+    /// Feed-forward gate (hidden × dim).
     pub w1: Panels,
+    /// Feed-forward up projection (hidden × dim).
     pub w3: Panels,
+    /// Feed-forward down projection (dim × hidden).
     pub w2: Panels,
 }
 
@@ -286,40 +313,49 @@ pub struct Layout {
     pub weights: Weights,
     /// vocab × dim. Also the classifier when the config shares it.
     pub token_embedding: Panels,
+    /// Each layer's tensors.
     pub layers: Cow<'static, [LayerLayout]>,
+    /// RMSNorm weight before the classifier (dim).
     pub final_norm: Span,
     /// vocab × dim; the same panels as `token_embedding` when shared.
     pub classifier: Panels,
+    /// Bytes of the whole file, header included.
     pub file_size: usize,
     /// Hash of everything that decides where bytes go (see [`Layout::fingerprint_of`]).
     pub fingerprint: u64,
 }
 
-/// Which weight a [`Tensor`] entry is, as named by llama2.c.
+/// Which weight a [`Tensor`] entry is, as named by llama2.c. The discriminants are written
+/// into every file's fingerprint (and seed `tvl synth`'s weights): they never change, whatever
+/// the order of the variants (`docs/FORMAT.md` lists them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // llama2.c's names; `Tensor`'s Display prints them
 pub enum TensorKind {
-    TokenEmbedding,
-    AttnNorm,
-    Wq,
-    Wk,
-    Wv,
-    Wo,
-    FfnNorm,
-    W1,
-    W3,
-    W2,
-    FinalNorm,
-    Classifier,
+    TokenEmbedding = 0,
+    AttnNorm = 1,
+    Wq = 2,
+    Wk = 3,
+    Wv = 4,
+    Wo = 5,
+    FfnNorm = 6,
+    W1 = 7,
+    W3 = 8,
+    W2 = 9,
+    FinalNorm = 10,
+    Classifier = 11,
 }
 
 /// Where a tensor is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
+    /// An f32 vector (norm weights).
     Vector(Span),
+    /// A matrix in panels.
     Panels(Panels),
 }
 
 impl Storage {
+    /// Byte offset in the file.
     pub fn offset(&self) -> usize {
         match self {
             Storage::Vector(s) => s.offset,
@@ -345,8 +381,11 @@ impl Storage {
 /// One entry of the offset table, in file order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tensor {
+    /// Which weight.
     pub kind: TensorKind,
+    /// Its layer, for the layers' tensors.
     pub layer: Option<usize>,
+    /// Where and how it is stored.
     pub storage: Storage,
 }
 

@@ -8,6 +8,8 @@
 //! The proc macro (through `tvl-codegen`) evaluates these at compile time and emits the results
 //! as constants; the converter and the runtime call the same functions at run time.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod header;
 pub mod layout;

@@ -16,6 +16,8 @@ use super::Isa;
 use std::arch::x86_64::*;
 use tvl_layout::layout::{Encoding, COL_BLOCK, Q_COL_BLOCK, TILE_ROWS};
 
+/// AVX2 with FMA: f32 tiles of 4 rows × 16 columns in 8 accumulators; int8 through
+/// `maddubs`/`madd`.
 pub struct Avx2;
 
 /// AVX2 plus AVX-VNNI (`vpdpbusd`: 4 u8×i8 products summed into an i32 lane in one

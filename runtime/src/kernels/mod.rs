@@ -2,10 +2,11 @@
 //!
 //! The two that carry the work, the matrix-vector product over TVL panels and the attention
 //! dot product, exist once per instruction set ([`Isa`]): [`Scalar`] (portable, and the
-//! reference), [`avx2::Avx2`] (x86_64 AVX2+FMA) and [`neon::Neon`] (aarch64). Their sizes are
-//! const generics: `#[tvl_model]` instantiates them once per distinct shape of a model, so the
-//! trip counts of the inner loops are compile-time constants. The instruction set is chosen once
-//! per model at load ([`Isa::select`]), never per call.
+//! reference), `avx2::Avx2` and `avx2::AvxVnni` (x86_64) and `neon::Neon` and
+//! `neon::NeonDotprod` (aarch64). Their sizes are const generics: `#[tvl_model]` instantiates
+//! them once per distinct shape of a model, so the trip counts of the inner loops are
+//! compile-time constants. The instruction set is chosen once per model at load
+//! ([`IsaChoice::select`]), never per call.
 //!
 //! The scalar kernels add in exactly the order llama2.c's `run.c` does, so the scalar path
 //! reproduces the reference bit for bit. The SIMD kernels add in another order (several
@@ -32,7 +33,9 @@ pub use quant::{Quantized, QuantizedVector};
 /// vector quantized to int8 in the model's groups.
 #[derive(Clone, Copy, Debug)]
 pub struct Input<'a> {
+    /// The vector, padded with zeros to whole column blocks.
     pub values: &'a [f32],
+    /// The same vector quantized in the model's groups (empty for f32 models).
     pub quantized: Quantized<'a>,
 }
 
@@ -51,6 +54,7 @@ pub fn as_f32s(bytes: &[u8]) -> &[f32] {
 
 /// An instruction set with its own matvec and dot-product kernels.
 pub trait Isa: Send + Sync + 'static {
+    /// The name `TVL_KERNELS` and `tvl bench` use.
     const NAME: &'static str;
 
     /// Whether this CPU can run the kernels (checked once, at load).
@@ -91,12 +95,15 @@ pub trait Isa: Send + Sync + 'static {
 /// The instruction sets of this build, for choosing one at load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IsaChoice {
+    /// Portable Rust, the reference order of additions.
     Scalar,
+    /// x86_64 AVX2 with FMA.
     #[cfg(target_arch = "x86_64")]
     Avx2,
     /// AVX2 with AVX-VNNI for the int8 kernels.
     #[cfg(target_arch = "x86_64")]
     AvxVnni,
+    /// aarch64 NEON.
     #[cfg(target_arch = "aarch64")]
     Neon,
     /// NEON with the dot-product extension (`sdot`) for the int8 kernels.
@@ -124,6 +131,7 @@ impl IsaChoice {
         }
     }
 
+    /// The fastest instruction set this CPU has.
     pub fn best() -> IsaChoice {
         Self::all().into_iter().rev().find(|c| c.available()).unwrap_or(IsaChoice::Scalar)
     }
@@ -147,6 +155,7 @@ impl IsaChoice {
         Self::all().iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
     }
 
+    /// The name `TVL_KERNELS` takes.
     pub fn name(self) -> &'static str {
         match self {
             IsaChoice::Scalar => Scalar::NAME,
@@ -161,6 +170,7 @@ impl IsaChoice {
         }
     }
 
+    /// Whether this CPU can run it.
     pub fn available(self) -> bool {
         match self {
             IsaChoice::Scalar => Scalar::available(),

@@ -14,6 +14,7 @@ use super::Isa;
 use std::arch::aarch64::*;
 use tvl_layout::layout::{Encoding, COL_BLOCK, Q_COL_BLOCK, TILE_ROWS};
 
+/// NEON: f32 tiles of 4 rows × 16 columns in 16 accumulators; int8 through widening `smull`.
 pub struct Neon;
 
 /// NEON plus the dot-product extension (ARMv8.2 `dotprod`: Apple M1+, Cortex-A76+, Graviton2+).

@@ -16,8 +16,11 @@ use tvl_layout::quant::quantize_q8;
 /// Σu·x − 8·Σx.
 #[derive(Clone, Debug, Default)]
 pub struct QuantizedVector {
+    /// The values, groups padded with zeros to whole panel blocks.
     pub q: Vec<i8>,
+    /// One scale per group.
     pub scales: Vec<f32>,
+    /// Σq per group.
     pub sums: Vec<i32>,
     group_size: usize,
 }
@@ -25,8 +28,11 @@ pub struct QuantizedVector {
 /// A borrowed [`QuantizedVector`], what the kernels take.
 #[derive(Clone, Copy, Debug)]
 pub struct Quantized<'a> {
+    /// The values.
     pub q: &'a [i8],
+    /// One scale per group.
     pub scales: &'a [f32],
+    /// Σq per group.
     pub sums: &'a [i32],
 }
 
@@ -64,6 +70,7 @@ impl QuantizedVector {
         self.group_size
     }
 
+    /// Borrowed, as the kernels take it.
     pub fn view(&self) -> Quantized<'_> {
         Quantized { q: &self.q, scales: &self.scales, sums: &self.sums }
     }
