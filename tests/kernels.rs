@@ -7,7 +7,7 @@
 //! γ_n ≈ n·2⁻²⁴, whatever the order of additions; the scalar and SIMD kernels each stay within
 //! it, so they differ by at most 2·γ_n·Σ|wᵢxᵢ|. That bound is what we assert.
 
-use tvl::kernels::{Input, Isa, IsaChoice, QuantizedVector, Scalar};
+use tvl::kernels::{Input, Isa, IsaChoice, IsaVisitor, QuantizedVector, Scalar};
 use tvl::{Encoding, Model, Panels};
 
 struct Rng(u64);
@@ -113,19 +113,16 @@ fn check_model<M: Model, K: Isa>() {
 
 fn check_all_isas<M: Model>() -> usize {
     let mut checked = 0;
-    for isa in IsaChoice::all().into_iter().filter(|i| i.available()) {
-        eprintln!("{}: checking the {} kernels", M::CONFIG.name, isa.name());
-        match isa {
-            IsaChoice::Scalar => check_model::<M, Scalar>(),
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::Avx2 => check_model::<M, tvl::kernels::avx2::Avx2>(),
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::AvxVnni => check_model::<M, tvl::kernels::avx2::AvxVnni>(),
-            #[cfg(target_arch = "aarch64")]
-            IsaChoice::Neon => check_model::<M, tvl::kernels::neon::Neon>(),
-            #[cfg(target_arch = "aarch64")]
-            IsaChoice::NeonDotprod => check_model::<M, tvl::kernels::neon::NeonDotprod>(),
+    struct CheckModel<M>(std::marker::PhantomData<M>);
+    impl<M: Model> IsaVisitor for CheckModel<M> {
+        type Output = ();
+        fn visit<K: Isa>(self) {
+            check_model::<M, K>()
         }
+    }
+    for isa in IsaChoice::available_here() {
+        eprintln!("{}: checking the {} kernels", M::CONFIG.name, isa.name());
+        isa.visit(CheckModel::<M>(std::marker::PhantomData));
         checked += 1;
     }
     checked
@@ -226,18 +223,15 @@ fn check_tile_ranges<K: Isa>() {
 
 #[test]
 fn matvec_kernels_agree_on_odd_tile_ranges_and_group_sizes() {
-    for isa in IsaChoice::all().into_iter().filter(|i| i.available()) {
-        match isa {
-            IsaChoice::Scalar => check_tile_ranges::<Scalar>(),
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::Avx2 => check_tile_ranges::<tvl::kernels::avx2::Avx2>(),
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::AvxVnni => check_tile_ranges::<tvl::kernels::avx2::AvxVnni>(),
-            #[cfg(target_arch = "aarch64")]
-            IsaChoice::Neon => check_tile_ranges::<tvl::kernels::neon::Neon>(),
-            #[cfg(target_arch = "aarch64")]
-            IsaChoice::NeonDotprod => check_tile_ranges::<tvl::kernels::neon::NeonDotprod>(),
+    struct CheckTileRanges;
+    impl IsaVisitor for CheckTileRanges {
+        type Output = ();
+        fn visit<K: Isa>(self) {
+            check_tile_ranges::<K>()
         }
+    }
+    for isa in IsaChoice::available_here() {
+        isa.visit(CheckTileRanges);
     }
 }
 
@@ -260,24 +254,17 @@ fn int8_kernels_are_exact_for_every_byte_value() {
     xq.quantize(&x);
     let mut expected = vec![0.0; 4];
     tvl::kernels::quant::matvec_q8_scalar::<256, 32>(&mut expected, &w, xq.view());
-    for isa in IsaChoice::all().into_iter().filter(|i| i.available()) {
-        let mut got = vec![0.0; 4];
-        // SAFETY: only available instruction sets.
-        unsafe {
-            match isa {
-                IsaChoice::Scalar => Scalar::matvec_q8::<256, 32>(&mut got, &w, xq.view()),
-                #[cfg(target_arch = "x86_64")]
-                IsaChoice::Avx2 => tvl::kernels::avx2::Avx2::matvec_q8::<256, 32>(&mut got, &w, xq.view()),
-                #[cfg(target_arch = "x86_64")]
-                IsaChoice::AvxVnni => tvl::kernels::avx2::AvxVnni::matvec_q8::<256, 32>(&mut got, &w, xq.view()),
-                #[cfg(target_arch = "aarch64")]
-                IsaChoice::Neon => tvl::kernels::neon::Neon::matvec_q8::<256, 32>(&mut got, &w, xq.view()),
-                #[cfg(target_arch = "aarch64")]
-                IsaChoice::NeonDotprod => {
-                    tvl::kernels::neon::NeonDotprod::matvec_q8::<256, 32>(&mut got, &w, xq.view())
-                }
-            }
+    struct Int8<'a>(&'a [u8], &'a QuantizedVector);
+    impl IsaVisitor for Int8<'_> {
+        type Output = Vec<f32>;
+        fn visit<K: Isa>(self) -> Vec<f32> {
+            let mut got = vec![0.0; 4];
+            // SAFETY: only instruction sets this CPU has are visited (see below).
+            unsafe { K::matvec_q8::<256, 32>(&mut got, self.0, self.1.view()) };
+            got
         }
-        assert_eq!(got, expected, "{}", isa.name());
+    }
+    for isa in IsaChoice::available_here() {
+        assert_eq!(isa.visit(Int8(&w, &xq)), expected, "{}", isa.name());
     }
 }

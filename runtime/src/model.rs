@@ -2,7 +2,7 @@
 //! ([`Transformer`]), and the forward pass over it.
 
 use crate::error::{Error, Result};
-use crate::kernels::{self, Input, Isa, IsaChoice, QuantizedVector, Scalar};
+use crate::kernels::{self, Input, Isa, IsaChoice, QuantizedVector};
 use crate::pool::{split, Disjoint, Pool};
 use memmap2::Mmap;
 use std::marker::PhantomData;
@@ -97,6 +97,16 @@ impl Options {
 /// One forward pass, monomorphized for a model and an instruction set.
 type ForwardFn<M> = unsafe fn(&Transformer<M>, &mut Pool, &mut State, usize, usize);
 
+/// The forward pass of `M` for the instruction set chosen at load.
+struct ForwardOf<M>(PhantomData<M>);
+
+impl<M: Model> kernels::IsaVisitor for ForwardOf<M> {
+    type Output = ForwardFn<M>;
+    fn visit<K: Isa>(self) -> ForwardFn<M> {
+        forward::<M, K>
+    }
+}
+
 /// A model of type `M` bound to a mapped TVL file: the weights are borrowed straight from the
 /// mapping. `Send + Sync`; any number of [`Session`](crate::Session)s can share one.
 pub struct Transformer<M: Model> {
@@ -167,17 +177,7 @@ impl<M: Model> Transformer<M> {
             Some(isa) => return Err(Error::Invalid(format!("this CPU cannot run the {} kernels", isa.name()))),
             None => IsaChoice::select().map_err(Error::Invalid)?,
         };
-        let forward: ForwardFn<M> = match isa {
-            IsaChoice::Scalar => forward::<M, Scalar>,
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::Avx2 => forward::<M, kernels::avx2::Avx2>,
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::AvxVnni => forward::<M, kernels::avx2::AvxVnni>,
-            #[cfg(target_arch = "aarch64")]
-            IsaChoice::Neon => forward::<M, kernels::neon::Neon>,
-            #[cfg(target_arch = "aarch64")]
-            IsaChoice::NeonDotprod => forward::<M, kernels::neon::NeonDotprod>,
-        };
+        let forward: ForwardFn<M> = isa.visit(ForwardOf::<M>(PhantomData));
         let pool = Pool::new(options.resolved_threads())
             .map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))?;
         Ok(Transformer {
@@ -350,22 +350,35 @@ fn input<'a>(values: &'a [f32], len: usize, xq: &'a mut QuantizedVector, quantiz
     Input { values, quantized: xq.view() }
 }
 
-/// `out = W · x` with W's row tiles split into one contiguous range per thread, so that each
-/// thread streams its own part of the panels front to back. Every output is computed by one
-/// thread with the same kernel, so the result does not depend on the thread count.
+/// `out = W · x` for N matrices W that read the same x (wq, wk and wv; w1 and w3), as one job
+/// of the pool: their row tiles, taken one matrix after another, are split into one
+/// contiguous range per thread, so that each thread streams its own part of the panels front
+/// to back and one hand-off serves all N products. Every output is computed by one thread with
+/// its matrix's kernel, so the result does not depend on the thread count.
 ///
 /// # Safety
-/// `kernel`'s instruction set must be available on this CPU.
-unsafe fn matvec(pool: &mut Pool, kernel: Kernel, out: &mut [f32], w: &[u8], x: Input<'_>) {
-    let (tiles, threads) = (out.len() / TILE_ROWS, pool.threads());
-    let tile_bytes = w.len() / tiles;
-    let out = Disjoint::new(out);
-    pool.run_sized(w.len(), &|thread| {
-        let tiles = split(tiles, thread, threads);
-        let rows = tiles.start * TILE_ROWS..tiles.end * TILE_ROWS;
-        // SAFETY: `split` gives each thread a disjoint range of rows; the caller guarantees
-        // the kernel's instruction set.
-        unsafe { kernel(out.range(rows), &w[tiles.start * tile_bytes..tiles.end * tile_bytes], x) }
+/// The kernels' instruction set must be available on this CPU.
+unsafe fn matvecs<const N: usize>(pool: &mut Pool, products: [(Kernel, &mut [f32], &[u8]); N], x: Input<'_>) {
+    let threads = pool.threads();
+    let tiles = products.each_ref().map(|(_, out, _)| out.len() / TILE_ROWS);
+    let total_tiles: usize = tiles.iter().sum();
+    let total_bytes: usize = products.iter().map(|(_, _, w)| w.len()).sum();
+    let products = products.map(|(kernel, out, w)| (kernel, Disjoint::new(out), w));
+    pool.run_sized(total_bytes, &|thread| {
+        let mine = split(total_tiles, thread, threads);
+        let mut first = 0; // the first tile of the current matrix, counted over all N
+        for ((kernel, out, w), &tiles) in products.iter().zip(&tiles) {
+            let (start, end) = (mine.start.max(first) - first, mine.end.min(first + tiles).saturating_sub(first));
+            if start < end {
+                let tile_bytes = w.len() / tiles;
+                // SAFETY: `split` gives each thread a disjoint range of tiles, hence of rows of
+                // each matrix; the caller guarantees the kernels' instruction set.
+                unsafe {
+                    kernel(out.range(start * TILE_ROWS..end * TILE_ROWS), &w[start * tile_bytes..end * tile_bytes], x)
+                }
+            }
+            first += tiles;
+        }
     });
 }
 
@@ -391,9 +404,15 @@ unsafe fn forward<M: Model, K: Isa>(w: &Transformer<M>, pool: &mut Pool, s: &mut
         kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.attn_norm), c.norm_eps);
         let x = input(&s.xb, dim, &mut s.xq, quantized);
         unsafe {
-            matvec(pool, M::matvec_dim_x_dim::<K>, &mut s.q[rows(lw.wq)], w.panels(lw.wq), x);
-            matvec(pool, M::matvec_kv_x_dim::<K>, &mut s.k[rows(lw.wk)], w.panels(lw.wk), x);
-            matvec(pool, M::matvec_kv_x_dim::<K>, &mut s.v[rows(lw.wv)], w.panels(lw.wv), x);
+            matvecs(
+                pool,
+                [
+                    (M::matvec_dim_x_dim::<K>, &mut s.q[rows(lw.wq)], w.panels(lw.wq)),
+                    (M::matvec_kv_x_dim::<K>, &mut s.k[rows(lw.wk)], w.panels(lw.wk)),
+                    (M::matvec_kv_x_dim::<K>, &mut s.v[rows(lw.wv)], w.panels(lw.wv)),
+                ],
+                x,
+            );
         }
         kernels::rope(&mut s.q[..dim], &mut s.k[..kv_dim], rope);
 
@@ -427,26 +446,36 @@ unsafe fn forward<M: Model, K: Isa>(w: &Transformer<M>, pool: &mut Pool, s: &mut
             }
         });
         let x = input(&s.xb, dim, &mut s.xq, quantized);
-        unsafe { matvec(pool, M::matvec_dim_x_dim::<K>, &mut s.xb2[rows(lw.wo)], w.panels(lw.wo), x) };
+        unsafe { matvecs(pool, [(M::matvec_dim_x_dim::<K>, &mut s.xb2[rows(lw.wo)], w.panels(lw.wo))], x) };
         kernels::add(&mut s.x[..dim], &s.xb2[..dim]);
 
         // Feed-forward: w2 · (silu(w1 · x) * (w3 · x)).
         kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
         let x = input(&s.xb, dim, &mut s.xq, quantized);
         unsafe {
-            matvec(pool, M::matvec_hidden_x_dim::<K>, &mut s.hb[rows(lw.w1)], w.panels(lw.w1), x);
-            matvec(pool, M::matvec_hidden_x_dim::<K>, &mut s.hb2[rows(lw.w3)], w.panels(lw.w3), x);
+            matvecs(
+                pool,
+                [
+                    (M::matvec_hidden_x_dim::<K>, &mut s.hb[rows(lw.w1)], w.panels(lw.w1)),
+                    (M::matvec_hidden_x_dim::<K>, &mut s.hb2[rows(lw.w3)], w.panels(lw.w3)),
+                ],
+                x,
+            );
         }
         kernels::swiglu(&mut s.hb[..hidden], &s.hb2[..hidden]);
         let x = input(&s.hb, hidden, &mut s.xq, quantized);
-        unsafe { matvec(pool, M::matvec_dim_x_hidden::<K>, &mut s.xb[rows(lw.w2)], w.panels(lw.w2), x) };
+        unsafe { matvecs(pool, [(M::matvec_dim_x_hidden::<K>, &mut s.xb[rows(lw.w2)], w.panels(lw.w2))], x) };
         kernels::add(&mut s.x[..dim], &s.xb[..dim]);
     }
 
     kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(layout.final_norm), c.norm_eps);
     let x = input(&s.xb, dim, &mut s.xq, quantized);
     unsafe {
-        matvec(pool, M::matvec_vocab_x_dim::<K>, &mut s.logits[rows(layout.classifier)], w.panels(layout.classifier), x)
+        matvecs(
+            pool,
+            [(M::matvec_vocab_x_dim::<K>, &mut s.logits[rows(layout.classifier)], w.panels(layout.classifier))],
+            x,
+        )
     };
 }
 

@@ -184,17 +184,26 @@ unsafe fn attention_scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_l
     super::scores_scalar::<HEAD_DIM>(q, keys, seq_len, scores, t);
 }
 
-/// Integer sums of 4 consecutive columns of one row block against x: (columns 0–31, 32–63),
-/// 8 i32 lanes each.
+/// Which instructions compute a quantized tile's integer sums.
+pub(super) const MADDUBS: u8 = 0; // AVX2: `vpmaddubsw` + `vpmaddwd` on ymm
+pub(super) const DPBUSD: u8 = 1; // AVX-VNNI: `vpdpbusd` on ymm
+pub(super) const MADDUBS_512: u8 = 2; // AVX-512BW: `vpmaddubsw` + `vpmaddwd` on zmm
+pub(super) const DPBUSD_512: u8 = 3; // AVX-512 VNNI: `vpdpbusd` on zmm
+
+/// Integer sums of 4 consecutive columns of one row block against the 64 values of x at `xb`:
+/// (columns 0–31, 32–63), 8 i32 lanes each, computed with the instructions of `KIND`. Every
+/// kind computes the same exact integers.
 #[inline(always)]
-unsafe fn row_block_lanes<const Q4: bool, const VNNI: bool>(
-    row: *const u8,
-    x0: __m256i,
-    x1: __m256i,
-) -> (__m256i, __m256i) {
+unsafe fn row_block_lanes<const Q4: bool, const KIND: u8>(row: *const u8, xb: *const i8) -> (__m256i, __m256i) {
+    if KIND >= MADDUBS_512 {
+        // SAFETY: the caller enabled AVX-512F/BW (and VNNI for DPBUSD_512) for these kinds.
+        return unsafe { row_block_lanes_512::<Q4, KIND>(row, xb) };
+    }
     // SAFETY (whole body): the caller passes a row block inside the checked tile (64 bytes for
-    // int8, 32 for 4-bit); the rest is register arithmetic under the enabled features.
+    // int8, 32 for 4-bit) and 64 values of x; the rest is register arithmetic under the enabled
+    // features.
     unsafe {
+        let (x0, x1) = (_mm256_loadu_si256(xb.cast()), _mm256_loadu_si256(xb.add(32).cast()));
         let ones = _mm256_set1_epi16(1);
         let (w0, x0, w1, x1) = if Q4 {
             let nibbles = _mm256_loadu_si256(row.cast());
@@ -204,7 +213,7 @@ unsafe fn row_block_lanes<const Q4: bool, const VNNI: bool>(
             let (w0, w1) = (_mm256_loadu_si256(row.cast()), _mm256_loadu_si256(row.add(32).cast()));
             (_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0), _mm256_sign_epi8(w1, w1), _mm256_sign_epi8(x1, w1))
         };
-        if VNNI {
+        if KIND == DPBUSD {
             let zero = _mm256_setzero_si256();
             (_mm256_dpbusd_avx_epi32(zero, w0, x0), _mm256_dpbusd_avx_epi32(zero, w1, x1))
         } else {
@@ -213,6 +222,33 @@ unsafe fn row_block_lanes<const Q4: bool, const VNNI: bool>(
                 _mm256_madd_epi16(_mm256_maddubs_epi16(w1, x1), ones),
             )
         }
+    }
+}
+
+/// [`row_block_lanes`] on one zmm register: the whole 64-column row block at once. AVX-512
+/// has no `vpsignb`, so the sign of an int8 weight moves onto x with a masked negation.
+#[inline(always)]
+unsafe fn row_block_lanes_512<const Q4: bool, const KIND: u8>(row: *const u8, xb: *const i8) -> (__m256i, __m256i) {
+    // SAFETY (whole body): as `row_block_lanes`; AVX-512F/BW (and VNNI) enabled by the caller.
+    unsafe {
+        let x = _mm512_loadu_si512(xb.cast());
+        let (w, x) = if Q4 {
+            let nibbles = _mm256_loadu_si256(row.cast());
+            let mask = _mm256_set1_epi8(0x0f);
+            let (low, high) =
+                (_mm256_and_si256(nibbles, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask));
+            (_mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high), x)
+        } else {
+            let w = _mm512_loadu_si512(row.cast());
+            let negative = _mm512_movepi8_mask(w);
+            (_mm512_abs_epi8(w), _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x))
+        };
+        let sums = if KIND == DPBUSD_512 {
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x)
+        } else {
+            _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), _mm512_set1_epi16(1))
+        };
+        (_mm512_castsi512_si256(sums), _mm512_extracti64x4_epi64::<1>(sums))
     }
 }
 
@@ -256,7 +292,7 @@ unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
     x: Quantized<'_>,
 ) {
     // SAFETY: AVX2 and FMA are enabled here, as the body needs.
-    unsafe { quantized_tiles::<COLS, GS, Q4, false>(out, w, x) }
+    unsafe { quantized_tiles::<COLS, GS, Q4, MADDUBS>(out, w, x) }
 }
 
 #[target_feature(enable = "avx2,fma,avxvnni")]
@@ -266,11 +302,13 @@ unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
     x: Quantized<'_>,
 ) {
     // SAFETY: AVX2, FMA and AVX-VNNI are enabled here, as the body needs.
-    unsafe { quantized_tiles::<COLS, GS, Q4, true>(out, w, x) }
+    unsafe { quantized_tiles::<COLS, GS, Q4, DPBUSD>(out, w, x) }
 }
 
+/// The quantized matvec over whole tiles, its integer sums computed by `KIND` (see
+/// [`row_block_lanes`]); inlined into a function that enables `KIND`'s features.
 #[inline(always)]
-unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, const VNNI: bool>(
+pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, const KIND: u8>(
     out: &mut [f32],
     w: &[u8],
     x: Quantized<'_>,
@@ -295,13 +333,12 @@ unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, co
                 let bytes = tile.as_ptr().add(block * block_bytes);
                 let scales = bytes.add(TILE_ROWS * row_bytes);
                 let xb = xq.as_ptr().add(block * Q_COL_BLOCK);
-                let (x0, x1) = (_mm256_loadu_si256(xb.cast()), _mm256_loadu_si256(xb.add(32).cast()));
                 // (No closures here: they would not inherit the target features of the caller.)
                 let lanes = [
-                    row_block_lanes::<Q4, VNNI>(bytes, x0, x1),
-                    row_block_lanes::<Q4, VNNI>(bytes.add(row_bytes), x0, x1),
-                    row_block_lanes::<Q4, VNNI>(bytes.add(2 * row_bytes), x0, x1),
-                    row_block_lanes::<Q4, VNNI>(bytes.add(3 * row_bytes), x0, x1),
+                    row_block_lanes::<Q4, KIND>(bytes, xb),
+                    row_block_lanes::<Q4, KIND>(bytes.add(row_bytes), xb),
+                    row_block_lanes::<Q4, KIND>(bytes.add(2 * row_bytes), xb),
+                    row_block_lanes::<Q4, KIND>(bytes.add(3 * row_bytes), xb),
                 ];
                 let group = block * groups_per_block;
                 // Σu·x − 8·Σx for 4-bit groups; nothing to subtract for int8.

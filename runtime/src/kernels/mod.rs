@@ -2,8 +2,8 @@
 //!
 //! The two that carry the work, the matrix-vector product over TVL panels and the attention
 //! dot product, exist once per instruction set ([`Isa`]): [`Scalar`] (portable, and the
-//! reference), `avx2::Avx2` and `avx2::AvxVnni` (x86_64) and `neon::Neon` and
-//! `neon::NeonDotprod` (aarch64). Their sizes are const generics: `#[tvl_model]` instantiates
+//! reference), `avx2::Avx2`, `avx2::AvxVnni`, `avx512::Avx512` and `avx512::Avx512Vnni`
+//! (x86_64), `neon::Neon` and `neon::NeonDotprod` (aarch64), listed once in [`IsaChoice`]. Their sizes are const generics: `#[tvl_model]` instantiates
 //! them once per distinct shape of a model, so the trip counts of the inner loops are
 //! compile-time constants. The instruction set is chosen once per model at load
 //! ([`IsaChoice::select`]), never per call.
@@ -23,6 +23,8 @@ use tvl_layout::layout::{COL_BLOCK, TILE_ROWS};
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod quant;
@@ -92,7 +94,10 @@ pub trait Isa: Send + Sync + 'static {
     unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>);
 }
 
-/// The instruction sets of this build, for choosing one at load.
+/// The instruction sets of this build, slowest first: the one list of kernel paths. Code that
+/// must run for a path chosen at run time goes through [`IsaChoice::visit`]; the names, the
+/// availability checks, the forward pass chosen at load, the tests and `tvl bench` all derive
+/// from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IsaChoice {
     /// Portable Rust, the reference order of additions.
@@ -103,6 +108,12 @@ pub enum IsaChoice {
     /// AVX2 with AVX-VNNI for the int8 kernels.
     #[cfg(target_arch = "x86_64")]
     AvxVnni,
+    /// AVX-512F/BW for the int8 kernels (f32 on AVX2+FMA).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// AVX-512 with VNNI for the int8 kernels (f32 on AVX2+FMA).
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
     /// aarch64 NEON.
     #[cfg(target_arch = "aarch64")]
     Neon,
@@ -111,9 +122,56 @@ pub enum IsaChoice {
     NeonDotprod,
 }
 
+/// Something to do with the kernels of one instruction set chosen at run time: what turns an
+/// [`IsaChoice`] into a call of code generic over [`Isa`] (see [`IsaChoice::visit`]).
+pub trait IsaVisitor {
+    /// What the visit returns.
+    type Output;
+    /// Does it with the kernels `K`.
+    fn visit<K: Isa>(self) -> Self::Output;
+}
+
 impl IsaChoice {
-    /// The fastest instruction set this CPU has, unless `TVL_KERNELS` names one
-    /// (`scalar`, `avx2`, `avx-vnni`, `neon`, `neon-dotprod`) to compare paths. Naming one the CPU lacks is an error.
+    /// Every instruction set of this build, slowest first.
+    pub fn all() -> Vec<IsaChoice> {
+        vec![
+            IsaChoice::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::AvxVnni,
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::Avx512,
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::Avx512Vnni,
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::Neon,
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::NeonDotprod,
+        ]
+    }
+
+    /// Runs `visitor` with this instruction set's kernels type.
+    pub fn visit<V: IsaVisitor>(self, visitor: V) -> V::Output {
+        match self {
+            IsaChoice::Scalar => visitor.visit::<Scalar>(),
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::Avx2 => visitor.visit::<avx2::Avx2>(),
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::AvxVnni => visitor.visit::<avx2::AvxVnni>(),
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::Avx512 => visitor.visit::<avx512::Avx512>(),
+            #[cfg(target_arch = "x86_64")]
+            IsaChoice::Avx512Vnni => visitor.visit::<avx512::Avx512Vnni>(),
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::Neon => visitor.visit::<neon::Neon>(),
+            #[cfg(target_arch = "aarch64")]
+            IsaChoice::NeonDotprod => visitor.visit::<neon::NeonDotprod>(),
+        }
+    }
+
+    /// The fastest instruction set this CPU has, unless `TVL_KERNELS` names one (any of
+    /// [`IsaChoice::all`]'s names) to compare paths. Naming one the CPU lacks is an error.
     pub fn select() -> Result<IsaChoice, String> {
         match std::env::var("TVL_KERNELS").ok().filter(|v| !v.is_empty()) {
             None => Ok(Self::best()),
@@ -136,19 +194,9 @@ impl IsaChoice {
         Self::all().into_iter().rev().find(|c| c.available()).unwrap_or(IsaChoice::Scalar)
     }
 
-    /// Every instruction set of this build, slowest first.
-    pub fn all() -> Vec<IsaChoice> {
-        vec![
-            IsaChoice::Scalar,
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::Avx2,
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::AvxVnni,
-            #[cfg(target_arch = "aarch64")]
-            IsaChoice::Neon,
-            #[cfg(target_arch = "aarch64")]
-            IsaChoice::NeonDotprod,
-        ]
+    /// Every instruction set this CPU can run, slowest first.
+    pub fn available_here() -> Vec<IsaChoice> {
+        Self::all().into_iter().filter(|c| c.available()).collect()
     }
 
     fn names() -> String {
@@ -157,32 +205,26 @@ impl IsaChoice {
 
     /// The name `TVL_KERNELS` takes.
     pub fn name(self) -> &'static str {
-        match self {
-            IsaChoice::Scalar => Scalar::NAME,
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::Avx2 => avx2::Avx2::NAME,
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::AvxVnni => avx2::AvxVnni::NAME,
-            #[cfg(target_arch = "aarch64")]
-            IsaChoice::Neon => neon::Neon::NAME,
-            #[cfg(target_arch = "aarch64")]
-            IsaChoice::NeonDotprod => neon::NeonDotprod::NAME,
+        struct Name;
+        impl IsaVisitor for Name {
+            type Output = &'static str;
+            fn visit<K: Isa>(self) -> &'static str {
+                K::NAME
+            }
         }
+        self.visit(Name)
     }
 
     /// Whether this CPU can run it.
     pub fn available(self) -> bool {
-        match self {
-            IsaChoice::Scalar => Scalar::available(),
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::Avx2 => avx2::Avx2::available(),
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::AvxVnni => avx2::AvxVnni::available(),
-            #[cfg(target_arch = "aarch64")]
-            IsaChoice::Neon => neon::Neon::available(),
-            #[cfg(target_arch = "aarch64")]
-            IsaChoice::NeonDotprod => neon::NeonDotprod::available(),
+        struct Available;
+        impl IsaVisitor for Available {
+            type Output = bool;
+            fn visit<K: Isa>(self) -> bool {
+                K::available()
+            }
         }
+        self.visit(Available)
     }
 }
 
