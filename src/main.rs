@@ -77,7 +77,7 @@ enum Command {
         /// Print one JSON object instead of text
         #[arg(long)]
         json: bool,
-        /// Benchmark the bundled shape MODEL with quantized random weights (f32, q8_0, q4_0)
+        /// Benchmark the bundled shape MODEL with quantized random weights (f32, q8_0, q4_0, q4_0_pure)
         #[arg(long, value_name = "SCHEME")]
         quant: Option<String>,
         /// Weights per scale for --quant (q8_0: 4, 8, 16, 32 or 64; q4_0: 32 or 64)
@@ -89,6 +89,7 @@ enum Command {
         q8_0  every matrix int8, scale = max|w| / 127 (llama.cpp Q8_0, llama2.c runq.c)\n  \
         q4_0  the layers' matrices 4-bit (llama.cpp Q4_0: the largest |w| maps to -8), the token\n        \
               embedding / classifier int8 (its error goes straight into the logits)\n  \
+        q4_0_pure  every matrix 4-bit, the embedding / classifier too (llama.cpp's --pure)\n  \
         f32   no quantization (dequantizes an int8 checkpoint)\n\
         Norm weights stay f32. Without --quant, weights stay as the checkpoint has them: an int8 (version 2)\n\
         checkpoint keeps its exact values and group size. The output is written beside its final name and\n\
@@ -101,7 +102,7 @@ enum Command {
         /// Output TVL file [default: INPUT with the extension .tvl]
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Quantize the weights: q8_0, q4_0 (or f32)
+        /// Quantize the weights: q8_0, q4_0, q4_0_pure (or f32)
         #[arg(long, value_name = "SCHEME")]
         quant: Option<String>,
         /// Weights per scale for --quant (q8_0: 4, 8, 16, 32 or 64; q4_0: 32 or 64)
@@ -539,6 +540,7 @@ fn inspect(path: &Path, out: &mut impl Write) -> Result<()> {
             c.weights.name(),
             match c.weights {
                 tvl::Weights::Q4_0 { .. } => "layers 4-bit, embedding/classifier int8",
+                tvl::Weights::Q4_0Pure { .. } => "every matrix 4-bit",
                 _ => "every matrix int8",
             }
         ),

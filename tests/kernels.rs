@@ -146,6 +146,8 @@ fn simd_kernels_match_scalar_for_every_bundled_shape() {
         check_all_isas::<Stories110MQ80>(),
         check_all_isas::<Stories110MQ40>(),
         check_all_isas::<Stories110MQ80G64>(),
+        check_all_isas::<Stories110MQ40Pure>(),
+        check_all_isas::<Stories260KQ40Pure>(),
     ];
     assert_eq!(tested.len(), BUNDLED.len(), "a config was added to model-configs/: add its type here");
     assert!(tested.iter().all(|&n| n >= 2), "no SIMD path was tested on this machine: {:?}", IsaChoice::all());

@@ -189,6 +189,10 @@ fn weights_tokens(w: Weights, krate: &TokenStream) -> TokenStream {
             let g = Literal::usize_unsuffixed(group_size);
             quote! { #krate::Weights::Q8_0 { group_size: #g } }
         }
+        Weights::Q4_0Pure { group_size } => {
+            let g = Literal::usize_unsuffixed(group_size);
+            quote! { #krate::Weights::Q4_0Pure { group_size: #g } }
+        }
         Weights::Q4_0 { group_size } => {
             let g = Literal::usize_unsuffixed(group_size);
             quote! { #krate::Weights::Q4_0 { group_size: #g } }

@@ -60,6 +60,12 @@ pub enum Weights {
         /// Weights per scale (32 or 64).
         group_size: usize,
     },
+    /// Every matrix 4-bit, the embedding and classifier too (llama.cpp's `--pure` Q4_0): the
+    /// fewest bytes, at a cost in quality the README measures.
+    Q4_0Pure {
+        /// Weights per scale (32 or 64).
+        group_size: usize,
+    },
 }
 
 impl Weights {
@@ -69,15 +75,17 @@ impl Weights {
             Weights::F32 => "f32",
             Weights::Q8_0 { .. } => "q8_0",
             Weights::Q4_0 { .. } => "q4_0",
+            Weights::Q4_0Pure { .. } => "q4_0_pure",
         }
     }
 
-    /// The code stored in a TVL header (0 f32, 1 q8_0, 2 q4_0).
+    /// The code stored in a TVL header (0 f32, 1 q8_0, 2 q4_0, 3 q4_0_pure); never changes.
     pub const fn code(self) -> u32 {
         match self {
             Weights::F32 => 0,
             Weights::Q8_0 { .. } => 1,
             Weights::Q4_0 { .. } => 2,
+            Weights::Q4_0Pure { .. } => 3,
         }
     }
 
@@ -87,6 +95,7 @@ impl Weights {
             0 => Some("f32"),
             1 => Some("q8_0"),
             2 => Some("q4_0"),
+            3 => Some("q4_0_pure"),
             _ => None,
         }
     }
@@ -108,7 +117,9 @@ impl Weights {
     pub const fn group_size(self) -> Option<usize> {
         match self {
             Weights::F32 => None,
-            Weights::Q8_0 { group_size } | Weights::Q4_0 { group_size } => Some(group_size),
+            Weights::Q8_0 { group_size } | Weights::Q4_0 { group_size } | Weights::Q4_0Pure { group_size } => {
+                Some(group_size)
+            }
         }
     }
 
@@ -123,7 +134,8 @@ impl Weights {
             },
             "q8_0" => Weights::Q8_0 { group_size: group()? },
             "q4_0" => Weights::Q4_0 { group_size: group()? },
-            other => return Err(err("weights", format!("`{other}` is not one of f32, q8_0, q4_0"))),
+            "q4_0_pure" => Weights::Q4_0Pure { group_size: group()? },
+            other => return Err(err("weights", format!("`{other}` is not one of f32, q8_0, q4_0, q4_0_pure"))),
         };
         weights.validate()?;
         Ok(weights)
@@ -139,7 +151,7 @@ impl Weights {
             Weights::Q8_0 { group_size } if ![4, 8, 16, 32, 64].contains(&group_size) => {
                 Err(err("group_size", format!("q8_0 needs a group size of 4, 8, 16, 32 or 64, found {group_size}")))
             }
-            Weights::Q4_0 { group_size } if group_size != 32 && group_size != 64 => {
+            Weights::Q4_0 { group_size } | Weights::Q4_0Pure { group_size } if group_size != 32 && group_size != 64 => {
                 Err(err("group_size", format!("q4_0 needs a group size of 32 or 64, found {group_size}")))
             }
             _ => Ok(()),

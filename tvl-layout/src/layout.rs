@@ -470,6 +470,7 @@ impl Layout {
             Weights::F32 => (Encoding::F32, Encoding::F32),
             Weights::Q8_0 { group_size } => (Encoding::Q8 { group_size }, Encoding::Q8 { group_size }),
             Weights::Q4_0 { group_size } => (Encoding::Q4 { group_size }, Encoding::Q8 { group_size }),
+            Weights::Q4_0Pure { group_size } => (Encoding::Q4 { group_size }, Encoding::Q4 { group_size }),
         }
     }
 
