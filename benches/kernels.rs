@@ -1,89 +1,131 @@
-//! Matvec kernels per shape of every bundled model, in GB/s of weights streamed: the scalar
-//! reference, the SIMD kernel specialized to the shape, and (x86_64) the same SIMD kernel with
-//! the column count known only at run time, which prices the specialization.
+//! Matvec kernels per shape of the 15M/42M/110M models (f32, q8_0, q4_0, q4_0_pure), in GB/s of
+//! weights streamed: every kernel path this CPU has, specialized to the shape, and (x86_64, f32)
+//! the AVX2 kernel with the column count known only at run time, which prices specialization.
 //!
-//! `cargo bench --bench kernels`. Each matrix is replicated over ≥ 256 MiB and the copies are
-//! used in turn, so the weights come from memory, not from cache, as in decoding.
+//! `cargo bench --features bundled --bench kernels [-- FILTER]`. Each matrix is replicated over
+//! ≥ 256 MiB and the copies are used in turn, so the weights come from memory, not from cache,
+//! as in decoding.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
-use tvl::kernels::{Input, IsaChoice, QuantizedVector, Scalar};
-use tvl::{Model, Panels};
+use tvl::kernels::{Input, Isa, IsaChoice, IsaVisitor, QuantizedVector};
+use tvl::{Encoding, Model, Panels};
 
 type Kernel = unsafe fn(&mut [f32], &[u8], Input<'_>);
 
-fn bench_shape(c: &mut Criterion, model: &str, shape: &str, panels: Panels, variants: &[(&str, Kernel)]) {
-    let (rows, cols) = (panels.padded_rows(), panels.padded_cols());
-    let bytes = panels.bytes();
-    let copies = (256usize << 20).div_ceil(bytes).max(2);
-    let weights: Vec<Vec<f32>> =
-        (0..copies).map(|i| (0..bytes / 4).map(|j| ((i + j) % 7) as f32 * 0.01).collect()).collect();
-    let x = vec![0.5f32; cols];
-    let no_quantized = QuantizedVector::default();
-    let input = Input { values: &x, quantized: no_quantized.view() };
-    let mut out = vec![0.0f32; rows];
+/// Copies of one matrix (real packed values, so that the float parts see ordinary numbers),
+/// and an input vector (quantized for quantized matrices).
+struct Case {
+    copies: Vec<Vec<f32>>,
+    x: Vec<f32>,
+    xq: QuantizedVector,
+    rows: usize,
+}
+
+fn case(panels: Panels) -> Case {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    };
+    let row_major: Vec<f32> = (0..panels.rows * panels.cols).map(|_| next()).collect();
+    let mut packed = vec![0u8; panels.bytes()];
+    panels.pack(&row_major, &mut packed);
+    let copies = (256usize << 20).div_ceil(packed.len()).max(2);
+    let x: Vec<f32> = (0..panels.padded_cols()).map(|i| if i < panels.cols { next() } else { 0.0 }).collect();
+    let group_size = if panels.encoding == Encoding::F32 { 0 } else { panels.encoding.group_size() };
+    let mut xq = QuantizedVector::new(panels.cols, group_size);
+    if group_size > 0 {
+        xq.quantize(&x[..panels.cols]);
+    }
+    Case { copies: (0..copies).map(|_| aligned(&packed)).collect(), x, xq, rows: panels.padded_rows() }
+}
+
+/// A copy of `bytes` in a `Vec<f32>`'s memory: 4-byte aligned, as f32 panels must be.
+fn aligned(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+/// The bytes of `floats` (any initialized f32 memory is valid as bytes).
+fn as_bytes(floats: &[f32]) -> &[u8] {
+    // SAFETY: the same memory, read as bytes; every bit pattern is a valid u8.
+    unsafe { std::slice::from_raw_parts(floats.as_ptr().cast(), std::mem::size_of_val(floats)) }
+}
+
+fn bench_shape(c: &mut Criterion, model: &str, shape: &str, panels: Panels, kernels: &[(&'static str, Kernel)]) {
+    let case = case(panels);
+    let input = Input { values: &case.x, quantized: case.xq.view() };
+    let mut out = vec![0.0f32; case.rows];
     let mut group = c.benchmark_group(format!("{model}/{shape} {}x{}", panels.rows, panels.cols));
-    group.throughput(Throughput::Bytes(bytes as u64));
-    for &(name, kernel) in variants {
+    group.throughput(Throughput::Bytes(panels.bytes() as u64));
+    for &(name, kernel) in kernels {
         let mut next = 0;
         group.bench_function(name, |b| {
             b.iter(|| {
-                next = (next + 1) % copies;
+                next = (next + 1) % case.copies.len();
                 // SAFETY: only kernels of instruction sets this CPU has are listed.
-                unsafe { kernel(&mut out, as_bytes(&weights[next]), input) };
+                unsafe { kernel(&mut out, as_bytes(&case.copies[next]), input) };
             })
         });
     }
     #[cfg(target_arch = "x86_64")]
-    if IsaChoice::Avx2.available() {
+    if panels.encoding == Encoding::F32 && IsaChoice::Avx2.available() {
+        let cols = panels.padded_cols();
         let mut next = 0;
         group.bench_function("avx2, runtime cols", |b| {
             b.iter(|| {
-                next = (next + 1) % copies;
+                next = (next + 1) % case.copies.len();
+                let w = &case.copies[next];
                 // SAFETY: AVX2 is available (checked above); cols is a multiple of 16.
-                unsafe { tvl::kernels::avx2::matvec_runtime_cols(&mut out, &weights[next], &x, cols) };
+                unsafe { tvl::kernels::avx2::matvec_runtime_cols(&mut out, w, &case.x, cols) };
             })
         });
     }
     group.finish();
 }
 
-/// The f32 panels as the bytes a kernel takes (a `Vec<f32>` keeps them 4-byte aligned).
-fn as_bytes(floats: &[f32]) -> &[u8] {
-    // SAFETY: any initialized f32 memory is valid as bytes; the length is the same memory.
-    unsafe { std::slice::from_raw_parts(floats.as_ptr().cast(), std::mem::size_of_val(floats)) }
+/// The kernels of one matrix shape of `M` on every instruction set this CPU has.
+struct ShapeKernels<M> {
+    shape: usize,
+    model: std::marker::PhantomData<M>,
+}
+
+impl<M: Model> IsaVisitor for ShapeKernels<M> {
+    type Output = (&'static str, Kernel);
+    fn visit<K: Isa>(self) -> (&'static str, Kernel) {
+        let kernel: Kernel = match self.shape {
+            0 => M::matvec_dim_x_dim::<K>,
+            1 => M::matvec_kv_x_dim::<K>,
+            2 => M::matvec_hidden_x_dim::<K>,
+            3 => M::matvec_dim_x_hidden::<K>,
+            _ => M::matvec_vocab_x_dim::<K>,
+        };
+        (K::NAME, kernel)
+    }
 }
 
 fn bench_model<M: Model>(c: &mut Criterion) {
     let name = M::CONFIG.name.to_string();
     let layer = M::LAYOUT.layers[0];
-    let shapes: [(&str, Panels, Kernel, Kernel); 5] = [
-        ("dim x dim", layer.wq, M::matvec_dim_x_dim::<Scalar>, simd(M::matvec_dim_x_dim::<Best>)),
-        ("kv x dim", layer.wk, M::matvec_kv_x_dim::<Scalar>, simd(M::matvec_kv_x_dim::<Best>)),
-        ("hidden x dim", layer.w1, M::matvec_hidden_x_dim::<Scalar>, simd(M::matvec_hidden_x_dim::<Best>)),
-        ("dim x hidden", layer.w2, M::matvec_dim_x_hidden::<Scalar>, simd(M::matvec_dim_x_hidden::<Best>)),
-        ("vocab x dim", M::LAYOUT.classifier, M::matvec_vocab_x_dim::<Scalar>, simd(M::matvec_vocab_x_dim::<Best>)),
+    let shapes = [
+        ("dim x dim", layer.wq),
+        ("kv x dim", layer.wk),
+        ("hidden x dim", layer.w1),
+        ("dim x hidden", layer.w2),
+        ("vocab x dim", M::LAYOUT.classifier),
     ];
-    for (shape, panels, scalar, best) in shapes {
+    for (index, (shape, panels)) in shapes.into_iter().enumerate() {
         if shape == "kv x dim" && (panels.rows, panels.cols) == (layer.wq.rows, layer.wq.cols) {
             continue; // the same kernel as dim x dim
         }
-        bench_shape(c, &name, shape, panels, &[("scalar", scalar), (BEST_NAME, best)]);
+        let kernels: Vec<_> = IsaChoice::available_here()
+            .into_iter()
+            .map(|isa| isa.visit(ShapeKernels::<M> { shape: index, model: std::marker::PhantomData }))
+            .collect();
+        bench_shape(c, &name, shape, panels, &kernels);
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-type Best = tvl::kernels::avx2::Avx2;
-#[cfg(target_arch = "x86_64")]
-const BEST_NAME: &str = "avx2, specialized";
-#[cfg(target_arch = "aarch64")]
-type Best = tvl::kernels::neon::Neon;
-#[cfg(target_arch = "aarch64")]
-const BEST_NAME: &str = "neon, specialized";
-
-fn simd(kernel: Kernel) -> Kernel {
-    assert!(IsaChoice::best() != IsaChoice::Scalar, "this CPU has no SIMD kernels to benchmark");
-    kernel
 }
 
 fn kernels(c: &mut Criterion) {
@@ -91,6 +133,9 @@ fn kernels(c: &mut Criterion) {
     bench_model::<Stories15M>(c);
     bench_model::<Stories42M>(c);
     bench_model::<Stories110M>(c);
+    bench_model::<Stories110MQ80>(c);
+    bench_model::<Stories110MQ40>(c);
+    bench_model::<Stories110MQ40Pure>(c);
 }
 
 criterion_group! {

@@ -251,3 +251,39 @@ fn inspect_shows_the_header_and_offset_table() {
     assert!(text.contains("layers.4.w2") && text.contains("64x172 (64x176)"), "{text}");
     assert_eq!(text.lines().filter(|l| l.contains("layers.")).count(), 45);
 }
+
+/// The format is a contract with every file already written: the fingerprint of each bundled
+/// model is a fixed number. A change here means files on disk stop opening — bump
+/// `FORMAT_VERSION` (docs/FORMAT.md) and update the numbers on purpose, never by accident
+/// (reordering an enum whose codes are written into files, say).
+#[test]
+fn bundled_fingerprints_are_fixed_numbers() {
+    let expected = [
+        ("stories110M-q4_0-pure", 0xdcc0f204da44d3c2u64),
+        ("stories110M-q4_0", 0x5fadf80ab16e9984),
+        ("stories110M-q8_0-g64", 0x58c3178da7e80ed2),
+        ("stories110M-q8_0", 0xb1b9a30495ed3499),
+        ("stories110M", 0x16c532fbd15bcbac),
+        ("stories15M-q4_0", 0x41f54d5ac9ddac4e),
+        ("stories15M-q8_0", 0xd089c7174593fc63),
+        ("stories15M", 0x0b6911267179418a),
+        ("stories260K-q4_0-pure", 0xf25183a1466a09dd),
+        ("stories260K-q4_0", 0x070ea33eda306b84),
+        ("stories260K-q8_0-g4", 0x860457a5ee28e41c),
+        ("stories260K-q8_0", 0x2b8c70ae20b55d5f),
+        ("stories260K", 0xa4202a9bb347eb68),
+        ("stories42M-q4_0", 0xac6d9df4d001ba6e),
+        ("stories42M-q8_0", 0x059d064a74423cbf),
+        ("stories42M", 0xac2593e22ae9edab),
+    ];
+    let bundled: Vec<(&str, u64)> =
+        tvl::bundled::BUNDLED.iter().map(|b| (b.config.name.as_ref(), b.fingerprint)).collect();
+    for (name, fingerprint) in expected {
+        assert_eq!(
+            bundled.iter().find(|(n, _)| *n == name).map(|(_, f)| *f),
+            Some(fingerprint),
+            "{name}: its layout fingerprint changed (see this test's comment)"
+        );
+    }
+    assert_eq!(bundled.len(), expected.len(), "a bundled model without a pinned fingerprint: add it here");
+}
