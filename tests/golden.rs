@@ -1,5 +1,8 @@
 //! The reference C implementation's outputs (../shared/golden), reproduced exactly.
 
+// The attribute's expansion must compile without a single warning.
+#![deny(warnings)]
+
 mod common;
 
 use common::*;

@@ -373,6 +373,7 @@ unsafe fn matvecs<const N: usize>(pool: &mut Pool, products: [(Kernel, &mut [f32
                 let tile_bytes = w.len() / tiles;
                 // SAFETY: `split` gives each thread a disjoint range of tiles, hence of rows of
                 // each matrix; the caller guarantees the kernels' instruction set.
+                // SAFETY: the caller guarantees that K is available on this CPU.
                 unsafe {
                     kernel(out.range(start * TILE_ROWS..end * TILE_ROWS), &w[start * tile_bytes..end * tile_bytes], x)
                 }
@@ -393,7 +394,6 @@ unsafe fn forward<M: Model, K: Isa>(w: &Transformer<M>, pool: &mut Pool, s: &mut
     let (dim, hidden, kv_dim, head_dim, seq_len) = (c.dim, c.hidden_dim, c.kv_dim(), c.head_dim(), c.seq_len);
     let layout = &M::LAYOUT;
     let rope = &w.rope[pos * head_dim / 2..][..head_dim / 2];
-    // SAFETY (every `matvec` and `M::attention` call below): the caller guarantees K.
     let rows = |p: Panels| ..p.padded_rows();
     let quantized = c.weights.group_size().is_some();
 
@@ -403,6 +403,7 @@ unsafe fn forward<M: Model, K: Isa>(w: &Transformer<M>, pool: &mut Pool, s: &mut
         // Attention: q, k, v of this position; k and v go into the cache.
         kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.attn_norm), c.norm_eps);
         let x = input(&s.xb, dim, &mut s.xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe {
             matvecs(
                 pool,
@@ -446,12 +447,14 @@ unsafe fn forward<M: Model, K: Isa>(w: &Transformer<M>, pool: &mut Pool, s: &mut
             }
         });
         let x = input(&s.xb, dim, &mut s.xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matvecs(pool, [(M::matvec_dim_x_dim::<K>, &mut s.xb2[rows(lw.wo)], w.panels(lw.wo))], x) };
         kernels::add(&mut s.x[..dim], &s.xb2[..dim]);
 
         // Feed-forward: w2 · (silu(w1 · x) * (w3 · x)).
         kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
         let x = input(&s.xb, dim, &mut s.xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe {
             matvecs(
                 pool,
@@ -464,12 +467,14 @@ unsafe fn forward<M: Model, K: Isa>(w: &Transformer<M>, pool: &mut Pool, s: &mut
         }
         kernels::swiglu(&mut s.hb[..hidden], &s.hb2[..hidden]);
         let x = input(&s.hb, hidden, &mut s.xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matvecs(pool, [(M::matvec_dim_x_hidden::<K>, &mut s.xb[rows(lw.w2)], w.panels(lw.w2))], x) };
         kernels::add(&mut s.x[..dim], &s.xb[..dim]);
     }
 
     kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(layout.final_norm), c.norm_eps);
     let x = input(&s.xb, dim, &mut s.xq, quantized);
+    // SAFETY: the caller guarantees that K is available on this CPU.
     unsafe {
         matvecs(
             pool,

@@ -117,6 +117,10 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path, k
         #[doc = #doc]
         #item
 
+        // Each unsafe block below forwards its function's own safety contract (the caller
+        // checked the instruction set), so it needs no comment of its own.
+        #[automatically_derived]
+        #[allow(clippy::undocumented_unsafe_blocks)]
         impl #krate::Model for #ident {
             const TOML: &'static str = include_str!(#toml_path);
             const CONFIG: #krate::Config = #config_tokens;

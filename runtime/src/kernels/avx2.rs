@@ -86,7 +86,7 @@ impl Isa for AvxVnni {
 /// Sum of the 8 lanes.
 #[inline(always)]
 unsafe fn hsum(v: __m256) -> f32 {
-    // SAFETY (whole body): register-only intrinsics; AVX is implied by the caller's features.
+    // SAFETY: (the whole body) register-only intrinsics; AVX is implied by the caller's features.
     unsafe {
         let q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
         let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
@@ -199,7 +199,7 @@ unsafe fn row_block_lanes<const Q4: bool, const KIND: u8>(row: *const u8, xb: *c
         // SAFETY: the caller enabled AVX-512F/BW (and VNNI for DPBUSD_512) for these kinds.
         return unsafe { row_block_lanes_512::<Q4, KIND>(row, xb) };
     }
-    // SAFETY (whole body): the caller passes a row block inside the checked tile (64 bytes for
+    // SAFETY: (the whole body) the caller passes a row block inside the checked tile (64 bytes for
     // int8, 32 for 4-bit) and 64 values of x; the rest is register arithmetic under the enabled
     // features.
     unsafe {
@@ -229,7 +229,7 @@ unsafe fn row_block_lanes<const Q4: bool, const KIND: u8>(row: *const u8, xb: *c
 /// has no `vpsignb`, so the sign of an int8 weight moves onto x with a masked negation.
 #[inline(always)]
 unsafe fn row_block_lanes_512<const Q4: bool, const KIND: u8>(row: *const u8, xb: *const i8) -> (__m256i, __m256i) {
-    // SAFETY (whole body): as `row_block_lanes`; AVX-512F/BW (and VNNI) enabled by the caller.
+    // SAFETY: (the whole body) as `row_block_lanes`; AVX-512F/BW (and VNNI) enabled by the caller.
     unsafe {
         let x = _mm512_loadu_si512(xb.cast());
         let (w, x) = if Q4 {

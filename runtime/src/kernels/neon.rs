@@ -154,7 +154,7 @@ unsafe fn attention_scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_l
 /// re-centred: within a 32-byte block, byte j holds column j low and column j + 32 high).
 #[inline(always)]
 unsafe fn weights_16<const Q4: bool>(row: *const u8, c: usize) -> int8x16_t {
-    // SAFETY (whole body): the caller passes a row block inside the checked tile (64 bytes for
+    // SAFETY: (the whole body) the caller passes a row block inside the checked tile (64 bytes for
     // int8, 32 for 4-bit) and c < 4.
     unsafe {
         if Q4 {
