@@ -10,7 +10,10 @@
 //! workers after its own part; when that lag dwarfs the work, job after job, it runs every
 //! part itself for a while (the workers sleep) and tries the workers again later, waiting
 //! longer each time they still lag. Small jobs, where handing off costs more than it saves,
-//! run on the caller from the start ([`Pool::run_on_caller`]). Either way each part is
+//! run on the caller from the start ([`Pool::run_sized`]). (Running jobs on the caller
+//! whenever the workers had fallen asleep was tried and dropped: a worker falls asleep while
+//! the caller runs a long solo step, and the rule then kept it asleep — two threads decoded
+//! the 110M int8 shape 12% slower.) Either way each part is
 //! computed exactly as before, so results do not depend on which thread computed them.
 
 use std::cell::UnsafeCell;
@@ -55,12 +58,8 @@ pub struct Pool {
 }
 
 /// Jobs reading fewer bytes than this run on the caller: one thread streams them in a few
-/// microseconds, about what handing off and waiting costs. (stories260K, whose matrices are
-/// all below it, decoded 23,600 tok/s on one thread and 17,800 on two before this.)
+/// microseconds, about what handing off and waiting costs.
 pub const SMALL_JOB: usize = 64 << 10;
-/// Waking a sleeping worker costs tens of microseconds (a futex round trip), the time to
-/// stream about this much: smaller jobs do not wake anyone.
-pub const WAKE_JOB: usize = 1 << 20;
 
 /// Parallel jobs over which the workers' lag is judged.
 const WINDOW: u32 = 32;
@@ -120,12 +119,9 @@ impl Pool {
     }
 
     /// Runs a job that reads about `bytes` of memory: on the caller alone if it is too small
-    /// to be worth a hand-off ([`SMALL_JOB`]), or if every worker is asleep and waking them
-    /// would cost more than the job ([`WAKE_JOB`]); else as [`Pool::run`]. Workers fall asleep
-    /// when jobs come rarely, as they do for a model small enough to fit in cache.
+    /// to be worth a hand-off ([`SMALL_JOB`]), else as [`Pool::run`].
     pub fn run_sized(&mut self, bytes: usize, job: &(dyn Fn(usize) + Sync)) {
-        let asleep = !self.workers.is_empty() && self.shared.sleepers.load(Acquire) == self.workers.len();
-        if bytes < SMALL_JOB || (asleep && bytes < WAKE_JOB) {
+        if bytes < SMALL_JOB {
             self.run_on_caller(job)
         } else {
             self.run(job)
@@ -171,8 +167,9 @@ impl Pool {
     }
 
     /// After every [`WINDOW`] parallel jobs: the caller alone would have taken about
-    /// `threads × own`, the pool took `own + lag`. If the lag ate most of the gain, run on the
-    /// caller alone for a while, longer each time in a row.
+    /// `threads × own`, the pool took `own + lag`. If the pool was slower (the lag exceeded
+    /// the gain: a worker missing for scheduler slices, not a late wake-up), run on the caller
+    /// alone for a while, longer each time in a row.
     fn judge(&mut self, own: std::time::Duration, lag: std::time::Duration) {
         let (jobs, total_own, total_lag) = &mut self.window;
         *jobs += 1;
@@ -182,7 +179,7 @@ impl Pool {
             return;
         }
         let gain = *total_own * self.workers.len() as u32;
-        if *total_lag * 4 > gain * 3 {
+        if *total_lag > gain {
             self.solo_jobs = self.solo_length;
             self.solo_length = (self.solo_length * 2).min(SOLO_LONGEST);
         } else {

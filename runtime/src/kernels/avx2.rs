@@ -30,6 +30,11 @@ const _: () = assert!(TILE_ROWS == 4 && COL_BLOCK == 16, "the register tile belo
 impl Isa for Avx2 {
     const NAME: &'static str = "avx2";
 
+    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED: bool>(out: &mut [f32], weights: &[f32], values: &[f32]) {
+        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
+        unsafe { weighted_sum_fma::<HEAD_DIM, FUSED>(out, weights, values) }
+    }
+
     fn available() -> bool {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
     }
@@ -58,6 +63,11 @@ impl Isa for Avx2 {
 impl Isa for AvxVnni {
     const NAME: &'static str = "avx-vnni";
 
+    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED: bool>(out: &mut [f32], weights: &[f32], values: &[f32]) {
+        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
+        unsafe { weighted_sum_fma::<HEAD_DIM, FUSED>(out, weights, values) }
+    }
+
     fn available() -> bool {
         Avx2::available() && is_x86_feature_detected!("avxvnni")
     }
@@ -81,6 +91,20 @@ impl Isa for AvxVnni {
         // SAFETY: the caller guarantees AVX2, FMA and AVX-VNNI (`available()`).
         unsafe { matvec_quantized_vnni::<COLS, GS, true>(out, w, x) }
     }
+}
+
+/// The attention's weighted sum of values compiled with FMA: `mul_add` becomes `vfmadd` (one
+/// rounding, as the fused reference statement) and the loop over the head is vectorized.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn weighted_sum_fma<const HEAD_DIM: usize, const FUSED: bool>(
+    out: &mut [f32],
+    weights: &[f32],
+    values: &[f32],
+) {
+    super::weighted_sum_scalar::<HEAD_DIM, FUSED>(out, weights, values)
 }
 
 /// Sum of the 8 lanes.

@@ -4,7 +4,7 @@
 //! every other path. f32 matrices are memory-bound and stay on the AVX2+FMA kernels (one core
 //! already streams at the memory's speed with them), as do the attention scores.
 
-use super::avx2::{quantized_tiles, Avx2, DPBUSD_512, MADDUBS_512};
+use super::avx2::{quantized_tiles, weighted_sum_fma, Avx2, DPBUSD_512, MADDUBS_512};
 use super::quant::Quantized;
 use super::Isa;
 
@@ -21,6 +21,11 @@ fn avx512_available() -> bool {
 
 impl Isa for Avx512 {
     const NAME: &'static str = "avx512";
+
+    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED: bool>(out: &mut [f32], weights: &[f32], values: &[f32]) {
+        // SAFETY: AVX-512 implies the AVX2 and FMA that `available()` checked too.
+        unsafe { weighted_sum_fma::<HEAD_DIM, FUSED>(out, weights, values) }
+    }
 
     fn available() -> bool {
         avx512_available()
@@ -49,6 +54,11 @@ impl Isa for Avx512 {
 
 impl Isa for Avx512Vnni {
     const NAME: &'static str = "avx512-vnni";
+
+    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED: bool>(out: &mut [f32], weights: &[f32], values: &[f32]) {
+        // SAFETY: AVX-512 implies the AVX2 and FMA that `available()` checked too.
+        unsafe { weighted_sum_fma::<HEAD_DIM, FUSED>(out, weights, values) }
+    }
 
     fn available() -> bool {
         avx512_available() && is_x86_feature_detected!("avx512vnni")

@@ -79,6 +79,24 @@ pub trait Isa: Send + Sync + 'static {
     /// `Self::available()` must have returned true on this CPU.
     unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]);
 
+    /// The attention's weighted sum of values, `out = Σ_t weights[t] · values[t]` (each value
+    /// HEAD_DIM floats), added position by position in order, element by element: with
+    /// FUSED_VALUE_SUM one fused multiply-add per element, else a rounded product then a
+    /// rounded sum. Element-wise, so every path gives the same bits; paths with hardware FMA
+    /// override this to compile it with that instruction (without it, `mul_add` is a libm call
+    /// per element).
+    ///
+    /// # Safety
+    /// `Self::available()` must have returned true on this CPU.
+    #[inline]
+    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED_VALUE_SUM: bool>(
+        out: &mut [f32],
+        weights: &[f32],
+        values: &[f32],
+    ) {
+        weighted_sum_scalar::<HEAD_DIM, FUSED_VALUE_SUM>(out, weights, values)
+    }
+
     /// `out = W · x` over int8 panels in groups of GS (see [`quant`]); `w` holds
     /// `out.len() / TILE_ROWS` whole tiles, `x` at least COLS values. Must equal
     /// [`quant::matvec_q8_scalar`] bit for bit.
@@ -331,11 +349,23 @@ pub unsafe fn attention<
             *score /= scale;
         }
         softmax(scores);
-        out.fill(0.0);
-        for (&a, v) in scores.iter().zip(values[head_cache].chunks_exact(HEAD_DIM)) {
-            for (out, &v) in out.iter_mut().zip(v) {
-                *out = if FUSED_VALUE_SUM { a.mul_add(v, *out) } else { *out + a * v };
-            }
+        // SAFETY: the caller guarantees K is available.
+        unsafe { K::weighted_sum::<HEAD_DIM, FUSED_VALUE_SUM>(out, scores, &values[head_cache]) };
+    }
+}
+
+/// [`Isa::weighted_sum`] in portable Rust (the body every path compiles).
+#[inline(always)]
+pub fn weighted_sum_scalar<const HEAD_DIM: usize, const FUSED_VALUE_SUM: bool>(
+    out: &mut [f32],
+    weights: &[f32],
+    values: &[f32],
+) {
+    let out = &mut out[..HEAD_DIM];
+    out.fill(0.0);
+    for (&a, v) in weights.iter().zip(values.chunks_exact(HEAD_DIM)) {
+        for (out, &v) in out.iter_mut().zip(v) {
+            *out = if FUSED_VALUE_SUM { a.mul_add(v, *out) } else { *out + a * v };
         }
     }
 }
