@@ -220,8 +220,9 @@ impl<M: Model> Transformer<M> {
 }
 
 /// The compiled layout must be this build's layout of the compiled config, and lie inside the
-/// mapping, aligned: this is what makes [`Transformer::floats`] sound even for a hand-written
-/// [`Model`] impl (the kernels trust the offsets and the encodings).
+/// mapping, aligned: this is what makes [`Transformer::vector`] and [`Transformer::panels`]
+/// sound even for a hand-written [`Model`] impl (the kernels trust the offsets and the
+/// encodings).
 fn check_layout<M: Model>(expected: &Layout, map_len: usize, base: *const u8) -> Result<(), String> {
     if M::LAYOUT != *expected {
         return Err(format!("the compiled offset table of `{}` is not the layout of its config", M::CONFIG.name));
@@ -307,7 +308,8 @@ pub trait Forward: Send + Sync {
     /// Feeds `token` at position `pos` and returns the logits of the next token (in the
     /// state's buffer: the caller may use them as scratch, as the sampler does).
     fn forward<'s>(&self, state: &'s mut State, token: u32, pos: usize) -> Result<&'s mut [f32]>;
-    /// The instruction set of the kernels in use (`scalar`, `avx2`, `neon`).
+    /// The name of the kernels' instruction set in use (see [`IsaChoice`]: `scalar`, `avx2`,
+    /// `avx-vnni`, `avx512`, `avx512-vnni`, `neon`, `neon-dotprod`).
     fn kernels(&self) -> &'static str;
     /// The threads it runs on.
     fn threads(&self) -> usize;

@@ -6,11 +6,19 @@ use proc_macro::TokenStream;
 
 /// Turns a unit struct into a model compiled from a config TOML.
 ///
-/// ```ignore
-/// #[tvl::tvl_model("model-configs/stories260K.toml")]
+/// ```no_run
+/// // The path is relative to the calling crate's Cargo.toml (this example is compiled as a
+/// // test of tvl-macros, beside tvl's model-configs/).
+/// #[tvl::tvl_model("../model-configs/stories260K.toml")]
 /// pub struct Stories260K;
 ///
-/// let model = Stories260K::open("stories260K.tvl")?;
+/// fn main() -> Result<(), tvl::Error> {
+///     let model = Stories260K::open("stories260K.tvl")?; // checks the file against the layout
+///     let mut session = tvl::Session::new(&model);
+///     let logits = session.forward(1, 0)?; // BOS at position 0
+///     assert_eq!(logits.len(), 512);
+///     Ok(())
+/// }
 /// ```
 ///
 /// The path is relative to the calling crate's `CARGO_MANIFEST_DIR`. The shapes become
