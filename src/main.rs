@@ -207,20 +207,16 @@ fn main() {
 fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
     match cli.command {
         Command::Run { model, tokenizer, prompt, steps, temperature, topp, seed, threads } => {
-            let seed = if seed == 0 {
-                let seed = fresh_seed();
-                if temperature != 0.0 {
-                    eprintln!("seed {seed} (repeat this run with -s {seed})");
-                }
-                seed
-            } else {
-                seed
-            };
+            let fresh = seed == 0 && temperature != 0.0;
+            let seed = if seed == 0 { fresh_seed() } else { seed };
             // Checked first: a bad flag should not wait for a conversion.
             let mut sampler = Sampler::new(0, temperature, topp, seed)?;
             let tvl_path = resolve_model(&model)?;
             let model = tvl::bundled::open(&tvl_path, &threads_option(threads))?;
             let tokenizer = load_tokenizer(&tokenizer)?;
+            if fresh {
+                eprintln!("seed {seed} (repeat this run with -s {seed})");
+            }
             let mut session = Session::new(model.as_ref());
             let mut write_error = None;
             let generation = session.generate(&tokenizer, &mut sampler, &prompt, steps, |piece| {

@@ -378,4 +378,13 @@ fn class_8_errors_say_what_the_file_is_and_what_to_do() {
         "7",
     ]);
     assert!(e.contains("--group-size 7:") && !e.contains("Some("), "{e}");
+    // GGUF files (the next wave imports them) are recognised, not called garbage.
+    let gguf = models.join("stories260K-f32.gguf");
+    for command in ["inspect", "convert"] {
+        let e = failure(&[command, s(&gguf)]);
+        assert!(e.contains("this is a GGUF file"), "{command}: {e}");
+    }
+    // A missing output directory is named, not the temporary file.
+    let e = failure(&["convert", s(&models.join("stories260K.bin")), "-o", "/nonexistent/dir/x.tvl"]);
+    assert!(e.contains("cannot write into /nonexistent/dir") && !e.contains("partial"), "{e}");
 }

@@ -577,7 +577,12 @@ pub fn cached_conversion(input: &Path, cache: &Path, progress: Progress) -> Resu
     let fingerprint = Layout::new(&checkpoint.config).fingerprint;
     let output = cache.join(format!("{}-{content:016x}-{fingerprint:016x}.tvl", checkpoint.config.name));
     let fresh = |output: &Path, progress: Progress| -> Result<()> {
-        std::fs::create_dir_all(cache).map_err(Error::io(cache))?;
+        std::fs::create_dir_all(cache).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot create the cache directory {} ($TVL_CACHE_DIR, else $XDG_CACHE_HOME/tvl, else ~/.cache/tvl): {e}",
+                cache.display()
+            ))
+        })?;
         files::remove_stale_partials(cache);
         write_checkpoint(&checkpoint, &checkpoint.config, output, progress)?;
         Ok(())

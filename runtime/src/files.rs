@@ -121,7 +121,13 @@ impl PartialFile {
                     return Ok((PartialFile { path, slot, committed: false }, file));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::io(&path)(e)),
+                Err(e) => {
+                    return Err(Error::Invalid(format!(
+                        "cannot write into {} (for {}): {e}",
+                        dir.display(),
+                        output.display()
+                    )))
+                }
             }
         }
         Err(Error::Invalid(format!("cannot create a unique temporary file in {}", dir.display())))

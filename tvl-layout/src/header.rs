@@ -63,6 +63,10 @@ impl fmt::Display for HeaderError {
             HeaderError::TooShort { len } => {
                 write!(f, "file is {len} bytes, shorter than the {HEADER_BYTES}-byte TVL header (truncated?)")
             }
+            HeaderError::BadMagic { found } if found.starts_with(b"GGUF") => f.write_str(
+                "this is a GGUF file (llama.cpp), not a TVL file; tvl does not import GGUF yet (llama2.c checkpoints \
+                 convert with `tvl convert`)",
+            ),
             HeaderError::BadMagic { found } => write!(
                 f,
                 "not a TVL file: magic is {:?}, expected \"TVLMODEL\" (convert llama2.c checkpoints with `tvl convert`)",
