@@ -51,7 +51,8 @@ enum Command {
         /// Random seed (0 = a fresh one, printed on stderr so that the run can be repeated)
         #[arg(short = 's', long, default_value_t = 0)]
         seed: u64,
-        /// Threads (0 = one per core this process may use; more are capped to that)
+        /// Threads (0 = one per core this process may use, one for a model under 8 MiB; more are
+        /// capped to the cores)
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
@@ -65,7 +66,8 @@ enum Command {
         /// A .tvl file, a llama2.c .bin, or the name of a bundled model (random weights of its shape)
         #[arg(default_value = "stories110M")]
         model: String,
-        /// Threads (0 = one per core this process may use; more are capped to that)
+        /// Threads (0 = one per core this process may use, one for a model under 8 MiB; more are
+        /// capped to the cores)
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Positions decoded per repetition
@@ -245,13 +247,10 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
                 c.weights.name(),
                 header.fingerprint
             );
-            if !tvl::bundled::BUNDLED
-                .iter()
-                .any(|b| b.fingerprint == header.fingerprint && b.config.first_difference(c).is_none())
-            {
+            if tvl::compiled_for(tvl::bundled::BUNDLED, &header).is_none() {
                 eprintln!(
                     "note: this binary has no compiled model for this shape and quantization; to add one:\n  \
-                     tvl inspect {} and model-configs/*.toml (keys weights, group_size), then cargo build --release",
+                     tvl config {} > model-configs/NAME.toml, then cargo build --release --features cli",
                     output.display()
                 );
             }
@@ -447,7 +446,7 @@ fn report_cache_use(path: &Path, used: &convert::CacheUse) {
     match used {
         convert::CacheUse::Reused => {}
         convert::CacheUse::Converted => {
-            eprintln!("converted into {} ({:.1} MB, reused from now on)", path.display(), size as f64 / 1e6)
+            eprintln!("converted into {} ({}, reused from now on)", path.display(), megabytes(size))
         }
         convert::CacheUse::Rebuilt(reason) => {
             eprintln!("the cached file was damaged ({reason}); converted it again into {}", path.display())
@@ -479,8 +478,6 @@ fn synthesized(name: &str, weights: Option<tvl::Weights>) -> Result<PathBuf> {
     };
     let path = dir.join(format!("synth-{}-{weights}-seed1-{fingerprint:016x}.tvl", config.name));
     let (path, used) = convert::cache_entry(&path, |path| {
-        std::fs::create_dir_all(&dir).map_err(tvl::Error::io(&dir))?;
-        tvl::files::remove_stale_partials(&dir);
         eprintln!("synthesizing random weights of the {} shape into {} (once)", config.name, path.display());
         convert::synthesize(&config, path, 1, &mut progress("writing")).map(|_| ())
     })?;
@@ -559,9 +556,7 @@ fn inspect(path: &Path, out: &mut impl Write) -> Result<()> {
         header.file_size,
         if actual == header.file_size as u64 { String::new() } else { format!(" (file is {actual} bytes: DAMAGED)") }
     )?;
-    let compiled = tvl::bundled::BUNDLED
-        .iter()
-        .find(|b| b.fingerprint == header.fingerprint && b.config.first_difference(c).is_none());
+    let compiled = tvl::compiled_for(tvl::bundled::BUNDLED, &header);
     writeln!(
         out,
         "compiled model {}",

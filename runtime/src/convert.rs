@@ -308,6 +308,17 @@ impl Checkpoint {
         (offset, len)
     }
 
+    /// The checkpoint's config with its weights stored as `weights` says (`None`: as the
+    /// checkpoint has them).
+    pub fn config_with(&self, weights: Option<Weights>) -> Result<Config> {
+        let mut config = self.config.clone();
+        if let Some(weights) = weights {
+            weights.validate().map_err(|e| Error::Invalid(format!("--quant: {e}")))?;
+            config.weights = weights;
+        }
+        Ok(config)
+    }
+
     /// What [`write_tvl`] needs of a tensor: as stored, quantization included.
     pub fn tensor_data(&self, kind: TensorKind, layer: Option<usize>) -> TensorData {
         if let Some((q, scales)) = self.read_q8(kind, layer) {
@@ -445,7 +456,6 @@ pub fn write_tvl_to<W: Write + Seek>(
             written += piece.len();
             progress(written as u64, total);
         }
-        written = tensor.storage.offset() + bytes.len();
     }
     write(out, &vec![0u8; layout.file_size - written])?;
     header.content_hash = hash.digest();
@@ -477,11 +487,7 @@ pub fn verify(path: &Path) -> Result<Header> {
 /// (`None`: as the checkpoint has them — f32, or int8 for a version 2 file, kept exactly).
 pub fn convert(input: &Path, output: &Path, weights: Option<Weights>, progress: Progress) -> Result<Header> {
     let checkpoint = Checkpoint::open(input)?;
-    let mut config = checkpoint.config.clone();
-    if let Some(weights) = weights {
-        weights.validate().map_err(|e| Error::Invalid(format!("--quant: {e}")))?;
-        config.weights = weights;
-    }
+    let config = checkpoint.config_with(weights)?;
     write_checkpoint(&checkpoint, &config, output, progress)?;
     // Read back what was written: a full disk or a bad copy shows here, not at the first run.
     verify(output)
@@ -496,11 +502,7 @@ fn write_checkpoint(checkpoint: &Checkpoint, config: &Config, output: &Path, pro
 /// A llama2.c checkpoint held in memory, converted to the bytes of a TVL file (tests, fuzzing).
 pub fn convert_bytes(checkpoint: Vec<u8>, weights: Option<Weights>) -> Result<Vec<u8>> {
     let checkpoint = Checkpoint::from_bytes(checkpoint, "model")?;
-    let mut config = checkpoint.config.clone();
-    if let Some(weights) = weights {
-        weights.validate().map_err(|e| Error::Invalid(format!("--quant: {e}")))?;
-        config.weights = weights;
-    }
+    let config = checkpoint.config_with(weights)?;
     let mut out = std::io::Cursor::new(Vec::new());
     let fill = |tensor: &Tensor| Ok(checkpoint.tensor_data(tensor.kind, tensor.layer));
     write_tvl_to(&mut out, &config, fill, &mut |_, _| {}).map_err(|e| match e {
@@ -560,7 +562,7 @@ pub fn cache_dir() -> PathBuf {
 pub enum CacheUse {
     /// The cached file was complete and intact, and is used as it is.
     Reused,
-    /// There was none: the checkpoint was converted.
+    /// There was none: it was made (converted or synthesized).
     Converted,
     /// There was one, but damaged (the reason): it was converted again.
     Rebuilt(String),
@@ -576,21 +578,11 @@ pub fn cached_conversion(input: &Path, cache: &Path, progress: Progress) -> Resu
     let content = xxhash_rust::xxh3::xxh3_64(&checkpoint.data);
     let fingerprint = Layout::new(&checkpoint.config).fingerprint;
     let output = cache.join(format!("{}-{content:016x}-{fingerprint:016x}.tvl", checkpoint.config.name));
-    let fresh = |output: &Path, progress: Progress| -> Result<()> {
-        std::fs::create_dir_all(cache).map_err(|e| {
-            Error::Invalid(format!(
-                "cannot create the cache directory {} ($TVL_CACHE_DIR, else $XDG_CACHE_HOME/tvl, else ~/.cache/tvl): {e}",
-                cache.display()
-            ))
-        })?;
-        files::remove_stale_partials(cache);
-        write_checkpoint(&checkpoint, &checkpoint.config, output, progress)?;
-        Ok(())
-    };
-    cache_entry(&output, |output| fresh(output, progress))
+    cache_entry(&output, |output| write_checkpoint(&checkpoint, &checkpoint.config, output, progress).map(|_| ()))
 }
 
-/// Reuses `output` if it verifies, else (re)creates it with `create`.
+/// A file of the cache: reuses `output` if it verifies, else (re)creates it with `create`,
+/// after making its directory and removing `.partial` files of killed runs there.
 pub fn cache_entry(output: &Path, create: impl FnOnce(&Path) -> Result<()>) -> Result<(PathBuf, CacheUse)> {
     let used = match std::fs::symlink_metadata(output) {
         Err(_) => CacheUse::Converted,
@@ -604,6 +596,14 @@ pub fn cache_entry(output: &Path, create: impl FnOnce(&Path) -> Result<()>) -> R
         // file is renamed into its place only if that place holds nothing or a regular file.
         let _ = std::fs::remove_file(output);
     }
+    let cache = output.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(cache).map_err(|e| {
+        Error::Invalid(format!(
+            "cannot create the cache directory {} ($TVL_CACHE_DIR, else $XDG_CACHE_HOME/tvl, else ~/.cache/tvl): {e}",
+            cache.display()
+        ))
+    })?;
+    files::remove_stale_partials(cache);
     create(output)?;
     Ok((output.into(), used))
 }

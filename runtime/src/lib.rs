@@ -25,7 +25,7 @@ pub mod tokenizer;
 pub use error::{Error, Result};
 pub use generate::{Generation, Session};
 pub use kernels::IsaChoice;
-pub use model::{open_bundled, read_header, Bundled, Forward, Model, Options, State, Transformer};
+pub use model::{compiled_for, open_bundled, read_header, Bundled, Forward, Model, Options, State, Transformer};
 pub use sampler::Sampler;
 pub use tokenizer::Tokenizer;
 pub use tvl_layout::{self as layout_def, Config, Encoding, Header, LayerLayout, Layout, Panels, Span, Weights};

@@ -385,7 +385,6 @@ unsafe fn matvecs<const N: usize>(pool: &mut Pool, products: [(Kernel, &mut [f32
                 let tile_bytes = w.len() / tiles;
                 // SAFETY: `split` gives each thread a disjoint range of tiles, hence of rows of
                 // each matrix; the caller guarantees the kernels' instruction set.
-                // SAFETY: the caller guarantees that K is available on this CPU.
                 unsafe {
                     kernel(out.range(start * TILE_ROWS..end * TILE_ROWS), &w[start * tile_bytes..end * tile_bytes], x)
                 }
@@ -506,13 +505,15 @@ pub struct Bundled {
     pub open: fn(&Path, &Options) -> Result<Box<dyn Forward>>,
 }
 
+/// The model of `bundled` that runs files with this header: same layout, same config.
+pub fn compiled_for<'b>(bundled: &'b [Bundled], header: &Header) -> Option<&'b Bundled> {
+    bundled.iter().find(|b| b.fingerprint == header.fingerprint && b.config.first_difference(&header.config).is_none())
+}
+
 /// Opens `path` with whichever of `bundled` matches its header.
 pub fn open_bundled(bundled: &[Bundled], path: &Path, options: &Options) -> Result<Box<dyn Forward>> {
     let header = read_header(path)?;
-    match bundled
-        .iter()
-        .find(|b| b.fingerprint == header.fingerprint && b.config.first_difference(&header.config).is_none())
-    {
+    match compiled_for(bundled, &header) {
         Some(model) => (model.open)(path, options),
         None => {
             let c = &header.config;

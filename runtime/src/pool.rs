@@ -7,14 +7,14 @@
 //! statically, so a worker that another process has preempted holds everyone up for a
 //! scheduler slice (milliseconds, against microseconds of work): with one of two cores busy,
 //! two threads decoded 7× slower than one. So the caller measures how long it waits for the
-//! workers after its own part; when that lag dwarfs the work, job after job, it runs every
-//! part itself for a while (the workers sleep) and tries the workers again later, waiting
-//! longer each time they still lag. Small jobs, where handing off costs more than it saves,
-//! run on the caller from the start ([`Pool::run_sized`]). (Running jobs on the caller
-//! whenever the workers had fallen asleep was tried and dropped: a worker falls asleep while
-//! the caller runs a long solo step, and the rule then kept it asleep — two threads decoded
-//! the 110M int8 shape 12% slower.) Either way each part is
-//! computed exactly as before, so results do not depend on which thread computed them.
+//! workers after its own part; when, over a window of jobs, that wait exceeds what the workers
+//! saved, it runs every part itself for a while (the workers sleep) and tries them again
+//! later, waiting longer each time they still lag. Small jobs, where handing off costs more
+//! than it saves, run on the caller from the start ([`Pool::run_sized`]). (Running jobs on the
+//! caller whenever the workers had fallen asleep was tried and dropped: a worker falls asleep
+//! while the caller runs a long solo step, and the rule then kept it asleep — two threads
+//! decoded the 110M int8 shape 12% slower.) Whoever runs a part computes it exactly the same
+//! way, so results do not depend on which thread computed them.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
@@ -86,23 +86,17 @@ impl Pool {
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
         });
-        let mut workers = Vec::new();
+        let mut pool =
+            Pool { shared, workers: Vec::new(), solo_jobs: 0, solo_length: SOLO_FIRST, window: Default::default() };
         for index in 1..threads.max(1) {
-            let for_worker = shared.clone();
+            let for_worker = pool.shared.clone();
             let worker = std::thread::Builder::new()
                 .name(format!("tvl-worker-{index}"))
                 .spawn(move || worker(&for_worker, index));
-            match worker {
-                Ok(handle) => workers.push(handle),
-                Err(e) => {
-                    let pool =
-                        Pool { shared, workers, solo_jobs: 0, solo_length: SOLO_FIRST, window: Default::default() };
-                    drop(pool);
-                    return Err(e);
-                }
-            }
+            // On failure, dropping `pool` stops and joins the workers started so far.
+            pool.workers.push(worker?);
         }
-        Ok(Pool { shared, workers, solo_jobs: 0, solo_length: SOLO_FIRST, window: Default::default() })
+        Ok(pool)
     }
 
     /// Threads in all, the caller included.

@@ -80,7 +80,11 @@ impl fmt::Display for HeaderError {
                 f,
                 "file was packed with {what} = {found}, this build packs with {expected}; convert the checkpoint again"
             ),
-            HeaderError::Weights { code } => write!(f, "unknown weights code {code} in the header (0 f32, 1 q8_0, 2 q4_0, 3 q4_0_pure)"),
+            HeaderError::Weights { code } => {
+                let known: Vec<String> =
+                    (0..).map_while(|c| Weights::name_of_code(c).map(|name| format!("{c} {name}"))).collect();
+                write!(f, "unknown weights code {code} in the header ({})", known.join(", "))
+            }
             HeaderError::Config(msg) => write!(f, "invalid model config in the header: {msg}"),
             HeaderError::Fingerprint { stored, computed } => write!(
                 f,

@@ -426,42 +426,42 @@ impl Cursor {
         self.0 = round_up(self.0 + panels.bytes(), ALIGN);
         panels
     }
+    /// One transformer layer's tensors, in the order the forward pass reads them.
+    fn layer(&mut self, config: &Config, encoding: Encoding) -> LayerLayout {
+        let (dim, hidden, kv_dim) = (config.dim, config.hidden_dim, config.kv_dim());
+        LayerLayout {
+            attn_norm: self.vector(dim),
+            wq: self.panels(dim, dim, encoding),
+            wk: self.panels(kv_dim, dim, encoding),
+            wv: self.panels(kv_dim, dim, encoding),
+            wo: self.panels(dim, dim, encoding),
+            ffn_norm: self.vector(dim),
+            w1: self.panels(hidden, dim, encoding),
+            w3: self.panels(hidden, dim, encoding),
+            w2: self.panels(dim, hidden, encoding),
+        }
+    }
 }
 
 impl Layout {
-    /// The size of a file for `config`, computed with checked arithmetic and without
-    /// allocating anything per layer: what a reader compares with a file's real size before it
-    /// builds the offset table. `None` if it would not fit in 64 bits (impossible for a config
-    /// that passed [`Config::validate`], whose limits keep every size below 2^48).
+    /// The size of a file for `config` (one that passed [`Config::validate`]), computed
+    /// without allocating anything per layer: what a reader compares with a file's real size
+    /// before it builds the offset table. The config's limits keep each tensor far below 2^64
+    /// bytes; the total is summed with checked arithmetic (`None` if it would overflow, which
+    /// those limits also rule out: it stays below 2^50).
     pub fn checked_file_size(config: &Config) -> Option<usize> {
         let (layer_encoding, vocab_encoding) = Self::encodings(config.weights);
-        let vector = |len: usize| Some(round_up(len.checked_mul(4)?, ALIGN));
-        let panels = |rows: usize, cols: usize, encoding: Encoding| {
-            let p = Panels { offset: 0, rows, cols, encoding };
-            let tile = round_up(p.blocks().checked_mul(encoding.block_bytes())?, ALIGN);
-            Some(round_up(p.tiles().checked_mul(tile)?, ALIGN))
-        };
-        let (dim, hidden, kv_dim) = (config.dim, config.hidden_dim, config.dim / config.n_heads * config.n_kv_heads);
         // Every tensor starts and ends on an ALIGN boundary, so a layer takes the same bytes
-        // wherever it starts.
-        let layer = [
-            vector(dim)?,
-            panels(dim, dim, layer_encoding)?,
-            panels(kv_dim, dim, layer_encoding)?,
-            panels(kv_dim, dim, layer_encoding)?,
-            panels(dim, dim, layer_encoding)?,
-            vector(dim)?,
-            panels(hidden, dim, layer_encoding)?,
-            panels(hidden, dim, layer_encoding)?,
-            panels(dim, hidden, layer_encoding)?,
-        ]
-        .into_iter()
-        .try_fold(0usize, usize::checked_add)?;
-        let embedding = panels(config.vocab_size, dim, vocab_encoding)?;
-        let classifier = if config.shared_classifier { 0 } else { embedding };
-        [HEADER_BYTES, embedding, layer.checked_mul(config.n_layers)?, vector(dim)?, classifier]
-            .into_iter()
-            .try_fold(0usize, usize::checked_add)
+        // wherever it starts: measure one, as `Layout::new` lays them out.
+        let mut one_layer = Cursor(0);
+        one_layer.layer(config, layer_encoding);
+        let mut ends = Cursor(0);
+        ends.panels(config.vocab_size, config.dim, vocab_encoding);
+        ends.vector(config.dim);
+        if !config.shared_classifier {
+            ends.panels(config.vocab_size, config.dim, vocab_encoding);
+        }
+        HEADER_BYTES.checked_add(one_layer.0.checked_mul(config.n_layers)?)?.checked_add(ends.0)
     }
 
     /// The encodings of (the layers' matrices, the token embedding and classifier).
@@ -477,23 +477,11 @@ impl Layout {
     /// The layout of a file for `config`: header, then the tensors in the order one forward
     /// pass reads them, layer by layer.
     pub fn new(config: &Config) -> Layout {
-        let (dim, hidden, kv_dim) = (config.dim, config.hidden_dim, config.kv_dim());
+        let dim = config.dim;
         let (layer_encoding, vocab_encoding) = Self::encodings(config.weights);
         let mut cursor = Cursor(HEADER_BYTES);
         let token_embedding = cursor.panels(config.vocab_size, dim, vocab_encoding);
-        let layers: Vec<LayerLayout> = (0..config.n_layers)
-            .map(|_| LayerLayout {
-                attn_norm: cursor.vector(dim),
-                wq: cursor.panels(dim, dim, layer_encoding),
-                wk: cursor.panels(kv_dim, dim, layer_encoding),
-                wv: cursor.panels(kv_dim, dim, layer_encoding),
-                wo: cursor.panels(dim, dim, layer_encoding),
-                ffn_norm: cursor.vector(dim),
-                w1: cursor.panels(hidden, dim, layer_encoding),
-                w3: cursor.panels(hidden, dim, layer_encoding),
-                w2: cursor.panels(dim, hidden, layer_encoding),
-            })
-            .collect();
+        let layers: Vec<LayerLayout> = (0..config.n_layers).map(|_| cursor.layer(config, layer_encoding)).collect();
         let final_norm = cursor.vector(dim);
         let classifier = if config.shared_classifier {
             token_embedding
