@@ -121,7 +121,6 @@ fn bench_model<M: Model>(c: &mut Criterion) {
             continue; // the same kernel as dim x dim
         }
         let kernels: Vec<_> = IsaChoice::available_here()
-            .into_iter()
             .map(|isa| isa.visit(ShapeKernels::<M> { shape: index, model: std::marker::PhantomData }))
             .collect();
         bench_shape(c, &name, shape, panels, &kernels);

@@ -259,7 +259,9 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
             let mut config =
                 if is_tvl(&input)? { tvl::read_header(&input)?.config } else { Checkpoint::open(&input)?.config };
             if let Some(name) = name {
-                config.name = name.into();
+                config.name = tvl::Name::try_new(&name).ok_or_else(|| {
+                    anyhow::anyhow!("name `{name}` must be 1 to 32 ASCII letters, digits, `_`, `-` or `.`")
+                })?;
                 config.validate()?;
             }
             write!(out, "# Written by `tvl config {}`.\n{}", input.display(), config.to_toml())?;
@@ -490,7 +492,7 @@ fn synthesized(name: &str, weights: Option<tvl::Weights>) -> Result<PathBuf> {
 /// A config from a TOML path or the name of a bundled model.
 fn load_config(name_or_path: &str) -> Result<Config> {
     if let Some(b) = tvl::bundled::BUNDLED.iter().find(|b| b.config.name.eq_ignore_ascii_case(name_or_path)) {
-        return Ok(b.config.clone());
+        return Ok(b.config);
     }
     let path = Path::new(name_or_path);
     if !path.exists() {

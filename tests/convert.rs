@@ -20,7 +20,6 @@ fn read_back(path: &Path) -> Vec<(String, Vec<f32>)> {
     let header = tvl::Header::decode(&bytes).unwrap();
     Layout::new(&header.config)
         .tensors()
-        .into_iter()
         .map(|t| {
             let stored = &bytes[t.storage.offset()..t.storage.offset() + t.storage.bytes()];
             let values = match t.storage {
@@ -40,7 +39,7 @@ fn every_tensor_round_trips_through_the_packed_layout() {
     let tensors = layout.tensors();
     let back = read_back(&tvl_file);
     assert_eq!(back.len(), 1 + 5 * 9 + 1, "embedding (shared classifier), 5 layers, final norm");
-    for (tensor, (name, values)) in tensors.iter().zip(&back) {
+    for (tensor, (name, values)) in tensors.zip(&back) {
         let (rows, cols) = tensor.storage.shape();
         let mut expected = vec![0.0; rows * cols];
         checkpoint.read(tensor.kind, tensor.layer, &mut expected);
@@ -69,7 +68,7 @@ fn quantized_conversion_round_trips_within_the_scheme_bound() {
         let header = convert::convert(&models.join("stories260K.bin"), &out, Some(weights), &mut |_, _| {}).unwrap();
         assert_eq!(header.config.weights, weights);
         let layout = Layout::new(&header.config);
-        for (tensor, (label, values)) in layout.tensors().iter().zip(read_back(&out)) {
+        for (tensor, (label, values)) in layout.tensors().zip(read_back(&out)) {
             let (rows, cols) = tensor.storage.shape();
             let mut expected = vec![0.0; rows * cols];
             checkpoint.read(tensor.kind, tensor.layer, &mut expected);
@@ -175,7 +174,7 @@ fn separate_classifier_is_read_and_used() {
 #[test]
 fn synthesized_weights_are_deterministic_and_open_with_the_bundled_model() {
     let dir = scratch("synth");
-    let config = tvl::bundled::BUNDLED.iter().find(|b| b.config.name == "stories260K").unwrap().config.clone();
+    let config = tvl::bundled::BUNDLED.iter().find(|b| b.config.name == "stories260K").unwrap().config;
     let (a, b, c) = (dir.join("a.tvl"), dir.join("b.tvl"), dir.join("c.tvl"));
     convert::synthesize(&config, &a, 7, &mut |_, _| {}).unwrap();
     convert::synthesize(&config, &b, 7, &mut |_, _| {}).unwrap();
@@ -206,7 +205,7 @@ fn int8_checkpoints_keep_their_exact_values() {
     let checkpoint = Checkpoint::open(&q80).unwrap();
     assert_eq!(checkpoint.format, convert::CheckpointFormat::Version2 { group_size: 4 });
     let mut fp32 = Checkpoint::open(&models.join("stories260K.bin")).unwrap().config;
-    fp32.name = "stories260K-q80".into();
+    fp32.name = tvl::Name::new("stories260K-q80");
     fp32.weights = tvl::Weights::Q8_0 { group_size: 4 };
     assert_eq!(checkpoint.config, fp32);
     let out = tvl_command().arg("config").arg(&q80).output().unwrap();
@@ -217,7 +216,7 @@ fn int8_checkpoints_keep_their_exact_values() {
     let out = scratch("q80").join("q80.tvl");
     convert::convert(&q80, &out, None, &mut |_, _| {}).unwrap();
     let layout = Layout::new(&checkpoint.config);
-    for (tensor, (label, values)) in layout.tensors().iter().zip(read_back(&out)) {
+    for (tensor, (label, values)) in layout.tensors().zip(read_back(&out)) {
         let expected = match checkpoint.read_q8(tensor.kind, tensor.layer) {
             Some((q, s)) => q.iter().enumerate().map(|(i, &q)| q as f32 * s[i / 4]).collect::<Vec<f32>>(),
             None => {

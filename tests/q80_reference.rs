@@ -56,7 +56,7 @@ fn matmul(out: &mut [f32], x: &Q8, w: &Q8, n: usize, gs: usize) {
 
 impl Runq {
     fn load(checkpoint: &Checkpoint) -> Runq {
-        let c = checkpoint.config.clone();
+        let c = checkpoint.config;
         let gs = match checkpoint.format {
             tvl::convert::CheckpointFormat::Version2 { group_size } => group_size,
             other => panic!("not an int8 checkpoint: {other:?}"),
@@ -89,10 +89,10 @@ impl Runq {
         let row = token * dim;
         let mut x: Vec<f32> =
             (0..dim).map(|i| self.embedding.q[row + i] as f32 * self.embedding.s[(row + i) / gs]).collect();
-        let rope_row: Vec<(f32, f32)> = (0..hd / 2)
+        let rope_row: Vec<[f32; 2]> = (0..hd / 2)
             .map(|p| {
                 let angle = pos as f32 * (1.0 / c.rope_theta.powf((2 * p) as f32 / hd as f32));
-                (angle.cos(), angle.sin())
+                [angle.cos(), angle.sin()]
             })
             .collect();
         let mut xb = vec![0.0; dim];
@@ -103,7 +103,7 @@ impl Runq {
             matmul(&mut q, &xq, wq, dim, gs);
             matmul(&mut k, &xq, wk, dim, gs);
             matmul(&mut v, &xq, wv, dim, gs);
-            rope(&mut q, &mut k, &rope_row);
+            rope(&mut q, &mut k, rope_row.as_flattened());
             cache[l].0.extend_from_slice(&k);
             cache[l].1.extend_from_slice(&v);
             let (keys, values) = &cache[l];

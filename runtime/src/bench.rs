@@ -111,7 +111,6 @@ fn json_number(v: f64) -> String {
 pub fn weight_bytes_per_token(layout: &Layout) -> u64 {
     let matrices_and_norms: usize = layout
         .tensors()
-        .iter()
         .filter(|t| !(matches!(t.storage, Storage::Panels(_)) && t.kind == tvl_layout::TensorKind::TokenEmbedding))
         .map(|t| t.storage.bytes())
         .sum();
@@ -124,7 +123,7 @@ pub fn weight_bytes_per_token(layout: &Layout) -> u64 {
 
 /// Runs `tokens` positions `repetitions` times (after one warm-up run) and reports the median.
 pub fn run(model: &dyn Forward, load: Duration, tokens: usize, repetitions: usize) -> Result<Report> {
-    let c = model.config().clone();
+    let c = *model.config();
     let tokens = tokens.clamp(1, c.seq_len);
     let mut state = model.new_state();
     let decode = |state: &mut crate::State| -> Result<(Duration, Duration)> {

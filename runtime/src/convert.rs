@@ -135,7 +135,7 @@ pub fn parse_checkpoint_header(bytes: &[u8], name: &str) -> Result<(Config, Chec
         },
     };
     let config = Config {
-        name: sanitize_name(name).into(),
+        name: tvl_layout::Name::new(&sanitize_name(name)), // at most 32 ASCII bytes
         dim: dim as usize,
         hidden_dim: hidden_dim as usize,
         n_layers: n_layers as usize,
@@ -311,7 +311,7 @@ impl Checkpoint {
     /// The checkpoint's config with its weights stored as `weights` says (`None`: as the
     /// checkpoint has them).
     pub fn config_with(&self, weights: Option<Weights>) -> Result<Config> {
-        let mut config = self.config.clone();
+        let mut config = self.config;
         if let Some(weights) = weights {
             weights.validate().map_err(|e| Error::Invalid(format!("--quant: {e}")))?;
             config.weights = weights;
@@ -615,7 +615,7 @@ mod tests {
     #[test]
     fn legacy_order_puts_ffn_norms_after_wo() {
         let config = Config {
-            name: "t".into(),
+            name: tvl_layout::Name::new("t"),
             dim: 8,
             hidden_dim: 16,
             n_layers: 2,

@@ -105,6 +105,25 @@ impl Error {
         let path = path.into();
         move |cause| Error::Io { path, cause }
     }
+
+    /// The error of a refused forward pass of a model with `config`.
+    pub fn forward(e: tvl_core::ForwardError, config: &tvl_layout::Config) -> Error {
+        match e {
+            tvl_core::ForwardError::TokenOutOfRange { token, vocab_size } => {
+                Error::TokenOutOfRange { token, vocab_size }
+            }
+            tvl_core::ForwardError::PositionOutOfRange { pos, seq_len } => Error::PositionOutOfRange { pos, seq_len },
+            tvl_core::ForwardError::WrongState => {
+                Error::Invalid(format!("this state was not made for model `{}`", config.name))
+            }
+        }
+    }
+}
+
+impl From<tvl_core::sampler::SamplerError> for Error {
+    fn from(e: tvl_core::sampler::SamplerError) -> Error {
+        Error::Invalid(e.to_string())
+    }
 }
 
 /// The result of tvl's operations.

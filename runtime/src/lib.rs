@@ -1,14 +1,19 @@
-//! The tvl runtime: everything between a model type compiled by `#[tvl_model]` and generated
-//! text. Use it through the `tvl` crate, which re-exports it with the attribute.
+//! The tvl runtime: the std layer over the `no_std` core (`tvl-core`), between a model type
+//! compiled by `#[tvl_model]` and generated text. Use it through the `tvl` crate, which
+//! re-exports it with the attribute.
 //!
-//! - [`model`]: [`Model`] (what the macro implements), [`Transformer`] (a model bound to a
-//!   mapped, validated TVL file) and the forward pass;
-//! - [`kernels`]: the matrix-vector and attention kernels of every instruction set (scalar,
-//!   AVX2, AVX-VNNI, NEON, NEON dotprod), instantiated per shape by the macro;
+//! - [`model`]: [`Transformer`] (a model bound to a mapped, validated TVL file, its forward
+//!   pass on the thread pool); [`Model`] and the forward pass itself are the core's;
+//! - [`kernels`]: the core's kernels of every instruction set, and `TVL_KERNELS`;
+//! - [`pool`]: the worker threads;
 //! - [`tokenizer`], [`sampler`], [`generate`]: llama2.c-exact text in and out;
 //! - [`convert`]: llama2.c checkpoints and synthetic weights to TVL files.
 
 #![warn(missing_docs)]
+
+// Header sizes are checked in usize arithmetic with limits that assume 64 bits, and whole
+// model files are mapped. (The `no_std` core also runs on 32-bit microcontrollers.)
+const _: () = assert!(usize::BITS >= 64, "the tvl runtime maps whole model files and needs a 64-bit target");
 
 pub mod bench;
 pub mod convert;
@@ -16,7 +21,28 @@ pub mod convert;
 pub mod error;
 pub mod files;
 pub mod generate;
-pub mod kernels;
+/// The kernels (see [`tvl_core::kernels`]), and the choice of one from `TVL_KERNELS`.
+pub mod kernels {
+    pub use tvl_core::kernels::*;
+
+    /// The fastest instruction set this CPU has, unless `TVL_KERNELS` names one (any of
+    /// [`IsaChoice::ALL`]'s names) to compare paths. Naming one the CPU lacks is an error.
+    pub fn select() -> Result<IsaChoice, String> {
+        match std::env::var("TVL_KERNELS").ok().filter(|v| !v.is_empty()) {
+            None => Ok(IsaChoice::best()),
+            Some(name) => {
+                let names = || IsaChoice::all().map(|c| c.name()).collect::<Vec<_>>().join(", ");
+                let choice =
+                    IsaChoice::named(&name).ok_or_else(|| format!("TVL_KERNELS={name}: this build has {}", names()))?;
+                if choice.available() {
+                    Ok(choice)
+                } else {
+                    Err(format!("TVL_KERNELS={name}: this CPU does not support it"))
+                }
+            }
+        }
+    }
+}
 pub mod model;
 pub mod pool;
 pub mod sampler;
@@ -28,4 +54,8 @@ pub use kernels::IsaChoice;
 pub use model::{compiled_for, open_bundled, read_header, Bundled, Forward, Model, Options, State, Transformer};
 pub use sampler::Sampler;
 pub use tokenizer::Tokenizer;
-pub use tvl_layout::{self as layout_def, Config, Encoding, Header, LayerLayout, Layout, Panels, Span, Weights};
+pub use tvl_core::{parallel, Decoder, Image, Serial, Vocab};
+pub use tvl_layout::{
+    self as layout_def, static_layers, Config, Encoding, Header, LayerLayout, Layout, Name, Panels, Span, StateLayout,
+    Weights,
+};

@@ -2,64 +2,18 @@
 //! ([`Transformer`]), and the forward pass over it.
 
 use crate::error::{Error, Result};
-use crate::kernels::{self, Input, Isa, IsaChoice, QuantizedVector};
-use crate::pool::{split, Disjoint, Pool};
+use crate::kernels::IsaChoice;
+use crate::pool::Pool;
 use memmap2::Mmap;
-use std::marker::PhantomData;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use tvl_layout::layout::{round_up, ALIGN, COL_BLOCK, HEADER_BYTES, TILE_ROWS};
+use tvl_core::model::{forward_for, ForwardFn};
+pub use tvl_core::model::{Image, Model};
+use tvl_layout::layout::HEADER_BYTES;
 use tvl_layout::{Config, Header, Layout, Panels, Span};
 
-#[cfg(target_endian = "big")]
-compile_error!("TVL files are little-endian and mapped without conversion; big-endian targets are not supported");
-
-/// A model compiled from its config by `#[tvl_model("config.toml")]`: its shapes, its file
-/// layout and its kernels, all fixed at compile time. Implement it with the attribute, not by
-/// hand (a hand-written layout is still checked against the file at [`Transformer::open`]).
-pub trait Model: Sized + Send + Sync + 'static {
-    /// The config TOML the type was compiled from.
-    const TOML: &'static str;
-    /// The config (shape, constants, weights) the type was compiled from.
-    const CONFIG: Config;
-    /// Where every tensor is in a TVL file of this model.
-    const LAYOUT: Layout;
-
-    /// `out = W · x` for a range of row tiles of W (`w`: the bytes of those tiles), one kernel
-    /// per distinct matrix shape and encoding (the column count, which the inner loops run
-    /// over, and the group size are compile-time constants).
-    ///
-    /// # Safety
-    /// `K::available()` must have returned true on this CPU (the same for every method).
-    unsafe fn matvec_dim_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
-    /// # Safety
-    /// As for [`Model::matvec_dim_x_dim`].
-    unsafe fn matvec_kv_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
-    /// # Safety
-    /// As for [`Model::matvec_dim_x_dim`].
-    unsafe fn matvec_hidden_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
-    /// # Safety
-    /// As for [`Model::matvec_dim_x_dim`].
-    unsafe fn matvec_dim_x_hidden<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
-    /// # Safety
-    /// As for [`Model::matvec_dim_x_dim`].
-    unsafe fn matvec_vocab_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
-    /// Attention of the query heads `heads` over one layer's key/value cache.
-    ///
-    /// # Safety
-    /// As for [`Model::matvec_dim_x_dim`].
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn attention<K: Isa>(
-        heads: Range<usize>,
-        scores: &mut [f32],
-        out: &mut [f32],
-        q: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        positions: usize,
-    );
-}
+/// One sequence's activations and key/value cache, on the heap (see [`tvl_core::State`]).
+pub type State = tvl_core::State<Vec<f32>>;
 
 /// How to run a model.
 #[derive(Clone, Debug, Default)]
@@ -98,35 +52,19 @@ impl Options {
 /// Models smaller than this run on one thread unless asked for more (see `open_with`).
 pub const SMALL_MODEL_BYTES: usize = 8 << 20;
 
-/// One forward pass, monomorphized for a model and an instruction set.
-type ForwardFn<M> = unsafe fn(&Transformer<M>, &mut Pool, &mut State, usize, usize);
-
-/// The forward pass of `M` for the instruction set chosen at load.
-struct ForwardOf<M>(PhantomData<M>);
-
-impl<M: Model> kernels::IsaVisitor for ForwardOf<M> {
-    type Output = ForwardFn<M>;
-    fn visit<K: Isa>(self) -> ForwardFn<M> {
-        forward::<M, K>
-    }
-}
-
 /// A model of type `M` bound to a mapped TVL file: the weights are borrowed straight from the
 /// mapping. `Send + Sync`; any number of [`Session`](crate::Session)s can share one.
 pub struct Transformer<M: Model> {
     map: Mmap,
-    /// (cos, sin) of every position × pair of dimensions within a head, computed once at load.
-    rope: Vec<(f32, f32)>,
     path: PathBuf,
     /// `M::CONFIG`, kept here so that it can be borrowed (a `Cow` constant cannot be).
     config: Config,
     isa: IsaChoice,
-    /// `forward::<M, K>` for the chosen instruction set K.
-    forward: ForwardFn<M>,
+    /// The forward pass of the chosen instruction set.
+    forward: ForwardFn<M, Pool, Vec<f32>>,
     /// Created at load. Sessions on several threads take turns (decoding is memory-bound, so
     /// two interleaved sequences would share the same bandwidth anyway).
     pool: Mutex<Pool>,
-    _model: PhantomData<M>,
 }
 
 /// Reads and checks the header of a TVL file, without mapping it.
@@ -174,14 +112,20 @@ impl<M: Model> Transformer<M> {
                 actual: map.len() as u64,
             });
         }
-        check_layout::<M>(&expected, map.len(), map.as_ptr())
-            .map_err(|problem| Error::BadLayout { path: path.into(), problem })?;
+        // The compiled offset table must be this build's layout of the compiled config and lie
+        // inside the mapping, aligned: this is what makes `weights()` sound even for a
+        // hand-written `Model` impl (the kernels trust the offsets and the encodings).
+        if M::LAYOUT != expected {
+            let problem = format!("the compiled offset table of `{}` is not the layout of its config", M::CONFIG.name);
+            return Err(Error::BadLayout { path: path.into(), problem });
+        }
+        Image::<M>::new(&map).map_err(|e| Error::BadLayout { path: path.into(), problem: e.to_string() })?;
         let isa = match options.kernels {
             Some(isa) if isa.available() => isa,
             Some(isa) => return Err(Error::Invalid(format!("this CPU cannot run the {} kernels", isa.name()))),
-            None => IsaChoice::select().map_err(Error::Invalid)?,
+            None => crate::kernels::select().map_err(Error::Invalid)?,
         };
-        let forward: ForwardFn<M> = isa.visit(ForwardOf::<M>(PhantomData));
+        let forward = forward_for::<M, Pool, Vec<f32>>(isa);
         // A model this small runs faster on one thread: a token takes tens of microseconds,
         // about what waking workers costs (stories260K: 23,600 tok/s on one, 17,800 on two).
         let threads = if options.threads == 0 && M::LAYOUT.file_size < SMALL_MODEL_BYTES {
@@ -190,16 +134,7 @@ impl<M: Model> Transformer<M> {
             options.resolved_threads()
         };
         let pool = Pool::new(threads).map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))?;
-        Ok(Transformer {
-            map,
-            rope: rope_table(&M::CONFIG),
-            path: path.into(),
-            config: M::CONFIG,
-            isa,
-            forward,
-            pool: Mutex::new(pool),
-            _model: PhantomData,
-        })
+        Ok(Transformer { map, path: path.into(), config: M::CONFIG, isa, forward, pool: Mutex::new(pool) })
     }
 
     /// The mapped file.
@@ -207,92 +142,21 @@ impl<M: Model> Transformer<M> {
         &self.path
     }
 
-    /// A norm weight vector. `open` checked that every tensor of `M::LAYOUT` lies inside the
-    /// mapping at a multiple of 64 bytes from a page-aligned base, so it is aligned for f32.
+    /// The mapped weights.
+    pub fn weights(&self) -> Image<'_, M> {
+        // SAFETY: `open_with` returned this value only after `Image::new` accepted the same
+        // mapping, which is never remapped or written through.
+        unsafe { Image::new_unchecked(&self.map) }
+    }
+
+    /// A norm weight vector.
     pub fn vector(&self, span: Span) -> &[f32] {
-        kernels::as_f32s(&self.map[span.offset..span.offset + 4 * span.len])
+        self.weights().vector(span)
     }
 
     /// The stored bytes of a matrix.
     pub fn panels(&self, panels: Panels) -> &[u8] {
-        &self.map[panels.offset..panels.offset + panels.bytes()]
-    }
-}
-
-/// The compiled layout must be this build's layout of the compiled config, and lie inside the
-/// mapping, aligned: this is what makes [`Transformer::vector`] and [`Transformer::panels`]
-/// sound even for a hand-written [`Model`] impl (the kernels trust the offsets and the
-/// encodings).
-fn check_layout<M: Model>(expected: &Layout, map_len: usize, base: *const u8) -> Result<(), String> {
-    if M::LAYOUT != *expected {
-        return Err(format!("the compiled offset table of `{}` is not the layout of its config", M::CONFIG.name));
-    }
-    if !(base as usize).is_multiple_of(ALIGN) {
-        return Err("the mapping is not 64-byte aligned".into());
-    }
-    for tensor in expected.tensors() {
-        let (offset, bytes) = (tensor.storage.offset(), tensor.storage.bytes());
-        if offset % ALIGN != 0 || offset.checked_add(bytes).is_none_or(|end| end > map_len) {
-            return Err(format!("tensor {tensor} at {offset} (+{bytes} bytes) is misaligned or outside the file"));
-        }
-    }
-    Ok(())
-}
-
-/// The RoPE rotations as the reference computes them, for every position.
-fn rope_table(config: &Config) -> Vec<(f32, f32)> {
-    let head_dim = config.head_dim();
-    let mut table = Vec::with_capacity(config.seq_len * head_dim / 2);
-    for pos in 0..config.seq_len {
-        for pair in 0..head_dim / 2 {
-            let freq = 1.0 / config.rope_theta.powf((2 * pair) as f32 / head_dim as f32);
-            let angle = pos as f32 * freq;
-            table.push((angle.cos(), angle.sin()));
-        }
-    }
-    table
-}
-
-/// The activations and key/value cache of one sequence. Vectors are padded to whole panel
-/// blocks with zeros that stay zero, so the kernels need no remainder loops.
-pub struct State {
-    x: Vec<f32>,
-    xb: Vec<f32>,
-    xb2: Vec<f32>,
-    hb: Vec<f32>,
-    hb2: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    scores: Vec<f32>,
-    logits: Vec<f32>,
-    /// The input of the next matrix products, quantized (quantized models only).
-    xq: QuantizedVector,
-    /// Keys `[layer][kv_head][head_dim][position]`, values `[layer][kv_head][position][head_dim]`.
-    key_cache: Vec<f32>,
-    value_cache: Vec<f32>,
-}
-
-impl State {
-    /// Zeroed activations and an empty cache for `config` (the only allocation of a sequence).
-    pub fn new(config: &Config) -> State {
-        let padded = |n: usize| vec![0.0f32; round_up(n, COL_BLOCK)];
-        let cache = config.n_layers * config.seq_len * config.kv_dim();
-        State {
-            x: padded(config.dim),
-            xb: padded(config.dim),
-            xb2: padded(config.dim),
-            hb: padded(config.hidden_dim),
-            hb2: padded(config.hidden_dim),
-            q: padded(config.dim),
-            k: padded(config.kv_dim()),
-            v: padded(config.kv_dim()),
-            scores: vec![0.0; config.n_heads * config.seq_len],
-            logits: padded(config.vocab_size),
-            xq: QuantizedVector::new(config.dim.max(config.hidden_dim), config.weights.group_size().unwrap_or(0)),
-            key_cache: vec![0.0; cache],
-            value_cache: vec![0.0; cache],
-        }
+        self.weights().panels(panels)
     }
 }
 
@@ -321,24 +185,13 @@ impl<M: Model> Forward for Transformer<M> {
     }
 
     fn forward<'s>(&self, state: &'s mut State, token: u32, pos: usize) -> Result<&'s mut [f32]> {
-        if token as usize >= M::CONFIG.vocab_size {
-            return Err(Error::TokenOutOfRange { token, vocab_size: M::CONFIG.vocab_size });
-        }
-        if pos >= M::CONFIG.seq_len {
-            return Err(Error::PositionOutOfRange { pos, seq_len: M::CONFIG.seq_len });
-        }
-        if state.key_cache.len() != M::CONFIG.n_layers * M::CONFIG.seq_len * M::CONFIG.kv_dim()
-            || state.x.len() < M::CONFIG.dim
-            || state.xq.group_size() != M::CONFIG.weights.group_size().unwrap_or(0)
-        {
-            return Err(Error::Invalid(format!("this state was not made for model `{}`", M::CONFIG.name)));
-        }
         // A panic inside a forward pass leaves nothing half-updated in the pool itself.
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: `self.forward` was chosen in `open_with` for an instruction set whose
         // `available()` returned true on this CPU.
-        unsafe { (self.forward)(self, &mut pool, state, token as usize, pos) };
-        Ok(&mut state.logits[..M::CONFIG.vocab_size])
+        unsafe { (self.forward)(&self.weights(), &mut pool, state, token, pos) }
+            .map_err(|e| Error::forward(e, &M::CONFIG))?;
+        Ok(state.logits(M::CONFIG.vocab_size))
     }
 
     fn kernels(&self) -> &'static str {
@@ -348,151 +201,6 @@ impl<M: Model> Forward for Transformer<M> {
     fn threads(&self) -> usize {
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).threads()
     }
-}
-
-/// A matvec kernel of one shape, for a range of row tiles.
-type Kernel = unsafe fn(&mut [f32], &[u8], Input<'_>);
-
-/// The input of the next matrix products: `values`, quantized into `xq` if the model is.
-fn input<'a>(values: &'a [f32], len: usize, xq: &'a mut QuantizedVector, quantized: bool) -> Input<'a> {
-    if quantized {
-        xq.quantize(&values[..len]);
-    }
-    let xq: &'a QuantizedVector = xq;
-    Input { values, quantized: xq.view() }
-}
-
-/// `out = W · x` for N matrices W that read the same x (wq, wk and wv; w1 and w3), as one job
-/// of the pool: their row tiles, taken one matrix after another, are split into one
-/// contiguous range per thread, so that each thread streams its own part of the panels front
-/// to back and one hand-off serves all N products. Every output is computed by one thread with
-/// its matrix's kernel, so the result does not depend on the thread count.
-///
-/// # Safety
-/// The kernels' instruction set must be available on this CPU.
-unsafe fn matvecs<const N: usize>(pool: &mut Pool, products: [(Kernel, &mut [f32], &[u8]); N], x: Input<'_>) {
-    let threads = pool.threads();
-    let tiles = products.each_ref().map(|(_, out, _)| out.len() / TILE_ROWS);
-    let total_tiles: usize = tiles.iter().sum();
-    let total_bytes: usize = products.iter().map(|(_, _, w)| w.len()).sum();
-    let products = products.map(|(kernel, out, w)| (kernel, Disjoint::new(out), w));
-    pool.run_sized(total_bytes, &|thread| {
-        let mine = split(total_tiles, thread, threads);
-        let mut first = 0; // the first tile of the current matrix, counted over all N
-        for ((kernel, out, w), &tiles) in products.iter().zip(&tiles) {
-            let (start, end) = (mine.start.max(first) - first, mine.end.min(first + tiles).saturating_sub(first));
-            if start < end {
-                let tile_bytes = w.len() / tiles;
-                // SAFETY: `split` gives each thread a disjoint range of tiles, hence of rows of
-                // each matrix; the caller guarantees the kernels' instruction set.
-                unsafe {
-                    kernel(out.range(start * TILE_ROWS..end * TILE_ROWS), &w[start * tile_bytes..end * tile_bytes], x)
-                }
-            }
-            first += tiles;
-        }
-    });
-}
-
-/// One position of the Llama-2 forward pass, as llama2.c's `forward` computes it. All sizes are
-/// constants of `M`, so after monomorphization every loop has a compile-time trip count; the
-/// matrix products and attention run on every thread of `pool`.
-///
-/// # Safety
-/// `K::available()` must have returned true on this CPU.
-unsafe fn forward<M: Model, K: Isa>(w: &Transformer<M>, pool: &mut Pool, s: &mut State, token: usize, pos: usize) {
-    let c = &M::CONFIG;
-    let (dim, hidden, kv_dim, head_dim, seq_len) = (c.dim, c.hidden_dim, c.kv_dim(), c.head_dim(), c.seq_len);
-    let layout = &M::LAYOUT;
-    let rope = &w.rope[pos * head_dim / 2..][..head_dim / 2];
-    let rows = |p: Panels| ..p.padded_rows();
-    let quantized = c.weights.group_size().is_some();
-
-    layout.token_embedding.read_row(w.panels(layout.token_embedding), token, &mut s.x[..dim]);
-
-    for (l, lw) in layout.layers.iter().enumerate() {
-        // Attention: q, k, v of this position; k and v go into the cache.
-        kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.attn_norm), c.norm_eps);
-        let x = input(&s.xb, dim, &mut s.xq, quantized);
-        // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe {
-            matvecs(
-                pool,
-                [
-                    (M::matvec_dim_x_dim::<K>, &mut s.q[rows(lw.wq)], w.panels(lw.wq)),
-                    (M::matvec_kv_x_dim::<K>, &mut s.k[rows(lw.wk)], w.panels(lw.wk)),
-                    (M::matvec_kv_x_dim::<K>, &mut s.v[rows(lw.wv)], w.panels(lw.wv)),
-                ],
-                x,
-            );
-        }
-        kernels::rope(&mut s.q[..dim], &mut s.k[..kv_dim], rope);
-
-        let layer_cache = l * kv_dim * seq_len..(l + 1) * kv_dim * seq_len;
-        let (keys, values) = (&mut s.key_cache[layer_cache.clone()], &mut s.value_cache[layer_cache]);
-        for (head, (k, v)) in s.k[..kv_dim].chunks_exact(head_dim).zip(s.v.chunks_exact(head_dim)).enumerate() {
-            // Keys transposed ([head][dim][position], see `Isa::scores`), values as they come.
-            for (i, &k) in k.iter().enumerate() {
-                keys[(head * head_dim + i) * seq_len + pos] = k;
-            }
-            let at = (head * seq_len + pos) * head_dim;
-            values[at..at + head_dim].copy_from_slice(v);
-        }
-        let (keys, values, q, threads) = (&*keys, &*values, &s.q[..dim], pool.threads());
-        let (scores, out) = (Disjoint::new(&mut s.scores), Disjoint::new(&mut s.xb[..dim]));
-        // Each head reads the keys and values of every position so far.
-        let cache_bytes = 2 * (pos + 1) * kv_dim * std::mem::size_of::<f32>();
-        pool.run_sized(cache_bytes, &|thread| {
-            let heads = split(c.n_heads, thread, threads);
-            // SAFETY: each thread gets its own heads, hence disjoint ranges of scores and out.
-            unsafe {
-                M::attention::<K>(
-                    heads.clone(),
-                    scores.range(heads.start * seq_len..heads.end * seq_len),
-                    out.range(heads.start * head_dim..heads.end * head_dim),
-                    &q[heads.start * head_dim..heads.end * head_dim],
-                    keys,
-                    values,
-                    pos + 1,
-                )
-            }
-        });
-        let x = input(&s.xb, dim, &mut s.xq, quantized);
-        // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe { matvecs(pool, [(M::matvec_dim_x_dim::<K>, &mut s.xb2[rows(lw.wo)], w.panels(lw.wo))], x) };
-        kernels::add(&mut s.x[..dim], &s.xb2[..dim]);
-
-        // Feed-forward: w2 · (silu(w1 · x) * (w3 · x)).
-        kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
-        let x = input(&s.xb, dim, &mut s.xq, quantized);
-        // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe {
-            matvecs(
-                pool,
-                [
-                    (M::matvec_hidden_x_dim::<K>, &mut s.hb[rows(lw.w1)], w.panels(lw.w1)),
-                    (M::matvec_hidden_x_dim::<K>, &mut s.hb2[rows(lw.w3)], w.panels(lw.w3)),
-                ],
-                x,
-            );
-        }
-        kernels::swiglu(&mut s.hb[..hidden], &s.hb2[..hidden]);
-        let x = input(&s.hb, hidden, &mut s.xq, quantized);
-        // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe { matvecs(pool, [(M::matvec_dim_x_hidden::<K>, &mut s.xb[rows(lw.w2)], w.panels(lw.w2))], x) };
-        kernels::add(&mut s.x[..dim], &s.xb[..dim]);
-    }
-
-    kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(layout.final_norm), c.norm_eps);
-    let x = input(&s.xb, dim, &mut s.xq, quantized);
-    // SAFETY: the caller guarantees that K is available on this CPU.
-    unsafe {
-        matvecs(
-            pool,
-            [(M::matvec_vocab_x_dim::<K>, &mut s.logits[rows(layout.classifier)], w.panels(layout.classifier))],
-            x,
-        )
-    };
 }
 
 /// A model compiled into a binary, found by the header of the file to run.

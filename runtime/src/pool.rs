@@ -251,34 +251,14 @@ impl Drop for Pool {
     }
 }
 
-/// The part `index` of `0..len` split into `parts` contiguous, nearly equal ranges.
-pub fn split(len: usize, index: usize, parts: usize) -> std::ops::Range<usize> {
-    len * index / parts..len * (index + 1) / parts
-}
+pub use tvl_core::parallel::{split, Disjoint};
 
-/// A `&mut [T]` that threads write at disjoint ranges.
-pub struct Disjoint<T> {
-    ptr: *mut T,
-    len: usize,
-}
-
-// SAFETY: access goes through `range`, whose contract makes ranges of concurrent users disjoint.
-unsafe impl<T: Send> Sync for Disjoint<T> {}
-
-impl<T> Disjoint<T> {
-    /// Lends `slice` to the threads of one job.
-    pub fn new(slice: &mut [T]) -> Disjoint<T> {
-        Disjoint { ptr: slice.as_mut_ptr(), len: slice.len() }
+impl tvl_core::Parallel for Pool {
+    fn threads(&self) -> usize {
+        Pool::threads(self)
     }
-
-    /// # Safety
-    /// Ranges used by concurrent callers must not overlap, and the slice `new` was given must
-    /// outlive every use (it is borrowed mutably by the caller for the whole job).
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn range(&self, range: std::ops::Range<usize>) -> &mut [T] {
-        assert!(range.start <= range.end && range.end <= self.len, "Disjoint::range out of bounds");
-        // SAFETY: in bounds (checked), disjoint from other users' ranges (caller's contract).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    fn run_sized(&mut self, bytes: usize, job: &(dyn Fn(usize) + Sync)) {
+        Pool::run_sized(self, bytes, job)
     }
 }
 

@@ -119,7 +119,7 @@ pub fn tvl_command() -> std::process::Command {
 
 /// Every kernel path this CPU has, with 1, 2 and 3 threads.
 pub fn every_path() -> Vec<tvl::Options> {
-    let isas = tvl::IsaChoice::all().into_iter().filter(|i| i.available());
+    let isas = tvl::IsaChoice::all().filter(|i| i.available());
     isas.flat_map(|isa| [1, 2, 3].map(|threads| tvl::Options { threads, kernels: Some(isa) })).collect()
 }
 

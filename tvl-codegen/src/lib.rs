@@ -130,7 +130,7 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path, k
 
             #[inline]
             unsafe fn attention<K: #krate::kernels::Isa>(
-                heads: ::std::ops::Range<usize>,
+                heads: ::core::ops::Range<usize>,
                 scores: &mut [f32],
                 out: &mut [f32],
                 q: &[f32],
@@ -142,26 +142,14 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path, k
             }
         }
 
-        impl #ident {
-            /// Maps a TVL file of this model (zero-copy) after checking that it matches the
-            /// layout; runs on every core with the fastest kernels of this CPU.
-            pub fn open(path: impl AsRef<::std::path::Path>) -> ::std::result::Result<#krate::Transformer<Self>, #krate::Error> {
-                #krate::Transformer::open(path)
-            }
-
-            /// [`open`](Self::open) with options (thread count).
-            pub fn open_with(
-                path: impl AsRef<::std::path::Path>,
-                options: &#krate::Options,
-            ) -> ::std::result::Result<#krate::Transformer<Self>, #krate::Error> {
-                #krate::Transformer::open_with(path, options)
-            }
-        }
+        // `open` and `open_with` (mapped files) where `tvl` has its std layer; nothing more
+        // without it (bare metal binds weights with `tvl::include_weights!`).
+        #krate::__model_methods!(#ident);
     }
 }
 
 fn config_tokens(c: &Config, krate: &TokenStream) -> TokenStream {
-    let name = c.name.as_ref();
+    let name = c.name.as_str();
     let [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len] =
         [c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len]
             .map(Literal::usize_unsuffixed);
@@ -170,7 +158,7 @@ fn config_tokens(c: &Config, krate: &TokenStream) -> TokenStream {
     let weights = weights_tokens(c.weights, krate);
     quote! {
         #krate::Config {
-            name: ::std::borrow::Cow::Borrowed(#name),
+            name: #krate::Name::new(#name),
             dim: #dim,
             hidden_dim: #hidden_dim,
             n_layers: #n_layers,
@@ -244,7 +232,7 @@ fn layout_tokens(layout: &Layout, krate: &TokenStream) -> TokenStream {
         #krate::Layout {
             weights: #weights,
             token_embedding: #token_embedding,
-            layers: ::std::borrow::Cow::Borrowed(&[#(#layers),*]),
+            layers: #krate::static_layers(&[#(#layers),*]),
             final_norm: #final_norm,
             classifier: #classifier,
             file_size: #file_size,

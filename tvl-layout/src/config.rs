@@ -3,18 +3,90 @@
 //! Every key is required and no other key is allowed, so a typo is an error that names it
 //! instead of a silently defaulted shape.
 
-use std::borrow::Cow;
-use std::fmt;
+#[cfg(feature = "alloc")]
+use alloc::{format, string::String, string::ToString};
+use core::fmt;
+
+/// A model's name: up to [`Name::MAX`] bytes stored inline, so that a [`Config`] is `Copy`, a
+/// compile-time constant, and needs no heap (bare-metal firmware has none).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Name {
+    bytes: [u8; Name::MAX],
+    len: u8,
+}
+
+impl Name {
+    /// The longest name, in bytes (the header's name field).
+    pub const MAX: usize = 32;
+
+    /// `name`, or `None` if it is longer than [`Name::MAX`] bytes.
+    pub const fn try_new(name: &str) -> Option<Name> {
+        let src = name.as_bytes();
+        if src.len() > Name::MAX {
+            return None;
+        }
+        let mut bytes = [0u8; Name::MAX];
+        let mut i = 0;
+        while i < src.len() {
+            bytes[i] = src[i];
+            i += 1;
+        }
+        Some(Name { bytes, len: src.len() as u8 })
+    }
+
+    /// `name`; a compile-time error (or a panic at run time) if it is too long. What the
+    /// macro emits, for a name the config check already accepted.
+    pub const fn new(name: &str) -> Name {
+        match Name::try_new(name) {
+            Some(name) => name,
+            None => panic!("a model name has at most 32 bytes"),
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // Built from a `&str` only, cut at its end: always UTF-8.
+        core::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl core::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 /// The shape and constants of one Llama-2-architecture model.
-///
-/// `name` is a `Cow` so that the macro can emit a `Config` as a compile-time constant
-/// (`Cow::Borrowed`) while the converter builds one at run time from a checkpoint header.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Config {
     /// The model's name (1 to 32 ASCII letters, digits, `_`, `-`, `.`); the macro's and
     /// `build.rs`'s type name derives from it. It does not affect the layout.
-    pub name: Cow<'static, str>,
+    pub name: Name,
     /// Width of the residual stream (the embedding size).
     pub dim: usize,
     /// Width of the feed-forward layer (w1, w3 rows; w2 columns).
@@ -124,6 +196,7 @@ impl Weights {
     }
 
     /// `weights` and `group_size` as a TOML key would give them.
+    #[cfg(feature = "alloc")]
     pub fn from_name(name: &str, group_size: Option<usize>) -> Result<Weights, ConfigError> {
         let group =
             || group_size.ok_or_else(|| err("group_size", format!("missing (required by weights = \"{name}\")")));
@@ -145,6 +218,7 @@ impl Weights {
     /// line per row) is a whole number of groups of at least 4 (the kernels' integer lanes sum 4
     /// products); a 4-bit group fills at least one 32-byte register. llama2.c's exports use
     /// 64, 32 or, for small models, the largest power of two dividing dim and hidden_dim.
+    #[cfg(feature = "alloc")]
     pub fn validate(self) -> Result<(), ConfigError> {
         match self {
             Weights::F32 => Ok(()),
@@ -195,6 +269,7 @@ pub const LIMITS: [(&str, usize); 7] = [
 pub const MAX_MATRIX_ELEMENTS: usize = i32::MAX as usize;
 
 /// What is wrong with a config, and which key it is about.
+#[cfg(feature = "alloc")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConfigError {
     /// The TOML key (or header field) at fault, if one is.
@@ -203,6 +278,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
+#[cfg(feature = "alloc")]
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.key {
@@ -212,14 +288,17 @@ impl fmt::Display for ConfigError {
     }
 }
 
+#[cfg(feature = "std")]
 impl std::error::Error for ConfigError {}
 
+#[cfg(feature = "alloc")]
 fn err(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError { key: Some(key), message: message.into() }
 }
 
 impl Config {
     /// Parses and validates a config TOML.
+    #[cfg(feature = "std")]
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
             key: None,
@@ -272,7 +351,7 @@ impl Config {
         let group_size = table.get("group_size").map(|_| int("group_size")).transpose()?;
         let weights = Weights::from_name(weights, group_size)?;
         let config = Config {
-            name: Cow::Owned(name),
+            name: Name::new(&name), // `is_identifier_like` bounds its length
             dim: int("dim")?,
             hidden_dim: int("hidden_dim")?,
             n_layers: int("n_layers")?,
@@ -290,6 +369,7 @@ impl Config {
     }
 
     /// Checks the relations between the shape numbers that the forward pass relies on.
+    #[cfg(feature = "alloc")]
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !is_identifier_like(&self.name) {
             return Err(err("name", format!("`{}` must be 1 to 32 ASCII letters, digits, `_`, `-` or `.`", self.name)));
@@ -348,16 +428,17 @@ impl Config {
     }
 
     /// Size of one attention head: `dim / n_heads`.
-    pub fn head_dim(&self) -> usize {
+    pub const fn head_dim(&self) -> usize {
         self.dim / self.n_heads
     }
 
     /// Width of the keys and values of one position: `head_dim * n_kv_heads`.
-    pub fn kv_dim(&self) -> usize {
+    pub const fn kv_dim(&self) -> usize {
         self.dim / self.n_heads * self.n_kv_heads
     }
 
-    /// The TOML that [`Config::from_toml`] reads back as this config.
+    /// The TOML that `Config::from_toml` reads back as this config.
+    #[cfg(feature = "alloc")]
     pub fn to_toml(&self) -> String {
         format!(
             "name = \"{}\"\n\
@@ -391,6 +472,7 @@ impl Config {
 
     /// Names the first field where two configs differ in a way the compiled code depends on
     /// (everything but the name), for errors such as "this file is another model".
+    #[cfg(feature = "alloc")]
     pub fn first_difference(&self, other: &Config) -> Option<String> {
         let weights = |w: Weights| match w.group_size() {
             Some(g) => format!("{} (group size {g})", w.name()),
@@ -413,6 +495,7 @@ impl Config {
     }
 }
 
+#[cfg(feature = "alloc")]
 fn is_identifier_like(s: &str) -> bool {
     !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
 }

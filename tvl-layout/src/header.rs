@@ -2,15 +2,20 @@
 //! before it forms any slice of the mapping. `docs/FORMAT.md` describes it byte by byte.
 
 use crate::config::Config;
-use crate::config::Weights;
+#[cfg(feature = "alloc")]
+use crate::config::{Name, Weights};
 use crate::layout::{Layout, ALIGN, COL_BLOCK, FORMAT_VERSION, HEADER_BYTES, TILE_ROWS};
-use std::fmt;
+#[cfg(feature = "alloc")]
+use alloc::{format, string::String, string::ToString, vec::Vec};
+use core::fmt;
 
 /// The first eight bytes of every TVL file.
 pub const MAGIC: [u8; 8] = *b"TVLMODEL";
-const NAME_BYTES: usize = 32;
+#[cfg(feature = "alloc")]
+const NAME_BYTES: usize = crate::config::Name::MAX;
 
 /// A decoded header: the model config (its `weights` included) and what the layout must be.
+#[cfg(feature = "alloc")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct Header {
     /// The model: shape, constants and how its weights are stored.
@@ -34,6 +39,7 @@ pub fn content_hash_of(file: &[u8]) -> u64 {
 }
 
 /// Why a file is not a TVL file this build can read.
+#[cfg(feature = "alloc")]
 #[derive(Clone, Debug, PartialEq)]
 #[allow(missing_docs)] // the fields are what the variant's message says
 pub enum HeaderError {
@@ -57,6 +63,7 @@ pub enum HeaderError {
     TooLarge,
 }
 
+#[cfg(feature = "alloc")]
 impl fmt::Display for HeaderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -100,13 +107,15 @@ impl fmt::Display for HeaderError {
     }
 }
 
+#[cfg(feature = "std")]
 impl std::error::Error for HeaderError {}
 
+#[cfg(feature = "alloc")]
 impl Header {
     /// The header of a file with `config` packed by this build.
     pub fn for_config(config: &Config) -> Header {
         let layout = Layout::new(config);
-        Header { config: config.clone(), fingerprint: layout.fingerprint, file_size: layout.file_size, content_hash: 0 }
+        Header { config: *config, fingerprint: layout.fingerprint, file_size: layout.file_size, content_hash: 0 }
     }
 
     /// The 256 bytes of this header (`docs/FORMAT.md`).
@@ -173,10 +182,12 @@ impl Header {
         let weights = Weights::from_name(weights_name, group_size).map_err(|e| HeaderError::Config(e.to_string()))?;
         let name_bytes = &bytes[88..88 + NAME_BYTES];
         let name_len = name_bytes.iter().position(|&b| b == 0).unwrap_or(NAME_BYTES);
-        let name = std::str::from_utf8(&name_bytes[..name_len])
-            .map_err(|_| HeaderError::Config("model name is not UTF-8".into()))?;
+        let name = core::str::from_utf8(&name_bytes[..name_len])
+            .ok()
+            .and_then(Name::try_new)
+            .ok_or_else(|| HeaderError::Config("model name is not UTF-8".into()))?;
         let config = Config {
-            name: name.to_string().into(),
+            name,
             dim: u32_at(48) as usize,
             hidden_dim: u32_at(52) as usize,
             n_layers: u32_at(56) as usize,
@@ -209,13 +220,136 @@ impl Header {
     }
 }
 
+/// Why bytes are not a TVL image of a given compiled model (found without allocating, at
+/// compile time where the bytes are a constant).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageError {
+    /// Fewer bytes than a header.
+    TooShort,
+    /// Not the TVL magic.
+    BadMagic,
+    /// Another format version or tile geometry.
+    Version,
+    /// Another model: a field of the header's config differs from the compiled one.
+    OtherModel,
+    /// The stored layout fingerprint is not the compiled one.
+    Fingerprint,
+    /// The image is not as long as the header and the compiled layout say.
+    Size,
+    /// The compiled offset table is not this build's layout of the compiled config.
+    Layout,
+    /// The bytes do not start on a 64-byte boundary.
+    Misaligned,
+}
+
+impl ImageError {
+    /// What is wrong, in words.
+    pub const fn message(self) -> &'static str {
+        match self {
+            ImageError::TooShort => "the weights are shorter than a TVL header",
+            ImageError::BadMagic => "the weights are not a TVL file (no TVLMODEL magic)",
+            ImageError::Version => "the weights were packed by another version of tvl (format or tile geometry)",
+            ImageError::OtherModel => "the weights are another model: their config differs from the compiled one",
+            ImageError::Fingerprint => "the weights' layout fingerprint is not the compiled model's",
+            ImageError::Size => "the weights are not as long as the compiled layout says (truncated?)",
+            ImageError::Layout => "the compiled offset table is not this build's layout of its config",
+            ImageError::Misaligned => "the weights do not start on a 64-byte boundary",
+        }
+    }
+
+    /// Panics with [`ImageError::message`]; in a `const` item, a compile error saying it.
+    pub const fn fail(self) -> ! {
+        match self {
+            ImageError::TooShort => panic!("the weights are shorter than a TVL header"),
+            ImageError::BadMagic => panic!("the weights are not a TVL file (no TVLMODEL magic)"),
+            ImageError::Version => panic!("the weights were packed by another version of tvl"),
+            ImageError::OtherModel => {
+                panic!("the weights are another model: their config differs from the compiled one")
+            }
+            ImageError::Fingerprint => panic!("the weights' layout fingerprint is not the compiled model's"),
+            ImageError::Size => panic!("the weights are not as long as the compiled layout says (truncated?)"),
+            ImageError::Layout => panic!("the compiled offset table is not this build's layout of its config"),
+            ImageError::Misaligned => panic!("the weights do not start on a 64-byte boundary"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ImageError {}
+
+impl fmt::Display for ImageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+const fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+const fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u32_at(bytes, at) as u64 | (u32_at(bytes, at + 4) as u64) << 32
+}
+
+/// Checks that `bytes` is a whole TVL file of the compiled model (`config`, with `layout` its
+/// compiled offset table): magic, version, geometry, every config field but the name, the
+/// fingerprint and the size. A `const fn`, so that weights linked into a binary with
+/// `include_bytes!` are checked when it compiles; [`Layout::is_layout_of`] (not `const`)
+/// checks the offset table itself at start-up. The content hash is not checked here.
+pub const fn check_image(bytes: &[u8], config: &Config, layout: &Layout) -> Result<(), ImageError> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(ImageError::TooShort);
+    }
+    let mut i = 0;
+    while i < MAGIC.len() {
+        if bytes[i] != MAGIC[i] {
+            return Err(ImageError::BadMagic);
+        }
+        i += 1;
+    }
+    if u32_at(bytes, 8) != FORMAT_VERSION
+        || u32_at(bytes, 12) != HEADER_BYTES as u32
+        || u32_at(bytes, 36) != TILE_ROWS as u32
+        || u32_at(bytes, 40) != COL_BLOCK as u32
+        || u32_at(bytes, 44) != ALIGN as u32
+    {
+        return Err(ImageError::Version);
+    }
+    let group_size = match config.weights.group_size() {
+        Some(g) => g as u32,
+        None => 0,
+    };
+    if u32_at(bytes, 32) != config.weights.code()
+        || u32_at(bytes, 120) != group_size
+        || u32_at(bytes, 48) != config.dim as u32
+        || u32_at(bytes, 52) != config.hidden_dim as u32
+        || u32_at(bytes, 56) != config.n_layers as u32
+        || u32_at(bytes, 60) != config.n_heads as u32
+        || u32_at(bytes, 64) != config.n_kv_heads as u32
+        || u32_at(bytes, 68) != config.vocab_size as u32
+        || u32_at(bytes, 72) != config.seq_len as u32
+        || u32_at(bytes, 76) != config.norm_eps.to_bits()
+        || u32_at(bytes, 80) != config.rope_theta.to_bits()
+        || bytes[84] != config.shared_classifier as u8
+    {
+        return Err(ImageError::OtherModel);
+    }
+    if u64_at(bytes, 16) != layout.fingerprint {
+        return Err(ImageError::Fingerprint);
+    }
+    if u64_at(bytes, 24) != layout.file_size as u64 || bytes.len() != layout.file_size {
+        return Err(ImageError::Size);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn header() -> Header {
         let config = Config {
-            name: "stories260K".into(),
+            name: Name::new("stories260K"),
             dim: 64,
             hidden_dim: 172,
             n_layers: 5,

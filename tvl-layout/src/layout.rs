@@ -13,9 +13,28 @@
 //! whole cache line), so kernels have no remainder loop.
 
 use crate::config::{Config, Weights};
-use crate::quant;
-use std::borrow::Cow;
-use std::fmt;
+#[cfg(feature = "alloc")]
+use alloc::{borrow::Cow, vec, vec::Vec};
+use core::fmt;
+
+/// A layout's per-layer table: borrowed from a constant in compiled models (the macro emits
+/// [`static_layers`]), owned when [`Layout::new`] computes one at run time (needs `alloc`).
+#[cfg(feature = "alloc")]
+pub type Layers = Cow<'static, [LayerLayout]>;
+/// A layout's per-layer table (without `alloc`: only the compiled constant).
+#[cfg(not(feature = "alloc"))]
+pub type Layers = &'static [LayerLayout];
+
+/// The [`Layers`] of a compiled constant.
+#[cfg(feature = "alloc")]
+pub const fn static_layers(layers: &'static [LayerLayout]) -> Layers {
+    Cow::Borrowed(layers)
+}
+/// The [`Layers`] of a compiled constant.
+#[cfg(not(feature = "alloc"))]
+pub const fn static_layers(layers: &'static [LayerLayout]) -> Layers {
+    layers
+}
 
 /// Version of the TVL file format; bump it when the header or the layout rules change.
 pub const FORMAT_VERSION: u32 = 3;
@@ -30,7 +49,10 @@ pub const COL_BLOCK: usize = 16;
 /// Columns per quantized panel block: one cache line of int8, half a line of 4-bit values.
 pub const Q_COL_BLOCK: usize = 64;
 
-const _: () = assert!(usize::BITS >= 64, "tvl maps whole model files and needs a 64-bit target");
+// 32-bit targets (a Cortex-M) run models whose compiled layout fits their address space: the
+// macro's constants are literals, which do not compile if they overflow `usize`. Reading
+// arbitrary headers at run time (`Header::decode`) is for the 64-bit std runtime, which
+// asserts so.
 
 /// How one matrix is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,6 +196,7 @@ impl Panels {
 
     /// Packs a row-major f32 matrix (`rows × cols`) into `out` (`self.bytes()` long),
     /// quantizing it if the encoding says so (see [`crate::quant`]). Padding is zero.
+    #[cfg(feature = "alloc")]
     pub fn pack(&self, row_major: &[f32], out: &mut [u8]) {
         assert_eq!(row_major.len(), self.rows * self.cols, "pack: source is not rows × cols");
         assert_eq!(out.len(), self.bytes(), "pack: destination is not the panel size");
@@ -187,8 +210,8 @@ impl Panels {
                 Encoding::Q8 { group_size } | Encoding::Q4 { group_size } => {
                     for (g, group) in padded.chunks_exact(group_size).enumerate() {
                         let scale = match self.encoding {
-                            Encoding::Q4 { .. } => quant::quantize_q4(group, &mut q),
-                            _ => quant::quantize_q8(group, &mut q),
+                            Encoding::Q4 { .. } => crate::quant::quantize_q4(group, &mut q),
+                            _ => crate::quant::quantize_q8(group, &mut q),
                         };
                         self.put_group(row, g, &q, scale, out);
                     }
@@ -222,6 +245,7 @@ impl Panels {
         }
     }
 
+    #[cfg(feature = "alloc")]
     fn put_f32_row(&self, row: usize, values: &[f32], out: &mut [u8]) {
         for (block, chunk) in values.chunks_exact(COL_BLOCK).enumerate() {
             let at = self.row_block_at(row, block);
@@ -274,6 +298,7 @@ impl Panels {
     }
 
     /// The row-major matrix back out of its panels (dequantized).
+    #[cfg(feature = "alloc")]
     pub fn unpack(&self, packed: &[u8]) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];
         for (row, dst) in out.chunks_exact_mut(self.cols).enumerate() {
@@ -306,7 +331,7 @@ pub struct LayerLayout {
     pub w2: Panels,
 }
 
-/// The whole file. `layers` is a `Cow` so the macro can emit a `Layout` as a constant.
+/// The whole file. `layers` is [`Layers`] so that the macro can emit a `Layout` as a constant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     /// The config's `weights`: which encoding each matrix has.
@@ -314,7 +339,7 @@ pub struct Layout {
     /// vocab × dim. Also the classifier when the config shares it.
     pub token_embedding: Panels,
     /// Each layer's tensors.
-    pub layers: Cow<'static, [LayerLayout]>,
+    pub layers: Layers,
     /// RMSNorm weight before the classifier (dim).
     pub final_norm: Span,
     /// vocab × dim; the same panels as `token_embedding` when shared.
@@ -474,8 +499,34 @@ impl Layout {
         }
     }
 
+    /// Whether this is [`Layout::new`]`(config)`, checked without allocating: how a model
+    /// bound to static weights (no heap) proves that its compiled offset table is this build's.
+    pub fn is_layout_of(&self, config: &Config) -> bool {
+        let (layer_encoding, vocab_encoding) = Self::encodings(config.weights);
+        let mut cursor = Cursor(HEADER_BYTES);
+        let token_embedding = cursor.panels(config.vocab_size, config.dim, vocab_encoding);
+        if self.weights != config.weights
+            || self.token_embedding != token_embedding
+            || self.layers.len() != config.n_layers
+            || !self.layers.iter().all(|layer| *layer == cursor.layer(config, layer_encoding))
+        {
+            return false;
+        }
+        let final_norm = cursor.vector(config.dim);
+        let classifier = if config.shared_classifier {
+            token_embedding
+        } else {
+            cursor.panels(config.vocab_size, config.dim, vocab_encoding)
+        };
+        self.final_norm == final_norm
+            && self.classifier == classifier
+            && self.file_size == cursor.0
+            && self.fingerprint == self.fingerprint_of()
+    }
+
     /// The layout of a file for `config`: header, then the tensors in the order one forward
     /// pass reads them, layer by layer.
+    #[cfg(feature = "alloc")]
     pub fn new(config: &Config) -> Layout {
         let dim = config.dim;
         let (layer_encoding, vocab_encoding) = Self::encodings(config.weights);
@@ -503,12 +554,12 @@ impl Layout {
     }
 
     /// Every tensor in file order (a shared classifier is listed once, as the embedding).
-    pub fn tensors(&self) -> Vec<Tensor> {
+    pub fn tensors(&self) -> impl Iterator<Item = Tensor> + '_ {
         let global = |kind, storage| Tensor { kind, layer: None, storage };
-        let mut out = vec![global(TensorKind::TokenEmbedding, Storage::Panels(self.token_embedding))];
-        for (l, layer) in self.layers.iter().enumerate() {
-            let at = |kind, storage| Tensor { kind, layer: Some(l), storage };
-            out.extend([
+        let first = core::iter::once(global(TensorKind::TokenEmbedding, Storage::Panels(self.token_embedding)));
+        let layers = self.layers.iter().enumerate().flat_map(|(l, layer)| {
+            let at = move |kind, storage| Tensor { kind, layer: Some(l), storage };
+            [
                 at(TensorKind::AttnNorm, Storage::Vector(layer.attn_norm)),
                 at(TensorKind::Wq, Storage::Panels(layer.wq)),
                 at(TensorKind::Wk, Storage::Panels(layer.wk)),
@@ -518,13 +569,14 @@ impl Layout {
                 at(TensorKind::W1, Storage::Panels(layer.w1)),
                 at(TensorKind::W3, Storage::Panels(layer.w3)),
                 at(TensorKind::W2, Storage::Panels(layer.w2)),
-            ]);
-        }
-        out.push(global(TensorKind::FinalNorm, Storage::Vector(self.final_norm)));
-        if self.classifier != self.token_embedding {
-            out.push(global(TensorKind::Classifier, Storage::Panels(self.classifier)));
-        }
-        out
+            ]
+        });
+        let classifier = (self.classifier != self.token_embedding)
+            .then(|| global(TensorKind::Classifier, Storage::Panels(self.classifier)));
+        first
+            .chain(layers)
+            .chain(core::iter::once(global(TensorKind::FinalNorm, Storage::Vector(self.final_norm))))
+            .chain(classifier)
     }
 
     /// FNV-1a over the format version, the tile geometry and the whole offset table, each
@@ -576,7 +628,7 @@ mod tests {
 
     fn config(dim: usize, hidden: usize, heads: usize, kv: usize, shared: bool) -> Config {
         Config {
-            name: "t".into(),
+            name: crate::Name::new("t"),
             dim,
             hidden_dim: hidden,
             n_layers: 2,

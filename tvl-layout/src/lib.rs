@@ -9,12 +9,26 @@
 //! as constants; the converter and the runtime call the same functions at run time.
 
 #![warn(missing_docs)]
+// The layout, the header check and the quantizers are what the `no_std` core and bare-metal
+// firmware need; parsing TOML, building offset tables at run time and error messages need
+// `alloc`/`std` (features, on by default).
+#![cfg_attr(not(feature = "std"), no_std)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
 
 pub mod config;
 pub mod header;
 pub mod layout;
+pub mod math;
 pub mod quant;
+pub mod state;
 
-pub use config::{Config, ConfigError, Weights};
-pub use header::{content_hash_of, Header, HeaderError};
-pub use layout::{Encoding, LayerLayout, Layout, Panels, Span, Storage, Tensor, TensorKind};
+#[cfg(feature = "alloc")]
+pub use config::ConfigError;
+pub use config::{Config, Name, Weights};
+pub use header::{check_image, content_hash_of, ImageError};
+#[cfg(feature = "alloc")]
+pub use header::{Header, HeaderError};
+pub use layout::{static_layers, Encoding, LayerLayout, Layers, Layout, Panels, Span, Storage, Tensor, TensorKind};
+pub use state::{KvCache, StateLayout};

@@ -11,7 +11,7 @@ pub fn quantize_q8(group: &[f32], q: &mut [i8]) -> f32 {
     for (q, &x) in q.iter_mut().zip(group) {
         // A division, not a multiplication by 1/scale: this is the reference's rounding. A zero
         // scale gives NaN, which `as` turns into 0.
-        *q = (x / scale).round() as i8;
+        *q = crate::math::round(x / scale) as i8;
     }
     scale
 }
@@ -24,7 +24,7 @@ pub fn quantize_q4(group: &[f32], q: &mut [i8]) -> f32 {
     let m = group.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
     let scale = m / -8.0;
     for (q, &x) in q.iter_mut().zip(group) {
-        *q = ((x / scale).round() as i8).clamp(-8, 7);
+        *q = (crate::math::round(x / scale) as i8).clamp(-8, 7);
     }
     scale
 }

@@ -5,7 +5,7 @@ pub struct Stories260K;
 impl ::tvl::Model for Stories260K {
     const TOML: &'static str = include_str!("model-configs/stories260K.toml");
     const CONFIG: ::tvl::Config = ::tvl::Config {
-        name: ::std::borrow::Cow::Borrowed("stories260K"),
+        name: ::tvl::Name::new("stories260K"),
         dim: 64,
         hidden_dim: 172,
         n_layers: 5,
@@ -26,7 +26,7 @@ impl ::tvl::Model for Stories260K {
             cols: 64,
             encoding: ::tvl::Encoding::F32,
         },
-        layers: ::std::borrow::Cow::Borrowed(
+        layers: ::tvl::static_layers(
             &[
                 ::tvl::LayerLayout {
                     attn_norm: ::tvl::Span {
@@ -345,7 +345,7 @@ impl ::tvl::Model for Stories260K {
     }
     #[inline]
     unsafe fn attention<K: ::tvl::kernels::Isa>(
-        heads: ::std::ops::Range<usize>,
+        heads: ::core::ops::Range<usize>,
         scores: &mut [f32],
         out: &mut [f32],
         q: &[f32],
@@ -364,19 +364,4 @@ impl ::tvl::Model for Stories260K {
         }
     }
 }
-impl Stories260K {
-    /// Maps a TVL file of this model (zero-copy) after checking that it matches the
-    /// layout; runs on every core with the fastest kernels of this CPU.
-    pub fn open(
-        path: impl AsRef<::std::path::Path>,
-    ) -> ::std::result::Result<::tvl::Transformer<Self>, ::tvl::Error> {
-        ::tvl::Transformer::open(path)
-    }
-    /// [`open`](Self::open) with options (thread count).
-    pub fn open_with(
-        path: impl AsRef<::std::path::Path>,
-        options: &::tvl::Options,
-    ) -> ::std::result::Result<::tvl::Transformer<Self>, ::tvl::Error> {
-        ::tvl::Transformer::open_with(path, options)
-    }
-}
+::tvl::__model_methods!(Stories260K);

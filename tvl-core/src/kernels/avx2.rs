@@ -13,7 +13,7 @@
 
 use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
 use super::Isa;
-use std::arch::x86_64::*;
+use core::arch::x86_64::*;
 use tvl_layout::layout::{Encoding, COL_BLOCK, Q_COL_BLOCK, TILE_ROWS};
 
 /// AVX2 with FMA: f32 tiles of 4 rows × 16 columns in 8 accumulators; int8 through
@@ -36,7 +36,7 @@ impl Isa for Avx2 {
     }
 
     fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        crate::cpu_has!("avx2") && crate::cpu_has!("fma")
     }
 
     unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -69,7 +69,7 @@ impl Isa for AvxVnni {
     }
 
     fn available() -> bool {
-        Avx2::available() && is_x86_feature_detected!("avxvnni")
+        Avx2::available() && crate::cpu_has!("avxvnni")
     }
 
     unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -401,7 +401,7 @@ pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q
                         }
                         let mut v = [0.0f32; TILE_ROWS];
                         _mm_storeu_ps(v.as_mut_ptr(), val);
-                        let scale_bytes = std::slice::from_raw_parts(scales, 4 * TILE_ROWS * groups_per_block);
+                        let scale_bytes = core::slice::from_raw_parts(scales, 4 * TILE_ROWS * groups_per_block);
                         add_block_from_lanes::<GS>(&sums, scale_bytes, &xs[group..group + groups_per_block], &mut v);
                         val = _mm_loadu_ps(v.as_ptr());
                     }

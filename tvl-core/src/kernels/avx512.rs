@@ -16,7 +16,7 @@ pub struct Avx512;
 pub struct Avx512Vnni;
 
 fn avx512_available() -> bool {
-    Avx2::available() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+    Avx2::available() && crate::cpu_has!("avx512f") && crate::cpu_has!("avx512bw")
 }
 
 impl Isa for Avx512 {
@@ -61,7 +61,7 @@ impl Isa for Avx512Vnni {
     }
 
     fn available() -> bool {
-        avx512_available() && is_x86_feature_detected!("avx512vnni")
+        avx512_available() && crate::cpu_has!("avx512vnni")
     }
 
     unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {

@@ -11,7 +11,7 @@
 
 use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
 use super::Isa;
-use std::arch::aarch64::*;
+use core::arch::aarch64::*;
 use tvl_layout::layout::{Encoding, COL_BLOCK, Q_COL_BLOCK, TILE_ROWS};
 
 /// NEON: f32 tiles of 4 rows × 16 columns in 16 accumulators; int8 through widening `smull`.
@@ -26,7 +26,7 @@ impl Isa for Neon {
     const NAME: &'static str = "neon";
 
     fn available() -> bool {
-        std::arch::is_aarch64_feature_detected!("neon")
+        crate::cpu_has!("neon")
     }
 
     unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -54,7 +54,7 @@ impl Isa for NeonDotprod {
     const NAME: &'static str = "neon-dotprod";
 
     fn available() -> bool {
-        Neon::available() && std::arch::is_aarch64_feature_detected!("dotprod")
+        Neon::available() && crate::cpu_has!("dotprod")
     }
 
     unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -173,7 +173,7 @@ unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     let mut acc = acc;
     // SAFETY: a register-only instruction; the caller runs only where dotprod is available.
     unsafe {
-        std::arch::asm!(
+        core::arch::asm!(
             "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
             acc = inout(vreg) acc,
             a = in(vreg) a,
@@ -255,4 +255,15 @@ unsafe fn matvec_quantized_dotprod<const COLS: usize, const GS: usize, const Q4:
 ) {
     // SAFETY: NEON and dotprod are enabled here, as the `sdot` body needs.
     unsafe { quantized_tiles::<COLS, GS, Q4, true>(out, w, x) }
+}
+
+/// Whether the CPU has the dot-product instructions, read from `ID_AA64ISAR0_EL1` (field DP,
+/// bits 47:44): how bare-metal code, with no OS to report features, detects them. The register
+/// is readable at EL1, where firmware runs.
+#[cfg(not(feature = "std"))]
+pub fn id_registers_have_dotprod() -> bool {
+    let isar0: u64;
+    // SAFETY: reads a read-only ID register into a general register; no memory is touched.
+    unsafe { core::arch::asm!("mrs {}, ID_AA64ISAR0_EL1", out(reg) isar0, options(nomem, nostack, preserves_flags)) };
+    (isar0 >> 44) & 0xf >= 1
 }

@@ -8,20 +8,36 @@
 //! Only the integer part is reordered by SIMD kernels (which is exact), and the float part runs
 //! one row per lane in the same order, so every instruction set gives the same bits.
 
-use tvl_layout::layout::{round_up, Encoding, Panels, Q_COL_BLOCK, TILE_ROWS};
+#[cfg(feature = "alloc")]
+use tvl_layout::layout::round_up;
+use tvl_layout::layout::{Encoding, Panels, Q_COL_BLOCK, TILE_ROWS};
 use tvl_layout::quant::quantize_q8;
 
+/// Quantizes `x` to int8 in groups of `group_size` into `q` (padding groups past `x` become
+/// zero), with each group's scale and Σq. `sums` lets 4-bit kernels multiply unsigned
+/// nibbles: Σ(u − 8)·x = Σu·x − 8·Σx.
+pub fn quantize_groups(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
+    let gs = group_size;
+    assert!(x.len() <= q.len(), "quantize: vector longer than its buffer");
+    for (g, ((q, scale), sum)) in q.chunks_exact_mut(gs).zip(scales.iter_mut()).zip(sums.iter_mut()).enumerate() {
+        let values = x.get(g * gs..).map_or(&[][..], |rest| &rest[..rest.len().min(gs)]);
+        q.fill(0);
+        *scale = quantize_q8(values, &mut q[..values.len()]);
+        *sum = q.iter().map(|&v| v as i32).sum();
+    }
+}
+
 /// An activation vector quantized to int8 in groups, padded with zero groups to whole panel
-/// blocks. `sums` (Σq per group) lets 4-bit kernels multiply unsigned nibbles: Σ(u − 8)·x =
-/// Σu·x − 8·Σx.
+/// blocks, on the heap (see [`quantize_groups`]).
+#[cfg(feature = "alloc")]
 #[derive(Clone, Debug, Default)]
 pub struct QuantizedVector {
     /// The values, groups padded with zeros to whole panel blocks.
-    pub q: Vec<i8>,
+    pub q: alloc::vec::Vec<i8>,
     /// One scale per group.
-    pub scales: Vec<f32>,
+    pub scales: alloc::vec::Vec<f32>,
     /// Σq per group.
-    pub sums: Vec<i32>,
+    pub sums: alloc::vec::Vec<i32>,
     group_size: usize,
 }
 
@@ -36,6 +52,7 @@ pub struct Quantized<'a> {
     pub sums: &'a [i32],
 }
 
+#[cfg(feature = "alloc")]
 impl QuantizedVector {
     /// Room for vectors of up to `len` values in groups of `group_size` (0: an empty vector,
     /// for f32 models).
@@ -45,24 +62,16 @@ impl QuantizedVector {
         }
         let padded = round_up(len, Q_COL_BLOCK);
         QuantizedVector {
-            q: vec![0; padded],
-            scales: vec![0.0; padded / group_size],
-            sums: vec![0; padded / group_size],
+            q: alloc::vec![0; padded],
+            scales: alloc::vec![0.0; padded / group_size],
+            sums: alloc::vec![0; padded / group_size],
             group_size,
         }
     }
 
     /// Quantizes `x`; the groups past `x` (padding) become zero.
     pub fn quantize(&mut self, x: &[f32]) {
-        let gs = self.group_size;
-        assert!(x.len() <= self.q.len(), "quantize: vector longer than its buffer");
-        let groups = self.q.chunks_exact_mut(gs).zip(self.scales.iter_mut()).zip(self.sums.iter_mut());
-        for (g, ((q, scale), sum)) in groups.enumerate() {
-            let values = x.get(g * gs..).map_or(&[][..], |rest| &rest[..rest.len().min(gs)]);
-            q.fill(0);
-            *scale = quantize_q8(values, &mut q[..values.len()]);
-            *sum = q.iter().map(|&v| v as i32).sum();
-        }
+        quantize_groups(x, self.group_size, &mut self.q, &mut self.scales, &mut self.sums)
     }
 
     /// 0 for the empty vector of an f32 model.

@@ -20,6 +20,7 @@
 //! per layer against O(dim²) for the matrices; they stay scalar (see the README for numbers).
 
 use tvl_layout::layout::{COL_BLOCK, TILE_ROWS};
+use tvl_layout::math;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
@@ -29,7 +30,9 @@ pub mod avx512;
 pub mod neon;
 pub mod quant;
 
-pub use quant::{Quantized, QuantizedVector};
+pub use quant::Quantized;
+#[cfg(feature = "alloc")]
+pub use quant::QuantizedVector;
 
 /// The input of a matrix-vector product: the f32 vector, and (for quantized models) the same
 /// vector quantized to int8 in the model's groups.
@@ -154,22 +157,25 @@ impl IsaChoice {
     /// AVX-512 paths: on a Zen 4 with both (which executes 512-bit operations in two halves)
     /// the AVX-512 int8 kernels measured up to 10% slower on one thread and no faster on two
     /// (README), so they are chosen only where AVX-VNNI is missing (Skylake-X, Ice Lake).
-    pub fn all() -> Vec<IsaChoice> {
-        vec![
-            IsaChoice::Scalar,
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::Avx2,
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::Avx512,
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::Avx512Vnni,
-            #[cfg(target_arch = "x86_64")]
-            IsaChoice::AvxVnni,
-            #[cfg(target_arch = "aarch64")]
-            IsaChoice::Neon,
-            #[cfg(target_arch = "aarch64")]
-            IsaChoice::NeonDotprod,
-        ]
+    pub const ALL: &'static [IsaChoice] = &[
+        IsaChoice::Scalar,
+        #[cfg(target_arch = "x86_64")]
+        IsaChoice::Avx2,
+        #[cfg(target_arch = "x86_64")]
+        IsaChoice::Avx512,
+        #[cfg(target_arch = "x86_64")]
+        IsaChoice::Avx512Vnni,
+        #[cfg(target_arch = "x86_64")]
+        IsaChoice::AvxVnni,
+        #[cfg(target_arch = "aarch64")]
+        IsaChoice::Neon,
+        #[cfg(target_arch = "aarch64")]
+        IsaChoice::NeonDotprod,
+    ];
+
+    /// [`IsaChoice::ALL`] as an iterator.
+    pub fn all() -> impl DoubleEndedIterator<Item = IsaChoice> {
+        Self::ALL.iter().copied()
     }
 
     /// Runs `visitor` with this instruction set's kernels type.
@@ -191,37 +197,19 @@ impl IsaChoice {
         }
     }
 
-    /// The fastest instruction set this CPU has, unless `TVL_KERNELS` names one (any of
-    /// [`IsaChoice::all`]'s names) to compare paths. Naming one the CPU lacks is an error.
-    pub fn select() -> Result<IsaChoice, String> {
-        match std::env::var("TVL_KERNELS").ok().filter(|v| !v.is_empty()) {
-            None => Ok(Self::best()),
-            Some(name) => {
-                let choice = Self::all()
-                    .into_iter()
-                    .find(|c| c.name() == name)
-                    .ok_or_else(|| format!("TVL_KERNELS={name}: this build has {}", Self::names()))?;
-                if choice.available() {
-                    Ok(choice)
-                } else {
-                    Err(format!("TVL_KERNELS={name}: this CPU does not support it"))
-                }
-            }
-        }
+    /// The instruction set named `name` (as `TVL_KERNELS` names them), if this build has it.
+    pub fn named(name: &str) -> Option<IsaChoice> {
+        Self::all().find(|c| c.name() == name)
     }
 
     /// The fastest instruction set this CPU has.
     pub fn best() -> IsaChoice {
-        Self::all().into_iter().rev().find(|c| c.available()).unwrap_or(IsaChoice::Scalar)
+        Self::all().rev().find(|c| c.available()).unwrap_or(IsaChoice::Scalar)
     }
 
     /// Every instruction set this CPU can run, least preferred first.
-    pub fn available_here() -> Vec<IsaChoice> {
-        Self::all().into_iter().filter(|c| c.available()).collect()
-    }
-
-    fn names() -> String {
-        Self::all().iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+    pub fn available_here() -> impl DoubleEndedIterator<Item = IsaChoice> {
+        Self::all().filter(|c| c.available())
     }
 
     /// The name `TVL_KERNELS` takes.
@@ -331,7 +319,7 @@ pub unsafe fn attention<
     const N_KV_HEADS: usize,
     const FUSED_VALUE_SUM: bool,
 >(
-    heads: std::ops::Range<usize>,
+    heads: core::ops::Range<usize>,
     scores: &mut [f32],
     out: &mut [f32],
     q: &[f32],
@@ -340,7 +328,7 @@ pub unsafe fn attention<
     positions: usize,
 ) {
     let seq_len = keys.len() / (N_KV_HEADS * HEAD_DIM);
-    let scale = (HEAD_DIM as f32).sqrt();
+    let scale = math::sqrt(HEAD_DIM as f32);
     let per_head = scores.chunks_exact_mut(seq_len).zip(out.chunks_exact_mut(HEAD_DIM)).zip(q.chunks_exact(HEAD_DIM));
     for (head, ((scores, out), q)) in heads.zip(per_head) {
         let kv_head = head / (N_HEADS / N_KV_HEADS);
@@ -368,7 +356,7 @@ pub fn weighted_sum_scalar<const HEAD_DIM: usize, const FUSED_VALUE_SUM: bool>(
     out.fill(0.0);
     for (&a, v) in weights.iter().zip(values.chunks_exact(HEAD_DIM)) {
         for (out, &v) in out.iter_mut().zip(v) {
-            *out = if FUSED_VALUE_SUM { a.mul_add(v, *out) } else { *out + a * v };
+            *out = if FUSED_VALUE_SUM { math::mul_add(a, v, *out) } else { *out + a * v };
         }
     }
 }
@@ -381,7 +369,7 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
     }
     ss /= x.len() as f32;
     ss += eps;
-    let inv = 1.0 / ss.sqrt();
+    let inv = 1.0 / math::sqrt(ss);
     for ((out, x), w) in out.iter_mut().zip(x).zip(weight) {
         *out = w * (inv * x);
     }
@@ -392,7 +380,7 @@ pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(x[0], f32::max);
     let mut sum = 0.0f32;
     for x in x.iter_mut() {
-        *x = (*x - max).exp();
+        *x = math::exp(*x - max);
         sum += *x;
     }
     for x in x.iter_mut() {
@@ -403,7 +391,7 @@ pub fn softmax(x: &mut [f32]) {
 /// SwiGLU: `gate = silu(gate) * up`.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     for (g, u) in gate.iter_mut().zip(up) {
-        let silu = *g * (1.0 / (1.0 + (-*g).exp()));
+        let silu = *g * (1.0 / (1.0 + math::exp(-*g)));
         *g = silu * u;
     }
 }
@@ -416,10 +404,11 @@ pub fn add(x: &mut [f32], y: &[f32]) {
 }
 
 /// Rotary position embedding of the query and key vectors for one position; `rope` holds the
-/// (cos, sin) pairs of that position, one per pair of dimensions in a head.
-pub fn rope(q: &mut [f32], k: &mut [f32], rope: &[(f32, f32)]) {
+/// (cos, sin) pairs of that position, one per pair of dimensions in a head, interleaved.
+pub fn rope(q: &mut [f32], k: &mut [f32], rope: &[f32]) {
     for vec in [q, k] {
-        for (pair, &(cos, sin)) in vec.chunks_exact_mut(2).zip(rope.iter().cycle()) {
+        for (pair, cos_sin) in vec.chunks_exact_mut(2).zip(rope.chunks_exact(2).cycle()) {
+            let (cos, sin) = (cos_sin[0], cos_sin[1]);
             let (v0, v1) = (pair[0], pair[1]);
             pair[0] = v0 * cos - v1 * sin;
             pair[1] = v0 * sin + v1 * cos;
@@ -485,7 +474,7 @@ mod tests {
 
     #[test]
     fn kernels_env_names_a_path() {
-        assert!(IsaChoice::all().contains(&IsaChoice::best()));
-        assert_eq!(IsaChoice::all()[0], IsaChoice::Scalar);
+        assert!(IsaChoice::ALL.contains(&IsaChoice::best()));
+        assert_eq!(IsaChoice::ALL[0], IsaChoice::Scalar);
     }
 }

@@ -1,0 +1,583 @@
+//! A compiled model ([`Model`], implemented by `#[tvl_model]`), its checked weights
+//! ([`Image`]), one sequence's activations and cache ([`State`]), and the forward pass.
+
+use crate::kernels::{self, Input, Isa, IsaChoice, IsaVisitor, Quantized};
+use crate::parallel::{split, Disjoint, Parallel, Serial};
+use core::marker::PhantomData;
+use core::ops::Range;
+use tvl_layout::layout::{ALIGN, TILE_ROWS};
+use tvl_layout::state::Region;
+use tvl_layout::{check_image, math, Config, ImageError, KvCache, Layout, Panels, Span, StateLayout};
+
+#[cfg(target_endian = "big")]
+compile_error!("TVL files are little-endian and mapped without conversion; big-endian targets are not supported");
+
+/// A model compiled from its config by `#[tvl_model("config.toml")]`: its shapes, its file
+/// layout and its kernels, all fixed at compile time. Implement it with the attribute, not by
+/// hand (a hand-written layout is still checked against the weights by [`Image::new`]).
+pub trait Model: Sized + Send + Sync + 'static {
+    /// The config TOML the type was compiled from.
+    const TOML: &'static str;
+    /// The config (shape, constants, weights) the type was compiled from.
+    const CONFIG: Config;
+    /// Where every tensor is in a TVL file of this model.
+    const LAYOUT: Layout;
+
+    /// `out = W · x` for a range of row tiles of W (`w`: the bytes of those tiles), one kernel
+    /// per distinct matrix shape and encoding (the column count, which the inner loops run
+    /// over, and the group size are compile-time constants).
+    ///
+    /// # Safety
+    /// `K::available()` must have returned true on this CPU (the same for every method).
+    unsafe fn matvec_dim_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
+    /// # Safety
+    /// As for [`Model::matvec_dim_x_dim`].
+    unsafe fn matvec_kv_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
+    /// # Safety
+    /// As for [`Model::matvec_dim_x_dim`].
+    unsafe fn matvec_hidden_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
+    /// # Safety
+    /// As for [`Model::matvec_dim_x_dim`].
+    unsafe fn matvec_dim_x_hidden<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
+    /// # Safety
+    /// As for [`Model::matvec_dim_x_dim`].
+    unsafe fn matvec_vocab_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
+    /// Attention of the query heads `heads` over one layer's key/value cache.
+    ///
+    /// # Safety
+    /// As for [`Model::matvec_dim_x_dim`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn attention<K: Isa>(
+        heads: Range<usize>,
+        scores: &mut [f32],
+        out: &mut [f32],
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        positions: usize,
+    );
+}
+
+/// The bytes of a whole TVL file checked against a compiled model `M`: a mapped file (the std
+/// runtime) or an image linked into the binary (bare metal).
+pub struct Image<'w, M> {
+    bytes: &'w [u8],
+    _model: PhantomData<M>,
+}
+
+impl<M> Clone for Image<'_, M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<M> Copy for Image<'_, M> {}
+
+impl<'w, M: Model> Image<'w, M> {
+    /// Checks that `bytes` is a TVL file of exactly `M`, before forming any slice of it: the
+    /// header (magic, version, config, fingerprint, size; see [`check_image`]), that the
+    /// compiled offset table is this build's layout of the compiled config, and that the bytes
+    /// start on a 64-byte boundary (so every tensor is aligned for the kernels).
+    pub fn new(bytes: &'w [u8]) -> Result<Self, ImageError> {
+        check_image(bytes, &M::CONFIG, &M::LAYOUT)?;
+        if !M::LAYOUT.is_layout_of(&M::CONFIG) {
+            return Err(ImageError::Layout);
+        }
+        if !(bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
+            return Err(ImageError::Misaligned);
+        }
+        // Implied by the checks above (the layout ends at `file_size`, every offset a multiple
+        // of ALIGN), and what the kernels' unchecked loads rely on: checked once more, cheaply.
+        for tensor in M::LAYOUT.tensors() {
+            let (offset, bytes_of) = (tensor.storage.offset(), tensor.storage.bytes());
+            if offset % ALIGN != 0 || offset.checked_add(bytes_of).is_none_or(|end| end > bytes.len()) {
+                return Err(ImageError::Layout);
+            }
+        }
+        Ok(Image { bytes, _model: PhantomData })
+    }
+
+    /// An image already checked by [`Image::new`], without checking them again.
+    ///
+    /// # Safety
+    /// `Image::new(bytes)` must have returned `Ok` for these same bytes (same address and
+    /// length, contents unchanged).
+    pub unsafe fn new_unchecked(bytes: &'w [u8]) -> Self {
+        Image { bytes, _model: PhantomData }
+    }
+
+    /// The whole file.
+    pub fn bytes(&self) -> &'w [u8] {
+        self.bytes
+    }
+
+    /// A norm weight vector. [`Image::new`] checked that every tensor lies inside the bytes
+    /// at a multiple of 64 bytes from a 64-byte-aligned base, so it is aligned for f32.
+    pub fn vector(&self, span: Span) -> &'w [f32] {
+        kernels::as_f32s(&self.bytes[span.offset..span.offset + 4 * span.len])
+    }
+
+    /// The stored bytes of a matrix.
+    pub fn panels(&self, panels: Panels) -> &'w [u8] {
+        &self.bytes[panels.offset..panels.offset + panels.bytes()]
+    }
+}
+
+/// Why a forward pass was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardError {
+    /// A token id outside the vocabulary.
+    TokenOutOfRange {
+        /// The token.
+        token: u32,
+        /// The model's vocabulary size.
+        vocab_size: usize,
+    },
+    /// A position past the state's context.
+    PositionOutOfRange {
+        /// The position.
+        pos: usize,
+        /// Positions the state holds.
+        seq_len: usize,
+    },
+    /// The state was made for another model.
+    WrongState,
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ForwardError {}
+
+impl core::fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            ForwardError::TokenOutOfRange { token, vocab_size } => {
+                write!(f, "token {token} is outside the vocabulary of {vocab_size} tokens")
+            }
+            ForwardError::PositionOutOfRange { pos, seq_len } => {
+                write!(f, "position {pos} is past the context of {seq_len} positions")
+            }
+            ForwardError::WrongState => f.write_str("this state was not made for this model"),
+        }
+    }
+}
+
+/// Why an arena cannot hold a state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArenaError {
+    /// The arena has fewer words than [`StateLayout::words`].
+    TooSmall {
+        /// Words needed.
+        needed: usize,
+        /// Words given.
+        given: usize,
+    },
+    /// The context asked for is 0 or longer than the model's.
+    SeqLen {
+        /// Positions asked for.
+        asked: usize,
+        /// The model's context.
+        max: usize,
+    },
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ArenaError {}
+
+impl core::fmt::Display for ArenaError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            ArenaError::TooSmall { needed, given } => {
+                write!(f, "the arena has {given} words, the state needs {needed}")
+            }
+            ArenaError::SeqLen { asked, max } => write!(f, "a context of {asked} positions is not within 1..={max}"),
+        }
+    }
+}
+
+/// The activations and key/value cache of one sequence, in one arena of f32 words laid out by
+/// [`StateLayout`]: a `Vec<f32>` ([`State::new`], with `alloc`) or a borrowed `static`
+/// ([`State::in_arena`], bare metal). The RoPE table of its positions is in it too.
+pub struct State<A> {
+    arena: A,
+    layout: StateLayout,
+}
+
+/// A state on the heap.
+#[cfg(feature = "alloc")]
+pub type OwnedState = State<alloc::vec::Vec<f32>>;
+
+#[cfg(feature = "alloc")]
+impl State<alloc::vec::Vec<f32>> {
+    /// Zeroed activations and an empty cache for `config`'s whole context (the only
+    /// allocation of a sequence).
+    pub fn new(config: &Config) -> Self {
+        let layout = StateLayout::new(config, config.seq_len);
+        let mut state = State { arena: alloc::vec![0.0; layout.words], layout };
+        state.fill_rope(config);
+        state
+    }
+}
+
+impl<A: AsRef<[f32]> + AsMut<[f32]>> State<A> {
+    /// A state in `arena` (at least [`StateLayout::words`] of `StateLayout::new(config,
+    /// seq_len)`), holding `seq_len` positions (at most the config's): how firmware keeps its
+    /// state in a `static` and a shorter context in less RAM.
+    pub fn in_arena(config: &Config, seq_len: usize, mut arena: A) -> Result<Self, ArenaError> {
+        if seq_len == 0 || seq_len > config.seq_len {
+            return Err(ArenaError::SeqLen { asked: seq_len, max: config.seq_len });
+        }
+        let layout = StateLayout::new(config, seq_len);
+        let given = arena.as_ref().len();
+        if given < layout.words {
+            return Err(ArenaError::TooSmall { needed: layout.words, given });
+        }
+        arena.as_mut().fill(0.0);
+        let mut state = State { arena, layout };
+        state.fill_rope(config);
+        Ok(state)
+    }
+
+    /// Positions this state holds.
+    pub fn seq_len(&self) -> usize {
+        self.layout.cache.seq_len
+    }
+
+    /// Where its buffers are.
+    pub fn layout(&self) -> &StateLayout {
+        &self.layout
+    }
+
+    /// The logits of the last forward pass.
+    pub fn logits(&mut self, vocab_size: usize) -> &mut [f32] {
+        let r = self.layout.logits;
+        &mut self.arena.as_mut()[r.start..r.start + vocab_size.min(r.len)]
+    }
+
+    /// The (cos, sin) rotations of RoPE as the reference computes them, for every position.
+    fn fill_rope(&mut self, config: &Config) {
+        let head_dim = config.head_dim();
+        let r = self.layout.rope;
+        let table = &mut self.arena.as_mut()[r.start..r.end()];
+        for (pos, row) in table.chunks_exact_mut(head_dim).enumerate() {
+            for (pair, cos_sin) in row.chunks_exact_mut(2).enumerate() {
+                let freq = 1.0 / math::powf(config.rope_theta, (2 * pair) as f32 / head_dim as f32);
+                let angle = pos as f32 * freq;
+                cos_sin[0] = math::cos(angle);
+                cos_sin[1] = math::sin(angle);
+            }
+        }
+    }
+
+    /// The buffers, as disjoint slices of the arena.
+    fn parts(&mut self) -> Parts<'_> {
+        let l = self.layout;
+        let mut rest: &mut [f32] = &mut self.arena.as_mut()[..l.words];
+        let mut at = 0;
+        let mut take = |r: Region| {
+            let (_, tail) = core::mem::take(&mut rest).split_at_mut(r.start - at);
+            let (region, tail) = tail.split_at_mut(r.len);
+            rest = tail;
+            at = r.end();
+            region
+        };
+        let (x, xb, xb2, hb, hb2) = (take(l.x), take(l.xb), take(l.xb2), take(l.hb), take(l.hb2));
+        let (q, k, v, scores, logits, rope) =
+            (take(l.q), take(l.k), take(l.v), take(l.scores), take(l.logits), take(l.rope));
+        let (xq_values, xq_scales, xq_sums) = (take(l.xq_values), take(l.xq_scales), take(l.xq_sums));
+        let (key_cache, value_cache) = (take(l.keys), take(l.values));
+        // SAFETY: every bit pattern is a valid i8 and i32, which have the same size as f32 or
+        // a divisor of it and no stricter alignment: `align_to_mut` then puts the whole slice
+        // in the middle part (checked by `whole`).
+        let (xq_values, xq_sums) =
+            unsafe { (whole(xq_values.align_to_mut::<i8>()), whole(xq_sums.align_to_mut::<i32>())) };
+        Parts {
+            x,
+            xb,
+            xb2,
+            hb,
+            hb2,
+            q,
+            k,
+            v,
+            scores,
+            logits,
+            rope,
+            xq: QuantizedBuffer { values: xq_values, scales: xq_scales, sums: xq_sums, group_size: l.group_size },
+            key_cache,
+            value_cache,
+            cache: l.cache,
+        }
+    }
+}
+
+fn whole<'a, T>((head, middle, tail): (&'a mut [f32], &'a mut [T], &'a mut [f32])) -> &'a mut [T] {
+    assert!(head.is_empty() && tail.is_empty(), "arena region is not aligned for its type");
+    middle
+}
+
+/// The buffers of a [`State`] for one forward pass.
+struct Parts<'a> {
+    x: &'a mut [f32],
+    xb: &'a mut [f32],
+    xb2: &'a mut [f32],
+    hb: &'a mut [f32],
+    hb2: &'a mut [f32],
+    q: &'a mut [f32],
+    k: &'a mut [f32],
+    v: &'a mut [f32],
+    scores: &'a mut [f32],
+    logits: &'a mut [f32],
+    rope: &'a [f32],
+    xq: QuantizedBuffer<'a>,
+    key_cache: &'a mut [f32],
+    value_cache: &'a mut [f32],
+    cache: KvCache,
+}
+
+/// The input of the next matrix products quantized to int8 in the model's groups, in the arena.
+struct QuantizedBuffer<'a> {
+    values: &'a mut [i8],
+    scales: &'a mut [f32],
+    sums: &'a mut [i32],
+    group_size: usize,
+}
+
+impl QuantizedBuffer<'_> {
+    /// Quantizes `x` (see [`kernels::quant::quantize_groups`]); padding groups become zero.
+    fn quantize(&mut self, x: &[f32]) {
+        kernels::quant::quantize_groups(x, self.group_size, self.values, self.scales, self.sums);
+    }
+
+    fn view(&self) -> Quantized<'_> {
+        Quantized { q: self.values, scales: self.scales, sums: self.sums }
+    }
+}
+
+/// A matvec kernel of one shape, for a range of row tiles.
+type Kernel = unsafe fn(&mut [f32], &[u8], Input<'_>);
+
+/// The input of the next matrix products: `values`, quantized into `xq` if the model is.
+fn input<'a>(values: &'a [f32], len: usize, xq: &'a mut QuantizedBuffer<'_>, quantized: bool) -> Input<'a> {
+    if quantized {
+        xq.quantize(&values[..len]);
+    }
+    let xq: &'a QuantizedBuffer<'_> = xq;
+    Input { values, quantized: xq.view() }
+}
+
+/// `out = W · x` for N matrices W that read the same x (wq, wk and wv; w1 and w3), as one job
+/// of the pool: their row tiles, taken one matrix after another, are split into one
+/// contiguous range per thread, so that each thread streams its own part of the panels front
+/// to back and one hand-off serves all N products. Every output is computed by one thread with
+/// its matrix's kernel, so the result does not depend on the thread count.
+///
+/// # Safety
+/// The kernels' instruction set must be available on this CPU.
+unsafe fn matvecs<const N: usize, P: Parallel + ?Sized>(
+    pool: &mut P,
+    products: [(Kernel, &mut [f32], &[u8]); N],
+    x: Input<'_>,
+) {
+    let threads = pool.threads();
+    let tiles = products.each_ref().map(|(_, out, _)| out.len() / TILE_ROWS);
+    let total_tiles: usize = tiles.iter().sum();
+    let total_bytes: usize = products.iter().map(|(_, _, w)| w.len()).sum();
+    let products = products.map(|(kernel, out, w)| (kernel, Disjoint::new(out), w));
+    pool.run_sized(total_bytes, &|thread| {
+        let mine = split(total_tiles, thread, threads);
+        let mut first = 0; // the first tile of the current matrix, counted over all N
+        for ((kernel, out, w), &tiles) in products.iter().zip(&tiles) {
+            let (start, end) = (mine.start.max(first) - first, mine.end.min(first + tiles).saturating_sub(first));
+            if start < end {
+                let tile_bytes = w.len() / tiles;
+                // SAFETY: `split` gives each thread a disjoint range of tiles, hence of rows of
+                // each matrix; the caller guarantees the kernels' instruction set.
+                unsafe {
+                    kernel(out.range(start * TILE_ROWS..end * TILE_ROWS), &w[start * tile_bytes..end * tile_bytes], x)
+                }
+            }
+            first += tiles;
+        }
+    });
+}
+
+/// Checks a forward pass's arguments against the model and the state.
+fn check<M: Model, A: AsRef<[f32]> + AsMut<[f32]>>(s: &State<A>, token: u32, pos: usize) -> Result<(), ForwardError> {
+    let c = &M::CONFIG;
+    if token as usize >= c.vocab_size {
+        return Err(ForwardError::TokenOutOfRange { token, vocab_size: c.vocab_size });
+    }
+    if pos >= s.seq_len() {
+        return Err(ForwardError::PositionOutOfRange { pos, seq_len: s.seq_len() });
+    }
+    if s.layout != StateLayout::new(c, s.seq_len()) || s.arena.as_ref().len() < s.layout.words {
+        return Err(ForwardError::WrongState);
+    }
+    Ok(())
+}
+
+/// One position of the Llama-2 forward pass, as llama2.c's `forward` computes it: feeds
+/// `token` at `pos` and leaves the next token's logits in the state. All sizes are constants of
+/// `M`, so after monomorphization every loop has a compile-time trip count; the matrix products
+/// and attention run on every thread of `pool`.
+///
+/// # Safety
+/// `K::available()` must have returned true on this CPU.
+pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + AsMut<[f32]>>(
+    w: &Image<'_, M>,
+    pool: &mut P,
+    state: &mut State<A>,
+    token: u32,
+    pos: usize,
+) -> Result<(), ForwardError> {
+    check::<M, A>(state, token, pos)?;
+    let c = &M::CONFIG;
+    let (dim, hidden, kv_dim, head_dim) = (c.dim, c.hidden_dim, c.kv_dim(), c.head_dim());
+    let layout = &M::LAYOUT;
+    let s = state.parts();
+    let (cache, seq_len) = (s.cache, s.cache.seq_len);
+    let rope = &s.rope[pos * head_dim..][..head_dim];
+    let rows = |p: Panels| ..p.padded_rows();
+    let quantized = c.weights.group_size().is_some();
+    let mut xq = s.xq;
+
+    layout.token_embedding.read_row(w.panels(layout.token_embedding), token as usize, &mut s.x[..dim]);
+
+    for (l, lw) in layout.layers.iter().enumerate() {
+        // Attention: q, k, v of this position; k and v go into the cache.
+        kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.attn_norm), c.norm_eps);
+        let x = input(s.xb, dim, &mut xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
+        unsafe {
+            matvecs(
+                pool,
+                [
+                    (M::matvec_dim_x_dim::<K>, &mut s.q[rows(lw.wq)], w.panels(lw.wq)),
+                    (M::matvec_kv_x_dim::<K>, &mut s.k[rows(lw.wk)], w.panels(lw.wk)),
+                    (M::matvec_kv_x_dim::<K>, &mut s.v[rows(lw.wv)], w.panels(lw.wv)),
+                ],
+                x,
+            );
+        }
+        kernels::rope(&mut s.q[..dim], &mut s.k[..kv_dim], rope);
+
+        let layer_cache = l * cache.layer_len()..(l + 1) * cache.layer_len();
+        let (keys, values) = (&mut s.key_cache[layer_cache.clone()], &mut s.value_cache[layer_cache]);
+        for (head, (k, v)) in s.k[..kv_dim].chunks_exact(head_dim).zip(s.v.chunks_exact(head_dim)).enumerate() {
+            for (i, &k) in k.iter().enumerate() {
+                keys[cache.key_at(head, i, pos)] = k;
+            }
+            let at = cache.value_at(head, pos);
+            values[at..at + head_dim].copy_from_slice(v);
+        }
+        let (keys, values, q, threads) = (&*keys, &*values, &s.q[..dim], pool.threads());
+        let (scores, out) = (Disjoint::new(&mut s.scores[..]), Disjoint::new(&mut s.xb[..dim]));
+        // Each head reads the keys and values of every position so far.
+        let cache_bytes = 2 * (pos + 1) * kv_dim * core::mem::size_of::<f32>();
+        pool.run_sized(cache_bytes, &|thread| {
+            let heads = split(c.n_heads, thread, threads);
+            // SAFETY: each thread gets its own heads, hence disjoint ranges of scores and out.
+            unsafe {
+                M::attention::<K>(
+                    heads.clone(),
+                    scores.range(heads.start * seq_len..heads.end * seq_len),
+                    out.range(heads.start * head_dim..heads.end * head_dim),
+                    &q[heads.start * head_dim..heads.end * head_dim],
+                    keys,
+                    values,
+                    pos + 1,
+                )
+            }
+        });
+        let x = input(s.xb, dim, &mut xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
+        unsafe { matvecs(pool, [(M::matvec_dim_x_dim::<K>, &mut s.xb2[rows(lw.wo)], w.panels(lw.wo))], x) };
+        kernels::add(&mut s.x[..dim], &s.xb2[..dim]);
+
+        // Feed-forward: w2 · (silu(w1 · x) * (w3 · x)).
+        kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
+        let x = input(s.xb, dim, &mut xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
+        unsafe {
+            matvecs(
+                pool,
+                [
+                    (M::matvec_hidden_x_dim::<K>, &mut s.hb[rows(lw.w1)], w.panels(lw.w1)),
+                    (M::matvec_hidden_x_dim::<K>, &mut s.hb2[rows(lw.w3)], w.panels(lw.w3)),
+                ],
+                x,
+            );
+        }
+        kernels::swiglu(&mut s.hb[..hidden], &s.hb2[..hidden]);
+        let x = input(s.hb, hidden, &mut xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
+        unsafe { matvecs(pool, [(M::matvec_dim_x_hidden::<K>, &mut s.xb[rows(lw.w2)], w.panels(lw.w2))], x) };
+        kernels::add(&mut s.x[..dim], &s.xb[..dim]);
+    }
+
+    kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(layout.final_norm), c.norm_eps);
+    let x = input(s.xb, dim, &mut xq, quantized);
+    // SAFETY: the caller guarantees that K is available on this CPU.
+    unsafe {
+        matvecs(
+            pool,
+            [(M::matvec_vocab_x_dim::<K>, &mut s.logits[rows(layout.classifier)], w.panels(layout.classifier))],
+            x,
+        )
+    };
+    Ok(())
+}
+
+/// The forward pass of `M` on state arenas `A` and executor `P`, for one instruction set.
+pub type ForwardFn<M, P, A> = unsafe fn(&Image<'_, M>, &mut P, &mut State<A>, u32, usize) -> Result<(), ForwardError>;
+
+/// [`forward`] for the instruction set an [`IsaChoice`] names.
+pub fn forward_for<M: Model, P: Parallel, A: AsRef<[f32]> + AsMut<[f32]>>(isa: IsaChoice) -> ForwardFn<M, P, A> {
+    struct ForwardOf<M, P, A>(PhantomData<(M, P, A)>);
+    impl<M: Model, P: Parallel, A: AsRef<[f32]> + AsMut<[f32]>> IsaVisitor for ForwardOf<M, P, A> {
+        type Output = ForwardFn<M, P, A>;
+        fn visit<K: Isa>(self) -> ForwardFn<M, P, A> {
+            forward::<M, K, P, A>
+        }
+    }
+    isa.visit(ForwardOf::<M, P, A>(PhantomData))
+}
+
+/// A model decoding one sequence on one core, with no heap: checked weights, a state, and the
+/// forward pass of the best instruction set this CPU has. What bare-metal firmware runs.
+pub struct Decoder<'w, M: Model, A> {
+    weights: Image<'w, M>,
+    state: State<A>,
+    isa: IsaChoice,
+    forward: ForwardFn<M, Serial, A>,
+}
+
+impl<'w, M: Model, A: AsRef<[f32]> + AsMut<[f32]>> Decoder<'w, M, A> {
+    /// A decoder on `weights` with `state`, using `isa` (checked available) or the best
+    /// instruction set of this CPU.
+    pub fn new(weights: Image<'w, M>, state: State<A>, isa: Option<IsaChoice>) -> Option<Self> {
+        let isa = match isa {
+            Some(isa) if !isa.available() => return None,
+            Some(isa) => isa,
+            None => IsaChoice::best(),
+        };
+        Some(Decoder { weights, state, isa, forward: forward_for::<M, Serial, A>(isa) })
+    }
+
+    /// Feeds `token` at `pos` and returns the next token's logits.
+    pub fn forward(&mut self, token: u32, pos: usize) -> Result<&mut [f32], ForwardError> {
+        // SAFETY: `self.forward` is the forward pass of `self.isa`, which `new` checked is
+        // available on this CPU.
+        unsafe { (self.forward)(&self.weights, &mut Serial, &mut self.state, token, pos)? };
+        Ok(self.state.logits(M::CONFIG.vocab_size))
+    }
+
+    /// The name of the kernels' instruction set.
+    pub fn kernels(&self) -> &'static str {
+        self.isa.name()
+    }
+
+    /// Positions the state holds.
+    pub fn seq_len(&self) -> usize {
+        self.state.seq_len()
+    }
+}

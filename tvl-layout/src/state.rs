@@ -1,0 +1,228 @@
+//! Where a sequence's activations and key/value cache live: one arena of f32 words per
+//! sequence, carved into the buffers of the forward pass. The std runtime allocates the arena
+//! once per sequence; bare-metal firmware declares it as a `static` whose length is
+//! [`StateLayout::words`], a compile-time constant of the model (and of a shorter context
+//! if the firmware asks for one).
+
+use crate::config::Config;
+use crate::layout::{round_up, COL_BLOCK, Q_COL_BLOCK};
+
+/// The key/value cache of one sequence over `seq_len` positions. Keys are stored
+/// `[layer][kv_head][head_dim][position]` (transposed, so that SIMD kernels compute one
+/// position per lane), values `[layer][kv_head][position][head_dim]` (so that the weighted sum
+/// reads each value whole).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvCache {
+    /// Layers.
+    pub n_layers: usize,
+    /// Key/value heads per layer.
+    pub n_kv_heads: usize,
+    /// Floats per head and position.
+    pub head_dim: usize,
+    /// Positions the cache holds.
+    pub seq_len: usize,
+}
+
+impl KvCache {
+    /// The cache of `config` over `seq_len` positions.
+    pub const fn new(config: &Config, seq_len: usize) -> KvCache {
+        KvCache { n_layers: config.n_layers, n_kv_heads: config.n_kv_heads, head_dim: config.head_dim(), seq_len }
+    }
+
+    /// Floats of one head of one layer, keys or values.
+    pub const fn head_len(&self) -> usize {
+        self.head_dim * self.seq_len
+    }
+
+    /// Floats of one layer's keys (or values).
+    pub const fn layer_len(&self) -> usize {
+        self.n_kv_heads * self.head_len()
+    }
+
+    /// Floats of all the keys (or values).
+    pub const fn len(&self) -> usize {
+        self.n_layers * self.layer_len()
+    }
+
+    /// Whether it holds nothing (no layers).
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Where, within one layer's keys, element `i` of kv head `head`'s key at `pos` is.
+    pub const fn key_at(&self, head: usize, i: usize, pos: usize) -> usize {
+        (head * self.head_dim + i) * self.seq_len + pos
+    }
+
+    /// Where, within one layer's values, kv head `head`'s value at `pos` starts.
+    pub const fn value_at(&self, head: usize, pos: usize) -> usize {
+        (head * self.seq_len + pos) * self.head_dim
+    }
+}
+
+/// A range of f32 words of the arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// First word.
+    pub start: usize,
+    /// Words.
+    pub len: usize,
+}
+
+impl Region {
+    /// One past the last word.
+    pub const fn end(&self) -> usize {
+        self.start + self.len
+    }
+}
+
+/// The buffers of one sequence in its arena, in this order, each starting on a 64-byte
+/// boundary (16 words). Vectors are padded to whole panel blocks with zeros that stay zero,
+/// so the kernels need no remainder loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateLayout {
+    /// The residual stream (dim).
+    pub x: Region,
+    /// Normed input / attention output (dim).
+    pub xb: Region,
+    /// The attention's output projection (dim).
+    pub xb2: Region,
+    /// Feed-forward gate (hidden_dim).
+    pub hb: Region,
+    /// Feed-forward up projection (hidden_dim).
+    pub hb2: Region,
+    /// Queries (dim).
+    pub q: Region,
+    /// This position's key (kv_dim).
+    pub k: Region,
+    /// This position's value (kv_dim).
+    pub v: Region,
+    /// Attention scores (n_heads × seq_len).
+    pub scores: Region,
+    /// Next-token logits (vocab_size).
+    pub logits: Region,
+    /// RoPE (cos, sin) per position and pair of a head's dimensions (seq_len × head_dim).
+    pub rope: Region,
+    /// The input of the next matrix products quantized to int8, four per word (quantized
+    /// models; empty for f32).
+    pub xq_values: Region,
+    /// Its scale per group.
+    pub xq_scales: Region,
+    /// Its Σq per group (i32 words).
+    pub xq_sums: Region,
+    /// Keys, see [`KvCache`].
+    pub keys: Region,
+    /// Values, see [`KvCache`].
+    pub values: Region,
+    /// The cache's shape.
+    pub cache: KvCache,
+    /// Weights per group of the quantized input (0 for f32 models).
+    pub group_size: usize,
+    /// Words of the whole arena.
+    pub words: usize,
+}
+
+/// Words between region starts (64 bytes).
+const REGION_ALIGN: usize = 16;
+
+const fn region(at: &mut usize, len: usize) -> Region {
+    let r = Region { start: *at, len };
+    *at = round_up(*at + len, REGION_ALIGN);
+    r
+}
+
+impl StateLayout {
+    /// The arena of `config` with a context of `seq_len` positions (at most the config's).
+    pub const fn new(config: &Config, seq_len: usize) -> StateLayout {
+        let cache = KvCache::new(config, seq_len);
+        let (dim, hidden, kv_dim) = (config.dim, config.hidden_dim, config.kv_dim());
+        let group_size = match config.weights.group_size() {
+            Some(g) => g,
+            None => 0,
+        };
+        // The quantized input is as long as the longest matrix input, padded to int8 blocks.
+        let xq_len = if group_size == 0 { 0 } else { round_up(if dim > hidden { dim } else { hidden }, Q_COL_BLOCK) };
+        let groups = match xq_len.checked_div(group_size) {
+            Some(groups) => groups,
+            None => 0,
+        };
+        let mut at = 0;
+        StateLayout {
+            x: region(&mut at, round_up(dim, COL_BLOCK)),
+            xb: region(&mut at, round_up(dim, COL_BLOCK)),
+            xb2: region(&mut at, round_up(dim, COL_BLOCK)),
+            hb: region(&mut at, round_up(hidden, COL_BLOCK)),
+            hb2: region(&mut at, round_up(hidden, COL_BLOCK)),
+            q: region(&mut at, round_up(dim, COL_BLOCK)),
+            k: region(&mut at, round_up(kv_dim, COL_BLOCK)),
+            v: region(&mut at, round_up(kv_dim, COL_BLOCK)),
+            scores: region(&mut at, config.n_heads * seq_len),
+            logits: region(&mut at, round_up(config.vocab_size, COL_BLOCK)),
+            rope: region(&mut at, seq_len * config.head_dim()),
+            xq_values: region(&mut at, xq_len / 4),
+            xq_scales: region(&mut at, groups),
+            xq_sums: region(&mut at, groups),
+            keys: region(&mut at, cache.len()),
+            values: region(&mut at, cache.len()),
+            cache,
+            group_size,
+            words: at,
+        }
+    }
+
+    /// The arena's size in bytes: the RAM one sequence needs beside the weights.
+    pub const fn bytes(&self) -> usize {
+        4 * self.words
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Name, Weights};
+
+    #[test]
+    fn regions_are_aligned_disjoint_and_in_order() {
+        let config = Config {
+            name: Name::new("t"),
+            dim: 64,
+            hidden_dim: 172,
+            n_layers: 5,
+            n_heads: 8,
+            n_kv_heads: 4,
+            vocab_size: 512,
+            seq_len: 512,
+            norm_eps: 1e-5,
+            rope_theta: 1e4,
+            shared_classifier: true,
+            weights: Weights::Q8_0 { group_size: 16 },
+        };
+        let s = StateLayout::new(&config, 100);
+        let all = [
+            s.x,
+            s.xb,
+            s.xb2,
+            s.hb,
+            s.hb2,
+            s.q,
+            s.k,
+            s.v,
+            s.scores,
+            s.logits,
+            s.rope,
+            s.xq_values,
+            s.xq_scales,
+            s.xq_sums,
+            s.keys,
+            s.values,
+        ];
+        for pair in all.windows(2) {
+            assert!(pair[0].end() <= pair[1].start && pair[1].start.is_multiple_of(REGION_ALIGN), "{pair:?}");
+        }
+        assert_eq!((s.hb.len, s.keys.len, s.xq_values.len, s.xq_scales.len), (176, 5 * 32 * 100, 192 / 4, 12));
+        assert!(s.words >= all[15].end());
+        let cache = s.cache;
+        assert_eq!((cache.key_at(1, 2, 3), cache.value_at(1, 3)), ((8 + 2) * 100 + 3, (100 + 3) * 8));
+        assert_eq!(cache.layer_len(), 4 * 8 * 100);
+    }
+}
