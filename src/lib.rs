@@ -44,7 +44,7 @@ pub use tvl_core::{check_image, ImageError, StaticArena};
 #[cfg(not(feature = "std"))]
 pub use tvl_core::{
     generate, kernels, layout_def, model, parallel, sampler, static_layers, tokenizer, Config, Decoder, Encoding,
-    ForwardError, Image, LayerLayout, Layout, Model, Name, Panels, Sampler, Serial, Span, State, StateLayout, Vocab,
+    ForwardError, Image, IsaChoice, LayerLayout, Layout, Model, Name, Panels, Sampler, Serial, Span, State, StateLayout, Vocab,
     Weights,
 };
 
@@ -91,17 +91,17 @@ macro_rules! __model_methods {
 /// reads the model's constant layout, which has a heap-owned variant with `std`.)
 #[macro_export]
 macro_rules! include_weights {
-    ($model:ty, $path:expr) => {{
+    ($model:ty, $($path:tt)+) => {{
         #[repr(C, align(64))]
         struct Aligned<T: ?Sized>(T);
         const _: () = {
             use $crate::Model as _;
-            let bytes: &[u8] = ::core::include_bytes!($path);
+            let bytes: &[u8] = ::core::include_bytes!($($path)+);
             if let Err(problem) = $crate::check_image(bytes, &<$model>::CONFIG, &<$model>::LAYOUT) {
                 problem.fail()
             }
         };
-        static WEIGHTS: &Aligned<[u8]> = &Aligned(*::core::include_bytes!($path));
+        static WEIGHTS: &Aligned<[u8]> = &Aligned(*::core::include_bytes!($($path)+));
         &WEIGHTS.0
     }};
 }

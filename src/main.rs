@@ -558,6 +558,21 @@ fn inspect(path: &Path, out: &mut impl Write) -> Result<()> {
         header.file_size,
         if actual == header.file_size as u64 { String::new() } else { format!(" (file is {actual} bytes: DAMAGED)") }
     )?;
+    // What one sequence needs beside the weights: the arena of activations, RoPE table and
+    // key/value cache (tvl::StateLayout, what firmware declares as a static).
+    let state = tvl::StateLayout::new(c, c.seq_len);
+    // Each position of context adds its keys and values in every layer, a score per head and a
+    // RoPE row.
+    let per_position = 4 * (2 * c.n_layers * c.kv_dim() + c.n_heads + c.head_dim());
+    writeln!(
+        out,
+        "state RAM      {} bytes per sequence at {} positions ({} of them key/value cache); {} bytes per \
+         position of context",
+        state.bytes(),
+        c.seq_len,
+        8 * state.cache.len(),
+        per_position
+    )?;
     let compiled = tvl::compiled_for(tvl::bundled::BUNDLED, &header);
     writeln!(
         out,

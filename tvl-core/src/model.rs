@@ -6,8 +6,8 @@ use crate::parallel::{split, Disjoint, Parallel, Serial};
 use core::marker::PhantomData;
 use core::ops::Range;
 use tvl_layout::layout::{ALIGN, TILE_ROWS};
-use tvl_layout::state::Region;
-use tvl_layout::{check_image, math, Config, ImageError, KvCache, Layout, Panels, Span, StateLayout};
+use tvl_layout::state::{rope_pair, Region};
+use tvl_layout::{check_image, Config, ImageError, KvCache, Layout, Panels, Span, StateLayout};
 
 #[cfg(target_endian = "big")]
 compile_error!("TVL files are little-endian and mapped without conversion; big-endian targets are not supported");
@@ -170,6 +170,13 @@ pub enum ArenaError {
         /// Words given.
         given: usize,
     },
+    /// The RoPE table given is shorter than the context.
+    RopeTable {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes given.
+        given: usize,
+    },
     /// The context asked for is 0 or longer than the model's.
     SeqLen {
         /// Positions asked for.
@@ -187,6 +194,9 @@ impl core::fmt::Display for ArenaError {
         match *self {
             ArenaError::TooSmall { needed, given } => {
                 write!(f, "the arena has {given} words, the state needs {needed}")
+            }
+            ArenaError::RopeTable { needed, given } => {
+                write!(f, "the RoPE table has {given} bytes, the context needs {needed}")
             }
             ArenaError::SeqLen { asked, max } => write!(f, "a context of {asked} positions is not within 1..={max}"),
         }
@@ -252,6 +262,23 @@ impl<A: AsRef<[f32]> + AsMut<[f32]>> State<A> {
         &mut self.arena.as_mut()[r.start..r.start + vocab_size.min(r.len)]
     }
 
+    /// [`State::in_arena`] with the RoPE table given (little-endian (cos, sin) pairs of at least
+    /// `seq_len` positions, as `tvl_layout::state::rope_table_bytes` writes them) instead of
+    /// computed: firmware links a table computed on the build host, so that its text does not
+    /// depend on the device's `powf`/`cos`/`sin` (libm's differ from glibc's in the last bit).
+    pub fn in_arena_with_rope(config: &Config, seq_len: usize, arena: A, rope: &[u8]) -> Result<Self, ArenaError> {
+        let mut state = Self::in_arena(config, seq_len, arena)?;
+        let r = state.layout.rope;
+        if rope.len() < 4 * r.len {
+            return Err(ArenaError::RopeTable { needed: 4 * r.len, given: rope.len() });
+        }
+        let table = &mut state.arena.as_mut()[r.start..r.end()];
+        for (v, bytes) in table.iter_mut().zip(rope.chunks_exact(4)) {
+            *v = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        }
+        Ok(state)
+    }
+
     /// The (cos, sin) rotations of RoPE as the reference computes them, for every position.
     fn fill_rope(&mut self, config: &Config) {
         let head_dim = config.head_dim();
@@ -259,10 +286,7 @@ impl<A: AsRef<[f32]> + AsMut<[f32]>> State<A> {
         let table = &mut self.arena.as_mut()[r.start..r.end()];
         for (pos, row) in table.chunks_exact_mut(head_dim).enumerate() {
             for (pair, cos_sin) in row.chunks_exact_mut(2).enumerate() {
-                let freq = 1.0 / math::powf(config.rope_theta, (2 * pair) as f32 / head_dim as f32);
-                let angle = pos as f32 * freq;
-                cos_sin[0] = math::cos(angle);
-                cos_sin[1] = math::sin(angle);
+                cos_sin.copy_from_slice(&rope_pair(config.rope_theta, head_dim, pos, pair));
             }
         }
     }

@@ -590,7 +590,9 @@ impl Layout {
         }
         for tensor in self.tensors() {
             hash.word(tensor.kind as usize);
-            hash.word(tensor.layer.map_or(usize::MAX, |l| l));
+            // "No layer" is 2^64 - 1 on every target (usize::MAX would make 32-bit targets
+            // compute another fingerprint than the 64-bit host that compiled the model).
+            hash.bytes(&tensor.layer.map_or(u64::MAX, |l| l as u64).to_le_bytes());
             let (rows, cols) = tensor.storage.shape();
             hash.word(tensor.storage.offset());
             hash.word(rows);

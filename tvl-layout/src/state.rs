@@ -176,6 +176,31 @@ impl StateLayout {
     }
 }
 
+/// The RoPE rotation of position `pos` for the pair of dimensions `pair` of a head, as the
+/// reference computes it: angle = pos / theta^(2·pair / head_dim), returned as (cos, sin).
+pub fn rope_pair(rope_theta: f32, head_dim: usize, pos: usize, pair: usize) -> [f32; 2] {
+    let freq = 1.0 / crate::math::powf(rope_theta, (2 * pair) as f32 / head_dim as f32);
+    let angle = pos as f32 * freq;
+    [crate::math::cos(angle), crate::math::sin(angle)]
+}
+
+/// The RoPE table of `config`'s whole context as little-endian bytes ((cos, sin) per position
+/// and pair): what a firmware's build script computes with the build host's C library and
+/// links in, so that the device needs no `powf`/`cos`/`sin` (see `tvl_core::State::in_arena_with_rope`).
+#[cfg(feature = "alloc")]
+pub fn rope_table_bytes(config: &Config) -> alloc::vec::Vec<u8> {
+    let head_dim = config.head_dim();
+    let mut out = alloc::vec::Vec::with_capacity(4 * config.seq_len * head_dim);
+    for pos in 0..config.seq_len {
+        for pair in 0..head_dim / 2 {
+            for v in rope_pair(config.rope_theta, head_dim, pos, pair) {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
