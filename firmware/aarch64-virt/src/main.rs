@@ -68,7 +68,16 @@ fn main() -> Result<(), &'static str> {
     tell::<Stories260K>(&mut out, "f32", F32_WEIGHTS, &F32_CASES, best, &vocab, arena, candidates)?;
     tell::<Stories260K>(&mut out, "f32", F32_WEIGHTS, &F32_CASES[..1], IsaChoice::Scalar, &vocab, arena, candidates)?;
     tell::<Stories260KQ80>(&mut out, "q8_0", Q80_WEIGHTS, &Q80_CASES, best, &vocab, arena, candidates)?;
-    tell::<Stories260KQ80>(&mut out, "q8_0", Q80_WEIGHTS, &Q80_CASES[..1], IsaChoice::Scalar, &vocab, arena, candidates)?;
+    tell::<Stories260KQ80>(
+        &mut out,
+        "q8_0",
+        Q80_WEIGHTS,
+        &Q80_CASES[..1],
+        IsaChoice::Scalar,
+        &vocab,
+        arena,
+        candidates,
+    )?;
     Ok(())
 }
 
@@ -88,7 +97,8 @@ fn tell<M: Model>(
 ) -> Result<(), &'static str> {
     let image = Image::<M>::new(weights).map_err(|e| e.message())?;
     for &(prompt, steps, temperature, topp, seed) in cases {
-        let state = tvl::State::in_arena_with_rope(&M::CONFIG, SEQ_LEN, &mut *arena, ROPE).map_err(|_| "the arena is too small")?;
+        let state = tvl::State::in_arena_with_rope(&M::CONFIG, SEQ_LEN, &mut *arena, ROPE)
+            .map_err(|_| "the arena is too small")?;
         let mut decoder = Decoder::new(image, state, Some(isa)).ok_or("no kernels")?;
         let mut sampler = tvl::Sampler::with_buffer(VOCAB, temperature, topp, seed, &mut *candidates)
             .map_err(|_| "bad sampler settings")?;
@@ -100,10 +110,11 @@ fn tell<M: Model>(
         );
         let mut tokens = [0u32; 64];
         let start = timer::ticks();
-        let positions = tvl::generate::generate(&mut decoder, vocab, &mut sampler, prompt, steps, &mut tokens, |piece| {
-            out.write_bytes(piece)
-        })
-        .map_err(|_| "generation failed")?;
+        let positions =
+            tvl::generate::generate(&mut decoder, vocab, &mut sampler, prompt, steps, &mut tokens, |piece| {
+                out.write_bytes(piece)
+            })
+            .map_err(|_| "generation failed")?;
         let ticks = timer::ticks() - start;
         let _ = writeln!(out, "\n== end");
         let _ = writeln!(out, "-- timer: {positions} positions, {ticks} ticks at {} Hz", timer::frequency());

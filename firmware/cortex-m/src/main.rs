@@ -67,9 +67,15 @@ fn run(out: &mut hio::HostStream) -> Result<(), &'static str> {
     let candidates = CANDIDATES.take().ok_or("candidates taken twice")?;
     let vocab = Vocab::new(TOKENIZER, index).map_err(|_| "the tokenizer is malformed")?;
     let image = Image::<Stories260K>::new(WEIGHTS).map_err(|e| e.message())?;
-    let _ = writeln!(out, "tvl firmware: Cortex-M4F, mps2-an386; arena {} bytes, weights {} bytes", 4 * ARENA_WORDS, WEIGHTS.len());
+    let _ = writeln!(
+        out,
+        "tvl firmware: Cortex-M4F, mps2-an386; arena {} bytes, weights {} bytes",
+        4 * ARENA_WORDS,
+        WEIGHTS.len()
+    );
     for (prompt, steps, temperature, topp, seed) in CASES {
-        let state = tvl::State::in_arena_with_rope(&Stories260K::CONFIG, SEQ_LEN, &mut arena[..], ROPE).map_err(|_| "arena too small")?;
+        let state = tvl::State::in_arena_with_rope(&Stories260K::CONFIG, SEQ_LEN, &mut arena[..], ROPE)
+            .map_err(|_| "arena too small")?;
         let mut decoder = Decoder::new(image, state, None).ok_or("no kernels")?;
         let mut sampler = tvl::Sampler::with_buffer(VOCAB, temperature, topp, seed, &mut candidates[..])
             .map_err(|_| "bad sampler settings")?;
