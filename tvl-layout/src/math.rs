@@ -111,7 +111,7 @@ const EXP2_32THS: [u64; 32] = [
 
 /// e^x with glibc's arithmetic (its `expf` since 2.28, by Szabolcs Nagy for Arm's
 /// optimized-routines, as built with FMA): x·32/ln2 = k + r, e^x = 2^(k/32) · p(r) with 2^(k/32)
-/// from [`EXP2_32THS`] and p a cubic, all in f64, then one rounding to f32. The fused
+/// from a table of 2^(i/32) and p a cubic, all in f64, then one rounding to f32. The fused
 /// multiply-adds are where GCC contracts the C source; they are exact in software too (libm's
 /// `fma`), so the result is the same on every target: glibc's, bit for bit.
 pub fn expf_glibc(x: f32) -> f32 {

@@ -6,7 +6,7 @@
 //! (x86_64), `neon::Neon` and `neon::NeonDotprod` (aarch64), listed once in [`IsaChoice`]. Their sizes are const generics: `#[tvl_model]` instantiates
 //! them once per distinct shape of a model, so the trip counts of the inner loops are
 //! compile-time constants. The instruction set is chosen once per model at load
-//! ([`IsaChoice::select`]), never per call.
+//! (`tvl_runtime::kernels::select`, or [`IsaChoice::best`]), never per call.
 //!
 //! The scalar kernels add in exactly the order llama2.c's `run.c` does, so the scalar path
 //! reproduces the reference bit for bit. The SIMD kernels add in another order (several
