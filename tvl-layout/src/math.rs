@@ -99,6 +99,7 @@ pub fn mul_add(a: f32, b: f32, c: f32) -> f32 {
 
 /// 2^(i/32) rounded to the nearest double, minus `i << 47`, so that adding `k << 47` to the
 /// bits of entry `k % 32` gives 2^(k/32) for any integer k of an f32 exponent's range.
+#[rustfmt::skip]
 const EXP2_32THS: [u64; 32] = [
     0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51, 0x3fef72b83c7d517b,
     0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1, 0x3fef06fe0a31b715, 0x3feef1a7373aa9cb,
