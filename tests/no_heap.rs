@@ -107,6 +107,10 @@ fn the_no_heap_path_tells_the_golden_stories_int8() {
 fn images_that_are_not_the_model_are_refused() {
     let Some(file) = stories260k_tvl() else { return };
     let good = Aligned::read(&file);
+    assert_eq!(Image::<Stories260K>::new(good.bytes()).unwrap().verify_content(), Ok(()));
+    let mut damaged = Aligned(good.0.clone(), good.1);
+    damaged.0[5000].0[7] ^= 1; // one bit of the weights
+    assert_eq!(Image::<Stories260K>::new(damaged.bytes()).unwrap().verify_content(), Err(tvl::ImageError::Checksum));
     assert_eq!(Image::<Stories260KQ80G4>::new(good.bytes()).err(), Some(tvl::ImageError::OtherModel));
     assert_eq!(Image::<Stories260K>::new(&good.bytes()[..1000]).err(), Some(tvl::ImageError::Size));
     assert_eq!(Image::<Stories260K>::new(&good.bytes()[64..]).err(), Some(tvl::ImageError::BadMagic));

@@ -96,6 +96,19 @@ impl<'w, M: Model> Image<'w, M> {
         Ok(Image { bytes, _model: PhantomData })
     }
 
+    /// Checks the content hash of the weights (XXH3 of every byte after the header) against
+    /// the header's: O(file), so not part of [`Image::new`]; firmware calls it once at start-up
+    /// (the std runtime's `tvl verify` does the same for files).
+    pub fn verify_content(&self) -> Result<(), ImageError> {
+        let at = tvl_layout::header::CONTENT_HASH_AT;
+        let stored = u64::from_le_bytes(core::array::from_fn(|i| self.bytes[at + i]));
+        if tvl_layout::content_hash_of(self.bytes) == stored {
+            Ok(())
+        } else {
+            Err(ImageError::Checksum)
+        }
+    }
+
     /// An image already checked by [`Image::new`], without checking them again.
     ///
     /// # Safety

@@ -240,6 +240,8 @@ pub enum ImageError {
     Layout,
     /// The bytes do not start on a 64-byte boundary.
     Misaligned,
+    /// The weights' content hash is not the one in the header (damaged bytes).
+    Checksum,
 }
 
 impl ImageError {
@@ -254,6 +256,7 @@ impl ImageError {
             ImageError::Size => "the weights are not as long as the compiled layout says (truncated?)",
             ImageError::Layout => "the compiled offset table is not this build's layout of its config",
             ImageError::Misaligned => "the weights do not start on a 64-byte boundary",
+            ImageError::Checksum => "the weights' content hash is not the header's (damaged weights)",
         }
     }
 
@@ -270,6 +273,7 @@ impl ImageError {
             ImageError::Size => panic!("the weights are not as long as the compiled layout says (truncated?)"),
             ImageError::Layout => panic!("the compiled offset table is not this build's layout of its config"),
             ImageError::Misaligned => panic!("the weights do not start on a 64-byte boundary"),
+            ImageError::Checksum => panic!("the weights' content hash is not the header's (damaged weights)"),
         }
     }
 }

@@ -96,6 +96,8 @@ fn tell<M: Model>(
     candidates: &mut [(f32, u32)],
 ) -> Result<(), &'static str> {
     let image = Image::<M>::new(weights).map_err(|e| e.message())?;
+    // The header was checked when the firmware compiled; the weights' bytes are checked once here.
+    image.verify_content().map_err(|e| e.message())?;
     for &(prompt, steps, temperature, topp, seed) in cases {
         let state = tvl::State::in_arena_with_rope(&M::CONFIG, SEQ_LEN, &mut *arena, ROPE)
             .map_err(|_| "the arena is too small")?;

@@ -67,6 +67,8 @@ fn run(out: &mut hio::HostStream) -> Result<(), &'static str> {
     let candidates = CANDIDATES.take().ok_or("candidates taken twice")?;
     let vocab = Vocab::new(TOKENIZER, index).map_err(|_| "the tokenizer is malformed")?;
     let image = Image::<Stories260K>::new(WEIGHTS).map_err(|e| e.message())?;
+    // The header was checked when the firmware compiled; the weights' bytes are checked once here.
+    image.verify_content().map_err(|e| e.message())?;
     let _ = writeln!(
         out,
         "tvl firmware: Cortex-M4F, mps2-an386; arena {} bytes, weights {} bytes",
