@@ -194,8 +194,8 @@ pub fn read_bandwidth(threads: usize) -> f64 {
 /// that the probe reads at least as fast as the kernels do.
 fn sum_lines(values: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was just detected.
+    if crate::kernels::IsaChoice::Avx2.available() {
+        // SAFETY: the AVX2 kernels' CPU check (AVX2 and FMA) just passed.
         return unsafe { sum_lines_avx2(values) };
     }
     sum_lines_portable(values)

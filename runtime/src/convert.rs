@@ -176,41 +176,30 @@ fn is_matrix(kind: TensorKind) -> bool {
 /// The arrays of a checkpoint in file order (lengths in elements) (`None` for arrays tvl does not use).
 fn fp32_arrays(config: &Config, format: CheckpointFormat) -> Vec<(Option<TensorKind>, Option<usize>, usize)> {
     use TensorKind::*;
-    let (dim, hidden, kv, vocab, layers) =
-        (config.dim, config.hidden_dim, config.kv_dim(), config.vocab_size, config.n_layers);
-    let per_layer = |kind, len| (0..layers).map(move |l| (Some(kind), Some(l), len));
-    let mut arrays: Vec<_> = Vec::new();
-    let matrices = |arrays: &mut Vec<_>, order: &[TensorKind]| {
-        for &kind in order {
-            let len = match kind {
-                Wq | Wo => dim * dim,
-                Wk | Wv => kv * dim,
-                _ => hidden * dim,
-            };
-            arrays.extend(per_layer(kind, len));
-        }
+    // Each kind's shape comes from the layout's one list (`TensorKind::shape`); llama2.c's
+    // files store every layer's array of one kind together.
+    let per_layer = |kinds: &'static [TensorKind]| {
+        kinds.iter().flat_map(move |&kind| (0..config.n_layers).map(move |l| (Some(kind), Some(l), kind.len(config))))
     };
+    let global = |kind: TensorKind| (Some(kind), None, kind.len(config));
+    let mut arrays: Vec<_> = Vec::new();
     match format {
         CheckpointFormat::Legacy => {
-            arrays.push((Some(TokenEmbedding), None, vocab * dim));
-            arrays.extend(per_layer(AttnNorm, dim));
-            matrices(&mut arrays, &[Wq, Wk, Wv, Wo]);
-            arrays.extend(per_layer(FfnNorm, dim));
-            matrices(&mut arrays, &[W1, W2, W3]);
-            arrays.push((Some(FinalNorm), None, dim));
+            arrays.push(global(TokenEmbedding));
+            arrays.extend(per_layer(&[AttnNorm, Wq, Wk, Wv, Wo, FfnNorm, W1, W2, W3]));
+            arrays.push(global(FinalNorm));
             let freq_cis = config.seq_len * config.head_dim() / 2;
             arrays.extend([(None, None, freq_cis), (None, None, freq_cis)]);
         }
         CheckpointFormat::Version1 | CheckpointFormat::Version2 { .. } => {
-            arrays.extend(per_layer(AttnNorm, dim));
-            arrays.extend(per_layer(FfnNorm, dim));
-            arrays.push((Some(FinalNorm), None, dim));
-            arrays.push((Some(TokenEmbedding), None, vocab * dim));
-            matrices(&mut arrays, &[Wq, Wk, Wv, Wo, W1, W2, W3]);
+            arrays.extend(per_layer(&[AttnNorm, FfnNorm]));
+            arrays.push(global(FinalNorm));
+            arrays.push(global(TokenEmbedding));
+            arrays.extend(per_layer(&[Wq, Wk, Wv, Wo, W1, W2, W3]));
         }
     }
     if !config.shared_classifier {
-        arrays.push((Some(Classifier), None, vocab * dim));
+        arrays.push(global(Classifier));
     }
     arrays
 }

@@ -116,6 +116,19 @@ impl Encoding {
     pub const fn block_bytes(self) -> usize {
         TILE_ROWS * (self.row_block_bytes() + 4 * self.groups_per_block())
     }
+
+    /// Where, within a block of a tile, the scales start: after the tile's [`TILE_ROWS`] row
+    /// blocks. The scales are stored `[group][row]`.
+    pub const fn scales_offset(self) -> usize {
+        TILE_ROWS * self.row_block_bytes()
+    }
+
+    /// Where, within a block of a tile, the f32 scale of (group within the block, row within
+    /// the tile) is.
+    pub const fn scale_offset(self, group: usize, row: usize) -> usize {
+        self.scales_offset() + 4 * scale_slot(group, row)
+    }
+
     /// `f32`, `q8` or `q4`, as `tvl inspect` prints it.
     pub const fn name(self) -> &'static str {
         match self {
@@ -146,6 +159,31 @@ pub struct Panels {
     pub cols: usize,
     /// How the values are stored.
     pub encoding: Encoding,
+}
+
+/// Columns of a 4-bit block in the low nibbles: within a row's 32-byte block, byte `j` holds
+/// column `j` in its low nibble and column `j + Q4_LOW_COLUMNS` in its high nibble (so that a
+/// SIMD kernel unpacks a block with one mask and one shift).
+pub const Q4_LOW_COLUMNS: usize = 32;
+
+/// The byte of a 4-bit row block holding column `col` (of the block), and whether it is the
+/// high nibble; the value stored is the weight + 8.
+pub const fn q4_nibble(col: usize) -> (usize, bool) {
+    (col % Q4_LOW_COLUMNS, col >= Q4_LOW_COLUMNS)
+}
+
+/// Where, in f32 elements from the start of f32 panels of `cols` (padded) columns, row `row`
+/// of tile `tile`'s block `block` starts: tiles of [`TILE_ROWS`] rows, then blocks of
+/// [`COL_BLOCK`] columns, then rows (one cache line each).
+pub const fn f32_line_at(cols: usize, tile: usize, block: usize, row: usize) -> usize {
+    tile * TILE_ROWS * cols + block * TILE_ROWS * COL_BLOCK + row * COL_BLOCK
+}
+
+/// Which f32 of a block's scales belongs to (group within the block, row within the tile):
+/// scales are stored `[group][row]`, so that one vector load gives a group's scales for the
+/// tile's rows.
+pub const fn scale_slot(group: usize, row: usize) -> usize {
+    group * TILE_ROWS + row
 }
 
 /// `n` rounded up to a multiple of `to`.
@@ -186,12 +224,9 @@ impl Panels {
     }
 
     /// Byte offset of the scale of (row, group within block) of block `block`.
-    const fn scale_at(&self, row: usize, block: usize, group: usize) -> usize {
+    pub const fn scale_at(&self, row: usize, block: usize, group: usize) -> usize {
         let (tile, row_in_tile) = (row / TILE_ROWS, row % TILE_ROWS);
-        tile * self.tile_bytes()
-            + block * self.encoding.block_bytes()
-            + TILE_ROWS * self.encoding.row_block_bytes()
-            + 4 * (group * TILE_ROWS + row_in_tile)
+        tile * self.tile_bytes() + block * self.encoding.block_bytes() + self.encoding.scale_offset(group, row_in_tile)
     }
 
     /// Packs a row-major f32 matrix (`rows × cols`) into `out` (`self.bytes()` long),
@@ -265,7 +300,7 @@ impl Panels {
             match self.encoding {
                 Encoding::Q4 { .. } => {
                     let nibble = (q + 8) as u8 & 0x0f;
-                    let (byte, high) = (col % 32, col >= 32);
+                    let (byte, high) = q4_nibble(col);
                     out[at + byte] |= if high { nibble << 4 } else { nibble };
                 }
                 _ => out[at + col] = q as u8,
@@ -289,8 +324,8 @@ impl Panels {
                     packed[at + in_block] as i8 as f32 * f32_at(self.scale_at(row, block, in_block / group_size))
                 }
                 Encoding::Q4 { .. } => {
-                    let byte = packed[at + in_block % 32];
-                    let nibble = if in_block >= 32 { byte >> 4 } else { byte & 0x0f };
+                    let (byte, high) = q4_nibble(in_block);
+                    let nibble = if high { packed[at + byte] >> 4 } else { packed[at + byte] & 0x0f };
                     (nibble as i8 - 8) as f32 * f32_at(self.scale_at(row, block, in_block / group_size))
                 }
             };
@@ -370,6 +405,30 @@ pub enum TensorKind {
     Classifier = 11,
 }
 
+impl TensorKind {
+    /// Its logical (rows, cols) in a model with `config` (a norm vector is one row): the one
+    /// list of the tensors' shapes, which the layout and the converter's reading of llama2.c
+    /// checkpoints both use.
+    pub const fn shape(self, config: &Config) -> (usize, usize) {
+        use TensorKind::*;
+        let (dim, hidden, kv_dim) = (config.dim, config.hidden_dim, config.kv_dim());
+        match self {
+            TokenEmbedding | Classifier => (config.vocab_size, dim),
+            AttnNorm | FfnNorm | FinalNorm => (1, dim),
+            Wq | Wo => (dim, dim),
+            Wk | Wv => (kv_dim, dim),
+            W1 | W3 => (hidden, dim),
+            W2 => (dim, hidden),
+        }
+    }
+
+    /// Elements of the tensor.
+    pub const fn len(self, config: &Config) -> usize {
+        let (rows, cols) = self.shape(config);
+        rows * cols
+    }
+}
+
 /// Where a tensor is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
@@ -446,24 +505,25 @@ impl Cursor {
         self.0 = round_up(self.0 + len * 4, ALIGN);
         span
     }
-    fn panels(&mut self, rows: usize, cols: usize, encoding: Encoding) -> Panels {
+    fn panels(&mut self, kind: TensorKind, config: &Config, encoding: Encoding) -> Panels {
+        let (rows, cols) = kind.shape(config);
         let panels = Panels { offset: self.0, rows, cols, encoding };
         self.0 = round_up(self.0 + panels.bytes(), ALIGN);
         panels
     }
     /// One transformer layer's tensors, in the order the forward pass reads them.
     fn layer(&mut self, config: &Config, encoding: Encoding) -> LayerLayout {
-        let (dim, hidden, kv_dim) = (config.dim, config.hidden_dim, config.kv_dim());
+        use TensorKind::*;
         LayerLayout {
-            attn_norm: self.vector(dim),
-            wq: self.panels(dim, dim, encoding),
-            wk: self.panels(kv_dim, dim, encoding),
-            wv: self.panels(kv_dim, dim, encoding),
-            wo: self.panels(dim, dim, encoding),
-            ffn_norm: self.vector(dim),
-            w1: self.panels(hidden, dim, encoding),
-            w3: self.panels(hidden, dim, encoding),
-            w2: self.panels(dim, hidden, encoding),
+            attn_norm: self.vector(config.dim),
+            wq: self.panels(Wq, config, encoding),
+            wk: self.panels(Wk, config, encoding),
+            wv: self.panels(Wv, config, encoding),
+            wo: self.panels(Wo, config, encoding),
+            ffn_norm: self.vector(config.dim),
+            w1: self.panels(W1, config, encoding),
+            w3: self.panels(W3, config, encoding),
+            w2: self.panels(W2, config, encoding),
         }
     }
 }
@@ -481,10 +541,10 @@ impl Layout {
         let mut one_layer = Cursor(0);
         one_layer.layer(config, layer_encoding);
         let mut ends = Cursor(0);
-        ends.panels(config.vocab_size, config.dim, vocab_encoding);
+        ends.panels(TensorKind::TokenEmbedding, config, vocab_encoding);
         ends.vector(config.dim);
         if !config.shared_classifier {
-            ends.panels(config.vocab_size, config.dim, vocab_encoding);
+            ends.panels(TensorKind::Classifier, config, vocab_encoding);
         }
         HEADER_BYTES.checked_add(one_layer.0.checked_mul(config.n_layers)?)?.checked_add(ends.0)
     }
@@ -504,7 +564,7 @@ impl Layout {
     pub fn is_layout_of(&self, config: &Config) -> bool {
         let (layer_encoding, vocab_encoding) = Self::encodings(config.weights);
         let mut cursor = Cursor(HEADER_BYTES);
-        let token_embedding = cursor.panels(config.vocab_size, config.dim, vocab_encoding);
+        let token_embedding = cursor.panels(TensorKind::TokenEmbedding, config, vocab_encoding);
         if self.weights != config.weights
             || self.token_embedding != token_embedding
             || self.layers.len() != config.n_layers
@@ -516,7 +576,7 @@ impl Layout {
         let classifier = if config.shared_classifier {
             token_embedding
         } else {
-            cursor.panels(config.vocab_size, config.dim, vocab_encoding)
+            cursor.panels(TensorKind::Classifier, config, vocab_encoding)
         };
         self.final_norm == final_norm
             && self.classifier == classifier
@@ -531,13 +591,13 @@ impl Layout {
         let dim = config.dim;
         let (layer_encoding, vocab_encoding) = Self::encodings(config.weights);
         let mut cursor = Cursor(HEADER_BYTES);
-        let token_embedding = cursor.panels(config.vocab_size, dim, vocab_encoding);
+        let token_embedding = cursor.panels(TensorKind::TokenEmbedding, config, vocab_encoding);
         let layers: Vec<LayerLayout> = (0..config.n_layers).map(|_| cursor.layer(config, layer_encoding)).collect();
         let final_norm = cursor.vector(dim);
         let classifier = if config.shared_classifier {
             token_embedding
         } else {
-            cursor.panels(config.vocab_size, dim, vocab_encoding)
+            cursor.panels(TensorKind::Classifier, config, vocab_encoding)
         };
         let mut layout = Layout {
             weights: config.weights,

@@ -12,9 +12,9 @@
 //! nibbles u = q + 8, and 8·Σx is subtracted per group.
 
 use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
-use super::Isa;
+use super::{F32Kernels, Isa};
 use core::arch::x86_64::*;
-use tvl_layout::layout::{Encoding, COL_BLOCK, Q_COL_BLOCK, TILE_ROWS};
+use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
 
 /// AVX2 with FMA: f32 tiles of 4 rows × 16 columns in 8 accumulators; int8 through
 /// `maddubs`/`madd`.
@@ -26,17 +26,16 @@ pub struct Avx2;
 pub struct AvxVnni;
 
 const _: () = assert!(TILE_ROWS == 4 && COL_BLOCK == 16, "the register tile below is written for 4 × 16 panels");
+// The 4-bit unpacking below takes a block's low nibbles as its first 32 columns.
+const _: () =
+    assert!(Q4_LOW_COLUMNS == 32 && Q_COL_BLOCK == 64, "the 4-bit unpacking is written for this nibble order");
 
-impl Isa for Avx2 {
-    const NAME: &'static str = "avx2";
-
+/// The f32 kernels of every x86_64 path (AVX2 and FMA; the AVX-512 paths differ only in their
+/// int8 kernels, see the README).
+impl F32Kernels for Avx2 {
     unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED: bool>(out: &mut [f32], weights: &[f32], values: &[f32]) {
         // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
         unsafe { weighted_sum_fma::<HEAD_DIM, FUSED>(out, weights, values) }
-    }
-
-    fn available() -> bool {
-        crate::cpu_has!("avx2") && crate::cpu_has!("fma")
     }
 
     unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -47,6 +46,15 @@ impl Isa for Avx2 {
     unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
         // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
         unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
+    }
+}
+
+impl Isa for Avx2 {
+    const NAME: &'static str = "avx2";
+    type F32 = Avx2;
+
+    fn available() -> bool {
+        crate::cpu_has!("avx2") && crate::cpu_has!("fma")
     }
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
@@ -62,24 +70,10 @@ impl Isa for Avx2 {
 
 impl Isa for AvxVnni {
     const NAME: &'static str = "avx-vnni";
-
-    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED: bool>(out: &mut [f32], weights: &[f32], values: &[f32]) {
-        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-        unsafe { weighted_sum_fma::<HEAD_DIM, FUSED>(out, weights, values) }
-    }
+    type F32 = Avx2;
 
     fn available() -> bool {
         Avx2::available() && crate::cpu_has!("avxvnni")
-    }
-
-    unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
-        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-        unsafe { matvec::<COLS>(out, w, x) }
-    }
-
-    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
-        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-        unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
     }
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
@@ -99,11 +93,7 @@ impl Isa for AvxVnni {
 /// # Safety
 /// AVX2 and FMA must be available.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn weighted_sum_fma<const HEAD_DIM: usize, const FUSED: bool>(
-    out: &mut [f32],
-    weights: &[f32],
-    values: &[f32],
-) {
+unsafe fn weighted_sum_fma<const HEAD_DIM: usize, const FUSED: bool>(out: &mut [f32], weights: &[f32], values: &[f32]) {
     super::weighted_sum_scalar::<HEAD_DIM, FUSED>(out, weights, values)
 }
 
@@ -148,14 +138,12 @@ unsafe fn matvec_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
         // SAFETY: every pointer below is inside `w[..tiles * TILE_ROWS * cols]` or `x[..cols]`
         // (checked above); unaligned loads have no alignment requirement; AVX2/FMA are enabled.
         unsafe {
-            let panel = w.add(tile * TILE_ROWS * cols);
             let mut acc = [_mm256_setzero_ps(); 2 * TILE_ROWS];
             for block in 0..cols / COL_BLOCK {
                 let (x0, x1) =
                     (_mm256_loadu_ps(x.add(block * COL_BLOCK)), _mm256_loadu_ps(x.add(block * COL_BLOCK + 8)));
-                let lines = panel.add(block * TILE_ROWS * COL_BLOCK);
                 for row in 0..TILE_ROWS {
-                    let line = lines.add(row * COL_BLOCK);
+                    let line = w.add(f32_line_at(cols, tile, block, row));
                     acc[2 * row] = _mm256_fmadd_ps(_mm256_loadu_ps(line), x0, acc[2 * row]);
                     acc[2 * row + 1] = _mm256_fmadd_ps(_mm256_loadu_ps(line.add(8)), x1, acc[2 * row + 1]);
                 }
@@ -355,7 +343,7 @@ pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q
             let mut val = _mm_setzero_ps();
             for block in 0..COLS / Q_COL_BLOCK {
                 let bytes = tile.as_ptr().add(block * block_bytes);
-                let scales = bytes.add(TILE_ROWS * row_bytes);
+                let scales = bytes.add(encoding.scales_offset());
                 let xb = xq.as_ptr().add(block * Q_COL_BLOCK);
                 // (No closures here: they would not inherit the target features of the caller.)
                 let lanes = [

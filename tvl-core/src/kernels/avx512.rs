@@ -4,7 +4,7 @@
 //! every other path. f32 matrices are memory-bound and stay on the AVX2+FMA kernels (one core
 //! already streams at the memory's speed with them), as do the attention scores.
 
-use super::avx2::{quantized_tiles, weighted_sum_fma, Avx2, DPBUSD_512, MADDUBS_512};
+use super::avx2::{quantized_tiles, Avx2, DPBUSD_512, MADDUBS_512};
 use super::quant::Quantized;
 use super::Isa;
 
@@ -21,24 +21,10 @@ fn avx512_available() -> bool {
 
 impl Isa for Avx512 {
     const NAME: &'static str = "avx512";
-
-    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED: bool>(out: &mut [f32], weights: &[f32], values: &[f32]) {
-        // SAFETY: AVX-512 implies the AVX2 and FMA that `available()` checked too.
-        unsafe { weighted_sum_fma::<HEAD_DIM, FUSED>(out, weights, values) }
-    }
+    type F32 = Avx2;
 
     fn available() -> bool {
         avx512_available()
-    }
-
-    unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
-        // SAFETY: AVX-512 implies the AVX2 and FMA that `available()` checked too.
-        unsafe { Avx2::matvec::<COLS>(out, w, x) }
-    }
-
-    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
-        // SAFETY: as above.
-        unsafe { Avx2::scores::<HEAD_DIM>(q, keys, seq_len, scores) }
     }
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
@@ -54,24 +40,10 @@ impl Isa for Avx512 {
 
 impl Isa for Avx512Vnni {
     const NAME: &'static str = "avx512-vnni";
-
-    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED: bool>(out: &mut [f32], weights: &[f32], values: &[f32]) {
-        // SAFETY: AVX-512 implies the AVX2 and FMA that `available()` checked too.
-        unsafe { weighted_sum_fma::<HEAD_DIM, FUSED>(out, weights, values) }
-    }
+    type F32 = Avx2;
 
     fn available() -> bool {
         avx512_available() && crate::cpu_has!("avx512vnni")
-    }
-
-    unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
-        // SAFETY: AVX-512 implies the AVX2 and FMA that `available()` checked too.
-        unsafe { Avx2::matvec::<COLS>(out, w, x) }
-    }
-
-    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
-        // SAFETY: as above.
-        unsafe { Avx2::scores::<HEAD_DIM>(q, keys, seq_len, scores) }
     }
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {

@@ -57,20 +57,17 @@ pub fn as_f32s(bytes: &[u8]) -> &[f32] {
     floats
 }
 
-/// An instruction set with its own matvec and dot-product kernels.
-pub trait Isa: Send + Sync + 'static {
-    /// The name `TVL_KERNELS` and `tvl bench` use.
-    const NAME: &'static str;
-
-    /// Whether this CPU can run the kernels (checked once, at load).
-    fn available() -> bool;
-
+/// The f32 kernels of an instruction set: several [`Isa`]s that differ only in their int8
+/// kernels share one (`type F32` of the AVX-512 and AVX-VNNI paths is `Avx2`, of NEON dotprod
+/// `Neon`), so each is written once.
+pub trait F32Kernels {
     /// `out = W · x` where W is `out.len()` rows (a multiple of [`TILE_ROWS`]) of COLS columns
     /// (a multiple of [`COL_BLOCK`]) stored as TVL panels: `w.len() >= out.len() * COLS`,
     /// `x.len() >= COLS`.
     ///
     /// # Safety
-    /// `Self::available()` must have returned true on this CPU.
+    /// The CPU must have the features of an [`Isa`] whose `F32` this is (its `available()`
+    /// returned true).
     unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]);
 
     /// Attention scores `scores[t] = q · k_t` for positions `t < scores.len()`, where `keys`
@@ -79,7 +76,7 @@ pub trait Isa: Send + Sync + 'static {
     /// in order, unfused, as the scalar reference does: all paths give the same bits.
     ///
     /// # Safety
-    /// `Self::available()` must have returned true on this CPU.
+    /// As for [`F32Kernels::matvec`].
     unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]);
 
     /// The attention's weighted sum of values, `out = Σ_t weights[t] · values[t]` (each value
@@ -90,7 +87,7 @@ pub trait Isa: Send + Sync + 'static {
     /// per element).
     ///
     /// # Safety
-    /// `Self::available()` must have returned true on this CPU.
+    /// As for [`F32Kernels::matvec`].
     #[inline]
     unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED_VALUE_SUM: bool>(
         out: &mut [f32],
@@ -99,19 +96,65 @@ pub trait Isa: Send + Sync + 'static {
     ) {
         weighted_sum_scalar::<HEAD_DIM, FUSED_VALUE_SUM>(out, weights, values)
     }
+}
+
+/// An instruction set: its f32 kernels ([`Isa::F32`]) and its int8/4-bit kernels.
+pub trait Isa: Send + Sync + 'static {
+    /// The name `TVL_KERNELS` and `tvl bench` use.
+    const NAME: &'static str;
+
+    /// Its f32 kernels, whose CPU features `available()` implies.
+    type F32: F32Kernels;
+
+    /// Whether this CPU can run the kernels (checked once, at load).
+    fn available() -> bool;
+
+    /// [`F32Kernels::matvec`] of [`Isa::F32`].
+    ///
+    /// # Safety
+    /// `Self::available()` must have returned true on this CPU (the same for every method).
+    #[inline]
+    unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
+        // SAFETY: `available()` implies the features of `Self::F32` (the contract of `F32`).
+        unsafe { Self::F32::matvec::<COLS>(out, w, x) }
+    }
+
+    /// [`F32Kernels::scores`] of [`Isa::F32`].
+    ///
+    /// # Safety
+    /// As for [`Isa::matvec`].
+    #[inline]
+    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
+        // SAFETY: as in `matvec`.
+        unsafe { Self::F32::scores::<HEAD_DIM>(q, keys, seq_len, scores) }
+    }
+
+    /// [`F32Kernels::weighted_sum`] of [`Isa::F32`].
+    ///
+    /// # Safety
+    /// As for [`Isa::matvec`].
+    #[inline]
+    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED_VALUE_SUM: bool>(
+        out: &mut [f32],
+        weights: &[f32],
+        values: &[f32],
+    ) {
+        // SAFETY: as in `matvec`.
+        unsafe { Self::F32::weighted_sum::<HEAD_DIM, FUSED_VALUE_SUM>(out, weights, values) }
+    }
 
     /// `out = W · x` over int8 panels in groups of GS (see [`quant`]); `w` holds
     /// `out.len() / TILE_ROWS` whole tiles, `x` at least COLS values. Must equal
     /// [`quant::matvec_q8_scalar`] bit for bit.
     ///
     /// # Safety
-    /// `Self::available()` must have returned true on this CPU.
+    /// As for [`Isa::matvec`].
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>);
 
     /// The same over 4-bit panels; must equal [`quant::matvec_q4_scalar`] bit for bit.
     ///
     /// # Safety
-    /// `Self::available()` must have returned true on this CPU.
+    /// As for [`Isa::matvec`].
     unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>);
 }
 
@@ -240,13 +283,7 @@ impl IsaChoice {
 /// Portable kernels in the reference's order of additions.
 pub struct Scalar;
 
-impl Isa for Scalar {
-    const NAME: &'static str = "scalar";
-
-    fn available() -> bool {
-        true
-    }
-
+impl F32Kernels for Scalar {
     /// Tile by tile; within a tile, block by block, each block being [`TILE_ROWS`] consecutive
     /// cache lines used whole. Each row keeps one accumulator and adds its columns in
     /// increasing order, like the reference `matmul`.
@@ -256,6 +293,15 @@ impl Isa for Scalar {
 
     unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
         scores_scalar::<HEAD_DIM>(q, keys, seq_len, scores, 0)
+    }
+}
+
+impl Isa for Scalar {
+    const NAME: &'static str = "scalar";
+    type F32 = Scalar;
+
+    fn available() -> bool {
+        true
     }
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {

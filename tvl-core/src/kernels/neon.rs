@@ -10,9 +10,9 @@
 //! it is stable `asm!`). The float part is [`add_block_from_lanes`], the reference order.
 
 use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
-use super::Isa;
+use super::{F32Kernels, Isa};
 use core::arch::aarch64::*;
-use tvl_layout::layout::{Encoding, COL_BLOCK, Q_COL_BLOCK, TILE_ROWS};
+use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
 
 /// NEON: f32 tiles of 4 rows × 16 columns in 16 accumulators; int8 through widening `smull`.
 pub struct Neon;
@@ -21,14 +21,12 @@ pub struct Neon;
 pub struct NeonDotprod;
 
 const _: () = assert!(TILE_ROWS == 4 && COL_BLOCK == 16, "the register tile below is written for 4 × 16 panels");
+// The 4-bit unpacking below takes a block's low nibbles as its first 32 columns.
+const _: () =
+    assert!(Q4_LOW_COLUMNS == 32 && Q_COL_BLOCK == 64, "the 4-bit unpacking is written for this nibble order");
 
-impl Isa for Neon {
-    const NAME: &'static str = "neon";
-
-    fn available() -> bool {
-        crate::cpu_has!("neon")
-    }
-
+/// The f32 kernels of both aarch64 paths.
+impl F32Kernels for Neon {
     unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
         // SAFETY: the caller guarantees NEON (`available()`).
         unsafe { matvec::<COLS>(out, w, x) }
@@ -37,6 +35,15 @@ impl Isa for Neon {
     unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
         // SAFETY: the caller guarantees NEON (`available()`).
         unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
+    }
+}
+
+impl Isa for Neon {
+    const NAME: &'static str = "neon";
+    type F32 = Neon;
+
+    fn available() -> bool {
+        crate::cpu_has!("neon")
     }
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
@@ -52,19 +59,10 @@ impl Isa for Neon {
 
 impl Isa for NeonDotprod {
     const NAME: &'static str = "neon-dotprod";
+    type F32 = Neon;
 
     fn available() -> bool {
         Neon::available() && crate::cpu_has!("dotprod")
-    }
-
-    unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
-        // SAFETY: the caller guarantees NEON (`available()`).
-        unsafe { matvec::<COLS>(out, w, x) }
-    }
-
-    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
-        // SAFETY: the caller guarantees NEON (`available()`).
-        unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
     }
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
@@ -89,14 +87,12 @@ unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
         // SAFETY: every pointer below is inside `w[..tiles * TILE_ROWS * COLS]` or `x[..COLS]`
         // (checked above); vld1q_f32 needs only element alignment, which f32 slices have.
         unsafe {
-            let panel = w.add(tile * TILE_ROWS * COLS);
             let mut acc = [vdupq_n_f32(0.0); 4 * TILE_ROWS];
             for block in 0..COLS / COL_BLOCK {
                 let xb = x.add(block * COL_BLOCK);
                 let xs = [vld1q_f32(xb), vld1q_f32(xb.add(4)), vld1q_f32(xb.add(8)), vld1q_f32(xb.add(12))];
-                let lines = panel.add(block * TILE_ROWS * COL_BLOCK);
                 for row in 0..TILE_ROWS {
-                    let line = lines.add(row * COL_BLOCK);
+                    let line = w.add(f32_line_at(COLS, tile, block, row));
                     for q in 0..4 {
                         acc[4 * row + q] = vfmaq_f32(acc[4 * row + q], vld1q_f32(line.add(4 * q)), xs[q]);
                     }
@@ -228,7 +224,7 @@ unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, co
             let group = block * groups_per_block;
             add_block_from_lanes::<GS>(
                 &lanes,
-                &bytes[TILE_ROWS * row_bytes..],
+                &bytes[encoding.scales_offset()..],
                 &xs[group..group + groups_per_block],
                 &mut val,
             );

@@ -10,7 +10,7 @@
 
 #[cfg(feature = "alloc")]
 use tvl_layout::layout::round_up;
-use tvl_layout::layout::{Encoding, Panels, Q_COL_BLOCK, TILE_ROWS};
+use tvl_layout::layout::{q4_nibble, scale_slot, Encoding, Panels, Q_COL_BLOCK, TILE_ROWS};
 use tvl_layout::quant::quantize_q8;
 
 /// Quantizes `x` to int8 in groups of `group_size` into `q` (padding groups past `x` become
@@ -127,14 +127,14 @@ fn matvec_quantized_scalar<const COLS: usize, const GS: usize, const Q4: bool>(
                     let mut ival = 0i32;
                     for k in g * GS..(g + 1) * GS {
                         let w = if Q4 {
-                            let byte = row[k % 32];
-                            (if k >= 32 { byte >> 4 } else { byte & 0x0f }) as i32 - 8
+                            let (byte, high) = q4_nibble(k);
+                            (if high { row[byte] >> 4 } else { row[byte] & 0x0f }) as i32 - 8
                         } else {
                             row[k] as i8 as i32
                         };
                         ival += w * xq[block * Q_COL_BLOCK + k] as i32;
                     }
-                    let w_scale = scale_at(bytes, TILE_ROWS * row_bytes + 4 * (g * TILE_ROWS + r));
+                    let w_scale = scale_at(bytes, encoding.scale_offset(g, r));
                     *val += (ival as f32 * w_scale) * xs[block * groups_per_block + g];
                 }
             }
@@ -157,7 +157,8 @@ pub fn add_block_from_lanes<const GS: usize>(
     for (g, &x_scale) in x_scales[..Q_COL_BLOCK / GS].iter().enumerate() {
         for (r, (val, lanes)) in val.iter_mut().zip(lanes).enumerate() {
             let ival: i32 = lanes[g * GS / 4..(g + 1) * GS / 4].iter().sum();
-            *val += (ival as f32 * scale_at(w_scales, 4 * (g * TILE_ROWS + r))) * x_scale;
+            // `w_scales` starts at the block's scales (`Encoding::scales_offset`).
+            *val += (ival as f32 * scale_at(w_scales, 4 * scale_slot(g, r))) * x_scale;
         }
     }
 }
