@@ -9,7 +9,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
 use tvl::kernels::{Input, Isa, IsaChoice, IsaVisitor, QuantizedVector};
-use tvl::{Encoding, Model, Panels};
+use tvl::{Encoding, MatVec, Model, Panels};
 
 type Kernel = unsafe fn(&mut [f32], &[u8], Input<'_>);
 
@@ -96,11 +96,11 @@ impl<M: Model> IsaVisitor for ShapeKernels<M> {
     type Output = (&'static str, Kernel);
     fn visit<K: Isa>(self) -> (&'static str, Kernel) {
         let kernel: Kernel = match self.shape {
-            0 => M::matvec_dim_x_dim::<K>,
-            1 => M::matvec_kv_x_dim::<K>,
-            2 => M::matvec_hidden_x_dim::<K>,
-            3 => M::matvec_dim_x_hidden::<K>,
-            _ => M::matvec_vocab_x_dim::<K>,
+            0 => M::Attn::matvec::<K>,
+            1 => M::Kv::matvec::<K>,
+            2 => M::Up::matvec::<K>,
+            3 => M::Down::matvec::<K>,
+            _ => M::Vocab::matvec::<K>,
         };
         (K::NAME, kernel)
     }

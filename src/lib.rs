@@ -44,8 +44,8 @@ pub use tvl_core::{check_image, ImageError, StaticArena};
 #[cfg(not(feature = "std"))]
 pub use tvl_core::{
     generate, kernels, layout_def, model, parallel, sampler, static_layers, tokenizer, Config, Decoder, Encoding,
-    ForwardError, Image, IsaChoice, LayerLayout, Layout, Model, Name, Panels, Sampler, Serial, Span, State,
-    StateLayout, Vocab, Weights,
+    ForwardError, Image, IsaChoice, Layer, LayerLayout, LayerOf, Layout, MatVec, Matrix, Model, Name, Panels, Sampler,
+    Serial, Span, State, StateLayout, Vocab, Weights, F32, Q4, Q8,
 };
 
 /// What `#[tvl_model]` adds to a model type besides its `Model` impl: with `std`, `open` and

@@ -1,4 +1,6 @@
-//! A bad config is a compile error at the attribute that names the TOML key.
+//! Compile errors that must stay errors: a bad config at the attribute, naming the TOML key;
+//! a tensor of another shape where the type says one shape; a matrix whose stored columns are
+//! not its columns padded.
 #[test]
 fn bad_configs_do_not_compile() {
     // Under emulation the test binary cannot drive a cross build; the macro runs on the host

@@ -8,7 +8,7 @@
 //! it, so they differ by at most 2·γ_n·Σ|wᵢxᵢ|. That bound is what we assert.
 
 use tvl::kernels::{Input, Isa, IsaChoice, IsaVisitor, QuantizedVector, Scalar};
-use tvl::{Encoding, Model, Panels};
+use tvl::{Encoding, MatVec, Model, Panels};
 
 struct Rng(u64);
 impl Rng {
@@ -103,11 +103,15 @@ fn check_attention<M: Model, K: Isa>() {
 fn check_model<M: Model, K: Isa>() {
     let layer = M::LAYOUT.layers[0];
     let isa = K::NAME;
-    check_matvec("dim x dim", isa, layer.wq, M::matvec_dim_x_dim::<Scalar>, M::matvec_dim_x_dim::<K>);
-    check_matvec("kv x dim", isa, layer.wk, M::matvec_kv_x_dim::<Scalar>, M::matvec_kv_x_dim::<K>);
-    check_matvec("hidden x dim", isa, layer.w1, M::matvec_hidden_x_dim::<Scalar>, M::matvec_hidden_x_dim::<K>);
-    check_matvec("dim x hidden", isa, layer.w2, M::matvec_dim_x_hidden::<Scalar>, M::matvec_dim_x_hidden::<K>);
-    check_matvec("vocab x dim", isa, M::LAYOUT.classifier, M::matvec_vocab_x_dim::<Scalar>, M::matvec_vocab_x_dim::<K>);
+    // Each typed matrix with its own kernel, scalar against K; the typed table must be the
+    // layout's.
+    let typed = M::LAYERS[0];
+    assert_eq!(typed.untyped(), layer);
+    check_matvec("dim x dim", isa, typed.wq.panels(), M::Attn::matvec::<Scalar>, M::Attn::matvec::<K>);
+    check_matvec("kv x dim", isa, typed.wk.panels(), M::Kv::matvec::<Scalar>, M::Kv::matvec::<K>);
+    check_matvec("hidden x dim", isa, typed.w1.panels(), M::Up::matvec::<Scalar>, M::Up::matvec::<K>);
+    check_matvec("dim x hidden", isa, typed.w2.panels(), M::Down::matvec::<Scalar>, M::Down::matvec::<K>);
+    check_matvec("vocab x dim", isa, M::CLASSIFIER.panels(), M::Vocab::matvec::<Scalar>, M::Vocab::matvec::<K>);
     check_attention::<M, K>();
 }
 

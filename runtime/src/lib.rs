@@ -54,7 +54,8 @@ pub use kernels::IsaChoice;
 pub use model::{compiled_for, open_bundled, read_header, Bundled, Forward, Model, Options, State, Transformer};
 pub use sampler::Sampler;
 pub use tokenizer::Tokenizer;
-pub use tvl_core::{parallel, Decoder, Image, Serial, Vocab};
+pub use tvl_core::tensor::{self, Layer, MatVec, Matrix, F32, Q4, Q8};
+pub use tvl_core::{parallel, Decoder, Image, LayerOf, Serial, Vocab};
 pub use tvl_layout::{
     self as layout_def, static_layers, Config, Encoding, Header, LayerLayout, Layout, Name, Panels, Span, StateLayout,
     Weights,

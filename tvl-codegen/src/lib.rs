@@ -68,31 +68,20 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path, k
     let toml_path = toml_path.to_string_lossy().into_owned();
     let config_tokens = config_tokens(config, krate);
     let layout_tokens = layout_tokens(&layout, krate);
+    // The type of each matrix: its shape, padded columns and encoding (one kernel
+    // instantiation per distinct type). A model without layers still names the layer types.
     let first = layout.layers.first().copied();
-    let kernel = |name: &str, panels: Option<Panels>| {
-        let name = format_ident!("{name}");
-        let panels = panels.unwrap_or(layout.classifier); // a model without layers uses none
-        let cols = Literal::usize_unsuffixed(panels.padded_cols());
-        let group_size = Literal::usize_unsuffixed(panels.encoding.group_size());
-        let call = match panels.encoding {
-            Encoding::F32 => quote! { K::matvec::<#cols>(out, #krate::kernels::as_f32s(w), x.values) },
-            Encoding::Q8 { .. } => quote! { K::matvec_q8::<#cols, #group_size>(out, w, x.quantized) },
-            Encoding::Q4 { .. } => quote! { K::matvec_q4::<#cols, #group_size>(out, w, x.quantized) },
-        };
-        quote! {
-            #[inline]
-            unsafe fn #name<K: #krate::kernels::Isa>(out: &mut [f32], w: &[u8], x: #krate::kernels::Input<'_>) {
-                unsafe { #call }
-            }
-        }
+    let matrix_type = |panels: Panels| {
+        let [rows, cols, stored] = [panels.rows, panels.cols, panels.padded_cols()].map(Literal::usize_unsuffixed);
+        let storage = storage_tokens(panels.encoding, krate);
+        quote! { #krate::Matrix<#rows, #cols, #stored, #storage> }
     };
-    let kernels = [
-        kernel("matvec_dim_x_dim", first.map(|l| l.wq)),
-        kernel("matvec_kv_x_dim", first.map(|l| l.wk)),
-        kernel("matvec_hidden_x_dim", first.map(|l| l.w1)),
-        kernel("matvec_dim_x_hidden", first.map(|l| l.w2)),
-        kernel("matvec_vocab_x_dim", Some(layout.classifier)),
-    ];
+    let layer_type = |pick: fn(&LayerLayout) -> Panels| matrix_type(first.as_ref().map_or(layout.classifier, pick));
+    let (attn_type, kv_type, up_type, down_type) =
+        (layer_type(|l| l.wq), layer_type(|l| l.wk), layer_type(|l| l.w1), layer_type(|l| l.w2));
+    let vocab_type = matrix_type(layout.classifier);
+    let typed_layers = layout.layers.iter().map(|l| typed_layer_tokens(l, krate));
+    let classifier_offset = Literal::usize_unsuffixed(layout.classifier.offset);
     let head_dim = Literal::usize_unsuffixed(config.head_dim());
     let n_heads = Literal::usize_unsuffixed(config.n_heads);
     let n_kv_heads = Literal::usize_unsuffixed(config.n_kv_heads);
@@ -126,7 +115,13 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path, k
             const CONFIG: #krate::Config = #config_tokens;
             const LAYOUT: #krate::Layout = #layout_tokens;
 
-            #(#kernels)*
+            type Attn = #attn_type;
+            type Kv = #kv_type;
+            type Up = #up_type;
+            type Down = #down_type;
+            type Vocab = #vocab_type;
+            const LAYERS: &'static [#krate::LayerOf<Self>] = &[#(#typed_layers),*];
+            const CLASSIFIER: Self::Vocab = #krate::Matrix::at(#classifier_offset);
 
             #[inline]
             unsafe fn attention<K: #krate::kernels::Isa>(
@@ -210,6 +205,27 @@ fn panels_tokens(p: Panels, krate: &TokenStream) -> TokenStream {
     let [offset, rows, cols] = [p.offset, p.rows, p.cols].map(Literal::usize_unsuffixed);
     let encoding = encoding_tokens(p.encoding, krate);
     quote! { #krate::Panels { offset: #offset, rows: #rows, cols: #cols, encoding: #encoding } }
+}
+
+fn storage_tokens(e: Encoding, krate: &TokenStream) -> TokenStream {
+    let g = Literal::usize_unsuffixed(e.group_size());
+    match e {
+        Encoding::F32 => quote! { #krate::F32 },
+        Encoding::Q8 { .. } => quote! { #krate::Q8<#g> },
+        Encoding::Q4 { .. } => quote! { #krate::Q4<#g> },
+    }
+}
+
+/// One layer of the typed table: each matrix by its offset (its type says the rest).
+fn typed_layer_tokens(l: &LayerLayout, krate: &TokenStream) -> TokenStream {
+    let (attn_norm, ffn_norm) = (span_tokens(l.attn_norm, krate), span_tokens(l.ffn_norm, krate));
+    let [wq, wk, wv, wo, w1, w3, w2] = [l.wq, l.wk, l.wv, l.wo, l.w1, l.w3, l.w2].map(|p| {
+        let offset = Literal::usize_unsuffixed(p.offset);
+        quote! { #krate::Matrix::at(#offset) }
+    });
+    quote! {
+        #krate::Layer { attn_norm: #attn_norm, wq: #wq, wk: #wk, wv: #wv, wo: #wo, ffn_norm: #ffn_norm, w1: #w1, w3: #w3, w2: #w2 }
+    }
 }
 
 fn layer_tokens(l: &LayerLayout, krate: &TokenStream) -> TokenStream {
@@ -310,9 +326,12 @@ mod tests {
             pub struct Tiny;
         );
         let code = model_tokens(&item, &config, Path::new("/x/tiny.toml"), &quote!(::tvl)).to_string();
-        // w2 is 64 × 172, padded to whole cache-line blocks: 64 × 176.
-        assert!(code.contains("matvec :: < 176 >"), "{code}");
-        assert!(code.contains("matvec :: < 64 >"), "{code}");
+        // Each matrix's type has its shape, stored columns and encoding: w2 is 64 × 172, padded
+        // to whole cache-line blocks, 176.
+        assert!(code.contains("type Down = :: tvl :: Matrix < 64 , 172 , 176 , :: tvl :: F32 >"), "{code}");
+        assert!(code.contains("type Attn = :: tvl :: Matrix < 64 , 64 , 64 , :: tvl :: F32 >"), "{code}");
+        assert!(code.contains("type Kv = :: tvl :: Matrix < 32 , 64 , 64 , :: tvl :: F32 >"), "{code}");
+        assert!(code.contains("type Vocab = :: tvl :: Matrix < 512 , 64 , 64 , :: tvl :: F32 >"), "{code}");
         assert!(code.contains("attention :: < K , 8 , 8 , 4 , false >"), "{code}");
         assert!(code.contains("include_str ! (\"/x/tiny.toml\")"), "{code}");
         let layout = Layout::new(&config);

@@ -62,12 +62,14 @@ pub mod kernels;
 pub mod model;
 pub mod parallel;
 pub mod sampler;
+pub mod tensor;
 pub mod tokenizer;
 
 pub use kernels::{IsaChoice, IsaVisitor};
-pub use model::{Decoder, ForwardError, Image, Model, State};
+pub use model::{Decoder, ForwardError, Image, LayerOf, Model, State};
 pub use parallel::{Parallel, Serial, StaticArena};
 pub use sampler::Sampler;
+pub use tensor::{Layer, MatVec, Matrix, F32, Q4, Q8};
 pub use tokenizer::Vocab;
 pub use tvl_layout::{
     self as layout_def, check_image, static_layers, Config, Encoding, ImageError, KvCache, LayerLayout, Layout, Name,

@@ -3,6 +3,7 @@
 
 use crate::kernels::{self, Input, Isa, IsaChoice, IsaVisitor, Quantized};
 use crate::parallel::{split, Disjoint, Parallel, Serial};
+use crate::tensor::{Layer, MatVec, Product};
 use core::marker::PhantomData;
 use core::ops::Range;
 use tvl_layout::layout::{ALIGN, TILE_ROWS};
@@ -23,29 +24,28 @@ pub trait Model: Sized + Send + Sync + 'static {
     /// Where every tensor is in a TVL file of this model.
     const LAYOUT: Layout;
 
-    /// `out = W · x` for a range of row tiles of W (`w`: the bytes of those tiles), one kernel
-    /// per distinct matrix shape and encoding (the column count, which the inner loops run
-    /// over, and the group size are compile-time constants).
-    ///
-    /// # Safety
-    /// `K::available()` must have returned true on this CPU (the same for every method).
-    unsafe fn matvec_dim_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
-    /// # Safety
-    /// As for [`Model::matvec_dim_x_dim`].
-    unsafe fn matvec_kv_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
-    /// # Safety
-    /// As for [`Model::matvec_dim_x_dim`].
-    unsafe fn matvec_hidden_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
-    /// # Safety
-    /// As for [`Model::matvec_dim_x_dim`].
-    unsafe fn matvec_dim_x_hidden<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
-    /// # Safety
-    /// As for [`Model::matvec_dim_x_dim`].
-    unsafe fn matvec_vocab_x_dim<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>);
+    /// wq's and wo's type: a [`Matrix`](crate::tensor::Matrix) of dim × dim in the model's
+    /// layer encoding. The types carry shape and encoding, so that each matrix is multiplied
+    /// by the kernel of its own shape (one instantiation per distinct type).
+    type Attn: MatVec;
+    /// wk's and wv's type: kv_dim × dim.
+    type Kv: MatVec;
+    /// w1's and w3's type: hidden_dim × dim.
+    type Up: MatVec;
+    /// w2's type: dim × hidden_dim.
+    type Down: MatVec;
+    /// The classifier's type: vocab_size × dim (in the embedding's encoding).
+    type Vocab: MatVec;
+    /// Every layer's tensors, typed (the same offsets as [`Model::LAYOUT`], which
+    /// [`Image::new`] checks).
+    const LAYERS: &'static [LayerOf<Self>];
+    /// The classifier (the token embedding's panels when shared).
+    const CLASSIFIER: Self::Vocab;
+
     /// Attention of the query heads `heads` over one layer's key/value cache.
     ///
     /// # Safety
-    /// As for [`Model::matvec_dim_x_dim`].
+    /// `K::available()` must have returned true on this CPU.
     #[allow(clippy::too_many_arguments)]
     unsafe fn attention<K: Isa>(
         heads: Range<usize>,
@@ -57,6 +57,10 @@ pub trait Model: Sized + Send + Sync + 'static {
         positions: usize,
     );
 }
+
+/// A layer of model `M`, typed: its matrices have `M`'s [`Model::Attn`], [`Model::Kv`],
+/// [`Model::Up`] and [`Model::Down`] types.
+pub type LayerOf<M> = Layer<<M as Model>::Attn, <M as Model>::Kv, <M as Model>::Up, <M as Model>::Down>;
 
 /// The bytes of a whole TVL file checked against a compiled model `M`: a mapped file (the std
 /// runtime) or an image linked into the binary (bare metal).
@@ -79,7 +83,7 @@ impl<'w, M: Model> Image<'w, M> {
     /// start on a 64-byte boundary (so every tensor is aligned for the kernels).
     pub fn new(bytes: &'w [u8]) -> Result<Self, ImageError> {
         check_image(bytes, &M::CONFIG, &M::LAYOUT)?;
-        if !M::LAYOUT.is_layout_of(&M::CONFIG) {
+        if !M::LAYOUT.is_layout_of(&M::CONFIG) || !typed_tables_match::<M>() {
             return Err(ImageError::Layout);
         }
         if !(bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
@@ -117,7 +121,9 @@ impl<'w, M: Model> Image<'w, M> {
     pub unsafe fn new_unchecked(bytes: &'w [u8]) -> Self {
         Image { bytes, _model: PhantomData }
     }
+}
 
+impl<'w, M> Image<'w, M> {
     /// The whole file.
     pub fn bytes(&self) -> &'w [u8] {
         self.bytes
@@ -133,6 +139,14 @@ impl<'w, M: Model> Image<'w, M> {
     pub fn panels(&self, panels: Panels) -> &'w [u8] {
         &self.bytes[panels.offset..panels.offset + panels.bytes()]
     }
+}
+
+/// The typed tables (`LAYERS`, `CLASSIFIER`) put every matrix where the untyped `LAYOUT` does.
+fn typed_tables_match<M: Model>() -> bool {
+    let layout = &M::LAYOUT;
+    M::LAYERS.len() == layout.layers.len()
+        && M::LAYERS.iter().zip(layout.layers.iter()).all(|(typed, untyped)| typed.untyped() == *untyped)
+        && M::CLASSIFIER.panels() == layout.classifier
 }
 
 /// Why a forward pass was refused.
@@ -389,9 +403,6 @@ impl QuantizedBuffer<'_> {
     }
 }
 
-/// A matvec kernel of one shape, for a range of row tiles.
-type Kernel = unsafe fn(&mut [f32], &[u8], Input<'_>);
-
 /// The input of the next matrix products: `values`, quantized into `xq` if the model is.
 fn input<'a>(values: &'a [f32], len: usize, xq: &'a mut QuantizedBuffer<'_>, quantized: bool) -> Input<'a> {
     if quantized {
@@ -409,11 +420,7 @@ fn input<'a>(values: &'a [f32], len: usize, xq: &'a mut QuantizedBuffer<'_>, qua
 ///
 /// # Safety
 /// The kernels' instruction set must be available on this CPU.
-unsafe fn matvecs<const N: usize, P: Parallel + ?Sized>(
-    pool: &mut P,
-    products: [(Kernel, &mut [f32], &[u8]); N],
-    x: Input<'_>,
-) {
+unsafe fn matvecs<const N: usize, P: Parallel + ?Sized>(pool: &mut P, products: [Product<'_>; N], x: Input<'_>) {
     let threads = pool.threads();
     let tiles = products.each_ref().map(|(_, out, _)| out.len() / TILE_ROWS);
     let total_tiles: usize = tiles.iter().sum();
@@ -473,13 +480,12 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
     let s = state.parts();
     let (cache, seq_len) = (s.cache, s.cache.seq_len);
     let rope = &s.rope[pos * head_dim..][..head_dim];
-    let rows = |p: Panels| ..p.padded_rows();
     let quantized = c.weights.group_size().is_some();
     let mut xq = s.xq;
 
     layout.token_embedding.read_row(w.panels(layout.token_embedding), token as usize, &mut s.x[..dim]);
 
-    for (l, lw) in layout.layers.iter().enumerate() {
+    for (l, lw) in M::LAYERS.iter().enumerate() {
         // Attention: q, k, v of this position; k and v go into the cache.
         kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.attn_norm), c.norm_eps);
         let x = input(s.xb, dim, &mut xq, quantized);
@@ -487,14 +493,10 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
         unsafe {
             matvecs(
                 pool,
-                [
-                    (M::matvec_dim_x_dim::<K>, &mut s.q[rows(lw.wq)], w.panels(lw.wq)),
-                    (M::matvec_kv_x_dim::<K>, &mut s.k[rows(lw.wk)], w.panels(lw.wk)),
-                    (M::matvec_kv_x_dim::<K>, &mut s.v[rows(lw.wv)], w.panels(lw.wv)),
-                ],
+                [lw.wq.product::<K, M>(s.q, w), lw.wk.product::<K, M>(s.k, w), lw.wv.product::<K, M>(s.v, w)],
                 x,
-            );
-        }
+            )
+        };
         kernels::rope(&mut s.q[..dim], &mut s.k[..kv_dim], rope);
 
         let layer_cache = l * cache.layer_len()..(l + 1) * cache.layer_len();
@@ -527,40 +529,25 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
         });
         let x = input(s.xb, dim, &mut xq, quantized);
         // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe { matvecs(pool, [(M::matvec_dim_x_dim::<K>, &mut s.xb2[rows(lw.wo)], w.panels(lw.wo))], x) };
+        unsafe { matvecs(pool, [lw.wo.product::<K, M>(s.xb2, w)], x) };
         kernels::add(&mut s.x[..dim], &s.xb2[..dim]);
 
         // Feed-forward: w2 · (silu(w1 · x) * (w3 · x)).
         kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
         let x = input(s.xb, dim, &mut xq, quantized);
         // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe {
-            matvecs(
-                pool,
-                [
-                    (M::matvec_hidden_x_dim::<K>, &mut s.hb[rows(lw.w1)], w.panels(lw.w1)),
-                    (M::matvec_hidden_x_dim::<K>, &mut s.hb2[rows(lw.w3)], w.panels(lw.w3)),
-                ],
-                x,
-            );
-        }
+        unsafe { matvecs(pool, [lw.w1.product::<K, M>(s.hb, w), lw.w3.product::<K, M>(s.hb2, w)], x) };
         kernels::swiglu(&mut s.hb[..hidden], &s.hb2[..hidden]);
         let x = input(s.hb, hidden, &mut xq, quantized);
         // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe { matvecs(pool, [(M::matvec_dim_x_hidden::<K>, &mut s.xb[rows(lw.w2)], w.panels(lw.w2))], x) };
+        unsafe { matvecs(pool, [lw.w2.product::<K, M>(s.xb, w)], x) };
         kernels::add(&mut s.x[..dim], &s.xb[..dim]);
     }
 
     kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(layout.final_norm), c.norm_eps);
     let x = input(s.xb, dim, &mut xq, quantized);
     // SAFETY: the caller guarantees that K is available on this CPU.
-    unsafe {
-        matvecs(
-            pool,
-            [(M::matvec_vocab_x_dim::<K>, &mut s.logits[rows(layout.classifier)], w.panels(layout.classifier))],
-            x,
-        )
-    };
+    unsafe { matvecs(pool, [M::CLASSIFIER.product::<K, M>(s.logits, w)], x) };
     Ok(())
 }
 

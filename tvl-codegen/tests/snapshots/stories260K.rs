@@ -303,46 +303,99 @@ impl ::tvl::Model for Stories260K {
         file_size: 1045504,
         fingerprint: 11826499469691054952u64,
     };
-    #[inline]
-    unsafe fn matvec_dim_x_dim<K: ::tvl::kernels::Isa>(
-        out: &mut [f32],
-        w: &[u8],
-        x: ::tvl::kernels::Input<'_>,
-    ) {
-        unsafe { K::matvec::<64>(out, ::tvl::kernels::as_f32s(w), x.values) }
-    }
-    #[inline]
-    unsafe fn matvec_kv_x_dim<K: ::tvl::kernels::Isa>(
-        out: &mut [f32],
-        w: &[u8],
-        x: ::tvl::kernels::Input<'_>,
-    ) {
-        unsafe { K::matvec::<64>(out, ::tvl::kernels::as_f32s(w), x.values) }
-    }
-    #[inline]
-    unsafe fn matvec_hidden_x_dim<K: ::tvl::kernels::Isa>(
-        out: &mut [f32],
-        w: &[u8],
-        x: ::tvl::kernels::Input<'_>,
-    ) {
-        unsafe { K::matvec::<64>(out, ::tvl::kernels::as_f32s(w), x.values) }
-    }
-    #[inline]
-    unsafe fn matvec_dim_x_hidden<K: ::tvl::kernels::Isa>(
-        out: &mut [f32],
-        w: &[u8],
-        x: ::tvl::kernels::Input<'_>,
-    ) {
-        unsafe { K::matvec::<176>(out, ::tvl::kernels::as_f32s(w), x.values) }
-    }
-    #[inline]
-    unsafe fn matvec_vocab_x_dim<K: ::tvl::kernels::Isa>(
-        out: &mut [f32],
-        w: &[u8],
-        x: ::tvl::kernels::Input<'_>,
-    ) {
-        unsafe { K::matvec::<64>(out, ::tvl::kernels::as_f32s(w), x.values) }
-    }
+    type Attn = ::tvl::Matrix<64, 64, 64, ::tvl::F32>;
+    type Kv = ::tvl::Matrix<32, 64, 64, ::tvl::F32>;
+    type Up = ::tvl::Matrix<172, 64, 64, ::tvl::F32>;
+    type Down = ::tvl::Matrix<64, 172, 176, ::tvl::F32>;
+    type Vocab = ::tvl::Matrix<512, 64, 64, ::tvl::F32>;
+    const LAYERS: &'static [::tvl::LayerOf<Self>] = &[
+        ::tvl::Layer {
+            attn_norm: ::tvl::Span {
+                offset: 131328,
+                len: 64,
+            },
+            wq: ::tvl::Matrix::at(131584),
+            wk: ::tvl::Matrix::at(147968),
+            wv: ::tvl::Matrix::at(156160),
+            wo: ::tvl::Matrix::at(164352),
+            ffn_norm: ::tvl::Span {
+                offset: 180736,
+                len: 64,
+            },
+            w1: ::tvl::Matrix::at(180992),
+            w3: ::tvl::Matrix::at(225024),
+            w2: ::tvl::Matrix::at(269056),
+        },
+        ::tvl::Layer {
+            attn_norm: ::tvl::Span {
+                offset: 314112,
+                len: 64,
+            },
+            wq: ::tvl::Matrix::at(314368),
+            wk: ::tvl::Matrix::at(330752),
+            wv: ::tvl::Matrix::at(338944),
+            wo: ::tvl::Matrix::at(347136),
+            ffn_norm: ::tvl::Span {
+                offset: 363520,
+                len: 64,
+            },
+            w1: ::tvl::Matrix::at(363776),
+            w3: ::tvl::Matrix::at(407808),
+            w2: ::tvl::Matrix::at(451840),
+        },
+        ::tvl::Layer {
+            attn_norm: ::tvl::Span {
+                offset: 496896,
+                len: 64,
+            },
+            wq: ::tvl::Matrix::at(497152),
+            wk: ::tvl::Matrix::at(513536),
+            wv: ::tvl::Matrix::at(521728),
+            wo: ::tvl::Matrix::at(529920),
+            ffn_norm: ::tvl::Span {
+                offset: 546304,
+                len: 64,
+            },
+            w1: ::tvl::Matrix::at(546560),
+            w3: ::tvl::Matrix::at(590592),
+            w2: ::tvl::Matrix::at(634624),
+        },
+        ::tvl::Layer {
+            attn_norm: ::tvl::Span {
+                offset: 679680,
+                len: 64,
+            },
+            wq: ::tvl::Matrix::at(679936),
+            wk: ::tvl::Matrix::at(696320),
+            wv: ::tvl::Matrix::at(704512),
+            wo: ::tvl::Matrix::at(712704),
+            ffn_norm: ::tvl::Span {
+                offset: 729088,
+                len: 64,
+            },
+            w1: ::tvl::Matrix::at(729344),
+            w3: ::tvl::Matrix::at(773376),
+            w2: ::tvl::Matrix::at(817408),
+        },
+        ::tvl::Layer {
+            attn_norm: ::tvl::Span {
+                offset: 862464,
+                len: 64,
+            },
+            wq: ::tvl::Matrix::at(862720),
+            wk: ::tvl::Matrix::at(879104),
+            wv: ::tvl::Matrix::at(887296),
+            wo: ::tvl::Matrix::at(895488),
+            ffn_norm: ::tvl::Span {
+                offset: 911872,
+                len: 64,
+            },
+            w1: ::tvl::Matrix::at(912128),
+            w3: ::tvl::Matrix::at(956160),
+            w2: ::tvl::Matrix::at(1000192),
+        },
+    ];
+    const CLASSIFIER: Self::Vocab = ::tvl::Matrix::at(256);
     #[inline]
     unsafe fn attention<K: ::tvl::kernels::Isa>(
         heads: ::core::ops::Range<usize>,
