@@ -119,7 +119,7 @@ pub fn parse_checkpoint_header(bytes: &[u8], name: &str) -> Result<(Config, Chec
         } else {
             v as i64
         };
-        let max = tvl_layout::config::LIMITS.iter().find(|(k, _)| k == name).map_or(i64::MAX, |(_, max)| *max as i64);
+        let max = tvl_layout::config::limit(name).min(i64::MAX as usize) as i64;
         if v <= 0 || v > max {
             return Err(format!(
                 "header field {name} is {v}, outside 1..={max}: not a llama2.c checkpoint, or a damaged one"

@@ -9,8 +9,9 @@
 //! generates the models bundled into the `tvl` binary exactly as the macro would.
 
 use proc_macro2::{Literal, Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, ToTokens};
 use std::path::{Path, PathBuf};
+use tvl_layout::config::FieldValue;
 use tvl_layout::{Config, Encoding, LayerLayout, Layout, Panels, Weights};
 
 /// The whole `#[tvl_model("...")]` expansion. Errors become `compile_error!`s spanned on the
@@ -145,25 +146,21 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path, k
 
 fn config_tokens(c: &Config, krate: &TokenStream) -> TokenStream {
     let name = c.name.as_str();
-    let [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len] =
-        [c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len]
-            .map(Literal::usize_unsuffixed);
-    let (norm_eps, rope_theta) = (Literal::f32_suffixed(c.norm_eps), Literal::f32_suffixed(c.rope_theta));
-    let shared = c.shared_classifier;
     let weights = weights_tokens(c.weights, krate);
+    // Every other field from the config's one field list.
+    let fields = tvl_layout::config::FIELDS.iter().map(|field| {
+        let key = format_ident!("{}", field.key);
+        let value = match (field.get)(c) {
+            FieldValue::Int(v) => Literal::usize_unsuffixed(v).into_token_stream(),
+            FieldValue::Float(v) => Literal::f32_suffixed(v).into_token_stream(),
+            FieldValue::Bool(v) => quote!(#v),
+        };
+        quote! { #key: #value }
+    });
     quote! {
         #krate::Config {
             name: #krate::Name::new(#name),
-            dim: #dim,
-            hidden_dim: #hidden_dim,
-            n_layers: #n_layers,
-            n_heads: #n_heads,
-            n_kv_heads: #n_kv_heads,
-            vocab_size: #vocab_size,
-            seq_len: #seq_len,
-            norm_eps: #norm_eps,
-            rope_theta: #rope_theta,
-            shared_classifier: #shared,
+            #(#fields,)*
             weights: #weights,
         }
     }

@@ -233,37 +233,78 @@ impl Weights {
     }
 }
 
-/// Every key of a config TOML, in the order `tvl config` prints them. All are required except
-/// `weights` (default `"f32"`) and `group_size` (required by quantized weights only).
-pub const KEYS: [&str; 13] = [
-    "name",
-    "dim",
-    "hidden_dim",
-    "n_layers",
-    "n_heads",
-    "n_kv_heads",
-    "vocab_size",
-    "seq_len",
-    "norm_eps",
-    "rope_theta",
-    "shared_classifier",
-    "weights",
-    "group_size",
+/// The value of one of a config's [`FIELDS`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FieldValue {
+    /// A shape number.
+    Int(usize),
+    /// A constant.
+    Float(f32),
+    /// A flag.
+    Bool(bool),
+}
+
+impl fmt::Display for FieldValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldValue::Int(v) => write!(f, "{v}"),
+            // f32's shortest round-trip form ("1e-5").
+            FieldValue::Float(v) => write!(f, "{v:?}"),
+            FieldValue::Bool(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// One field of a [`Config`] besides its name and weights: its TOML key (also the struct
+/// field's name), where the TVL header stores it (a u32, f32 bits, or a byte for a flag), the
+/// largest value a shape number may take, and how to read and write it.
+#[derive(Clone, Copy)]
+pub struct Field {
+    /// The TOML key and the `Config` field.
+    pub key: &'static str,
+    /// Byte offset in the TVL header (`docs/FORMAT.md`).
+    pub header_at: usize,
+    /// The largest value of a shape number (every size tvl computes from a config stays far
+    /// from overflow and allocations stay bounded); `usize::MAX` for the others.
+    pub max: usize,
+    /// Reads it.
+    pub get: fn(&Config) -> FieldValue,
+    /// Writes it (a value of another kind is ignored: the tables below never mix them).
+    pub set: fn(&mut Config, FieldValue),
+}
+
+macro_rules! fields {
+    ($($key:ident: $kind:ident at $at:literal max $max:expr),* $(,)?) => {
+        [$(Field {
+            key: stringify!($key),
+            header_at: $at,
+            max: $max,
+            get: |c| FieldValue::$kind(c.$key),
+            set: |c, v| if let FieldValue::$kind(v) = v { c.$key = v },
+        }),*]
+    };
+}
+
+/// Every field of a config but `name` and `weights`/`group_size`, in the order `tvl config`
+/// prints them: the one list that the TVL header's encoder and decoder, the macro's code
+/// generator and [`Config::first_difference`] iterate.
+pub const FIELDS: [Field; 10] = fields![
+    dim: Int at 48 max 1 << 16,
+    hidden_dim: Int at 52 max 1 << 18,
+    n_layers: Int at 56 max 1 << 10,
+    n_heads: Int at 60 max 1 << 10,
+    n_kv_heads: Int at 64 max 1 << 10,
+    vocab_size: Int at 68 max 1 << 22,
+    seq_len: Int at 72 max 1 << 20,
+    norm_eps: Float at 76 max usize::MAX,
+    rope_theta: Float at 80 max usize::MAX,
+    shared_classifier: Bool at 84 max usize::MAX,
 ];
 
-/// The largest value each shape key may take. Every size tvl computes from a config (or from a
-/// file's header, which is a config) stays far below 2^64 within these bounds, so a damaged or
-/// hostile header is refused before anything is allocated for it. They are generous: Llama 3
-/// 405B has dim 16384, hidden_dim 53248, 126 layers, 128 heads, vocab 128256, context 131072.
-pub const LIMITS: [(&str, usize); 7] = [
-    ("dim", 1 << 16),
-    ("hidden_dim", 1 << 18),
-    ("n_layers", 1 << 10),
-    ("n_heads", 1 << 10),
-    ("n_kv_heads", 1 << 10),
-    ("vocab_size", 1 << 22),
-    ("seq_len", 1 << 20),
-];
+/// The largest value of the shape field `key` (see [`Field::max`]).
+pub fn limit(key: &str) -> usize {
+    FIELDS.iter().find(|f| f.key == key).map_or(usize::MAX, |f| f.max)
+}
 
 /// The largest weight matrix, in elements (each must be addressable with a 32-bit count).
 pub const MAX_MATRIX_ELEMENTS: usize = i32::MAX as usize;
@@ -276,11 +317,16 @@ pub struct ConfigError {
     pub key: Option<&'static str>,
     /// What is wrong with it.
     pub message: String,
+    /// Where in the TOML (line, column; from 1), when it came from one.
+    pub at: Option<(usize, usize)>,
 }
 
 #[cfg(feature = "alloc")]
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((line, column)) = self.at {
+            write!(f, "line {line}, column {column}: ")?;
+        }
         match self.key {
             Some(key) => write!(f, "key `{key}`: {}", self.message),
             None => f.write_str(&self.message),
@@ -293,78 +339,32 @@ impl std::error::Error for ConfigError {}
 
 #[cfg(feature = "alloc")]
 fn err(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError { key: Some(key), message: message.into() }
+    ConfigError { key: Some(key), message: message.into(), at: None }
 }
 
 impl Config {
-    /// Parses and validates a config TOML.
+    /// Parses and validates a config TOML (serde and toml: unknown keys, missing keys and values
+    /// of the wrong type are refused), then [`Config::validate`]s it. Errors name the key and
+    /// the line and column where the TOML says it.
     #[cfg(feature = "std")]
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
-            key: None,
-            message: format!("invalid TOML: {}", e.message()),
-        })?;
-        if let Some(unknown) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(ConfigError {
-                key: None,
-                message: format!("unknown key `{unknown}` (the keys are: {})", KEYS.join(", ")),
+        let form: toml_form::ConfigToml = toml::from_str(text).map_err(|e| {
+            // A missing key has no place (toml spans the whole document for it).
+            let missing = e.message().starts_with("missing field");
+            let at = e.span().filter(|_| !missing).map(|span| line_column(text, span.start));
+            // The key whose value is wrong, or that is missing ("missing field `dim`").
+            let key = at.and_then(|(line, _)| key_on_line(text, line)).or_else(|| {
+                let named = e.message().strip_prefix("missing field `")?.split('`').next()?;
+                known_key(named)
             });
-        }
-        let get = |key: &'static str| table.get(key).ok_or_else(|| err(key, "missing"));
-        let int = |key: &'static str| -> Result<usize, ConfigError> {
-            match get(key)? {
-                toml::Value::Integer(v) if *v > 0 && *v <= u32::MAX as i64 => Ok(*v as usize),
-                toml::Value::Integer(v) => Err(err(key, format!("must be a positive 32-bit integer, found {v}"))),
-                other => Err(err(key, format!("must be an integer, found {}", other.type_str()))),
-            }
+            ConfigError { key, message: e.message().to_string(), at }
+        })?;
+        let at_key = |mut e: ConfigError| {
+            e.at = e.key.and_then(|key| key_line(text, key)).map(|line| (line, 1));
+            e
         };
-        let float = |key: &'static str| -> Result<f32, ConfigError> {
-            let v = match get(key)? {
-                toml::Value::Float(v) => *v,
-                toml::Value::Integer(v) => *v as f64,
-                other => return Err(err(key, format!("must be a number, found {}", other.type_str()))),
-            };
-            if v.is_finite() && v > 0.0 && (v as f32) > 0.0 {
-                Ok(v as f32)
-            } else {
-                Err(err(key, format!("must be a positive finite number, found {v}")))
-            }
-        };
-        let name = match get("name")? {
-            toml::Value::String(s) if is_identifier_like(s) => s.clone(),
-            toml::Value::String(s) => {
-                return Err(err("name", format!("`{s}` must be 1 to 32 ASCII letters, digits, `_`, `-` or `.`")))
-            }
-            other => return Err(err("name", format!("must be a string, found {}", other.type_str()))),
-        };
-        let shared_classifier = match get("shared_classifier")? {
-            toml::Value::Boolean(b) => *b,
-            other => {
-                return Err(err("shared_classifier", format!("must be true or false, found {}", other.type_str())))
-            }
-        };
-        let weights = match table.get("weights") {
-            None => "f32",
-            Some(toml::Value::String(s)) => s.as_str(),
-            Some(other) => return Err(err("weights", format!("must be a string, found {}", other.type_str()))),
-        };
-        let group_size = table.get("group_size").map(|_| int("group_size")).transpose()?;
-        let weights = Weights::from_name(weights, group_size)?;
-        let config = Config {
-            name: Name::new(&name), // `is_identifier_like` bounds its length
-            dim: int("dim")?,
-            hidden_dim: int("hidden_dim")?,
-            n_layers: int("n_layers")?,
-            n_heads: int("n_heads")?,
-            n_kv_heads: int("n_kv_heads")?,
-            vocab_size: int("vocab_size")?,
-            seq_len: int("seq_len")?,
-            norm_eps: float("norm_eps")?,
-            rope_theta: float("rope_theta")?,
-            shared_classifier,
-            weights,
-        };
-        config.validate()?;
+        let config = form.into_config().map_err(at_key)?;
+        config.validate().map_err(at_key)?;
         Ok(config)
     }
 
@@ -383,7 +383,7 @@ impl Config {
             ("vocab_size", self.vocab_size),
             ("seq_len", self.seq_len),
         ] {
-            let max = LIMITS.iter().find(|(k, _)| *k == key).map_or(u32::MAX as usize, |(_, max)| *max);
+            let max = limit(key);
             if v == 0 || v > max {
                 return Err(err(key, format!("must be between 1 and {max}, found {v}")));
             }
@@ -427,6 +427,43 @@ impl Config {
         self.weights.validate()
     }
 
+    /// A config with `name` and `weights` and every [`FIELDS`] entry zero (what a reader fills).
+    pub const fn zeroed(name: Name, weights: Weights) -> Config {
+        Config {
+            name,
+            dim: 0,
+            hidden_dim: 0,
+            n_layers: 0,
+            n_heads: 0,
+            n_kv_heads: 0,
+            vocab_size: 0,
+            seq_len: 0,
+            norm_eps: 0.0,
+            rope_theta: 0.0,
+            shared_classifier: false,
+            weights,
+        }
+    }
+
+    /// The TVL header's bytes of every [`FIELDS`] entry as (offset, value, width in bytes): the
+    /// same encoding as the header writer, as a `const fn` for compile-time checks (it must
+    /// name the fields: a `const fn` cannot call the accessors of [`Field`]; a test checks it
+    /// against them).
+    pub const fn header_fields(&self) -> [(usize, u32, usize); 10] {
+        [
+            (48, self.dim as u32, 4),
+            (52, self.hidden_dim as u32, 4),
+            (56, self.n_layers as u32, 4),
+            (60, self.n_heads as u32, 4),
+            (64, self.n_kv_heads as u32, 4),
+            (68, self.vocab_size as u32, 4),
+            (72, self.seq_len as u32, 4),
+            (76, self.norm_eps.to_bits(), 4),
+            (80, self.rope_theta.to_bits(), 4),
+            (84, self.shared_classifier as u32, 1),
+        ]
+    }
+
     /// Size of one attention head: `dim / n_heads`.
     pub const fn head_dim(&self) -> usize {
         self.dim / self.n_heads
@@ -437,37 +474,10 @@ impl Config {
         self.dim / self.n_heads * self.n_kv_heads
     }
 
-    /// The TOML that `Config::from_toml` reads back as this config.
-    #[cfg(feature = "alloc")]
+    /// The TOML that `Config::from_toml` reads back as this config (serde).
+    #[cfg(feature = "std")]
     pub fn to_toml(&self) -> String {
-        format!(
-            "name = \"{}\"\n\
-             dim = {}\n\
-             hidden_dim = {}\n\
-             n_layers = {}\n\
-             n_heads = {}\n\
-             n_kv_heads = {}\n\
-             vocab_size = {}\n\
-             seq_len = {}\n\
-             norm_eps = {:?}\n\
-             rope_theta = {:?}\n\
-             shared_classifier = {}\n\
-             weights = \"{}\"\n{}",
-            self.name,
-            self.dim,
-            self.hidden_dim,
-            self.n_layers,
-            self.n_heads,
-            self.n_kv_heads,
-            self.vocab_size,
-            self.seq_len,
-            // f32's shortest round-trip form ("1e-5"), not the widened f64's digits.
-            self.norm_eps,
-            self.rope_theta,
-            self.shared_classifier,
-            self.weights.name(),
-            self.weights.group_size().map_or(String::new(), |g| format!("group_size = {g}\n")),
-        )
+        toml::to_string(&toml_form::ConfigToml::from_config(self)).unwrap_or_default()
     }
 
     /// Names the first field where two configs differ in a way the compiled code depends on
@@ -478,20 +488,14 @@ impl Config {
             Some(g) => format!("{} (group size {g})", w.name()),
             None => w.name().to_string(),
         };
-        let fields: [(&str, String, String); 11] = [
-            ("dim", self.dim.to_string(), other.dim.to_string()),
-            ("hidden_dim", self.hidden_dim.to_string(), other.hidden_dim.to_string()),
-            ("n_layers", self.n_layers.to_string(), other.n_layers.to_string()),
-            ("n_heads", self.n_heads.to_string(), other.n_heads.to_string()),
-            ("n_kv_heads", self.n_kv_heads.to_string(), other.n_kv_heads.to_string()),
-            ("vocab_size", self.vocab_size.to_string(), other.vocab_size.to_string()),
-            ("seq_len", self.seq_len.to_string(), other.seq_len.to_string()),
-            ("norm_eps", format!("{:?}", self.norm_eps), format!("{:?}", other.norm_eps)),
-            ("rope_theta", format!("{:?}", self.rope_theta), format!("{:?}", other.rope_theta)),
-            ("shared_classifier", self.shared_classifier.to_string(), other.shared_classifier.to_string()),
-            ("weights", weights(self.weights), weights(other.weights)),
-        ];
-        fields.into_iter().find(|(_, a, b)| a != b).map(|(k, a, b)| format!("{k} is {a}, not {b}"))
+        FIELDS
+            .iter()
+            .find(|f| (f.get)(self) != (f.get)(other))
+            .map(|f| format!("{} is {}, not {}", f.key, (f.get)(self), (f.get)(other)))
+            .or_else(|| {
+                (self.weights != other.weights)
+                    .then(|| format!("weights is {}, not {}", weights(self.weights), weights(other.weights)))
+            })
     }
 }
 
@@ -519,11 +523,25 @@ shared_classifier = true
 "#;
 
     #[test]
+    fn the_const_header_encoding_is_the_field_list() {
+        let c = Config::from_toml(STORIES260K).unwrap();
+        let from_list: Vec<(usize, u32, usize)> = FIELDS
+            .iter()
+            .map(|f| match (f.get)(&c) {
+                FieldValue::Int(v) => (f.header_at, v as u32, 4),
+                FieldValue::Float(v) => (f.header_at, v.to_bits(), 4),
+                FieldValue::Bool(v) => (f.header_at, v as u32, 1),
+            })
+            .collect();
+        assert_eq!(c.header_fields().to_vec(), from_list);
+    }
+
+    #[test]
     fn parses_and_round_trips() {
         let c = Config::from_toml(STORIES260K).unwrap();
         assert_eq!((c.dim, c.hidden_dim, c.kv_dim(), c.head_dim()), (64, 172, 32, 8));
         assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
-        assert!(c.to_toml().contains("norm_eps = 1e-5\n"), "{}", c.to_toml());
+        assert!(c.to_toml().contains("norm_eps = 0.00001\n"), "{}", c.to_toml());
     }
 
     fn error_of(text: &str) -> ConfigError {
@@ -534,19 +552,23 @@ shared_classifier = true
     fn errors_name_the_key() {
         assert_eq!(error_of(&STORIES260K.replace("dim = 64\n", "")).key, Some("dim"));
         let e = error_of(&format!("{STORIES260K}colour = 3\n"));
-        assert!(e.message.contains("unknown key `colour`"), "{e}");
+        assert!(e.message.contains("unknown field `colour`"), "{e}");
+        assert_eq!(e.at, Some((13, 1)), "{e}"); // the line of `colour`
+        assert!(e.to_string().starts_with("line 13, column 1: "), "{e}");
         let e = error_of(&STORIES260K.replace("n_heads = 8", "n_heads = 6"));
         assert_eq!(e.key, Some("n_heads"));
         assert!(e.to_string().contains("not divisible"), "{e}");
+        assert_eq!(e.at, Some((6, 1)), "{e}"); // validation errors point at their key's line
         let e = error_of(&STORIES260K.replace("n_kv_heads = 4", "n_kv_heads = 3"));
         assert_eq!(e.key, Some("n_kv_heads"));
         let e = error_of(&STORIES260K.replace("seq_len = 512", "seq_len = -1"));
-        assert_eq!(e.key, Some("seq_len"));
+        assert_eq!((e.key, e.at), (Some("seq_len"), Some((9, 11))), "{e}"); // at the value
         let e = error_of(&STORIES260K.replace("seq_len = 512", "seq_len = \"long\""));
-        assert!(e.to_string().contains("must be an integer, found string"), "{e}");
+        assert!(e.to_string().contains("invalid type: string \"long\", expected u32"), "{e}");
+        assert_eq!(e.key, Some("seq_len"));
         let e = error_of(&STORIES260K.replace("norm_eps = 1e-5", "norm_eps = 0.0"));
         assert_eq!(e.key, Some("norm_eps"));
-        assert!(error_of("dim = = 3").message.starts_with("invalid TOML"));
+        assert_eq!(error_of("dim = = 3").at.map(|(line, _)| line), Some(1));
     }
 
     #[test]
@@ -562,5 +584,117 @@ shared_classifier = true
         assert_eq!(q("weights = \"q3\"\ngroup_size = 32\n").unwrap_err().key, Some("weights"));
         let c = q("weights = \"q4_0\"\ngroup_size = 64\n").unwrap();
         assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    }
+}
+
+/// The line and column (from 1) of byte `offset` of `text`.
+#[cfg(feature = "std")]
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
+}
+
+/// The config key that line `line` of `text` sets (`key = value`).
+#[cfg(feature = "std")]
+fn key_on_line(text: &str, line: usize) -> Option<&'static str> {
+    known_key(text.lines().nth(line - 1)?.split('=').next()?.trim())
+}
+
+/// `key` as one of the config's keys.
+#[cfg(feature = "std")]
+fn known_key(key: &str) -> Option<&'static str> {
+    ["name", "weights", "group_size"].into_iter().chain(FIELDS.iter().map(|f| f.key)).find(|k| *k == key)
+}
+
+/// The line (from 1) where `text` sets `key`.
+#[cfg(feature = "std")]
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines().position(|l| l.split('=').next().is_some_and(|k| k.trim() == key)).map(|i| i + 1)
+}
+
+/// The TOML form of a config, key by key: what serde reads and writes.
+#[cfg(feature = "std")]
+mod toml_form {
+    use super::{err, Config, ConfigError, Name, Weights};
+    use serde::{Deserialize, Serialize};
+
+    /// A config TOML: every key required but `weights` (default `"f32"`) and `group_size`
+    /// (quantized weights only); any other key is an error.
+    #[derive(Deserialize, Serialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct ConfigToml {
+        name: String,
+        dim: u32,
+        hidden_dim: u32,
+        n_layers: u32,
+        n_heads: u32,
+        n_kv_heads: u32,
+        vocab_size: u32,
+        seq_len: u32,
+        norm_eps: f64,
+        rope_theta: f64,
+        shared_classifier: bool,
+        #[serde(default = "f32_weights")]
+        weights: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group_size: Option<u32>,
+    }
+
+    fn f32_weights() -> String {
+        "f32".into()
+    }
+
+    /// A float of the TOML as f32: positive and finite (also once narrowed).
+    fn positive(key: &'static str, v: f64) -> Result<f32, ConfigError> {
+        if v.is_finite() && v > 0.0 && (v as f32) > 0.0 && (v as f32).is_finite() {
+            Ok(v as f32)
+        } else {
+            Err(err(key, format!("must be a positive finite number, found {v}")))
+        }
+    }
+
+    impl ConfigToml {
+        pub(super) fn into_config(self) -> Result<Config, ConfigError> {
+            let name = Name::try_new(&self.name).ok_or_else(|| {
+                err("name", format!("`{}` must be 1 to 32 ASCII letters, digits, `_`, `-` or `.`", self.name))
+            })?;
+            Ok(Config {
+                name,
+                dim: self.dim as usize,
+                hidden_dim: self.hidden_dim as usize,
+                n_layers: self.n_layers as usize,
+                n_heads: self.n_heads as usize,
+                n_kv_heads: self.n_kv_heads as usize,
+                vocab_size: self.vocab_size as usize,
+                seq_len: self.seq_len as usize,
+                norm_eps: positive("norm_eps", self.norm_eps)?,
+                rope_theta: positive("rope_theta", self.rope_theta)?,
+                shared_classifier: self.shared_classifier,
+                weights: Weights::from_name(&self.weights, self.group_size.map(|g| g as usize))?,
+            })
+        }
+
+        pub(super) fn from_config(c: &Config) -> ConfigToml {
+            // f32 through its shortest decimal form, so that 1e-5 is written as 1e-5 and
+            // not as the f64 nearest the f32.
+            let wide = |v: f32| format!("{v:?}").parse::<f64>().unwrap_or(v as f64);
+            ConfigToml {
+                name: c.name.as_str().into(),
+                dim: c.dim as u32,
+                hidden_dim: c.hidden_dim as u32,
+                n_layers: c.n_layers as u32,
+                n_heads: c.n_heads as u32,
+                n_kv_heads: c.n_kv_heads as u32,
+                vocab_size: c.vocab_size as u32,
+                seq_len: c.seq_len as u32,
+                norm_eps: wide(c.norm_eps),
+                rope_theta: wide(c.rope_theta),
+                shared_classifier: c.shared_classifier,
+                weights: c.weights.name().into(),
+                group_size: c.weights.group_size().map(|g| g as u32),
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 #[cfg(feature = "alloc")]
-use crate::config::{Name, Weights};
+use crate::config::{FieldValue, Name, Weights, FIELDS};
 use crate::layout::{Layout, ALIGN, COL_BLOCK, FORMAT_VERSION, HEADER_BYTES, TILE_ROWS};
 #[cfg(feature = "alloc")]
 use alloc::{format, string::String, string::ToString, vec::Vec};
@@ -123,7 +123,7 @@ impl Header {
         let mut out = [0u8; HEADER_BYTES];
         let c = &self.config;
         out[0..8].copy_from_slice(&MAGIC);
-        let u32s: [(usize, u32); 16] = [
+        let u32s: [(usize, u32); 7] = [
             (8, FORMAT_VERSION),
             (12, HEADER_BYTES as u32),
             (32, c.weights.code()),
@@ -131,23 +131,21 @@ impl Header {
             (36, TILE_ROWS as u32),
             (40, COL_BLOCK as u32),
             (44, ALIGN as u32),
-            (48, c.dim as u32),
-            (52, c.hidden_dim as u32),
-            (56, c.n_layers as u32),
-            (60, c.n_heads as u32),
-            (64, c.n_kv_heads as u32),
-            (68, c.vocab_size as u32),
-            (72, c.seq_len as u32),
-            (76, c.norm_eps.to_bits()),
-            (80, c.rope_theta.to_bits()),
         ];
         for (at, v) in u32s {
             out[at..at + 4].copy_from_slice(&v.to_le_bytes());
         }
+        for field in FIELDS {
+            let at = field.header_at;
+            match (field.get)(c) {
+                FieldValue::Int(v) => out[at..at + 4].copy_from_slice(&(v as u32).to_le_bytes()),
+                FieldValue::Float(v) => out[at..at + 4].copy_from_slice(&v.to_bits().to_le_bytes()),
+                FieldValue::Bool(v) => out[at] = v as u8,
+            }
+        }
         out[16..24].copy_from_slice(&self.fingerprint.to_le_bytes());
         out[24..32].copy_from_slice(&(self.file_size as u64).to_le_bytes());
         out[CONTENT_HASH_AT..CONTENT_HASH_AT + 8].copy_from_slice(&self.content_hash.to_le_bytes());
-        out[84] = c.shared_classifier as u8;
         let name = c.name.as_bytes();
         out[88..88 + name.len().min(NAME_BYTES)].copy_from_slice(&name[..name.len().min(NAME_BYTES)]);
         out
@@ -186,24 +184,20 @@ impl Header {
             .ok()
             .and_then(Name::try_new)
             .ok_or_else(|| HeaderError::Config("model name is not UTF-8".into()))?;
-        let config = Config {
-            name,
-            dim: u32_at(48) as usize,
-            hidden_dim: u32_at(52) as usize,
-            n_layers: u32_at(56) as usize,
-            n_heads: u32_at(60) as usize,
-            n_kv_heads: u32_at(64) as usize,
-            vocab_size: u32_at(68) as usize,
-            seq_len: u32_at(72) as usize,
-            norm_eps: f32::from_bits(u32_at(76)),
-            rope_theta: f32::from_bits(u32_at(80)),
-            shared_classifier: match bytes[84] {
-                0 => false,
-                1 => true,
-                b => return Err(HeaderError::Config(format!("shared_classifier byte is {b}, expected 0 or 1"))),
-            },
-            weights,
-        };
+        let mut config = Config::zeroed(name, weights);
+        for field in FIELDS {
+            let at = field.header_at;
+            let value = match (field.get)(&config) {
+                FieldValue::Int(_) => FieldValue::Int(u32_at(at) as usize),
+                FieldValue::Float(_) => FieldValue::Float(f32::from_bits(u32_at(at))),
+                FieldValue::Bool(_) => match bytes[at] {
+                    0 => FieldValue::Bool(false),
+                    1 => FieldValue::Bool(true),
+                    b => return Err(HeaderError::Config(format!("{} byte is {b}, expected 0 or 1", field.key))),
+                },
+            };
+            (field.set)(&mut config, value);
+        }
         // Every field is bounded by `validate`, and the size is computed with checked arithmetic
         // and compared before the offset table (one entry per layer) is built.
         config.validate().map_err(|e| HeaderError::Config(e.to_string()))?;
@@ -323,20 +317,19 @@ pub const fn check_image(bytes: &[u8], config: &Config, layout: &Layout) -> Resu
         Some(g) => g as u32,
         None => 0,
     };
-    if u32_at(bytes, 32) != config.weights.code()
-        || u32_at(bytes, 120) != group_size
-        || u32_at(bytes, 48) != config.dim as u32
-        || u32_at(bytes, 52) != config.hidden_dim as u32
-        || u32_at(bytes, 56) != config.n_layers as u32
-        || u32_at(bytes, 60) != config.n_heads as u32
-        || u32_at(bytes, 64) != config.n_kv_heads as u32
-        || u32_at(bytes, 68) != config.vocab_size as u32
-        || u32_at(bytes, 72) != config.seq_len as u32
-        || u32_at(bytes, 76) != config.norm_eps.to_bits()
-        || u32_at(bytes, 80) != config.rope_theta.to_bits()
-        || bytes[84] != config.shared_classifier as u8
-    {
+    // Every field's header bytes are what encoding the compiled config writes (`Config::
+    // header_fields`, from the one field list; a const fn cannot call the list's accessors).
+    if u32_at(bytes, 32) != config.weights.code() || u32_at(bytes, 120) != group_size {
         return Err(ImageError::OtherModel);
+    }
+    let fields = config.header_fields();
+    let mut i = 0;
+    while i < fields.len() {
+        let (at, value, width) = fields[i];
+        if (width == 4 && u32_at(bytes, at) != value) || (width == 1 && bytes[at] as u32 != value) {
+            return Err(ImageError::OtherModel);
+        }
+        i += 1;
     }
     if u64_at(bytes, 16) != layout.fingerprint {
         return Err(ImageError::Fingerprint);

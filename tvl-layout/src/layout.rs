@@ -790,7 +790,7 @@ mod tests {
             }
         }
         // The largest config validate accepts, in every encoding: well below 2^64.
-        let max = |key: &str| crate::config::LIMITS.iter().find(|(k, _)| *k == key).unwrap().1;
+        let max = crate::config::limit;
         for weights in [Weights::F32, Weights::Q8_0 { group_size: 4 }, Weights::Q4_0 { group_size: 32 }] {
             let c = Config {
                 dim: 32768,

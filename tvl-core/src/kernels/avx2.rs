@@ -138,12 +138,13 @@ unsafe fn matvec_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
         // SAFETY: every pointer below is inside `w[..tiles * TILE_ROWS * cols]` or `x[..cols]`
         // (checked above); unaligned loads have no alignment requirement; AVX2/FMA are enabled.
         unsafe {
+            let panel = w.add(f32_line_at(cols, tile, 0, 0));
             let mut acc = [_mm256_setzero_ps(); 2 * TILE_ROWS];
             for block in 0..cols / COL_BLOCK {
                 let (x0, x1) =
                     (_mm256_loadu_ps(x.add(block * COL_BLOCK)), _mm256_loadu_ps(x.add(block * COL_BLOCK + 8)));
                 for row in 0..TILE_ROWS {
-                    let line = w.add(f32_line_at(cols, tile, block, row));
+                    let line = panel.add(f32_line_at(cols, 0, block, row));
                     acc[2 * row] = _mm256_fmadd_ps(_mm256_loadu_ps(line), x0, acc[2 * row]);
                     acc[2 * row + 1] = _mm256_fmadd_ps(_mm256_loadu_ps(line.add(8)), x1, acc[2 * row + 1]);
                 }

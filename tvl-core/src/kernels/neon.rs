@@ -87,12 +87,13 @@ unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
         // SAFETY: every pointer below is inside `w[..tiles * TILE_ROWS * COLS]` or `x[..COLS]`
         // (checked above); vld1q_f32 needs only element alignment, which f32 slices have.
         unsafe {
+            let panel = w.add(f32_line_at(COLS, tile, 0, 0));
             let mut acc = [vdupq_n_f32(0.0); 4 * TILE_ROWS];
             for block in 0..COLS / COL_BLOCK {
                 let xb = x.add(block * COL_BLOCK);
                 let xs = [vld1q_f32(xb), vld1q_f32(xb.add(4)), vld1q_f32(xb.add(8)), vld1q_f32(xb.add(12))];
                 for row in 0..TILE_ROWS {
-                    let line = w.add(f32_line_at(COLS, tile, block, row));
+                    let line = panel.add(f32_line_at(COLS, 0, block, row));
                     for q in 0..4 {
                         acc[4 * row + q] = vfmaq_f32(acc[4 * row + q], vld1q_f32(line.add(4 * q)), xs[q]);
                     }
