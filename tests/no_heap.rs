@@ -127,6 +127,35 @@ fn images_that_are_not_the_model_are_refused() {
     assert!(tvl::bare::State::in_arena(&Stories260K::CONFIG, 513, vec![0.0; 2 * words]).is_err());
 }
 
+/// A vocabulary smaller than the byte-fallback ids (found by tvl-fuzz): both tokenizers treat
+/// an id without a piece as an empty piece when merging.
+#[test]
+fn vocab_and_tokenizer_agree_on_byte_fallbacks_past_a_small_vocabulary() {
+    let mut bytes = 8i32.to_le_bytes().to_vec();
+    for (score, piece) in [
+        (0.0f32, "<unk>"),
+        (0.0, "<s>"),
+        (0.0, "</s>"),
+        (-1.0, " "),
+        (-2.0, "a"),
+        (-2.0, "b"),
+        (-1.5, "ab"),
+        (-0.5, " ab"),
+    ] {
+        bytes.extend(score.to_le_bytes());
+        bytes.extend((piece.len() as i32).to_le_bytes());
+        bytes.extend(piece.as_bytes());
+    }
+    let tokenizer = Tokenizer::from_bytes(&bytes).unwrap();
+    let mut index = vec![0u32; 2 * Vocab::count(&bytes).unwrap()];
+    let vocab = Vocab::new(&bytes, &mut index).unwrap();
+    let mut out = [0u32; 64];
+    for text in ["Once upon a time", "ab ab", "é€😀 \n\t<0x41>"] {
+        let n = vocab.encode_into(text, true, true, &mut out).unwrap();
+        assert_eq!(&out[..n], &tokenizer.encode(text, true, true)[..], "{text:?}");
+    }
+}
+
 #[test]
 fn vocab_encodes_and_decodes_as_the_tokenizer_does() {
     let Some(models) = models() else { return };

@@ -107,7 +107,7 @@ pub const TARGETS: [Target; 6] = [
     },
     Target {
         name: "tokenizer",
-        about: "tokenizer load, encode (against the reference loop) and decode",
+        about: "tokenizer load, encode (against the reference loop and the core's no-heap Vocab) and decode",
         run: fuzz_tokenizer,
         seeds: seeds_tokenizer,
     },
@@ -185,14 +185,26 @@ fn fuzz_checkpoint(input: &[u8]) -> String {
 }
 
 fn fuzz_tokenizer(input: &[u8]) -> String {
+    // The no-heap tokenizer of the core (firmware's) reads the same files: it must accept
+    // exactly what the std one accepts, and encode and decode the same.
+    let tokens = tvl::bare::Vocab::count(input);
     let tokenizer = match tvl::Tokenizer::from_bytes(input) {
         Ok(tokenizer) => tokenizer,
-        Err(e) => return outcome::<(), _>(&Err(e)),
+        Err(e) => {
+            assert!(tokens.is_err(), "the core's Vocab accepts what Tokenizer refuses: {e}");
+            return outcome::<(), _>(&Err(e));
+        }
     };
+    let mut index = vec![0u32; 2 * tokens.expect("the core's Vocab refuses what Tokenizer accepts")];
+    let vocab = tvl::bare::Vocab::new(input, &mut index).expect("Vocab::new after count");
+    assert_eq!(vocab.len(), tokenizer.vocab_size());
+    let mut out = vec![0u32; 256];
     let tail = String::from_utf8_lossy(&input[input.len().saturating_sub(48)..]).into_owned();
     for text in ["", "Once upon a time", "é€😀 \n\t<0x41>", tail.as_str()] {
         let ids = tokenizer.encode(text, true, true);
         assert_eq!(ids, tokenizer.encode_quadratic(text, true, true), "{text:?}");
+        let n = vocab.encode_into(text, true, true, &mut out).expect("a 256-token buffer holds these texts");
+        assert_eq!(&out[..n], &ids[..], "Vocab::encode_into of {text:?}");
         assert!(tokenizer.min_tokens(text, true) <= ids.len(), "{text:?}");
         let mut prev = tvl::tokenizer::BOS;
         for &id in &ids {
@@ -201,7 +213,9 @@ fn fuzz_tokenizer(input: &[u8]) -> String {
         }
     }
     for id in 0..tokenizer.vocab_size() as u32 + 2 {
-        let _ = tokenizer.decode(tvl::tokenizer::BOS, id);
+        for prev in [0, tvl::tokenizer::BOS] {
+            assert_eq!(vocab.decode(prev, id), tokenizer.decode(prev, id), "decode of {id} after {prev}");
+        }
     }
     format!("ok, {} tokens", tokenizer.vocab_size().ilog2())
 }

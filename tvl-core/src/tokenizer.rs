@@ -180,7 +180,9 @@ impl<'a> Vocab<'a> {
         loop {
             let mut best: Option<(f32, u32, usize)> = None;
             for i in 0..n.saturating_sub(1) {
-                let (Some(left), Some(right)) = (self.piece(out[i]), self.piece(out[i + 1])) else { continue };
+                // A byte-fallback id past a small vocabulary has no piece: it counts as empty (the
+                // reference reads out of bounds there; the std tokenizer does the same).
+                let (left, right) = (self.piece(out[i]).unwrap_or(&[]), self.piece(out[i + 1]).unwrap_or(&[]));
                 if let Some(id) = self.lookup(left, right) {
                     // The reference starts from a best score of -1e10 and needs a greater one.
                     let score = self.score(id);
