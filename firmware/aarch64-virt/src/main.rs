@@ -199,8 +199,12 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 }
 
 // Reset: enable FP/SIMD before any Rust code runs (Rust uses NEON registers freely; with
-// CPACR_EL1.FPEN clear the first one traps and, without vectors, the machine hangs), set the
-// stack, clear .bss, call `rust_main`.
+// CPACR_EL1.FPEN clear the first one traps and, without vectors, the machine hangs), turn the
+// MMU on with an identity map (RAM as normal cacheable memory, the rest as device memory:
+// with the MMU off every access is a device access, which must be aligned, so the target's
+// `strict-align` would stay necessary — and under it LLVM splits each NEON load of an f32
+// slice into four, which made the NEON kernels cost more instructions than the scalar ones;
+// .cargo/config.toml builds without it), set the stack, clear .bss, call `rust_main`.
 core::arch::global_asm!(
     ".section .text.boot, \"ax\"",
     ".global _start",
@@ -208,6 +212,28 @@ core::arch::global_asm!(
     "    mrs x0, CPACR_EL1",
     "    orr x0, x0, #(3 << 20)",
     "    msr CPACR_EL1, x0",
+    "    isb",
+    // MAIR: attribute 0 device-nGnRnE, attribute 1 normal write-back (read/write allocate).
+    "    mov x0, #0xff00",
+    "    msr MAIR_EL1, x0",
+    // TCR: 39-bit addresses from TTBR0 (T0SZ 25), 4 KiB granule, inner/outer write-back,
+    // inner shareable, TTBR1 walks off (EPD1), 32-bit physical addresses.
+    "    ldr x0, =0x803519",
+    "    msr TCR_EL1, x0",
+    "    adrp x0, {table}",
+    "    add x0, x0, :lo12:{table}",
+    "    msr TTBR0_EL1, x0",
+    "    isb",
+    "    tlbi vmalle1",
+    "    dsb sy",
+    "    isb",
+    // SCTLR: MMU (M), data and instruction caches (C, I) on; alignment checks (A) off.
+    "    mrs x0, SCTLR_EL1",
+    "    orr x0, x0, #(1 << 0)",
+    "    orr x0, x0, #(1 << 2)",
+    "    orr x0, x0, #(1 << 12)",
+    "    bic x0, x0, #(1 << 1)",
+    "    msr SCTLR_EL1, x0",
     "    isb",
     "    ldr x0, =__stack_top",
     "    mov sp, x0",
@@ -219,4 +245,23 @@ core::arch::global_asm!(
     "    b 0b",
     "1:  bl rust_main",
     "2:  b 2b",
+    table = sym TRANSLATION_TABLE,
 );
+
+/// The level-1 translation table: 1 GiB blocks mapped to themselves. Block 0 (flash, the
+/// UART, the interrupt controller) is device memory; block 1 (RAM from 0x4000_0000, where this
+/// image runs) is normal cacheable memory; the rest is unmapped.
+#[repr(C, align(4096))]
+struct TranslationTable([u64; 512]);
+
+/// Descriptor bits: a block, accessed (AF), attribute index, inner shareable.
+const DEVICE_BLOCK: u64 = 0b01 | (1 << 10); // attribute 0
+const NORMAL_BLOCK: u64 = 0b01 | (1 << 10) | (1 << 2) | (0b11 << 8); // attribute 1
+
+#[no_mangle]
+static TRANSLATION_TABLE: TranslationTable = {
+    let mut entries = [0u64; 512];
+    entries[0] = DEVICE_BLOCK;
+    entries[1] = 0x4000_0000 | NORMAL_BLOCK;
+    TranslationTable(entries)
+};
