@@ -9,10 +9,8 @@ use std::path::Path;
 /// The largest tokenizer file read (a 32000-token vocabulary is 424 KB; a 256k one a few MB).
 pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
 
-/// Beginning of sequence (`<s>`), prepended to every prompt.
-pub const BOS: u32 = 1;
-/// End of sequence (`</s>`).
-pub const EOS: u32 = 2;
+use tvl_core::tokenizer::{byte_piece, parse_byte_piece, printable};
+pub use tvl_core::tokenizer::{BOS, EOS};
 
 /// A llama2.c tokenizer: pieces, merge scores, encode and decode exactly as `run.c`.
 pub struct Tokenizer {
@@ -248,16 +246,9 @@ impl Tokenizer {
             piece = &piece[1..];
         }
         if let Some(byte) = self.byte_of[token as usize] {
-            piece = &BYTES[byte as usize..byte as usize + 1];
+            piece = byte_piece(byte);
         }
-        // printf("%s") stops at a NUL.
-        if let Some(nul) = piece.iter().position(|&b| b == 0) {
-            piece = &piece[..nul];
-        }
-        match piece {
-            [b] if !(b.is_ascii_graphic() || *b == b' ' || b"\t\n\x0b\x0c\r".contains(b)) => &[],
-            _ => piece,
-        }
+        printable(piece)
     }
 }
 
@@ -289,26 +280,6 @@ impl PartialEq for Candidate {
 }
 
 impl Eq for Candidate {}
-
-static BYTES: [u8; 256] = {
-    let mut bytes = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        bytes[i] = i as u8;
-        i += 1;
-    }
-    bytes
-};
-
-/// `<0xNN>` → NN, as `sscanf(piece, "<0x%02hhX>")` reads it.
-fn parse_byte_piece(piece: &[u8]) -> Option<u8> {
-    let hex = piece.strip_prefix(b"<0x")?;
-    let digits = hex.iter().take(2).take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 {
-        return None;
-    }
-    u8::from_str_radix(std::str::from_utf8(&hex[..digits]).ok()?, 16).ok()
-}
 
 #[cfg(test)]
 mod tests {

@@ -208,12 +208,17 @@ impl<'a> Vocab<'a> {
     pub fn decode(&self, prev: u32, token: u32) -> &'a [u8] {
         let Some(stored) = self.piece(token) else { return &[] };
         let piece = match parse_byte_piece(stored) {
-            Some(byte) => &BYTES[byte as usize..byte as usize + 1],
+            Some(byte) => byte_piece(byte),
             None if prev == BOS && stored.first() == Some(&b' ') => &stored[1..],
             None => stored,
         };
         printable(piece)
     }
+}
+
+/// The one-byte piece `<0xNN>` decodes to.
+pub fn byte_piece(byte: u8) -> &'static [u8] {
+    &BYTES[byte as usize..byte as usize + 1]
 }
 
 fn piece_at(bytes: &[u8], offset: u32) -> &[u8] {
