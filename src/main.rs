@@ -230,7 +230,14 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
                 return Err(e.into());
             }
             writeln!(out)?;
-            if generation.positions > 1 {
+            if generation.prefilled > 1 {
+                eprintln!(
+                    "prompt: {} tokens at {:.1} tok/s",
+                    generation.prefilled,
+                    generation.prefill_tokens_per_second()
+                );
+            }
+            if generation.positions > generation.prefilled {
                 eprintln!("achieved tok/s: {:.1}", generation.tokens_per_second());
             }
         }

@@ -143,7 +143,7 @@ fn fuzz_tvl_open(input: &[u8]) -> String {
     FILE.with(|path| {
         std::fs::write(path, input).unwrap();
         let verified = outcome(&tvl::convert::verify(path));
-        let options = tvl::Options { threads: 1, kernels: None };
+        let options = tvl::Options { threads: 1, ..Default::default() };
         let f32_model = FuzzModel::open_with(path, &options);
         if let Ok(model) = &f32_model {
             run_model(model, input);

@@ -116,6 +116,7 @@ impl Error {
             tvl_core::ForwardError::WrongState => {
                 Error::Invalid(format!("this state was not made for model `{}`", config.name))
             }
+            tvl_core::ForwardError::BadBlock => Error::Invalid(e.to_string()),
         }
     }
 }

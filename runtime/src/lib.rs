@@ -49,9 +49,12 @@ pub mod sampler;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
-pub use generate::{Generation, Session};
+pub use generate::{Batch, Generation, Session};
 pub use kernels::IsaChoice;
-pub use model::{compiled_for, open_bundled, read_header, Bundled, Forward, Model, Options, State, Transformer};
+pub use model::{
+    compiled_for, open_bundled, read_header, Block, Bundled, Feed, Forward, Model, Options, State, Transformer,
+    BLOCK_TOKENS,
+};
 pub use sampler::Sampler;
 pub use tokenizer::Tokenizer;
 pub use tvl_core::tensor::{self, Layer, MatVec, Matrix, F32, Q4, Q8};

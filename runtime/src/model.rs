@@ -7,6 +7,9 @@ use crate::pool::Pool;
 use memmap2::Mmap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+pub use tvl_core::block::Feed;
+use tvl_core::block::{forward_block_for, ForwardBlockFn};
+use tvl_core::kernels::MAX_BLOCK;
 use tvl_core::model::{forward_for, ForwardFn};
 pub use tvl_core::model::{Image, Model};
 use tvl_layout::layout::HEADER_BYTES;
@@ -14,6 +17,13 @@ use tvl_layout::{Config, Header, Layout, Panels, Span};
 
 /// One sequence's activations and key/value cache, on the heap (see [`tvl_core::State`]).
 pub type State = tvl_core::State<Vec<f32>>;
+
+/// The activations of a block of tokens, on the heap (see [`tvl_core::Block`]).
+pub type Block = tvl_core::Block<Vec<f32>>;
+
+/// Tokens per block of a prompt or of a batch of sequences: the most the block kernels take
+/// (more tokens per block read the weights fewer times; see the README for measurements).
+pub const BLOCK_TOKENS: usize = MAX_BLOCK;
 
 /// How to run a model.
 #[derive(Clone, Debug, Default)]
@@ -24,12 +34,15 @@ pub struct Options {
     pub threads: usize,
     /// The kernels' instruction set; `None` means `TVL_KERNELS` if set, else the best one.
     pub kernels: Option<IsaChoice>,
+    /// Tokens per block of a prompt or a batch (1..=[`BLOCK_TOKENS`]); 0 means
+    /// [`BLOCK_TOKENS`]. Results do not depend on it.
+    pub block_tokens: usize,
 }
 
 impl Options {
     /// Options with `threads` threads and the default kernels.
     pub fn threads(threads: usize) -> Options {
-        Options { threads, kernels: None }
+        Options { threads, ..Options::default() }
     }
 
     /// The threads a model opened with these options runs on: `threads`, capped at the cores
@@ -62,9 +75,21 @@ pub struct Transformer<M: Model> {
     isa: IsaChoice,
     /// The forward pass of the chosen instruction set.
     forward: ForwardFn<M, Pool, Vec<f32>>,
+    /// Its block forward pass (prompts, batches of sequences).
+    forward_block: ForwardBlockFn<M, Pool, Vec<f32>>,
     /// Created at load. Sessions on several threads take turns (decoding is memory-bound, so
-    /// two interleaved sequences would share the same bandwidth anyway).
-    pool: Mutex<Pool>,
+    /// two interleaved sequences would share the same bandwidth anyway: a [`crate::Batch`]
+    /// decodes them together instead).
+    engine: Mutex<Engine>,
+    /// Tokens per block.
+    block_tokens: usize,
+}
+
+/// What forward passes share: the threads, and the block buffers (allocated at the first
+/// block).
+struct Engine {
+    pool: Pool,
+    block: Option<Block>,
 }
 
 /// Reads and checks the header of a TVL file, without mapping it.
@@ -126,6 +151,7 @@ impl<M: Model> Transformer<M> {
             None => crate::kernels::select().map_err(Error::Invalid)?,
         };
         let forward = forward_for::<M, Pool, Vec<f32>>(isa);
+        let forward_block = forward_block_for::<M, Pool, Vec<f32>>(isa);
         // A model this small runs faster on one thread: a token takes tens of microseconds,
         // about what waking workers costs (stories260K: 23,600 tok/s on one, 17,800 on two).
         let threads = if options.threads == 0 && M::LAYOUT.file_size < SMALL_MODEL_BYTES {
@@ -134,7 +160,12 @@ impl<M: Model> Transformer<M> {
             options.resolved_threads()
         };
         let pool = Pool::new(threads).map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))?;
-        Ok(Transformer { map, path: path.into(), config: M::CONFIG, isa, forward, pool: Mutex::new(pool) })
+        let engine = Mutex::new(Engine { pool, block: None });
+        let block_tokens = match options.block_tokens {
+            0 => BLOCK_TOKENS,
+            n => n.min(BLOCK_TOKENS),
+        };
+        Ok(Transformer { map, path: path.into(), config: M::CONFIG, isa, forward, forward_block, engine, block_tokens })
     }
 
     /// The mapped file.
@@ -172,6 +203,17 @@ pub trait Forward: Send + Sync {
     /// Feeds `token` at position `pos` and returns the logits of the next token (in the
     /// state's buffer: the caller may use them as scratch, as the sampler does).
     fn forward<'s>(&self, state: &'s mut State, token: u32, pos: usize) -> Result<&'s mut [f32]>;
+    /// Feeds a prompt's `tokens` at positions `first_pos`, `first_pos + 1`, ... (every
+    /// position before `first_pos` fed already) in blocks, and returns the logits after the
+    /// last token: the same cache and logits, bit for bit, as [`Forward::forward`] token by
+    /// token, in a fraction of the time (each block reads the weights once).
+    fn prefill<'s>(&self, state: &'s mut State, tokens: &[u32], first_pos: usize) -> Result<&'s mut [f32]>;
+    /// Feeds tokens of several sequences together (see [`Feed`]: one token of each of
+    /// several sequences, as [`crate::Batch`] does, or any mix), in blocks. Each sequence gets
+    /// exactly what [`Forward::forward`] of its tokens in order would give it alone: the same
+    /// cache, and the same logits in its state ([`State::logits`]) where a feed asks for
+    /// them; the weights are read once per block.
+    fn forward_feeds(&self, states: &mut [State], feeds: &[Feed]) -> Result<()>;
     /// The name of the kernels' instruction set in use (see [`IsaChoice`]: `scalar`, `avx2`,
     /// `avx-vnni`, `avx512`, `avx512-vnni`, `neon`, `neon-dotprod`).
     fn kernels(&self) -> &'static str;
@@ -186,12 +228,36 @@ impl<M: Model> Forward for Transformer<M> {
 
     fn forward<'s>(&self, state: &'s mut State, token: u32, pos: usize) -> Result<&'s mut [f32]> {
         // A panic inside a forward pass leaves nothing half-updated in the pool itself.
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: `self.forward` was chosen in `open_with` for an instruction set whose
         // `available()` returned true on this CPU.
-        unsafe { (self.forward)(&self.weights(), &mut pool, state, token, pos) }
+        unsafe { (self.forward)(&self.weights(), &mut engine.pool, state, token, pos) }
             .map_err(|e| Error::forward(e, &M::CONFIG))?;
         Ok(state.logits(M::CONFIG.vocab_size))
+    }
+
+    fn prefill<'s>(&self, state: &'s mut State, tokens: &[u32], first_pos: usize) -> Result<&'s mut [f32]> {
+        if tokens.is_empty() {
+            return Err(Error::Invalid("prefill needs at least one token".into()));
+        }
+        // Refused before any block is fed, so that a failed prefill leaves the state as it was.
+        let seq_len = state.seq_len();
+        if first_pos + tokens.len() > seq_len {
+            return Err(Error::PositionOutOfRange { pos: first_pos + tokens.len() - 1, seq_len });
+        }
+        let last = tokens.len() - 1;
+        let feeds = tokens.iter().enumerate().map(|(i, &token)| Feed {
+            sequence: 0,
+            token,
+            pos: first_pos + i,
+            logits: i == last,
+        });
+        self.run_blocks(std::slice::from_mut(state), feeds)?;
+        Ok(state.logits(M::CONFIG.vocab_size))
+    }
+
+    fn forward_feeds(&self, states: &mut [State], feeds: &[Feed]) -> Result<()> {
+        self.run_blocks(states, feeds.iter().copied())
     }
 
     fn kernels(&self) -> &'static str {
@@ -199,7 +265,30 @@ impl<M: Model> Forward for Transformer<M> {
     }
 
     fn threads(&self) -> usize {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).threads()
+        self.engine.lock().unwrap_or_else(|e| e.into_inner()).pool.threads()
+    }
+}
+
+impl<M: Model> Transformer<M> {
+    /// Runs `feeds` through the block forward pass, [`BLOCK_TOKENS`] at a time.
+    fn run_blocks(&self, states: &mut [State], feeds: impl Iterator<Item = Feed>) -> Result<()> {
+        let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        let Engine { pool, block } = &mut *engine;
+        let block = block.get_or_insert_with(|| Block::new(&M::CONFIG, self.block_tokens));
+        let mut chunk = [Feed { sequence: 0, token: 0, pos: 0, logits: false }; MAX_BLOCK];
+        let mut feeds = feeds.peekable();
+        while feeds.peek().is_some() {
+            let mut n = 0;
+            for feed in feeds.by_ref().take(block.tokens()) {
+                chunk[n] = feed;
+                n += 1;
+            }
+            // SAFETY: `self.forward_block` was chosen in `open_with` for an instruction set
+            // whose `available()` returned true on this CPU.
+            unsafe { (self.forward_block)(&self.weights(), pool, block, states, &chunk[..n]) }
+                .map_err(|e| Error::forward(e, &M::CONFIG))?;
+        }
+        Ok(())
     }
 }
 

@@ -120,7 +120,8 @@ pub fn tvl_command() -> std::process::Command {
 /// Every kernel path this CPU has, with 1, 2 and 3 threads.
 pub fn every_path() -> Vec<tvl::Options> {
     let isas = tvl::IsaChoice::all().filter(|i| i.available());
-    isas.flat_map(|isa| [1, 2, 3].map(|threads| tvl::Options { threads, kernels: Some(isa) })).collect()
+    isas.flat_map(|isa| [1, 2, 3].map(|threads| tvl::Options { threads, kernels: Some(isa), ..Default::default() }))
+        .collect()
 }
 
 /// `tvl run` of one golden case, its checkpoint converted into `cache`: (stdout, stderr).

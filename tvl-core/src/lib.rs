@@ -57,6 +57,7 @@ pub(crate) fn compiled_in(enabled: bool) -> bool {
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use cpu_has;
 
+pub mod block;
 pub mod generate;
 pub mod kernels;
 pub mod model;
@@ -65,6 +66,7 @@ pub mod sampler;
 pub mod tensor;
 pub mod tokenizer;
 
+pub use block::{Block, Feed};
 pub use kernels::{IsaChoice, IsaVisitor};
 pub use model::{Decoder, ForwardError, Image, LayerOf, Model, State};
 pub use parallel::{Parallel, Serial, StaticArena};

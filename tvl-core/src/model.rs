@@ -168,6 +168,9 @@ pub enum ForwardError {
     },
     /// The state was made for another model.
     WrongState,
+    /// A block's tokens are not a valid block: more than it holds, a sequence that is not
+    /// one of the states, or tokens of one sequence not in increasing positions.
+    BadBlock,
 }
 
 #[cfg(feature = "std")]
@@ -183,6 +186,9 @@ impl core::fmt::Display for ForwardError {
                 write!(f, "position {pos} is past the context of {seq_len} positions")
             }
             ForwardError::WrongState => f.write_str("this state was not made for this model"),
+            ForwardError::BadBlock => f.write_str(
+                "a block's tokens must fit the block, name one of its sequences, and come in increasing positions per sequence",
+            ),
         }
     }
 }
@@ -278,6 +284,13 @@ impl<A: AsRef<[f32]> + AsMut<[f32]>> State<A> {
         self.layout.cache.seq_len
     }
 
+    /// Its key and value caches (all layers; see [`KvCache`] for the order): what tests
+    /// compare to show that two ways of feeding a sequence leave the same cache.
+    pub fn key_value_cache(&self) -> (&[f32], &[f32]) {
+        let (l, arena) = (self.layout, self.arena.as_ref());
+        (&arena[l.keys.start..l.keys.end()], &arena[l.values.start..l.values.end()])
+    }
+
     /// Where its buffers are.
     pub fn layout(&self) -> &StateLayout {
         &self.layout
@@ -304,6 +317,25 @@ impl<A: AsRef<[f32]> + AsMut<[f32]>> State<A> {
             *v = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         }
         Ok(state)
+    }
+
+    /// One layer's key and value caches, and the RoPE table: what a block pass
+    /// ([`crate::block::forward_block`]) uses of a state.
+    pub(crate) fn cache_parts(&mut self, layer: usize) -> (&mut [f32], &mut [f32], &[f32]) {
+        let l = self.layout;
+        let (len, arena) = (l.cache.layer_len(), &mut self.arena.as_mut()[..l.words]);
+        // The arena's regions are in order: rope before keys before values.
+        let (head, values) = arena.split_at_mut(l.values.start);
+        let (head, keys) = head.split_at_mut(l.keys.start);
+        let rope = &head[l.rope.start..l.rope.end()];
+        (&mut keys[layer * len..][..len], &mut values[layer * len..][..len], rope)
+    }
+
+    /// One layer's key and value caches, read-only.
+    pub(crate) fn layer_cache(&self, layer: usize) -> (&[f32], &[f32]) {
+        let l = self.layout;
+        let (len, arena) = (l.cache.layer_len(), self.arena.as_ref());
+        (&arena[l.keys.start + layer * len..][..len], &arena[l.values.start + layer * len..][..len])
     }
 
     /// The (cos, sin) rotations of RoPE as the reference computes them, for every position.
@@ -360,7 +392,7 @@ impl<A: AsRef<[f32]> + AsMut<[f32]>> State<A> {
     }
 }
 
-fn whole<'a, T>((head, middle, tail): (&'a mut [f32], &'a mut [T], &'a mut [f32])) -> &'a mut [T] {
+pub(crate) fn whole<'a, T>((head, middle, tail): (&'a mut [f32], &'a mut [T], &'a mut [f32])) -> &'a mut [T] {
     assert!(head.is_empty() && tail.is_empty(), "arena region is not aligned for its type");
     middle
 }
@@ -444,8 +476,24 @@ unsafe fn matvecs<const N: usize, P: Parallel + ?Sized>(pool: &mut P, products: 
     });
 }
 
+/// Puts one position's key and value (all kv heads) into one layer's cache.
+pub(crate) fn store_kv(cache: &KvCache, keys: &mut [f32], values: &mut [f32], k: &[f32], v: &[f32], pos: usize) {
+    let head_dim = cache.head_dim;
+    for (head, (k, v)) in k.chunks_exact(head_dim).zip(v.chunks_exact(head_dim)).enumerate() {
+        for (i, &k) in k.iter().enumerate() {
+            keys[cache.key_at(head, i, pos)] = k;
+        }
+        let at = cache.value_at(head, pos);
+        values[at..at + head_dim].copy_from_slice(v);
+    }
+}
+
 /// Checks a forward pass's arguments against the model and the state.
-fn check<M: Model, A: AsRef<[f32]> + AsMut<[f32]>>(s: &State<A>, token: u32, pos: usize) -> Result<(), ForwardError> {
+pub(crate) fn check<M: Model, A: AsRef<[f32]> + AsMut<[f32]>>(
+    s: &State<A>,
+    token: u32,
+    pos: usize,
+) -> Result<(), ForwardError> {
     let c = &M::CONFIG;
     if token as usize >= c.vocab_size {
         return Err(ForwardError::TokenOutOfRange { token, vocab_size: c.vocab_size });
@@ -501,13 +549,7 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
 
         let layer_cache = l * cache.layer_len()..(l + 1) * cache.layer_len();
         let (keys, values) = (&mut s.key_cache[layer_cache.clone()], &mut s.value_cache[layer_cache]);
-        for (head, (k, v)) in s.k[..kv_dim].chunks_exact(head_dim).zip(s.v.chunks_exact(head_dim)).enumerate() {
-            for (i, &k) in k.iter().enumerate() {
-                keys[cache.key_at(head, i, pos)] = k;
-            }
-            let at = cache.value_at(head, pos);
-            values[at..at + head_dim].copy_from_slice(v);
-        }
+        store_kv(&cache, keys, values, &s.k[..kv_dim], &s.v[..kv_dim], pos);
         let (keys, values, q, threads) = (&*keys, &*values, &s.q[..dim], pool.threads());
         let (scores, out) = (Disjoint::new(&mut s.scores[..]), Disjoint::new(&mut s.xb[..dim]));
         // Each head reads the keys and values of every position so far.

@@ -20,6 +20,13 @@ pub trait Storage: Copy + Send + Sync + 'static {
     /// # Safety
     /// `K::available()` must have returned true on this CPU.
     unsafe fn matvec<K: Isa, const STORED_COLS: usize>(out: &mut [f32], w: &[u8], x: Input<'_>);
+
+    /// `outs[t] = W · xs[t]` for every token of a block, with K's block kernel for this
+    /// storage (see [`Isa::matmul`]).
+    ///
+    /// # Safety
+    /// `K::available()` must have returned true on this CPU.
+    unsafe fn matmul<K: Isa, const STORED_COLS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]);
 }
 
 /// f32 panels.
@@ -41,6 +48,11 @@ impl Storage for F32 {
         // SAFETY: the caller guarantees K is available.
         unsafe { K::matvec::<STORED_COLS>(out, kernels::as_f32s(w), x.values) }
     }
+    #[inline]
+    unsafe fn matmul<K: Isa, const STORED_COLS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+        // SAFETY: the caller guarantees K is available.
+        unsafe { K::matmul::<STORED_COLS>(outs, kernels::as_f32s(w), xs) }
+    }
 }
 
 impl<const GS: usize> Storage for Q8<GS> {
@@ -50,6 +62,11 @@ impl<const GS: usize> Storage for Q8<GS> {
         // SAFETY: the caller guarantees K is available.
         unsafe { K::matvec_q8::<STORED_COLS, GS>(out, w, x.quantized) }
     }
+    #[inline]
+    unsafe fn matmul<K: Isa, const STORED_COLS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+        // SAFETY: the caller guarantees K is available.
+        unsafe { K::matmul_q8::<STORED_COLS, GS>(outs, w, xs) }
+    }
 }
 
 impl<const GS: usize> Storage for Q4<GS> {
@@ -58,6 +75,11 @@ impl<const GS: usize> Storage for Q4<GS> {
     unsafe fn matvec<K: Isa, const STORED_COLS: usize>(out: &mut [f32], w: &[u8], x: Input<'_>) {
         // SAFETY: the caller guarantees K is available.
         unsafe { K::matvec_q4::<STORED_COLS, GS>(out, w, x.quantized) }
+    }
+    #[inline]
+    unsafe fn matmul<K: Isa, const STORED_COLS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+        // SAFETY: the caller guarantees K is available.
+        unsafe { K::matmul_q4::<STORED_COLS, GS>(outs, w, xs) }
     }
 }
 
@@ -84,6 +106,24 @@ pub type Kernel = unsafe fn(&mut [f32], &[u8], Input<'_>);
 /// its bytes.
 pub type Product<'a> = (Kernel, &'a mut [f32], &'a [u8]);
 
+/// The block kernel of one matrix for a range of its row tiles: `outs[t]` the rows of token t.
+pub type BlockKernel = unsafe fn(&mut [&mut [f32]], &[u8], &[Input<'_>]);
+
+/// One block product ready to run: the matrix's block kernel, its output rows (`out`: one row
+/// of `stride` floats per token, each starting with this matrix's rows) and its bytes.
+pub struct BlockProduct<'a> {
+    /// The kernel for this matrix's shape and encoding.
+    pub kernel: BlockKernel,
+    /// The output rows of all the tokens.
+    pub out: &'a mut [f32],
+    /// Floats from one token's row to the next.
+    pub stride: usize,
+    /// Rows of the matrix, rounded up to whole tiles.
+    pub rows: usize,
+    /// The matrix's bytes.
+    pub w: &'a [u8],
+}
+
 /// A typed matrix: its place in the file and its kernels.
 pub trait MatVec: Copy + Send + Sync + 'static {
     /// Where and how it is stored, as the layout describes it.
@@ -101,6 +141,25 @@ pub trait MatVec: Copy + Send + Sync + 'static {
     fn product<'a, K: Isa, M>(&self, out: &'a mut [f32], image: &Image<'a, M>) -> Product<'a> {
         let panels = self.panels();
         (Self::matvec::<K>, &mut out[..panels.padded_rows()], image.panels(panels))
+    }
+
+    /// `outs[t] = W · xs[t]` for whole row tiles of every token of a block.
+    ///
+    /// # Safety
+    /// `K::available()` must have returned true on this CPU.
+    unsafe fn matmul<K: Isa>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]);
+
+    /// `W · x` for every token of a block as a [`BlockProduct`]: the outputs are rows of
+    /// `stride` floats in `out`.
+    fn block_product<'a, K: Isa, M>(
+        &self,
+        out: &'a mut [f32],
+        stride: usize,
+        image: &Image<'a, M>,
+    ) -> BlockProduct<'a> {
+        let panels = self.panels();
+        assert!(panels.padded_rows() <= stride, "block rows shorter than the matrix's rows");
+        BlockProduct { kernel: Self::matmul::<K>, out, stride, rows: panels.padded_rows(), w: image.panels(panels) }
     }
 }
 
@@ -123,6 +182,12 @@ impl<const ROWS: usize, const COLS: usize, const STORED_COLS: usize, E: Storage>
     unsafe fn matvec<K: Isa>(out: &mut [f32], w: &[u8], x: Input<'_>) {
         // SAFETY: the caller guarantees K is available.
         unsafe { E::matvec::<K, STORED_COLS>(out, w, x) }
+    }
+
+    #[inline]
+    unsafe fn matmul<K: Isa>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+        // SAFETY: the caller guarantees K is available.
+        unsafe { E::matmul::<K, STORED_COLS>(outs, w, xs) }
     }
 }
 

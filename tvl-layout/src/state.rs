@@ -176,6 +176,101 @@ impl StateLayout {
     }
 }
 
+/// Buffers of `tokens` rows, one per token of a block, each row `stride` words (a multiple of
+/// 64 bytes, so every row starts aligned and is padded with zeros like a [`StateLayout`] vector).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rows {
+    /// All the rows.
+    pub region: Region,
+    /// Words from one row to the next.
+    pub stride: usize,
+    /// Words of a row in use (the rest of the stride is padding).
+    pub len: usize,
+}
+
+impl Rows {
+    const fn new(at: &mut usize, tokens: usize, len: usize) -> Rows {
+        let stride = round_up(len, REGION_ALIGN);
+        Rows { region: region(at, tokens * stride), stride, len }
+    }
+
+    /// Where row `token` starts.
+    pub const fn row(&self, token: usize) -> usize {
+        self.region.start + token * self.stride
+    }
+}
+
+/// The activations of a block of tokens going through the forward pass together (a prompt's
+/// tokens, or one token of each of several sequences): the buffers of a [`StateLayout`] with
+/// one row per token. The key/value caches, the RoPE table and the logits stay in each
+/// sequence's own state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockLayout {
+    /// Tokens of a block at most.
+    pub tokens: usize,
+    /// The residual streams (dim each).
+    pub x: Rows,
+    /// Normed inputs / attention outputs (dim).
+    pub xb: Rows,
+    /// Attention output projections (dim).
+    pub xb2: Rows,
+    /// Feed-forward gates (hidden_dim).
+    pub hb: Rows,
+    /// Feed-forward up projections (hidden_dim).
+    pub hb2: Rows,
+    /// Queries (dim).
+    pub q: Rows,
+    /// Keys (kv_dim).
+    pub k: Rows,
+    /// Values (kv_dim).
+    pub v: Rows,
+    /// Attention scores (n_heads × seq_len).
+    pub scores: Rows,
+    /// Logits of the tokens that ask for them (vocab_size).
+    pub logits: Rows,
+    /// Quantized inputs, four int8 per word (empty for f32 models).
+    pub xq_values: Rows,
+    /// Their scales per group.
+    pub xq_scales: Rows,
+    /// Their Σq per group (i32 words).
+    pub xq_sums: Rows,
+    /// Weights per group of the quantized input (0 for f32 models).
+    pub group_size: usize,
+    /// Words of the whole arena.
+    pub words: usize,
+}
+
+impl BlockLayout {
+    /// The buffers of blocks of up to `tokens` tokens of `config`.
+    pub const fn new(config: &Config, tokens: usize) -> BlockLayout {
+        let one = StateLayout::new(config, config.seq_len);
+        let mut at = 0;
+        BlockLayout {
+            tokens,
+            x: Rows::new(&mut at, tokens, one.x.len),
+            xb: Rows::new(&mut at, tokens, one.xb.len),
+            xb2: Rows::new(&mut at, tokens, one.xb2.len),
+            hb: Rows::new(&mut at, tokens, one.hb.len),
+            hb2: Rows::new(&mut at, tokens, one.hb2.len),
+            q: Rows::new(&mut at, tokens, one.q.len),
+            k: Rows::new(&mut at, tokens, one.k.len),
+            v: Rows::new(&mut at, tokens, one.v.len),
+            scores: Rows::new(&mut at, tokens, one.scores.len),
+            logits: Rows::new(&mut at, tokens, one.logits.len),
+            xq_values: Rows::new(&mut at, tokens, one.xq_values.len),
+            xq_scales: Rows::new(&mut at, tokens, one.xq_scales.len),
+            xq_sums: Rows::new(&mut at, tokens, one.xq_sums.len),
+            group_size: one.group_size,
+            words: at,
+        }
+    }
+
+    /// The arena's size in bytes.
+    pub const fn bytes(&self) -> usize {
+        4 * self.words
+    }
+}
+
 /// The RoPE rotation of position `pos` for the pair of dimensions `pair` of a head, as the
 /// reference computes it: angle = pos / theta^(2·pair / head_dim), returned as (cos, sin).
 pub fn rope_pair(rope_theta: f32, head_dim: usize, pos: usize, pair: usize) -> [f32; 2] {

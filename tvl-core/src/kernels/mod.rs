@@ -70,6 +70,21 @@ pub trait F32Kernels {
     /// returned true).
     unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]);
 
+    /// `outs[t] = W · xs[t]` for every token t of a block (at most [`MAX_BLOCK`]), over the
+    /// same rows as [`F32Kernels::matvec`] (every `outs[t]` as long): the panels are read once
+    /// per block rather than once per token. Each (row, token) must be added exactly as
+    /// `matvec` adds that row, so that a block gives the bits of its tokens one by one. The
+    /// default runs `matvec` tile by tile, every token on a tile while it is in cache.
+    ///
+    /// # Safety
+    /// As for [`F32Kernels::matvec`].
+    unsafe fn matmul<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &[Input<'_>]) {
+        tile_by_tile(outs, w, TILE_ROWS * COLS, xs, |out, w, x| {
+            // SAFETY: the caller's guarantee is passed on.
+            unsafe { Self::matvec::<COLS>(out, w, x.values) }
+        })
+    }
+
     /// Attention scores `scores[t] = q · k_t` for positions `t < scores.len()`, where `keys`
     /// holds one key/value head's keys transposed, `keys[i * seq_len + t]` (so that SIMD
     /// kernels put one position per lane). Every path adds the HEAD_DIM products of a position
@@ -119,6 +134,16 @@ pub trait Isa: Send + Sync + 'static {
         unsafe { Self::F32::matvec::<COLS>(out, w, x) }
     }
 
+    /// [`F32Kernels::matmul`] of [`Isa::F32`].
+    ///
+    /// # Safety
+    /// As for [`Isa::matvec`].
+    #[inline]
+    unsafe fn matmul<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &[Input<'_>]) {
+        // SAFETY: as in `matvec`.
+        unsafe { Self::F32::matmul::<COLS>(outs, w, xs) }
+    }
+
     /// [`F32Kernels::scores`] of [`Isa::F32`].
     ///
     /// # Safety
@@ -156,6 +181,56 @@ pub trait Isa: Send + Sync + 'static {
     /// # Safety
     /// As for [`Isa::matvec`].
     unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>);
+
+    /// [`Isa::matvec_q8`] for every token of a block (see [`F32Kernels::matmul`]): each (row,
+    /// token) equal bit for bit to `matvec_q8` of that token.
+    ///
+    /// # Safety
+    /// As for [`Isa::matvec`].
+    unsafe fn matmul_q8<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+        let tile = quant::tile_bytes(tvl_layout::Encoding::Q8 { group_size: GS }, COLS);
+        tile_by_tile(outs, w, tile, xs, |out, w, x| {
+            // SAFETY: the caller's guarantee is passed on.
+            unsafe { Self::matvec_q8::<COLS, GS>(out, w, x.quantized) }
+        })
+    }
+
+    /// [`Isa::matvec_q4`] for every token of a block, as [`Isa::matmul_q8`].
+    ///
+    /// # Safety
+    /// As for [`Isa::matvec`].
+    unsafe fn matmul_q4<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+        let tile = quant::tile_bytes(tvl_layout::Encoding::Q4 { group_size: GS }, COLS);
+        tile_by_tile(outs, w, tile, xs, |out, w, x| {
+            // SAFETY: the caller's guarantee is passed on.
+            unsafe { Self::matvec_q4::<COLS, GS>(out, w, x.quantized) }
+        })
+    }
+}
+
+/// Tokens of a block at most: what a block product takes (prompts are fed in blocks of at
+/// most this many tokens; [`crate::model::forward_block`]).
+pub const MAX_BLOCK: usize = 32;
+
+/// A block product as a loop of matrix-vector products: for each row tile (`tile_len`
+/// elements of `w`), every token in turn, so that the tile is read from memory once per block
+/// and from cache by the other tokens. What the default block kernels do; SIMD kernels
+/// override them with register tiles of rows × tokens.
+#[inline(always)]
+pub fn tile_by_tile<W>(
+    outs: &mut [&mut [f32]],
+    w: &[W],
+    tile_len: usize,
+    xs: &[Input<'_>],
+    mut matvec: impl FnMut(&mut [f32], &[W], Input<'_>),
+) {
+    let tiles = outs.first().map_or(0, |out| out.len() / TILE_ROWS);
+    for tile in 0..tiles {
+        let w = &w[tile * tile_len..][..tile_len];
+        for (out, &x) in outs.iter_mut().zip(xs) {
+            matvec(&mut out[tile * TILE_ROWS..][..TILE_ROWS], w, x);
+        }
+    }
 }
 
 /// The instruction sets of this build: the one list of kernel paths. Code that

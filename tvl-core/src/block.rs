@@ -1,0 +1,396 @@
+//! The forward pass over a block of tokens: a prompt's tokens, or one token of each of several
+//! sequences. Every matrix product reads the panels once for the whole block
+//! ([`MatVec::matmul`]), so prompts run at the speed of arithmetic rather than of memory.
+//!
+//! Each token goes through exactly the operations [`forward`](crate::model::forward) applies to
+//! it, in the same order, with kernels that add each (row, token) as the one-token kernels add
+//! that row: a block leaves the same key/value caches and logits, bit for bit, as feeding its
+//! tokens one by one.
+
+use crate::kernels::{self, Input, Isa, IsaChoice, IsaVisitor, Quantized, MAX_BLOCK};
+use crate::model::{check, store_kv, whole, ArenaError, ForwardError, Image, Model, State};
+use crate::parallel::{split, Disjoint, Parallel};
+use crate::tensor::{BlockProduct, MatVec};
+use core::marker::PhantomData;
+use tvl_layout::layout::TILE_ROWS;
+use tvl_layout::state::Rows;
+use tvl_layout::{BlockLayout, Config};
+
+/// One token of a block: which state (sequence) it belongs to, the token, its position, and
+/// whether the next token's logits are wanted (the last token of a prompt; every token of a
+/// batch of sequences). Logits go to the sequence's state ([`State::logits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Feed {
+    /// Index of the sequence's state.
+    pub sequence: usize,
+    /// The token.
+    pub token: u32,
+    /// Its position in the sequence.
+    pub pos: usize,
+    /// Whether to compute the logits after it.
+    pub logits: bool,
+}
+
+/// The activations of a block of up to [`Block::tokens`] tokens, in one arena laid out by
+/// [`BlockLayout`]. Reused from block to block; the caches stay in the sequences' states.
+pub struct Block<A> {
+    arena: A,
+    layout: BlockLayout,
+}
+
+#[cfg(feature = "alloc")]
+impl Block<alloc::vec::Vec<f32>> {
+    /// Buffers for blocks of `tokens` tokens (clamped to 1..=[`MAX_BLOCK`]) of `config`.
+    pub fn new(config: &Config, tokens: usize) -> Self {
+        let layout = BlockLayout::new(config, tokens.clamp(1, MAX_BLOCK));
+        Block { arena: alloc::vec![0.0; layout.words], layout }
+    }
+}
+
+impl<A: AsRef<[f32]> + AsMut<[f32]>> Block<A> {
+    /// Buffers for blocks of `tokens` tokens (1..=[`MAX_BLOCK`]) in `arena`, at least
+    /// [`BlockLayout::words`] long.
+    pub fn in_arena(config: &Config, tokens: usize, mut arena: A) -> Result<Self, ArenaError> {
+        if tokens == 0 || tokens > MAX_BLOCK {
+            return Err(ArenaError::SeqLen { asked: tokens, max: MAX_BLOCK });
+        }
+        let layout = BlockLayout::new(config, tokens);
+        let given = arena.as_ref().len();
+        if given < layout.words {
+            return Err(ArenaError::TooSmall { needed: layout.words, given });
+        }
+        arena.as_mut().fill(0.0);
+        Ok(Block { arena, layout })
+    }
+
+    /// Tokens a block holds at most.
+    pub fn tokens(&self) -> usize {
+        self.layout.tokens
+    }
+
+    fn parts(&mut self) -> BlockParts<'_> {
+        let l = self.layout;
+        let mut rest: &mut [f32] = &mut self.arena.as_mut()[..l.words];
+        let mut at = 0;
+        let mut take = |r: Rows| {
+            let (_, tail) = core::mem::take(&mut rest).split_at_mut(r.region.start - at);
+            let (region, tail) = tail.split_at_mut(r.region.len);
+            rest = tail;
+            at = r.region.end();
+            region
+        };
+        let (x, xb, xb2, hb, hb2) = (take(l.x), take(l.xb), take(l.xb2), take(l.hb), take(l.hb2));
+        let (q, k, v, scores, logits) = (take(l.q), take(l.k), take(l.v), take(l.scores), take(l.logits));
+        let (xq_values, xq_scales, xq_sums) = (take(l.xq_values), take(l.xq_scales), take(l.xq_sums));
+        // SAFETY: as in `State::parts`: i8 and i32 are valid for every bit pattern and no more
+        // aligned than f32, so the whole region is the middle part (checked by `whole`).
+        let (xq_values, xq_sums) =
+            unsafe { (whole(xq_values.align_to_mut::<i8>()), whole(xq_sums.align_to_mut::<i32>())) };
+        BlockParts { x, xb, xb2, hb, hb2, q, k, v, scores, logits, xq_values, xq_scales, xq_sums, layout: l }
+    }
+}
+
+/// The buffers of a [`Block`], each holding one row per token.
+struct BlockParts<'a> {
+    x: &'a mut [f32],
+    xb: &'a mut [f32],
+    xb2: &'a mut [f32],
+    hb: &'a mut [f32],
+    hb2: &'a mut [f32],
+    q: &'a mut [f32],
+    k: &'a mut [f32],
+    v: &'a mut [f32],
+    scores: &'a mut [f32],
+    logits: &'a mut [f32],
+    xq_values: &'a mut [i8],
+    xq_scales: &'a mut [f32],
+    xq_sums: &'a mut [i32],
+    layout: BlockLayout,
+}
+
+/// Row `t` of a buffer of `rows`.
+fn row<T>(buffer: &mut [T], stride: usize, t: usize) -> &mut [T] {
+    &mut buffer[t * stride..][..stride]
+}
+
+/// The quantized inputs of a block.
+struct QuantizedRows<'a, 'b> {
+    values: &'a mut [i8],
+    scales: &'a mut [f32],
+    sums: &'a mut [i32],
+    layout: &'b BlockLayout,
+}
+
+/// The inputs of the next block product: row t of `values` (its first `len` floats quantized
+/// if the model is) for the first `tokens` rows.
+fn inputs<'a>(
+    values: &'a [f32],
+    stride: usize,
+    len: usize,
+    tokens: usize,
+    xq: &'a mut QuantizedRows<'_, '_>,
+    quantized: bool,
+) -> [Input<'a>; MAX_BLOCK] {
+    let l = xq.layout;
+    let (vs, ss, us) = (l.xq_values.stride * 4, l.xq_scales.stride, l.xq_sums.stride);
+    if quantized {
+        for t in 0..tokens {
+            kernels::quant::quantize_groups(
+                &values[t * stride..][..len],
+                l.group_size,
+                row(xq.values, vs, t),
+                row(xq.scales, ss, t),
+                row(xq.sums, us, t),
+            );
+        }
+    }
+    let xq: &'a QuantizedRows<'_, '_> = xq;
+    core::array::from_fn(|t| {
+        if t < tokens && quantized {
+            let quantized = Quantized {
+                q: &xq.values[t * vs..][..vs],
+                scales: &xq.scales[t * ss..][..ss],
+                sums: &xq.sums[t * us..][..us],
+            };
+            Input { values: &values[t * stride..][..stride], quantized }
+        } else if t < tokens {
+            Input { values: &values[t * stride..][..stride], quantized: Quantized { q: &[], scales: &[], sums: &[] } }
+        } else {
+            Input { values: &[], quantized: Quantized { q: &[], scales: &[], sums: &[] } }
+        }
+    })
+}
+
+/// `out = W · x` for every token of the block and N matrices that read the same inputs, as one
+/// job of the pool, split by row tiles as [`crate::model`]'s one-token products are: each
+/// thread streams its own part of the panels once for the whole block.
+///
+/// # Safety
+/// The kernels' instruction set must be available on this CPU.
+unsafe fn matmuls<const N: usize, P: Parallel + ?Sized>(
+    pool: &mut P,
+    products: [BlockProduct<'_>; N],
+    xs: &[Input<'_>],
+) {
+    let (threads, tokens) = (pool.threads(), xs.len());
+    let tiles = products.each_ref().map(|p| p.rows / TILE_ROWS);
+    let total_tiles: usize = tiles.iter().sum();
+    let total_bytes: usize = products.iter().map(|p| p.w.len()).sum();
+    let products = products.map(|p| {
+        assert!(p.out.len() >= tokens * p.stride, "block product: output rows shorter than the block");
+        (p.kernel, Disjoint::new(p.out), p.stride, p.w)
+    });
+    pool.run_sized(total_bytes, &|thread| {
+        let mine = split(total_tiles, thread, threads);
+        let mut first = 0;
+        for ((kernel, out, stride, w), &tiles) in products.iter().zip(&tiles) {
+            let (start, end) = (mine.start.max(first) - first, mine.end.min(first + tiles).saturating_sub(first));
+            if start < end {
+                let tile_bytes = w.len() / tiles;
+                let mut outs: [&mut [f32]; MAX_BLOCK] = core::array::from_fn(|t| {
+                    if t < tokens {
+                        // SAFETY: threads get disjoint tile ranges, hence disjoint rows of every
+                        // token's output row (rows never overlap: `stride` >= the matrix's rows).
+                        unsafe { out.range(t * stride + start * TILE_ROWS..t * stride + end * TILE_ROWS) }
+                    } else {
+                        &mut []
+                    }
+                });
+                // SAFETY: the caller guarantees the kernels' instruction set.
+                unsafe { kernel(&mut outs[..tokens], &w[start * tile_bytes..end * tile_bytes], xs) }
+            }
+            first += tiles;
+        }
+    });
+}
+
+/// Checks a block's tokens against the model, the states and the block.
+fn check_block<M: Model, A: AsRef<[f32]> + AsMut<[f32]>>(
+    block: &Block<A>,
+    states: &[State<A>],
+    feeds: &[Feed],
+) -> Result<(), ForwardError> {
+    if block.layout != BlockLayout::new(&M::CONFIG, block.layout.tokens)
+        || block.arena.as_ref().len() < block.layout.words
+    {
+        return Err(ForwardError::WrongState);
+    }
+    if feeds.len() > block.tokens() {
+        return Err(ForwardError::BadBlock);
+    }
+    for (t, feed) in feeds.iter().enumerate() {
+        let state = states.get(feed.sequence).ok_or(ForwardError::BadBlock)?;
+        check::<M, A>(state, feed.token, feed.pos)?;
+        if feeds[..t].iter().any(|earlier| earlier.sequence == feed.sequence && earlier.pos >= feed.pos) {
+            return Err(ForwardError::BadBlock);
+        }
+    }
+    Ok(())
+}
+
+/// The forward pass of a block of tokens (see the module): for every feed, the same key/value
+/// cache entries, and for those that ask, the same logits in their sequence's state, bit for
+/// bit, as [`forward`](crate::model::forward) of each token in order. Tokens of one sequence
+/// must come in increasing positions (a prompt: `first_pos`, `first_pos + 1`, ...), after
+/// every earlier position of that sequence was fed.
+///
+/// # Safety
+/// `K::available()` must have returned true on this CPU.
+pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + AsMut<[f32]>>(
+    w: &Image<'_, M>,
+    pool: &mut P,
+    block: &mut Block<A>,
+    states: &mut [State<A>],
+    feeds: &[Feed],
+) -> Result<(), ForwardError> {
+    check_block::<M, A>(block, states, feeds)?;
+    let c = &M::CONFIG;
+    let (dim, hidden, kv_dim, head_dim, n_heads) = (c.dim, c.hidden_dim, c.kv_dim(), c.head_dim(), c.n_heads);
+    let layout = &M::LAYOUT;
+    let n = feeds.len();
+    let b = block.parts();
+    let l = b.layout;
+    let mut xq = QuantizedRows { values: b.xq_values, scales: b.xq_scales, sums: b.xq_sums, layout: &l };
+    let quantized = c.weights.group_size().is_some();
+
+    for (t, feed) in feeds.iter().enumerate() {
+        let x = &mut row(b.x, l.x.stride, t)[..dim];
+        layout.token_embedding.read_row(w.panels(layout.token_embedding), feed.token as usize, x);
+    }
+
+    for (layer, lw) in M::LAYERS.iter().enumerate() {
+        // Attention: q, k, v of every token; k and v go into their sequences' caches.
+        for t in 0..n {
+            let (xb, x) = (row(b.xb, l.xb.stride, t), row(b.x, l.x.stride, t));
+            kernels::rmsnorm(&mut xb[..dim], &x[..dim], w.vector(lw.attn_norm), c.norm_eps);
+        }
+        let xs = inputs(b.xb, l.xb.stride, dim, n, &mut xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
+        unsafe {
+            matmuls(
+                pool,
+                [
+                    lw.wq.block_product::<K, M>(b.q, l.q.stride, w),
+                    lw.wk.block_product::<K, M>(b.k, l.k.stride, w),
+                    lw.wv.block_product::<K, M>(b.v, l.v.stride, w),
+                ],
+                &xs[..n],
+            )
+        };
+        for (t, feed) in feeds.iter().enumerate() {
+            let state = &mut states[feed.sequence];
+            let cache = state.layout().cache;
+            let (keys, values, rope) = state.cache_parts(layer);
+            let (q, k, v) = (row(b.q, l.q.stride, t), row(b.k, l.k.stride, t), row(b.v, l.v.stride, t));
+            kernels::rope(&mut q[..dim], &mut k[..kv_dim], &rope[feed.pos * head_dim..][..head_dim]);
+            store_kv(&cache, keys, values, &k[..kv_dim], &v[..kv_dim], feed.pos);
+        }
+        let caches: [(&[f32], &[f32], usize); MAX_BLOCK] = core::array::from_fn(|t| match feeds.get(t) {
+            Some(feed) => {
+                let (keys, values) = states[feed.sequence].layer_cache(layer);
+                (keys, values, feed.pos + 1)
+            }
+            None => (&[][..], &[][..], 0),
+        });
+        let (q, threads) = (&*b.q, pool.threads());
+        let (scores, out) = (Disjoint::new(&mut b.scores[..]), Disjoint::new(&mut b.xb[..]));
+        let cache_bytes: usize = feeds.iter().map(|f| 2 * (f.pos + 1) * kv_dim * core::mem::size_of::<f32>()).sum();
+        pool.run_sized(cache_bytes, &|thread| {
+            // (token, head) pairs, split into one contiguous range per thread.
+            let mine = split(n * n_heads, thread, threads);
+            for (t, &(keys, values, positions)) in caches[..n].iter().enumerate() {
+                let heads = mine.start.max(t * n_heads)..mine.end.min((t + 1) * n_heads);
+                if heads.is_empty() {
+                    continue;
+                }
+                let heads = heads.start - t * n_heads..heads.end - t * n_heads;
+                let seq_len = keys.len() / kv_dim;
+                let (scores_at, out_at, q_at) = (t * l.scores.stride, t * l.xb.stride, t * l.q.stride);
+                // SAFETY: each thread gets its own (token, head) pairs, hence disjoint ranges of
+                // scores and out; the caller guarantees that K is available.
+                unsafe {
+                    M::attention::<K>(
+                        heads.clone(),
+                        scores.range(scores_at + heads.start * seq_len..scores_at + heads.end * seq_len),
+                        out.range(out_at + heads.start * head_dim..out_at + heads.end * head_dim),
+                        &q[q_at + heads.start * head_dim..q_at + heads.end * head_dim],
+                        keys,
+                        values,
+                        positions,
+                    )
+                }
+            }
+        });
+        let xs = inputs(b.xb, l.xb.stride, dim, n, &mut xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
+        unsafe { matmuls(pool, [lw.wo.block_product::<K, M>(b.xb2, l.xb2.stride, w)], &xs[..n]) };
+        for t in 0..n {
+            kernels::add(&mut row(b.x, l.x.stride, t)[..dim], &row(b.xb2, l.xb2.stride, t)[..dim]);
+        }
+
+        // Feed-forward: w2 · (silu(w1 · x) * (w3 · x)).
+        for t in 0..n {
+            let (xb, x) = (row(b.xb, l.xb.stride, t), row(b.x, l.x.stride, t));
+            kernels::rmsnorm(&mut xb[..dim], &x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
+        }
+        let xs = inputs(b.xb, l.xb.stride, dim, n, &mut xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
+        unsafe {
+            matmuls(
+                pool,
+                [
+                    lw.w1.block_product::<K, M>(b.hb, l.hb.stride, w),
+                    lw.w3.block_product::<K, M>(b.hb2, l.hb2.stride, w),
+                ],
+                &xs[..n],
+            )
+        };
+        for t in 0..n {
+            kernels::swiglu(&mut row(b.hb, l.hb.stride, t)[..hidden], &row(b.hb2, l.hb2.stride, t)[..hidden]);
+        }
+        let xs = inputs(b.hb, l.hb.stride, hidden, n, &mut xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
+        unsafe { matmuls(pool, [lw.w2.block_product::<K, M>(b.xb, l.xb.stride, w)], &xs[..n]) };
+        for t in 0..n {
+            kernels::add(&mut row(b.x, l.x.stride, t)[..dim], &row(b.xb, l.xb.stride, t)[..dim]);
+        }
+    }
+
+    // The classifier, only for the tokens that want logits (row i of xb: the i-th of them).
+    let mut wanted = 0;
+    for (t, feed) in feeds.iter().enumerate() {
+        if feed.logits {
+            let (xb, x) = (row(b.xb, l.xb.stride, wanted), row(b.x, l.x.stride, t));
+            kernels::rmsnorm(&mut xb[..dim], &x[..dim], w.vector(layout.final_norm), c.norm_eps);
+            wanted += 1;
+        }
+    }
+    if wanted > 0 {
+        let xs = inputs(b.xb, l.xb.stride, dim, wanted, &mut xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
+        unsafe { matmuls(pool, [M::CLASSIFIER.block_product::<K, M>(b.logits, l.logits.stride, w)], &xs[..wanted]) };
+        for (i, feed) in feeds.iter().filter(|f| f.logits).enumerate() {
+            let logits = &row(b.logits, l.logits.stride, i)[..c.vocab_size];
+            states[feed.sequence].logits(c.vocab_size).copy_from_slice(logits);
+        }
+    }
+    Ok(())
+}
+
+/// The block forward pass of `M` for one instruction set.
+pub type ForwardBlockFn<M, P, A> =
+    unsafe fn(&Image<'_, M>, &mut P, &mut Block<A>, &mut [State<A>], &[Feed]) -> Result<(), ForwardError>;
+
+/// [`forward_block`] for the instruction set an [`IsaChoice`] names.
+pub fn forward_block_for<M: Model, P: Parallel, A: AsRef<[f32]> + AsMut<[f32]>>(
+    isa: IsaChoice,
+) -> ForwardBlockFn<M, P, A> {
+    struct Of<M, P, A>(PhantomData<(M, P, A)>);
+    impl<M: Model, P: Parallel, A: AsRef<[f32]> + AsMut<[f32]>> IsaVisitor for Of<M, P, A> {
+        type Output = ForwardBlockFn<M, P, A>;
+        fn visit<K: Isa>(self) -> ForwardBlockFn<M, P, A> {
+            forward_block::<M, K, P, A>
+        }
+    }
+    isa.visit(Of::<M, P, A>(PhantomData))
+}
