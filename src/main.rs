@@ -79,6 +79,10 @@ enum Command {
         /// Print one JSON object instead of text
         #[arg(long)]
         json: bool,
+        /// Sequences decoding together for the batched measurement (one token of each per
+        /// forward pass; total tok/s is reported)
+        #[arg(long, default_value_t = 4)]
+        sequences: usize,
         /// Benchmark the bundled shape MODEL with quantized random weights (f32, q8_0, q4_0, q4_0_pure)
         #[arg(long, value_name = "SCHEME")]
         quant: Option<String>,
@@ -301,7 +305,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
                 bail!("{damaged} of {} files failed verification", files.len());
             }
         }
-        Command::Bench { model, threads, tokens, repetitions, json, quant, group_size } => {
+        Command::Bench { model, threads, tokens, repetitions, json, sequences, quant, group_size } => {
             let weights = quant.map(|q| weights_arg(&q, group_size)).transpose()?;
             if cfg!(debug_assertions) {
                 eprintln!("warning: this is a debug build; its speed means nothing (build with --release)");
@@ -320,7 +324,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
             let start = std::time::Instant::now();
             let model = tvl::bundled::open(&path, &threads_option(threads))?;
             let load = start.elapsed();
-            let report = tvl::bench::run(model.as_ref(), load, tokens, repetitions)?;
+            let report = tvl::bench::run(model.as_ref(), load, tokens, repetitions, sequences)?;
             if json {
                 writeln!(out, "{}", report.to_json())?;
             } else {

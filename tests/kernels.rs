@@ -274,3 +274,84 @@ fn int8_kernels_are_exact_for_every_byte_value() {
         assert_eq!(isa.visit(Int8(&w, &xq)), expected, "{}", isa.name());
     }
 }
+
+/// `M`'s block kernels on K against K's matrix-vector kernel run token by token: the same bits
+/// for every (row, token), for every matrix type, block sizes 1 to 13 (register tiles of 4 and
+/// 6 tokens and their remainders), and a few row tiles (as a thread's share).
+fn check_block_kernels<M: Model, K: Isa>() {
+    fn check<T: MatVec, K: Isa>(name: &str, panels: Panels) {
+        let group_size = if panels.encoding == Encoding::F32 { 0 } else { panels.encoding.group_size() };
+        let mut w = vec![0; panels.bytes()];
+        let mut rng = Rng(0x5EED ^ (panels.rows * 7 + panels.cols) as u64);
+        panels.pack(&rng.vec(panels.rows * panels.cols), &mut w);
+        let rows = panels.padded_rows().min(12);
+        for tokens in [1, 2, 3, 4, 5, 6, 7, 13] {
+            let xs: Vec<Vec<f32>> = (0..tokens)
+                .map(|_| {
+                    let mut x = rng.vec(panels.padded_cols());
+                    x[panels.cols..].fill(0.0);
+                    x
+                })
+                .collect();
+            let xq: Vec<QuantizedVector> = xs
+                .iter()
+                .map(|x| {
+                    let mut q = QuantizedVector::new(panels.cols, group_size);
+                    if group_size > 0 {
+                        q.quantize(&x[..panels.cols]);
+                    }
+                    q
+                })
+                .collect();
+            let inputs: Vec<Input<'_>> =
+                xs.iter().zip(&xq).map(|(x, q)| Input { values: x, quantized: q.view() }).collect();
+            let mut expected = vec![vec![0.0f32; rows]; tokens];
+            let mut got = vec![vec![f32::NAN; rows]; tokens];
+            // SAFETY: K is only instantiated for instruction sets this CPU has.
+            unsafe {
+                for (out, &x) in expected.iter_mut().zip(&inputs) {
+                    T::matvec::<K>(out, &w, x);
+                }
+                let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|o| &mut o[..]).collect();
+                T::matmul::<K>(&mut outs, &w, &inputs);
+            }
+            for (t, (e, g)) in expected.iter().zip(&got).enumerate() {
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(g), bits(e), "{} {name} {:?}: token {t} of {tokens}", K::NAME, panels.encoding);
+            }
+        }
+    }
+    let typed = M::LAYERS[0];
+    check::<M::Attn, K>("dim x dim", typed.wq.panels());
+    check::<M::Kv, K>("kv x dim", typed.wk.panels());
+    check::<M::Up, K>("hidden x dim", typed.w1.panels());
+    check::<M::Down, K>("dim x hidden", typed.w2.panels());
+    check::<M::Vocab, K>("vocab x dim", M::CLASSIFIER.panels());
+}
+
+#[test]
+fn block_kernels_equal_their_matvec_for_every_token() {
+    use tvl::bundled::*;
+    struct Check<M>(std::marker::PhantomData<M>);
+    impl<M: Model> IsaVisitor for Check<M> {
+        type Output = ();
+        fn visit<K: Isa>(self) {
+            check_block_kernels::<M, K>()
+        }
+    }
+    fn all<M: Model>() {
+        for isa in IsaChoice::available_here() {
+            isa.visit(Check::<M>(std::marker::PhantomData));
+        }
+    }
+    all::<Stories260K>();
+    all::<Stories260KQ80>();
+    all::<Stories260KQ40>();
+    all::<Stories260KQ80G4>();
+    all::<Stories260KQ40Pure>();
+    all::<Stories15M>();
+    all::<Stories15MQ80>();
+    all::<Stories15MQ40>();
+    all::<Stories110MQ80G64>();
+    println!("block kernels tested: {:?}", IsaChoice::available_here().map(|i| i.name()).collect::<Vec<_>>());
+}

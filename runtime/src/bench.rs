@@ -3,7 +3,7 @@
 //! roofline is bandwidth / bytes per token.
 
 use crate::error::Result;
-use crate::model::Forward;
+use crate::model::{Feed, Forward};
 use crate::pool::{split, Pool};
 use crate::sampler::argmax;
 use std::time::{Duration, Instant};
@@ -40,6 +40,25 @@ pub struct Report {
     pub probe_gb_per_s: f64,
     /// Achieved tokens per second over what the probe's bandwidth allows.
     pub roofline_fraction: f64,
+    /// Tokens of the prompt fed in blocks (128, or the context less one if shorter).
+    pub prompt_tokens: usize,
+    /// Prompt tokens per second (median), fed in blocks ([`Forward::prefill`]).
+    pub prefill_tokens_per_second: f64,
+    /// Time from a fresh sequence to the logits after the whole prompt (median), ms.
+    pub time_to_first_token_ms: f64,
+    /// Multiply-adds per prompt token in the matrix products (the classifier once per prompt).
+    pub prefill_macs_per_token: u64,
+    /// The machine's peak multiply-adds per second for this model's arithmetic (f32 FMA, or
+    /// int8 dot products for quantized models), same threads, measured in this run (see
+    /// [`peak_macs_per_second`]).
+    pub peak_macs_per_second: f64,
+    /// Prefill multiply-adds per second over that peak.
+    pub prefill_peak_fraction: f64,
+    /// Sequences decoded together for `batch_tokens_per_second` (`--sequences`).
+    pub sequences: usize,
+    /// Total tokens per second of `sequences` sequences decoding together (one batched forward
+    /// pass per step); equal to decode speed's measurement at 1.
+    pub batch_tokens_per_second: f64,
 }
 
 impl Report {
@@ -49,7 +68,10 @@ impl Report {
             "{{\"model\": \"{}\", \"kernels\": \"{}\", \"threads\": {}, \"tokens\": {}, \"repetitions\": {}, \
              \"load_ms\": {}, \"first_token_ms\": {}, \"tokens_per_second\": {}, \"ms_per_token\": {}, \
              \"weight_bytes_per_token\": {}, \"kv_bytes_per_token\": {}, \"achieved_gb_per_s\": {}, \
-             \"probe_gb_per_s\": {}, \"roofline_fraction\": {}}}",
+             \"probe_gb_per_s\": {}, \"roofline_fraction\": {}, \"prompt_tokens\": {}, \
+             \"prefill_tokens_per_second\": {}, \"time_to_first_token_ms\": {}, \"prefill_macs_per_token\": {}, \
+             \"peak_macs_per_second\": {}, \"prefill_peak_fraction\": {}, \"sequences\": {}, \
+             \"batch_tokens_per_second\": {}}}",
             self.model,
             self.kernels,
             self.threads,
@@ -63,7 +85,15 @@ impl Report {
             self.kv_bytes_per_token,
             json_number(self.achieved_gb_per_s),
             json_number(self.probe_gb_per_s),
-            json_number(self.roofline_fraction)
+            json_number(self.roofline_fraction),
+            self.prompt_tokens,
+            json_number(self.prefill_tokens_per_second),
+            json_number(self.time_to_first_token_ms),
+            self.prefill_macs_per_token,
+            json_number(self.peak_macs_per_second),
+            json_number(self.prefill_peak_fraction),
+            self.sequences,
+            json_number(self.batch_tokens_per_second)
         )
     }
 
@@ -78,7 +108,10 @@ impl Report {
              bytes per token    {:.1} MB weights + {:.2} MB KV cache\n\
              achieved           {:.1} GB/s\n\
              roofline (probe)   {:.1} GB/s → {:.1} tok/s at 100%\n\
-             fraction           {:.1}% of the roofline\n",
+             fraction           {:.1}% of the roofline\n\
+             prompt             {:.1} tok/s over {} tokens in blocks, first token after {:.1} ms\n\
+             arithmetic peak    {:.1} G multiply-adds/s (probe) → prompt at {:.1}% of it\n\
+             {} sequences        {:.1} tok/s in total, decoding together\n",
             self.model,
             self.kernels,
             self.threads,
@@ -93,7 +126,14 @@ impl Report {
             self.achieved_gb_per_s,
             self.probe_gb_per_s,
             self.probe_gb_per_s * 1e9 / (self.weight_bytes_per_token + self.kv_bytes_per_token) as f64,
-            self.roofline_fraction * 100.0
+            self.roofline_fraction * 100.0,
+            self.prefill_tokens_per_second,
+            self.prompt_tokens,
+            self.time_to_first_token_ms,
+            self.peak_macs_per_second / 1e9,
+            self.prefill_peak_fraction * 100.0,
+            self.sequences,
+            self.batch_tokens_per_second,
         )
     }
 }
@@ -121,8 +161,25 @@ pub fn weight_bytes_per_token(layout: &Layout) -> u64 {
     (matrices_and_norms + embedding) as u64
 }
 
-/// Runs `tokens` positions `repetitions` times (after one warm-up run) and reports the median.
-pub fn run(model: &dyn Forward, load: Duration, tokens: usize, repetitions: usize) -> Result<Report> {
+/// Multiply-adds of one token through the matrix products, with or without the classifier.
+pub fn macs_per_token(layout: &Layout, classifier: bool) -> u64 {
+    let layers: usize = layout
+        .layers
+        .iter()
+        .map(|l| [l.wq, l.wk, l.wv, l.wo, l.w1, l.w3, l.w2].iter().map(|p| p.rows * p.cols).sum::<usize>())
+        .sum();
+    let c = layout.classifier;
+    (layers + if classifier { c.rows * c.cols } else { 0 }) as u64
+}
+
+/// A prompt of `len` tokens for benchmarks: BOS, then tokens spread over the vocabulary.
+fn bench_prompt(vocab: usize, len: usize) -> Vec<u32> {
+    (0..len).map(|i| if i == 0 { 1 } else { ((i * 7919 + 3) % vocab) as u32 }).collect()
+}
+
+/// Runs `tokens` positions `repetitions` times (after one warm-up run) and reports the median;
+/// then a 128-token prompt in blocks, and `sequences` sequences decoding together.
+pub fn run(model: &dyn Forward, load: Duration, tokens: usize, repetitions: usize, sequences: usize) -> Result<Report> {
     let c = *model.config();
     let tokens = tokens.clamp(1, c.seq_len);
     let mut state = model.new_state();
@@ -150,6 +207,46 @@ pub fn run(model: &dyn Forward, load: Duration, tokens: usize, repetitions: usiz
     let tokens_per_second = tokens as f64 / median.as_secs_f64();
     let achieved = (weight_bytes + kv_bytes) as f64 * tokens_per_second / 1e9;
     let probe = read_bandwidth(model.threads());
+
+    // The prompt: median of the repetitions, each on a fresh cache.
+    let prompt = bench_prompt(c.vocab_size, 128.min(c.seq_len - 1).max(1));
+    let mut prefill_times = Vec::new();
+    for _ in 0..repetitions.max(1) + 1 {
+        let mut state = model.new_state();
+        let start = Instant::now();
+        model.prefill(&mut state, &prompt, 0)?;
+        prefill_times.push(start.elapsed());
+    }
+    prefill_times.remove(0); // warm-up
+    prefill_times.sort();
+    let prefill_median = prefill_times[prefill_times.len() / 2];
+    let prefill_tps = prompt.len() as f64 / prefill_median.as_secs_f64();
+    let prefill_macs = (macs_per_token(&layout, false) * prompt.len() as u64 + macs_per_token(&layout, true)
+        - macs_per_token(&layout, false))
+        / prompt.len() as u64;
+    let peak = peak_macs_per_second(model.threads(), c.weights.group_size().is_some());
+
+    // Several sequences: one token of each per forward pass, `tokens` steps.
+    let sequences = sequences.max(1);
+    let mut states: Vec<crate::State> = (0..sequences).map(|_| model.new_state()).collect();
+    let batch = |states: &mut [crate::State]| -> Result<Duration> {
+        let mut next: Vec<u32> = (0..sequences).map(|i| 1 + i as u32 % 7).collect();
+        let start = Instant::now();
+        for pos in 0..tokens {
+            let feeds: Vec<Feed> =
+                next.iter().enumerate().map(|(sequence, &token)| Feed { sequence, token, pos, logits: true }).collect();
+            model.forward_feeds(states, &feeds)?;
+            for (token, state) in next.iter_mut().zip(states.iter_mut()) {
+                *token = argmax(state.logits(c.vocab_size));
+            }
+        }
+        Ok(start.elapsed())
+    };
+    batch(&mut states)?;
+    let mut batch_times: Vec<Duration> = (0..repetitions.max(1)).map(|_| batch(&mut states)).collect::<Result<_>>()?;
+    batch_times.sort();
+    let batch_tps = (sequences * tokens) as f64 / batch_times[batch_times.len() / 2].as_secs_f64();
+
     Ok(Report {
         model: c.name.to_string(),
         kernels: model.kernels(),
@@ -165,6 +262,14 @@ pub fn run(model: &dyn Forward, load: Duration, tokens: usize, repetitions: usiz
         achieved_gb_per_s: achieved,
         probe_gb_per_s: probe,
         roofline_fraction: achieved / probe,
+        prompt_tokens: prompt.len(),
+        prefill_tokens_per_second: prefill_tps,
+        time_to_first_token_ms: prefill_median.as_secs_f64() * 1e3,
+        prefill_macs_per_token: prefill_macs,
+        peak_macs_per_second: peak,
+        prefill_peak_fraction: prefill_macs as f64 * prefill_tps / peak,
+        sequences,
+        batch_tokens_per_second: batch_tps,
     })
 }
 
@@ -216,4 +321,104 @@ fn sum_lines_portable(values: &[f32]) -> f32 {
         }
     }
     acc.iter().sum()
+}
+
+/// The machine's peak multiply-adds per second with `threads` threads, measured: f32 FMAs
+/// (`int8` false) or int8 dot-product lanes (`int8` true), with the widest instructions the
+/// kernels use here (x86_64: 256-bit FMA; `vpdpbusd` with AVX-VNNI or AVX-512 VNNI, else
+/// `vpmaddubsw`, counted as the 32 products it does). Many independent chains in registers,
+/// best of 5 runs. NaN where no probe exists (other architectures).
+pub fn peak_macs_per_second(threads: usize, int8: bool) -> f64 {
+    let Ok(mut pool) = Pool::new(threads) else { return f64::NAN };
+    const ROUNDS: u64 = 1 << 22;
+    let mut best = f64::NAN;
+    for _ in 0..5 {
+        let macs: Vec<std::sync::atomic::AtomicU64> = (0..threads).map(|_| Default::default()).collect();
+        let start = Instant::now();
+        pool.run(&|thread| {
+            macs[thread].store(probe_macs(ROUNDS, int8), std::sync::atomic::Ordering::Relaxed);
+        });
+        let seconds = start.elapsed().as_secs_f64();
+        let total: u64 = macs.iter().map(|m| m.load(std::sync::atomic::Ordering::Relaxed)).sum();
+        let rate = total as f64 / seconds;
+        if !(rate <= best) {
+            best = rate;
+        }
+    }
+    if best > 0.0 {
+        best
+    } else {
+        f64::NAN
+    }
+}
+
+/// Runs the probe on this thread; returns the multiply-adds done (0 if there is no probe).
+fn probe_macs(rounds: u64, int8: bool) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::IsaChoice::Avx2.available() {
+        // SAFETY: AVX2 and FMA were just checked; the VNNI variant only runs where checked.
+        unsafe {
+            return if !int8 {
+                fma_probe(rounds)
+            } else if crate::kernels::IsaChoice::AvxVnni.available() {
+                dpbusd_probe(rounds)
+            } else {
+                maddubs_probe(rounds)
+            };
+        }
+    }
+    let _ = (rounds, int8);
+    0
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_probe(rounds: u64) -> u64 {
+    use std::arch::x86_64::*;
+    let mut acc = std::hint::black_box([_mm256_set1_ps(0.0); 12]);
+    let (a, b) = std::hint::black_box((_mm256_set1_ps(0.999), _mm256_set1_ps(0.001)));
+    for _ in 0..rounds / 64 {
+        for _ in 0..64 {
+            for acc in acc.iter_mut() {
+                *acc = _mm256_fmadd_ps(*acc, a, b);
+            }
+        }
+        // Opaque to the optimizer once in a while, so that nothing is folded away.
+        acc = std::hint::black_box(acc);
+    }
+    rounds / 64 * 64 * 12 * 8
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avxvnni")]
+unsafe fn dpbusd_probe(rounds: u64) -> u64 {
+    use std::arch::x86_64::*;
+    let mut acc = std::hint::black_box([_mm256_setzero_si256(); 12]);
+    let (a, b) = std::hint::black_box((_mm256_set1_epi8(3), _mm256_set1_epi8(-2)));
+    for _ in 0..rounds / 64 {
+        for _ in 0..64 {
+            for acc in acc.iter_mut() {
+                *acc = _mm256_dpbusd_avx_epi32(*acc, a, b);
+            }
+        }
+        acc = std::hint::black_box(acc);
+    }
+    rounds / 64 * 64 * 12 * 32
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn maddubs_probe(rounds: u64) -> u64 {
+    use std::arch::x86_64::*;
+    let mut acc = std::hint::black_box([_mm256_setzero_si256(); 12]);
+    let (a, b, ones) = std::hint::black_box((_mm256_set1_epi8(3), _mm256_set1_epi8(-2), _mm256_set1_epi16(1)));
+    for _ in 0..rounds / 64 {
+        for _ in 0..64 {
+            for acc in acc.iter_mut() {
+                *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+            }
+        }
+        acc = std::hint::black_box(acc);
+    }
+    rounds / 64 * 64 * 12 * 32
 }

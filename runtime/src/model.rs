@@ -151,7 +151,7 @@ impl<M: Model> Transformer<M> {
             None => crate::kernels::select().map_err(Error::Invalid)?,
         };
         let forward = forward_for::<M, Pool, Vec<f32>>(isa);
-        let forward_block = forward_block_for::<M, Pool, Vec<f32>>(isa);
+        let forward_block = forward_block_for::<M, Pool, Vec<f32>>(isa.for_blocks());
         // A model this small runs faster on one thread: a token takes tens of microseconds,
         // about what waking workers costs (stories260K: 23,600 tok/s on one, 17,800 on two).
         let threads = if options.threads == 0 && M::LAYOUT.file_size < SMALL_MODEL_BYTES {

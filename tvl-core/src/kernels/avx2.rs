@@ -298,6 +298,68 @@ unsafe fn add_group(val: __m128, ival: __m128i, w_scales: *const u8, x_scale: f3
     }
 }
 
+/// Adds one 64-column block of a tile to `val` (the 4 rows' sums, one per lane): its exact
+/// integer sums `lanes` (per row: columns 0–31, 32–63, as [`row_block_lanes`] gives them),
+/// less 8·Σx per group for 4-bit weights, times the weights' and x's scales, group by group
+/// in column order, each operation rounded, as the reference. `group` is the block's first
+/// group; `scales` the block's weight scales.
+#[inline(always)]
+pub(super) unsafe fn add_block<const GS: usize, const Q4: bool>(
+    mut val: __m128,
+    lanes: [(__m256i, __m256i); TILE_ROWS],
+    scales: *const u8,
+    xs: &[f32],
+    xsums: &[i32],
+    group: usize,
+) -> __m128 {
+    let groups_per_block = Q_COL_BLOCK / GS;
+    // SAFETY: (the whole body) `scales` points at the block's 4 · groups_per_block scales and
+    // `group + groups_per_block <= xs.len()` (the caller's block); register arithmetic
+    // under the caller's AVX2.
+    unsafe {
+        // Σu·x − 8·Σx for 4-bit groups; nothing to subtract for int8.
+        let offset0 = _mm_set1_epi32(if Q4 { 8 * xsums[group] } else { 0 });
+        match GS {
+            64 => {
+                let [(a0, b0), (a1, b1), (a2, b2), (a3, b3)] = lanes;
+                let rows = [
+                    _mm256_add_epi32(a0, b0),
+                    _mm256_add_epi32(a1, b1),
+                    _mm256_add_epi32(a2, b2),
+                    _mm256_add_epi32(a3, b3),
+                ];
+                val = add_group(val, _mm_sub_epi32(sum_4_rows(rows), offset0), scales, xs[group]);
+            }
+            32 => {
+                // [group 0 of rows 0-3 | group 1 of rows 0-3]: the order of the scales.
+                let [(a0, b0), (a1, b1), (a2, b2), (a3, b3)] = lanes;
+                let offset1 = _mm_set1_epi32(if Q4 { 8 * xsums[group + 1] } else { 0 });
+                let sums =
+                    _mm256_sub_epi32(sum_8([a0, a1, a2, a3, b0, b1, b2, b3]), _mm256_set_m128i(offset1, offset0));
+                let terms = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_loadu_ps(scales.cast()));
+                let x0 = _mm_set1_ps(xs[group]);
+                val = _mm_add_ps(val, _mm_mul_ps(_mm256_castps256_ps128(terms), x0));
+                let x1 = _mm_set1_ps(xs[group + 1]);
+                val = _mm_add_ps(val, _mm_mul_ps(_mm256_extractf128_ps::<1>(terms), x1));
+            }
+            _ => {
+                // Small groups (llama2.c exports of small models): lane sums through memory.
+                let mut sums = [[0i32; 16]; TILE_ROWS];
+                for (sums, (a, b)) in sums.iter_mut().zip(lanes) {
+                    _mm256_storeu_si256(sums.as_mut_ptr().cast(), a);
+                    _mm256_storeu_si256(sums.as_mut_ptr().add(8).cast(), b);
+                }
+                let mut v = [0.0f32; TILE_ROWS];
+                _mm_storeu_ps(v.as_mut_ptr(), val);
+                let scale_bytes = core::slice::from_raw_parts(scales, 4 * TILE_ROWS * groups_per_block);
+                add_block_from_lanes::<GS>(&sums, scale_bytes, &xs[group..group + groups_per_block], &mut v);
+                val = _mm_loadu_ps(v.as_ptr());
+            }
+        }
+        val
+    }
+}
+
 #[target_feature(enable = "avx2,fma")]
 unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
     out: &mut [f32],
@@ -353,48 +415,7 @@ pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q
                     row_block_lanes::<Q4, KIND>(bytes.add(2 * row_bytes), xb),
                     row_block_lanes::<Q4, KIND>(bytes.add(3 * row_bytes), xb),
                 ];
-                let group = block * groups_per_block;
-                // Σu·x − 8·Σx for 4-bit groups; nothing to subtract for int8.
-                let offset0 = _mm_set1_epi32(if Q4 { 8 * xsums[group] } else { 0 });
-                match GS {
-                    64 => {
-                        let [(a0, b0), (a1, b1), (a2, b2), (a3, b3)] = lanes;
-                        let rows = [
-                            _mm256_add_epi32(a0, b0),
-                            _mm256_add_epi32(a1, b1),
-                            _mm256_add_epi32(a2, b2),
-                            _mm256_add_epi32(a3, b3),
-                        ];
-                        val = add_group(val, _mm_sub_epi32(sum_4_rows(rows), offset0), scales, xs[group]);
-                    }
-                    32 => {
-                        // [group 0 of rows 0-3 | group 1 of rows 0-3]: the order of the scales.
-                        let [(a0, b0), (a1, b1), (a2, b2), (a3, b3)] = lanes;
-                        let offset1 = _mm_set1_epi32(if Q4 { 8 * xsums[group + 1] } else { 0 });
-                        let sums = _mm256_sub_epi32(
-                            sum_8([a0, a1, a2, a3, b0, b1, b2, b3]),
-                            _mm256_set_m128i(offset1, offset0),
-                        );
-                        let terms = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_loadu_ps(scales.cast()));
-                        let x0 = _mm_set1_ps(xs[group]);
-                        val = _mm_add_ps(val, _mm_mul_ps(_mm256_castps256_ps128(terms), x0));
-                        let x1 = _mm_set1_ps(xs[group + 1]);
-                        val = _mm_add_ps(val, _mm_mul_ps(_mm256_extractf128_ps::<1>(terms), x1));
-                    }
-                    _ => {
-                        // Small groups (llama2.c exports of small models): lane sums through memory.
-                        let mut sums = [[0i32; 16]; TILE_ROWS];
-                        for (sums, (a, b)) in sums.iter_mut().zip(lanes) {
-                            _mm256_storeu_si256(sums.as_mut_ptr().cast(), a);
-                            _mm256_storeu_si256(sums.as_mut_ptr().add(8).cast(), b);
-                        }
-                        let mut v = [0.0f32; TILE_ROWS];
-                        _mm_storeu_ps(v.as_mut_ptr(), val);
-                        let scale_bytes = core::slice::from_raw_parts(scales, 4 * TILE_ROWS * groups_per_block);
-                        add_block_from_lanes::<GS>(&sums, scale_bytes, &xs[group..group + groups_per_block], &mut v);
-                        val = _mm_loadu_ps(v.as_ptr());
-                    }
-                }
+                val = add_block::<GS, Q4>(val, lanes, scales, xs, xsums, block * groups_per_block);
             }
             _mm_storeu_ps(out.as_mut_ptr(), val);
         }

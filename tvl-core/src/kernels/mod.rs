@@ -342,6 +342,24 @@ impl IsaChoice {
         self.visit(Name)
     }
 
+    /// The instruction set whose block kernels ([`Isa::matmul`]) serve this one's block
+    /// products: the one with the most registers among those that compute exactly the same
+    /// numbers. On x86_64 every SIMD path shares the AVX2 f32 matvec's arithmetic (the
+    /// AVX-512 block kernels reproduce it lane for lane) and every int8 path equals the scalar
+    /// reference, so a CPU with AVX-512 runs block products on it whatever path decodes
+    /// (decoding is memory-bound, block products are not); otherwise this one.
+    pub fn for_blocks(self) -> IsaChoice {
+        #[cfg(target_arch = "x86_64")]
+        if self != IsaChoice::Scalar {
+            for wider in [IsaChoice::Avx512Vnni, IsaChoice::Avx512] {
+                if wider.available() {
+                    return wider;
+                }
+            }
+        }
+        self
+    }
+
     /// Whether this CPU can run it.
     pub fn available(self) -> bool {
         struct Available;
