@@ -276,8 +276,8 @@ fn int8_kernels_are_exact_for_every_byte_value() {
 }
 
 /// `M`'s block kernels on K against K's matrix-vector kernel run token by token: the same bits
-/// for every (row, token), for every matrix type, block sizes 1 to 13 (register tiles of 4 and
-/// 6 tokens and their remainders), and a few row tiles (as a thread's share).
+/// for every (row, token), for every matrix type, block sizes 1 to 32 (register tiles of 4 and
+/// 6 tokens, 16 lanes, and their remainders), and a few row tiles (as a thread's share).
 fn check_block_kernels<M: Model, K: Isa>() {
     fn check<T: MatVec, K: Isa>(name: &str, panels: Panels) {
         let group_size = if panels.encoding == Encoding::F32 { 0 } else { panels.encoding.group_size() };
@@ -285,7 +285,7 @@ fn check_block_kernels<M: Model, K: Isa>() {
         let mut rng = Rng(0x5EED ^ (panels.rows * 7 + panels.cols) as u64);
         panels.pack(&rng.vec(panels.rows * panels.cols), &mut w);
         let rows = panels.padded_rows().min(12);
-        for tokens in [1, 2, 3, 4, 5, 6, 7, 13] {
+        for tokens in [1usize, 2, 3, 4, 5, 6, 7, 13, 16, 17, 32] {
             let xs: Vec<Vec<f32>> = (0..tokens)
                 .map(|_| {
                     let mut x = rng.vec(panels.padded_cols());
@@ -305,6 +305,19 @@ fn check_block_kernels<M: Model, K: Isa>() {
                 .collect();
             let inputs: Vec<Input<'_>> =
                 xs.iter().zip(&xq).map(|(x, q)| Input { values: x, quantized: q.view() }).collect();
+            // The interleaved copy that one-token-per-lane kernels read.
+            let quads = panels.padded_cols() / 4;
+            let groups = panels.padded_cols().checked_div(group_size).unwrap_or(0);
+            let token_groups = tokens.div_ceil(tvl::kernels::LANES);
+            let mut lanes_q = vec![0; token_groups * quads * tvl::kernels::LANES];
+            let mut lanes_scales = vec![0.0; token_groups * groups * tvl::kernels::LANES];
+            let mut lanes_sums = vec![0; token_groups * groups * tvl::kernels::LANES];
+            let lanes = if group_size > 0 {
+                tvl::kernels::interleave(&inputs, quads, groups, &mut lanes_q, &mut lanes_scales, &mut lanes_sums)
+            } else {
+                tvl::kernels::Lanes::default()
+            };
+            let block = tvl::kernels::BlockInput { tokens: &inputs, lanes };
             let mut expected = vec![vec![0.0f32; rows]; tokens];
             let mut got = vec![vec![f32::NAN; rows]; tokens];
             // SAFETY: K is only instantiated for instruction sets this CPU has.
@@ -313,7 +326,7 @@ fn check_block_kernels<M: Model, K: Isa>() {
                     T::matvec::<K>(out, &w, x);
                 }
                 let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|o| &mut o[..]).collect();
-                T::matmul::<K>(&mut outs, &w, &inputs);
+                T::matmul::<K>(&mut outs, &w, &block);
             }
             for (t, (e, g)) in expected.iter().zip(&got).enumerate() {
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();

@@ -324,9 +324,9 @@ fn sum_lines_portable(values: &[f32]) -> f32 {
 }
 
 /// The machine's peak multiply-adds per second with `threads` threads, measured: f32 FMAs
-/// (`int8` false) or int8 dot-product lanes (`int8` true), with the widest instructions the
-/// kernels use here (x86_64: 256-bit FMA; `vpdpbusd` with AVX-VNNI or AVX-512 VNNI, else
-/// `vpmaddubsw`, counted as the 32 products it does). Many independent chains in registers,
+/// (`int8` false) or int8 dot-product lanes (`int8` true), with the widest instructions this
+/// CPU has (x86_64: 512-bit FMA and `vpdpbusd` with AVX-512 VNNI; else 256-bit FMA and
+/// `vpdpbusd` with AVX-VNNI, or `vpmaddubsw`, counted as the 32 products it does). Many independent chains in registers,
 /// best of 5 runs. NaN where no probe exists (other architectures).
 pub fn peak_macs_per_second(threads: usize, int8: bool) -> f64 {
     let Ok(mut pool) = Pool::new(threads) else { return f64::NAN };
@@ -341,7 +341,7 @@ pub fn peak_macs_per_second(threads: usize, int8: bool) -> f64 {
         let seconds = start.elapsed().as_secs_f64();
         let total: u64 = macs.iter().map(|m| m.load(std::sync::atomic::Ordering::Relaxed)).sum();
         let rate = total as f64 / seconds;
-        if !(rate <= best) {
+        if best.is_nan() || rate > best {
             best = rate;
         }
     }
@@ -356,9 +356,15 @@ pub fn peak_macs_per_second(threads: usize, int8: bool) -> f64 {
 fn probe_macs(rounds: u64, int8: bool) -> u64 {
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::IsaChoice::Avx2.available() {
-        // SAFETY: AVX2 and FMA were just checked; the VNNI variant only runs where checked.
+        // SAFETY: AVX2 and FMA were just checked; the VNNI and AVX-512 variants only run
+        // where checked.
         unsafe {
-            return if !int8 {
+            let avx512 = crate::kernels::IsaChoice::Avx512Vnni.available();
+            return if avx512 && !int8 {
+                fma_probe_512(rounds)
+            } else if avx512 {
+                dpbusd_probe_512(rounds)
+            } else if !int8 {
                 fma_probe(rounds)
             } else if crate::kernels::IsaChoice::AvxVnni.available() {
                 dpbusd_probe(rounds)
@@ -421,4 +427,38 @@ unsafe fn maddubs_probe(rounds: u64) -> u64 {
         acc = std::hint::black_box(acc);
     }
     rounds / 64 * 64 * 12 * 32
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_probe_512(rounds: u64) -> u64 {
+    use std::arch::x86_64::*;
+    let mut acc = std::hint::black_box([_mm512_set1_ps(0.0); 12]);
+    let (a, b) = std::hint::black_box((_mm512_set1_ps(0.999), _mm512_set1_ps(0.001)));
+    for _ in 0..rounds / 64 {
+        for _ in 0..64 {
+            for acc in acc.iter_mut() {
+                *acc = _mm512_fmadd_ps(*acc, a, b);
+            }
+        }
+        acc = std::hint::black_box(acc);
+    }
+    rounds / 64 * 64 * 12 * 16
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn dpbusd_probe_512(rounds: u64) -> u64 {
+    use std::arch::x86_64::*;
+    let mut acc = std::hint::black_box([_mm512_setzero_si512(); 12]);
+    let (a, b) = std::hint::black_box((_mm512_set1_epi8(3), _mm512_set1_epi8(-2)));
+    for _ in 0..rounds / 64 {
+        for _ in 0..64 {
+            for acc in acc.iter_mut() {
+                *acc = _mm512_dpbusd_epi32(*acc, a, b);
+            }
+        }
+        acc = std::hint::black_box(acc);
+    }
+    rounds / 64 * 64 * 12 * 64
 }

@@ -7,8 +7,8 @@
 //! that row: a block leaves the same key/value caches and logits, bit for bit, as feeding its
 //! tokens one by one.
 
-use crate::kernels::{self, Input, Isa, IsaChoice, IsaVisitor, Quantized, MAX_BLOCK};
-use crate::model::{check, store_kv, whole, ArenaError, ForwardError, Image, Model, State};
+use crate::kernels::{self, BlockInput, Input, Isa, IsaChoice, IsaVisitor, Lanes, Quantized, MAX_BLOCK};
+use crate::model::{check, whole, ArenaError, ForwardError, Image, Model, State};
 use crate::parallel::{split, Disjoint, Parallel};
 use crate::tensor::{BlockProduct, MatVec};
 use core::marker::PhantomData;
@@ -82,11 +82,19 @@ impl<A: AsRef<[f32]> + AsMut<[f32]>> Block<A> {
         let (x, xb, xb2, hb, hb2) = (take(l.x), take(l.xb), take(l.xb2), take(l.hb), take(l.hb2));
         let (q, k, v, scores, logits) = (take(l.q), take(l.k), take(l.v), take(l.scores), take(l.logits));
         let (xq_values, xq_scales, xq_sums) = (take(l.xq_values), take(l.xq_scales), take(l.xq_sums));
+        let (lanes_q, lanes_scales, lanes_sums) = (take(l.lanes_q), take(l.lanes_scales), take(l.lanes_sums));
         // SAFETY: as in `State::parts`: i8 and i32 are valid for every bit pattern and no more
         // aligned than f32, so the whole region is the middle part (checked by `whole`).
-        let (xq_values, xq_sums) =
-            unsafe { (whole(xq_values.align_to_mut::<i8>()), whole(xq_sums.align_to_mut::<i32>())) };
-        BlockParts { x, xb, xb2, hb, hb2, q, k, v, scores, logits, xq_values, xq_scales, xq_sums, layout: l }
+        let (values, sums, lanes_q, lanes_sums) = unsafe {
+            (
+                whole(xq_values.align_to_mut::<i8>()),
+                whole(xq_sums.align_to_mut::<i32>()),
+                whole(lanes_q.align_to_mut::<i32>()),
+                whole(lanes_sums.align_to_mut::<i32>()),
+            )
+        };
+        let xq = QuantizedParts { values, scales: xq_scales, sums, lanes_q, lanes_scales, lanes_sums };
+        BlockParts { x, xb, xb2, hb, hb2, q, k, v, scores, logits, xq, layout: l }
     }
 }
 
@@ -102,10 +110,18 @@ struct BlockParts<'a> {
     v: &'a mut [f32],
     scores: &'a mut [f32],
     logits: &'a mut [f32],
-    xq_values: &'a mut [i8],
-    xq_scales: &'a mut [f32],
-    xq_sums: &'a mut [i32],
+    xq: QuantizedParts<'a>,
     layout: BlockLayout,
+}
+
+/// The quantized inputs' buffers of a [`Block`].
+struct QuantizedParts<'a> {
+    values: &'a mut [i8],
+    scales: &'a mut [f32],
+    sums: &'a mut [i32],
+    lanes_q: &'a mut [i32],
+    lanes_scales: &'a mut [f32],
+    lanes_sums: &'a mut [i32],
 }
 
 /// Row `t` of a buffer of `rows`.
@@ -113,16 +129,32 @@ fn row<T>(buffer: &mut [T], stride: usize, t: usize) -> &mut [T] {
     &mut buffer[t * stride..][..stride]
 }
 
-/// The quantized inputs of a block.
+/// The quantized inputs of a block, by token and interleaved.
 struct QuantizedRows<'a, 'b> {
     values: &'a mut [i8],
     scales: &'a mut [f32],
     sums: &'a mut [i32],
+    lanes_q: &'a mut [i32],
+    lanes_scales: &'a mut [f32],
+    lanes_sums: &'a mut [i32],
     layout: &'b BlockLayout,
 }
 
+/// One product's inputs: per token, and interleaved (quantized models).
+struct Inputs<'a> {
+    tokens: [Input<'a>; MAX_BLOCK],
+    n: usize,
+    lanes: Lanes<'a>,
+}
+
+impl Inputs<'_> {
+    fn block(&self) -> BlockInput<'_> {
+        BlockInput { tokens: &self.tokens[..self.n], lanes: self.lanes }
+    }
+}
+
 /// The inputs of the next block product: row t of `values` (its first `len` floats quantized
-/// if the model is) for the first `tokens` rows.
+/// if the model is, and interleaved) for the first `tokens` rows.
 fn inputs<'a>(
     values: &'a [f32],
     stride: usize,
@@ -130,7 +162,7 @@ fn inputs<'a>(
     tokens: usize,
     xq: &'a mut QuantizedRows<'_, '_>,
     quantized: bool,
-) -> [Input<'a>; MAX_BLOCK] {
+) -> Inputs<'a> {
     let l = xq.layout;
     let (vs, ss, us) = (l.xq_values.stride * 4, l.xq_scales.stride, l.xq_sums.stride);
     if quantized {
@@ -144,21 +176,27 @@ fn inputs<'a>(
             );
         }
     }
-    let xq: &'a QuantizedRows<'_, '_> = xq;
-    core::array::from_fn(|t| {
-        if t < tokens && quantized {
-            let quantized = Quantized {
-                q: &xq.values[t * vs..][..vs],
-                scales: &xq.scales[t * ss..][..ss],
-                sums: &xq.sums[t * us..][..us],
-            };
-            Input { values: &values[t * stride..][..stride], quantized }
-        } else if t < tokens {
-            Input { values: &values[t * stride..][..stride], quantized: Quantized { q: &[], scales: &[], sums: &[] } }
-        } else {
-            Input { values: &[], quantized: Quantized { q: &[], scales: &[], sums: &[] } }
-        }
-    })
+    let QuantizedRows { values: q, scales, sums, lanes_q, lanes_scales, lanes_sums, .. } = xq;
+    let (q, scales, sums): (&'a [i8], &'a [f32], &'a [i32]) = (q, scales, sums);
+    let none = Quantized { q: &[], scales: &[], sums: &[] };
+    let per_token: [Input<'a>; MAX_BLOCK] = core::array::from_fn(|t| match t < tokens {
+        true if quantized => Input {
+            values: &values[t * stride..][..stride],
+            quantized: Quantized {
+                q: &q[t * vs..][..vs],
+                scales: &scales[t * ss..][..ss],
+                sums: &sums[t * us..][..us],
+            },
+        },
+        true => Input { values: &values[t * stride..][..stride], quantized: none },
+        false => Input { values: &[], quantized: none },
+    });
+    let lanes = if quantized {
+        kernels::interleave(&per_token[..tokens], vs / 4, l.xq_scales.len, lanes_q, lanes_scales, lanes_sums)
+    } else {
+        Lanes::default()
+    };
+    Inputs { tokens: per_token, n: tokens, lanes }
 }
 
 /// `out = W · x` for every token of the block and N matrices that read the same inputs, as one
@@ -170,9 +208,9 @@ fn inputs<'a>(
 unsafe fn matmuls<const N: usize, P: Parallel + ?Sized>(
     pool: &mut P,
     products: [BlockProduct<'_>; N],
-    xs: &[Input<'_>],
+    xs: &BlockInput<'_>,
 ) {
-    let (threads, tokens) = (pool.threads(), xs.len());
+    let (threads, tokens) = (pool.threads(), xs.tokens.len());
     let tiles = products.each_ref().map(|p| p.rows / TILE_ROWS);
     let total_tiles: usize = tiles.iter().sum();
     let total_bytes: usize = products.iter().map(|p| p.w.len()).sum();
@@ -202,6 +240,40 @@ unsafe fn matmuls<const N: usize, P: Parallel + ?Sized>(
             first += tiles;
         }
     });
+}
+
+/// Puts every token's key and value into its sequence's cache of layer `layer` (as
+/// `store_kv` does for one), sequence by sequence: keys are stored transposed (position
+/// fastest), so the tokens of one sequence, at consecutive positions, fill runs of each key
+/// row rather than one scattered element per token.
+fn store_block_kv<A: AsRef<[f32]> + AsMut<[f32]>>(
+    states: &mut [State<A>],
+    feeds: &[Feed],
+    layer: usize,
+    (k, k_stride): (&[f32], usize),
+    (v, v_stride): (&[f32], usize),
+) {
+    for (sequence, state) in states.iter_mut().enumerate() {
+        if !feeds.iter().any(|f| f.sequence == sequence) {
+            continue;
+        }
+        let cache = state.layout().cache;
+        let (keys, values, _) = state.cache_parts(layer);
+        let kv_dim = cache.n_kv_heads * cache.head_dim;
+        for j in 0..kv_dim {
+            let (head, i) = (j / cache.head_dim, j % cache.head_dim);
+            for (t, feed) in feeds.iter().enumerate().filter(|(_, f)| f.sequence == sequence) {
+                keys[cache.key_at(head, i, feed.pos)] = k[t * k_stride + j];
+            }
+        }
+        for (t, feed) in feeds.iter().enumerate().filter(|(_, f)| f.sequence == sequence) {
+            for head in 0..cache.n_kv_heads {
+                let at = cache.value_at(head, feed.pos);
+                let from = t * v_stride + head * cache.head_dim;
+                values[at..at + cache.head_dim].copy_from_slice(&v[from..from + cache.head_dim]);
+            }
+        }
+    }
 }
 
 /// Checks a block's tokens against the model, the states and the block.
@@ -250,7 +322,8 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
     let n = feeds.len();
     let b = block.parts();
     let l = b.layout;
-    let mut xq = QuantizedRows { values: b.xq_values, scales: b.xq_scales, sums: b.xq_sums, layout: &l };
+    let QuantizedParts { values, scales, sums, lanes_q, lanes_scales, lanes_sums } = b.xq;
+    let mut xq = QuantizedRows { values, scales, sums, lanes_q, lanes_scales, lanes_sums, layout: &l };
     let quantized = c.weights.group_size().is_some();
 
     for (t, feed) in feeds.iter().enumerate() {
@@ -274,17 +347,15 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
                     lw.wk.block_product::<K, M>(b.k, l.k.stride, w),
                     lw.wv.block_product::<K, M>(b.v, l.v.stride, w),
                 ],
-                &xs[..n],
+                &xs.block(),
             )
         };
         for (t, feed) in feeds.iter().enumerate() {
-            let state = &mut states[feed.sequence];
-            let cache = state.layout().cache;
-            let (keys, values, rope) = state.cache_parts(layer);
-            let (q, k, v) = (row(b.q, l.q.stride, t), row(b.k, l.k.stride, t), row(b.v, l.v.stride, t));
+            let (_, _, rope) = states[feed.sequence].cache_parts(layer);
+            let (q, k) = (row(b.q, l.q.stride, t), row(b.k, l.k.stride, t));
             kernels::rope(&mut q[..dim], &mut k[..kv_dim], &rope[feed.pos * head_dim..][..head_dim]);
-            store_kv(&cache, keys, values, &k[..kv_dim], &v[..kv_dim], feed.pos);
         }
+        store_block_kv(states, feeds, layer, (&*b.k, l.k.stride), (&*b.v, l.v.stride));
         let caches: [(&[f32], &[f32], usize); MAX_BLOCK] = core::array::from_fn(|t| match feeds.get(t) {
             Some(feed) => {
                 let (keys, values) = states[feed.sequence].layer_cache(layer);
@@ -323,7 +394,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
         });
         let xs = inputs(b.xb, l.xb.stride, dim, n, &mut xq, quantized);
         // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe { matmuls(pool, [lw.wo.block_product::<K, M>(b.xb2, l.xb2.stride, w)], &xs[..n]) };
+        unsafe { matmuls(pool, [lw.wo.block_product::<K, M>(b.xb2, l.xb2.stride, w)], &xs.block()) };
         for t in 0..n {
             kernels::add(&mut row(b.x, l.x.stride, t)[..dim], &row(b.xb2, l.xb2.stride, t)[..dim]);
         }
@@ -342,7 +413,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
                     lw.w1.block_product::<K, M>(b.hb, l.hb.stride, w),
                     lw.w3.block_product::<K, M>(b.hb2, l.hb2.stride, w),
                 ],
-                &xs[..n],
+                &xs.block(),
             )
         };
         for t in 0..n {
@@ -350,7 +421,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
         }
         let xs = inputs(b.hb, l.hb.stride, hidden, n, &mut xq, quantized);
         // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe { matmuls(pool, [lw.w2.block_product::<K, M>(b.xb, l.xb.stride, w)], &xs[..n]) };
+        unsafe { matmuls(pool, [lw.w2.block_product::<K, M>(b.xb, l.xb.stride, w)], &xs.block()) };
         for t in 0..n {
             kernels::add(&mut row(b.x, l.x.stride, t)[..dim], &row(b.xb, l.xb.stride, t)[..dim]);
         }
@@ -368,7 +439,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
     if wanted > 0 {
         let xs = inputs(b.xb, l.xb.stride, dim, wanted, &mut xq, quantized);
         // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe { matmuls(pool, [M::CLASSIFIER.block_product::<K, M>(b.logits, l.logits.stride, w)], &xs[..wanted]) };
+        unsafe { matmuls(pool, [M::CLASSIFIER.block_product::<K, M>(b.logits, l.logits.stride, w)], &xs.block()) };
         for (i, feed) in feeds.iter().filter(|f| f.logits).enumerate() {
             let logits = &row(b.logits, l.logits.stride, i)[..c.vocab_size];
             states[feed.sequence].logits(c.vocab_size).copy_from_slice(logits);

@@ -477,7 +477,7 @@ unsafe fn matvecs<const N: usize, P: Parallel + ?Sized>(pool: &mut P, products: 
 }
 
 /// Puts one position's key and value (all kv heads) into one layer's cache.
-pub(crate) fn store_kv(cache: &KvCache, keys: &mut [f32], values: &mut [f32], k: &[f32], v: &[f32], pos: usize) {
+fn store_kv(cache: &KvCache, keys: &mut [f32], values: &mut [f32], k: &[f32], v: &[f32], pos: usize) {
     let head_dim = cache.head_dim;
     for (head, (k, v)) in k.chunks_exact(head_dim).zip(v.chunks_exact(head_dim)).enumerate() {
         for (i, &k) in k.iter().enumerate() {

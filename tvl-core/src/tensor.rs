@@ -4,7 +4,7 @@
 //! pairing a matrix with another shape's kernel, or an output of another length, cannot be
 //! written. One kernel instantiation per distinct type, that is per distinct shape and encoding.
 
-use crate::kernels::{self, Input, Isa};
+use crate::kernels::{self, BlockInput, Input, Isa};
 use crate::model::Image;
 use core::marker::PhantomData;
 use tvl_layout::layout::{round_up, Encoding, Panels, Span};
@@ -26,7 +26,7 @@ pub trait Storage: Copy + Send + Sync + 'static {
     ///
     /// # Safety
     /// `K::available()` must have returned true on this CPU.
-    unsafe fn matmul<K: Isa, const STORED_COLS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]);
+    unsafe fn matmul<K: Isa, const STORED_COLS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>);
 }
 
 /// f32 panels.
@@ -49,7 +49,7 @@ impl Storage for F32 {
         unsafe { K::matvec::<STORED_COLS>(out, kernels::as_f32s(w), x.values) }
     }
     #[inline]
-    unsafe fn matmul<K: Isa, const STORED_COLS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+    unsafe fn matmul<K: Isa, const STORED_COLS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: the caller guarantees K is available.
         unsafe { K::matmul::<STORED_COLS>(outs, kernels::as_f32s(w), xs) }
     }
@@ -63,7 +63,7 @@ impl<const GS: usize> Storage for Q8<GS> {
         unsafe { K::matvec_q8::<STORED_COLS, GS>(out, w, x.quantized) }
     }
     #[inline]
-    unsafe fn matmul<K: Isa, const STORED_COLS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+    unsafe fn matmul<K: Isa, const STORED_COLS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: the caller guarantees K is available.
         unsafe { K::matmul_q8::<STORED_COLS, GS>(outs, w, xs) }
     }
@@ -77,7 +77,7 @@ impl<const GS: usize> Storage for Q4<GS> {
         unsafe { K::matvec_q4::<STORED_COLS, GS>(out, w, x.quantized) }
     }
     #[inline]
-    unsafe fn matmul<K: Isa, const STORED_COLS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+    unsafe fn matmul<K: Isa, const STORED_COLS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: the caller guarantees K is available.
         unsafe { K::matmul_q4::<STORED_COLS, GS>(outs, w, xs) }
     }
@@ -107,7 +107,7 @@ pub type Kernel = unsafe fn(&mut [f32], &[u8], Input<'_>);
 pub type Product<'a> = (Kernel, &'a mut [f32], &'a [u8]);
 
 /// The block kernel of one matrix for a range of its row tiles: `outs[t]` the rows of token t.
-pub type BlockKernel = unsafe fn(&mut [&mut [f32]], &[u8], &[Input<'_>]);
+pub type BlockKernel = unsafe fn(&mut [&mut [f32]], &[u8], &BlockInput<'_>);
 
 /// One block product ready to run: the matrix's block kernel, its output rows (`out`: one row
 /// of `stride` floats per token, each starting with this matrix's rows) and its bytes.
@@ -147,7 +147,7 @@ pub trait MatVec: Copy + Send + Sync + 'static {
     ///
     /// # Safety
     /// `K::available()` must have returned true on this CPU.
-    unsafe fn matmul<K: Isa>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]);
+    unsafe fn matmul<K: Isa>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>);
 
     /// `W · x` for every token of a block as a [`BlockProduct`]: the outputs are rows of
     /// `stride` floats in `out`.
@@ -185,7 +185,7 @@ impl<const ROWS: usize, const COLS: usize, const STORED_COLS: usize, E: Storage>
     }
 
     #[inline]
-    unsafe fn matmul<K: Isa>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+    unsafe fn matmul<K: Isa>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: the caller guarantees K is available.
         unsafe { E::matmul::<K, STORED_COLS>(outs, w, xs) }
     }

@@ -11,9 +11,26 @@ pub fn quantize_q8(group: &[f32], q: &mut [i8]) -> f32 {
     for (q, &x) in q.iter_mut().zip(group) {
         // A division, not a multiplication by 1/scale: this is the reference's rounding. A zero
         // scale gives NaN, which `as` turns into 0.
-        *q = crate::math::round(x / scale) as i8;
+        *q = round_to_i8(x / scale);
     }
     scale
+}
+
+/// `round(y) as i8`, rounding half away from zero as C's `roundf` does (saturating, NaN → 0),
+/// in plain arithmetic rather than a call to the C library, so that quantizing loops vectorize:
+/// `y - trunc(y)` is exact, so comparing it with ½ decides the rounding exactly as `roundf`
+/// does (checked against it in the tests).
+#[inline(always)]
+pub fn round_to_i8(y: f32) -> i8 {
+    let truncated = y as i32 as f32; // toward zero; NaN → 0; saturates far past i8's range
+    let away = if y - truncated >= 0.5 {
+        1.0
+    } else if y - truncated <= -0.5 {
+        -1.0
+    } else {
+        0.0
+    };
+    (truncated + away) as i8
 }
 
 /// Q4_0, llama.cpp's scheme: the value of largest magnitude `m` maps to -8, `scale = m / -8`,
@@ -24,13 +41,38 @@ pub fn quantize_q4(group: &[f32], q: &mut [i8]) -> f32 {
     let m = group.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
     let scale = m / -8.0;
     for (q, &x) in q.iter_mut().zip(group) {
-        *q = (crate::math::round(x / scale) as i8).clamp(-8, 7);
+        *q = round_to_i8(x / scale).clamp(-8, 7);
     }
     scale
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn round_to_i8_is_roundf_as_i8() {
+        let mut checked = 0u64;
+        // Every float in [-300, 300] whose bits are a multiple of 7 (and so every exponent,
+        // both signs, many halves), every half and near-half, and the special values.
+        let mut check = |y: f32| {
+            assert_eq!(super::round_to_i8(y), crate::math::round(y) as i8, "{y:e} ({:#x})", y.to_bits());
+            checked += 1;
+        };
+        for bits in (0..0x4396_0000u32).step_by(7) {
+            check(f32::from_bits(bits));
+            check(-f32::from_bits(bits));
+        }
+        for i in -600..=600 {
+            let half = i as f32 / 2.0;
+            for y in [half, f32::from_bits(half.to_bits() + 1), f32::from_bits(half.to_bits().wrapping_sub(1))] {
+                check(y);
+            }
+        }
+        for y in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30, 3e9, -3e9, 0.49999997, -0.49999997] {
+            check(y);
+        }
+        assert!(checked > 300_000_000);
+    }
+
     use super::*;
 
     #[test]

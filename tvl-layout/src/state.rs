@@ -234,11 +234,22 @@ pub struct BlockLayout {
     pub xq_scales: Rows,
     /// Their Σq per group (i32 words).
     pub xq_sums: Rows,
+    /// The quantized inputs interleaved by token, one row per [`TOKEN_LANES`] tokens: each
+    /// word of 4 int8 of every token in turn (kernels with one token per lane read them).
+    pub lanes_q: Rows,
+    /// Their scales, `[column group][lane]` per row.
+    pub lanes_scales: Rows,
+    /// Their Σq, `[column group][lane]` per row.
+    pub lanes_sums: Rows,
     /// Weights per group of the quantized input (0 for f32 models).
     pub group_size: usize,
     /// Words of the whole arena.
     pub words: usize,
 }
+
+/// Tokens interleaved per row of [`BlockLayout::lanes_q`]: the 16 i32 lanes of a 512-bit
+/// register.
+pub const TOKEN_LANES: usize = 16;
 
 impl BlockLayout {
     /// The buffers of blocks of up to `tokens` tokens of `config`.
@@ -260,6 +271,9 @@ impl BlockLayout {
             xq_values: Rows::new(&mut at, tokens, one.xq_values.len),
             xq_scales: Rows::new(&mut at, tokens, one.xq_scales.len),
             xq_sums: Rows::new(&mut at, tokens, one.xq_sums.len),
+            lanes_q: Rows::new(&mut at, tokens.div_ceil(TOKEN_LANES), TOKEN_LANES * one.xq_values.len),
+            lanes_scales: Rows::new(&mut at, tokens.div_ceil(TOKEN_LANES), TOKEN_LANES * one.xq_scales.len),
+            lanes_sums: Rows::new(&mut at, tokens.div_ceil(TOKEN_LANES), TOKEN_LANES * one.xq_sums.len),
             group_size: one.group_size,
             words: at,
         }

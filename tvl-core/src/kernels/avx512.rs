@@ -15,9 +15,9 @@
 //!   128·Σw is taken off by starting its sums at −128·Σw: the same exact integers as the matvec,
 //!   then its float part ([`super::avx2`]'s `add_block`).
 
-use super::avx2::{add_block, quantized_tiles, Avx2, DPBUSD_512, MADDUBS_512};
+use super::avx2::{quantized_tiles, Avx2, DPBUSD_512, MADDUBS_512};
 use super::quant::{tile_bytes, Quantized};
-use super::{F32Kernels, Input, Isa};
+use super::{BlockInput, F32Kernels, Input, Isa, LANES};
 use core::arch::x86_64::*;
 use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
 
@@ -43,7 +43,7 @@ impl F32Kernels for Avx512F32 {
         unsafe { <Avx2 as F32Kernels>::weighted_sum::<HEAD_DIM, FUSED>(out, weights, values) }
     }
 
-    unsafe fn matmul<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &[Input<'_>]) {
+    unsafe fn matmul<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &BlockInput<'_>) {
         // SAFETY: the AVX-512 paths' `available()` implies AVX-512F, AVX2 and FMA.
         unsafe { matmul_f32::<COLS>(outs, w, xs) }
     }
@@ -57,7 +57,7 @@ pub struct Avx512;
 pub struct Avx512Vnni;
 
 fn avx512_available() -> bool {
-    Avx2::available() && crate::cpu_has!("avx512f") && crate::cpu_has!("avx512bw")
+    Avx2::available() && crate::cpu_has!("avx512f") && crate::cpu_has!("avx512bw") && crate::cpu_has!("avx512vl")
 }
 
 impl Isa for Avx512 {
@@ -97,12 +97,12 @@ impl Isa for Avx512Vnni {
         unsafe { matvec_quantized_vnni::<COLS, GS, true>(out, w, x) }
     }
 
-    unsafe fn matmul_q8<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+    unsafe fn matmul_q8<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: as above.
         unsafe { matmul_quantized_vnni::<COLS, GS, false>(outs, w, xs) }
     }
 
-    unsafe fn matmul_q4<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+    unsafe fn matmul_q4<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: as above.
         unsafe { matmul_quantized_vnni::<COLS, GS, true>(outs, w, xs) }
     }
@@ -130,45 +130,42 @@ unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
 
 /// Checks a block product's slices once, so that the unchecked loads of the kernels stay in
 /// bounds: every output as long as the first (whole tiles), `w` holding those tiles of
-/// `tile_len` elements, every input at least `x_len` long.
-fn check_block(
-    outs: &[&mut [f32]],
-    w_len: usize,
-    tile_len: usize,
-    xs: &[Input<'_>],
-    x_len: impl Fn(&Input<'_>) -> usize,
-    cols: usize,
-) -> usize {
+/// `tile_len` elements, every input at least `cols` long. Returns the number of tiles.
+fn check_block(outs: &[&mut [f32]], w_len: usize, tile_len: usize, xs: &[Input<'_>], cols: usize) -> usize {
     let rows = outs.first().map_or(0, |o| o.len());
     let tiles = rows / TILE_ROWS;
     assert!(
         outs.iter().all(|o| o.len() == rows)
             && xs.len() == outs.len()
             && w_len >= tiles * tile_len
-            && xs.iter().all(|x| x_len(x) >= cols),
+            && xs.iter().all(|x| x.values.len() >= cols),
         "block product: slices shorter than the shape"
     );
     tiles
 }
 
 #[target_feature(enable = "avx2,fma,avx512f")]
-unsafe fn matmul_f32<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &[Input<'_>]) {
+unsafe fn matmul_f32<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &BlockInput<'_>) {
     const { assert!(TILE_ROWS == 4 && COL_BLOCK == 16 && COLS.is_multiple_of(COL_BLOCK)) };
-    let tiles = check_block(outs, w.len(), TILE_ROWS * COLS, xs, |x| x.values.len(), COLS);
+    let xs = xs.tokens;
+    let tiles = check_block(outs, w.len(), TILE_ROWS * COLS, xs, COLS);
     for tile in 0..tiles {
         let mut first = 0;
         while first < xs.len() {
             let n = (xs.len() - first).min(TOKENS);
             let (outs, xs) = (&mut outs[first..first + n], &xs[first..first + n]);
+            // The first pass over a tile fetches the next one, which the other passes then
+            // find in cache: the stream of panels overlaps the arithmetic.
+            let prefetch = first == 0 && tile + 1 < tiles;
             // SAFETY: checked above; the features are enabled here.
             unsafe {
                 match n {
-                    6 => f32_tile::<COLS, 6>(outs, w, xs, tile),
-                    5 => f32_tile::<COLS, 5>(outs, w, xs, tile),
-                    4 => f32_tile::<COLS, 4>(outs, w, xs, tile),
-                    3 => f32_tile::<COLS, 3>(outs, w, xs, tile),
-                    2 => f32_tile::<COLS, 2>(outs, w, xs, tile),
-                    _ => f32_tile::<COLS, 1>(outs, w, xs, tile),
+                    6 => f32_tile::<COLS, 6>(outs, w, xs, tile, prefetch),
+                    5 => f32_tile::<COLS, 5>(outs, w, xs, tile, prefetch),
+                    4 => f32_tile::<COLS, 4>(outs, w, xs, tile, prefetch),
+                    3 => f32_tile::<COLS, 3>(outs, w, xs, tile, prefetch),
+                    2 => f32_tile::<COLS, 2>(outs, w, xs, tile, prefetch),
+                    _ => f32_tile::<COLS, 1>(outs, w, xs, tile, prefetch),
                 }
             }
             first += n;
@@ -183,6 +180,7 @@ unsafe fn f32_tile<const COLS: usize, const T: usize>(
     w: &[f32],
     xs: &[Input<'_>],
     tile: usize,
+    prefetch_next: bool,
 ) {
     // SAFETY: (the whole body) `check_block` made every load below in bounds: tile `tile`'s
     // lines and the first COLS values of each x; AVX-512F/FMA are enabled by the caller.
@@ -193,6 +191,12 @@ unsafe fn f32_tile<const COLS: usize, const T: usize>(
         for block in 0..COLS / COL_BLOCK {
             let lines: [__m512; TILE_ROWS] =
                 core::array::from_fn(|row| _mm512_loadu_ps(panel.add(f32_line_at(COLS, 0, block, row))));
+            if prefetch_next {
+                // (A prefetch is a hint: it never faults, even past the slice.)
+                for row in 0..TILE_ROWS {
+                    _mm_prefetch::<_MM_HINT_T0>(panel.add(f32_line_at(COLS, 1, block, row)).cast());
+                }
+            }
             for t in 0..T {
                 let x = _mm512_loadu_ps(x[t].add(block * COL_BLOCK));
                 for row in 0..TILE_ROWS {
@@ -203,10 +207,8 @@ unsafe fn f32_tile<const COLS: usize, const T: usize>(
         for (row, acc) in acc.iter().enumerate() {
             for t in 0..T {
                 // The matvec's `hsum(acc0 + acc1)`: the same adds in the same order.
-                let (low, high) = (
-                    _mm512_castps512_ps256(acc[t]),
-                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[t]))),
-                );
+                let low = _mm512_castps512_ps256(acc[t]);
+                let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[t])));
                 outs[t][tile * TILE_ROWS + row] = hsum(_mm256_add_ps(low, high));
             }
         }
@@ -224,90 +226,277 @@ unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
+/// The quantized block product with one token per lane (see the module): for each row tile,
+/// each group of [`LANES`] tokens, each column group, 4 rows × 16 tokens of exact integer sums
+/// `Σ(w + o)·x − o·Σx` (o = 128 for int8, whose weights go in as unsigned w + 128; o = 8 for
+/// 4-bit, whose nibbles are w + 8 already), then `val += (ival · w_scale) · x_scale` per lane,
+/// group after group: each lane computes exactly the matvec's numbers for its (row, token). A
+/// group of at most 8 tokens runs on ymm registers (half the work of a half-empty zmm).
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bool>(
     outs: &mut [&mut [f32]],
     w: &[u8],
-    xs: &[Input<'_>],
+    xs: &BlockInput<'_>,
 ) {
-    const { assert!(COLS.is_multiple_of(Q_COL_BLOCK) && (!Q4 || GS >= 32) && Q4_LOW_COLUMNS == 32) };
+    const { assert!(COLS.is_multiple_of(Q_COL_BLOCK) && GS.is_multiple_of(4) && (!Q4 || GS >= 32) && Q4_LOW_COLUMNS == 32) };
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
     let tile_len = tile_bytes(encoding, COLS);
-    let enough =
-        |x: &Input<'_>| x.quantized.q.len().min(x.quantized.scales.len() * GS).min(x.quantized.sums.len() * GS);
-    let tiles = check_block(outs, w.len(), tile_len, xs, enough, COLS);
+    let lanes = xs.lanes;
+    let n = xs.tokens.len();
+    let token_groups = n.div_ceil(LANES);
+    let rows = outs.first().map_or(0, |o| o.len());
+    let tiles = rows / TILE_ROWS;
+    // Checked once, so that the loads below stay in bounds.
+    assert!(
+        outs.len() == n
+            && outs.iter().all(|o| o.len() == rows)
+            && w.len() >= tiles * tile_len
+            && lanes.quads >= COLS / 4
+            && lanes.groups >= COLS / GS
+            && lanes.q.len() >= token_groups * lanes.quads * LANES
+            && lanes.scales.len() >= token_groups * lanes.groups * LANES
+            && lanes.sums.len() >= token_groups * lanes.groups * LANES,
+        "block product: slices shorter than the shape"
+    );
     for tile in 0..tiles {
-        let mut first = 0;
-        while first < xs.len() {
-            let n = (xs.len() - first).min(4);
-            let (outs, xs) = (&mut outs[first..first + n], &xs[first..first + n]);
-            let tile = (tile, &w[tile * tile_len..][..tile_len]);
-            // SAFETY: checked above; the features are enabled here.
-            unsafe {
-                match n {
-                    4 => quantized_tile::<COLS, GS, Q4, 4>(outs, tile, xs),
-                    3 => quantized_tile::<COLS, GS, Q4, 3>(outs, tile, xs),
-                    2 => quantized_tile::<COLS, GS, Q4, 2>(outs, tile, xs),
-                    _ => quantized_tile::<COLS, GS, Q4, 1>(outs, tile, xs),
+        let tile_w = &w[tile * tile_len..][..tile_len];
+        let next = (tile + 1 < tiles).then(|| w[(tile + 1) * tile_len..].as_ptr());
+        for g in 0..token_groups {
+            let tokens = LANES.min(n - g * LANES);
+            let lanes = (
+                &lanes.q[g * lanes.quads * LANES..][..lanes.quads * LANES],
+                &lanes.scales[g * lanes.groups * LANES..][..lanes.groups * LANES],
+                &lanes.sums[g * lanes.groups * LANES..][..lanes.groups * LANES],
+            );
+            // The first group fetches the next tile while this one is computed (see `matmul_f32`).
+            let prefetch = if g == 0 { next } else { None };
+            // SAFETY: the slices are checked above; the features are enabled here.
+            let val = unsafe {
+                if tokens <= 8 {
+                    lane_tile::<COLS, GS, Q4, Ymm>(tile_w, lanes, prefetch)
+                } else {
+                    lane_tile::<COLS, GS, Q4, Zmm>(tile_w, lanes, prefetch)
+                }
+            };
+            for lane in 0..tokens {
+                for (row, val) in val.iter().enumerate() {
+                    outs[g * LANES + lane][tile * TILE_ROWS + row] = val[lane];
                 }
             }
-            first += n;
         }
     }
 }
 
-/// One quantized row tile for T tokens.
+/// One row tile for the tokens of one group of lanes, on registers of width `V`: the tile's 4
+/// rows × `V::LANES` tokens (the values of the lanes past `V::LANES` are not computed).
 #[inline(always)]
-unsafe fn quantized_tile<const COLS: usize, const GS: usize, const Q4: bool, const T: usize>(
-    outs: &mut [&mut [f32]],
-    (tile, bytes): (usize, &[u8]),
-    xs: &[Input<'_>],
-) {
+unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width>(
+    tile: &[u8],
+    (q, x_scales, x_sums): (&[i32], &[f32], &[i32]),
+    prefetch: Option<*const u8>,
+) -> [[f32; LANES]; TILE_ROWS] {
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
     let (block_bytes, row_bytes) = (encoding.block_bytes(), encoding.row_block_bytes());
-    // SAFETY: (the whole body) every load is inside `bytes` (one whole tile) or the first COLS
-    // values of an x (`check_block`); AVX-512F/BW/VNNI are enabled by the caller.
+    let offset_shift = if Q4 { 3 } else { 7 }; // o = 8 or 128
+                                               // SAFETY: (the whole body) the caller passes one whole tile and one group's lanes of at
+                                               // least COLS / 4 quads and COLS / GS groups; AVX-512F/BW/VL/VNNI are enabled by the caller.
     unsafe {
-        let mut val = [_mm_setzero_ps(); T];
+        let mut val = [V::zero(); TILE_ROWS];
         for block in 0..COLS / Q_COL_BLOCK {
-            let at = bytes.as_ptr().add(block * block_bytes);
+            let at = tile.as_ptr().add(block * block_bytes);
             let scales = at.add(encoding.scales_offset());
-            let (w, start): ([__m512i; TILE_ROWS], [__m512i; TILE_ROWS]) = if Q4 {
-                let mask = _mm256_set1_epi8(0x0f);
-                let w = core::array::from_fn(|row| {
-                    let nibbles = _mm256_loadu_si256(at.add(row * row_bytes).cast());
+            if let Some(next) = prefetch {
+                // (A prefetch is a hint: it never faults, even past the slice.)
+                for line in (0..block_bytes).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(next.add(block * block_bytes + line).cast());
+                }
+            }
+            // The block's 4 rows as unsigned bytes in column order, for broadcasting.
+            let mut unsigned = [[0u32; Q_COL_BLOCK / 4]; TILE_ROWS];
+            for (row, unsigned) in unsigned.iter_mut().enumerate() {
+                let row_at = at.add(row * row_bytes);
+                let u = if Q4 {
+                    let nibbles = _mm256_loadu_si256(row_at.cast());
+                    let mask = _mm256_set1_epi8(0x0f);
                     let (low, high) =
                         (_mm256_and_si256(nibbles, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask));
                     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
-                });
-                (w, [_mm512_setzero_si512(); TILE_ROWS])
-            } else {
-                let w: [__m512i; TILE_ROWS] =
-                    core::array::from_fn(|row| _mm512_loadu_si512(at.add(row * row_bytes).cast()));
-                // −128·Σw per 4 columns, where each (x + 128)·w sum starts.
-                let bias = _mm512_set1_epi8(-128); // 0x80: 128 as the unsigned operand
-                let start = core::array::from_fn(|row| {
-                    _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, w[row]))
-                });
-                (w, start)
-            };
-            for t in 0..T {
-                let x = _mm512_loadu_si512(xs[t].quantized.q.as_ptr().add(block * Q_COL_BLOCK).cast());
-                let lanes: [(__m256i, __m256i); TILE_ROWS] = core::array::from_fn(|row| {
-                    let sums = if Q4 {
-                        _mm512_dpbusd_epi32(start[row], w[row], x)
-                    } else {
-                        // x + 128 as unsigned bytes (x is never −128).
-                        _mm512_dpbusd_epi32(start[row], _mm512_xor_si512(x, _mm512_set1_epi8(-128)), w[row])
-                    };
-                    (_mm512_castsi512_si256(sums), _mm512_extracti64x4_epi64::<1>(sums))
-                });
-                let q = &xs[t].quantized;
-                val[t] = add_block::<GS, Q4>(val[t], lanes, scales, q.scales, q.sums, block * (Q_COL_BLOCK / GS));
+                } else {
+                    _mm512_xor_si512(_mm512_loadu_si512(row_at.cast()), _mm512_set1_epi8(-128))
+                };
+                _mm512_storeu_si512(unsigned.as_mut_ptr().cast(), u);
+            }
+            // Read back from memory, not taken apart in registers: a broadcast from memory is
+            // a load, one from a register a shuffle (the scarcer port).
+            let unsigned = core::hint::black_box(&unsigned);
+            for group_in_block in 0..Q_COL_BLOCK / GS {
+                let group = block * (Q_COL_BLOCK / GS) + group_in_block;
+                let start = V::negated_shift(V::load_i(x_sums.as_ptr().add(group * LANES)), offset_shift);
+                let mut acc = [start; TILE_ROWS];
+                for quad in group_in_block * GS / 4..(group_in_block + 1) * GS / 4 {
+                    let x = V::load_i(q.as_ptr().add((block * Q_COL_BLOCK / 4 + quad) * LANES));
+                    for (acc, unsigned) in acc.iter_mut().zip(unsigned) {
+                        *acc = V::dpbusd(*acc, V::splat_i(unsigned[quad] as i32), x);
+                    }
+                }
+                let x_scale = V::load_f(x_scales.as_ptr().add(group * LANES));
+                for (row, (val, acc)) in val.iter_mut().zip(acc).enumerate() {
+                    let slot = tvl_layout::layout::scale_slot(group_in_block, row);
+                    let w_scale = core::ptr::read_unaligned(scales.add(4 * slot).cast::<f32>());
+                    *val = V::add(*val, V::mul(V::mul(V::to_f32(acc), V::splat_f(w_scale)), x_scale));
+                }
             }
         }
-        for t in 0..T {
-            _mm_storeu_ps(outs[t].as_mut_ptr().add(tile * TILE_ROWS), val[t]);
+        let mut out = [[0.0f32; LANES]; TILE_ROWS];
+        for (out, val) in out.iter_mut().zip(val) {
+            V::store_f(out.as_mut_ptr(), val);
         }
+        out
+    }
+}
+
+/// The vector operations of [`lane_tile`] at one register width. Every method needs
+/// AVX-512F/BW/VL/VNNI, enabled by its (inlining) caller.
+trait Width {
+    type I: Copy;
+    type F: Copy;
+    unsafe fn zero() -> Self::F;
+    unsafe fn load_i(p: *const i32) -> Self::I;
+    unsafe fn load_f(p: *const f32) -> Self::F;
+    unsafe fn splat_i(v: i32) -> Self::I;
+    unsafe fn splat_f(v: f32) -> Self::F;
+    /// `−(v << shift)`.
+    unsafe fn negated_shift(v: Self::I, shift: i32) -> Self::I;
+    unsafe fn dpbusd(acc: Self::I, unsigned: Self::I, signed: Self::I) -> Self::I;
+    unsafe fn to_f32(v: Self::I) -> Self::F;
+    unsafe fn mul(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn add(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn store_f(p: *mut f32, v: Self::F);
+}
+
+/// 16 lanes.
+struct Zmm;
+/// 8 lanes.
+struct Ymm;
+
+// SAFETY (both impls): register intrinsics, and loads/stores of 64 (Zmm) or 32 (Ymm) bytes at
+// pointers the caller keeps in bounds, under the caller's features.
+impl Width for Zmm {
+    type I = __m512i;
+    type F = __m512;
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn load_i(p: *const i32) -> __m512i {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm512_loadu_si512(p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn load_f(p: *const f32) -> __m512 {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn splat_i(v: i32) -> __m512i {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm512_set1_epi32(v) }
+    }
+    #[inline(always)]
+    unsafe fn splat_f(v: f32) -> __m512 {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm512_set1_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn negated_shift(v: __m512i, shift: i32) -> __m512i {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_sll_epi32(v, _mm_cvtsi32_si128(shift))) }
+    }
+    #[inline(always)]
+    unsafe fn dpbusd(acc: __m512i, unsigned: __m512i, signed: __m512i) -> __m512i {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm512_dpbusd_epi32(acc, unsigned, signed) }
+    }
+    #[inline(always)]
+    unsafe fn to_f32(v: __m512i) -> __m512 {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm512_cvtepi32_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn store_f(p: *mut f32, v: __m512) {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+}
+
+impl Width for Ymm {
+    type I = __m256i;
+    type F = __m256;
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn load_i(p: *const i32) -> __m256i {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm256_loadu_si256(p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn load_f(p: *const f32) -> __m256 {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn splat_i(v: i32) -> __m256i {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm256_set1_epi32(v) }
+    }
+    #[inline(always)]
+    unsafe fn splat_f(v: f32) -> __m256 {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm256_set1_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn negated_shift(v: __m256i, shift: i32) -> __m256i {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_sll_epi32(v, _mm_cvtsi32_si128(shift))) }
+    }
+    #[inline(always)]
+    unsafe fn dpbusd(acc: __m256i, unsigned: __m256i, signed: __m256i) -> __m256i {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm256_dpbusd_epi32(acc, unsigned, signed) }
+    }
+    #[inline(always)]
+    unsafe fn to_f32(v: __m256i) -> __m256 {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm256_cvtepi32_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn store_f(p: *mut f32, v: __m256) {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm256_storeu_ps(p, v) }
     }
 }

@@ -44,6 +44,71 @@ pub struct Input<'a> {
     pub quantized: Quantized<'a>,
 }
 
+/// The inputs of a block product ([`Isa::matmul`]): one [`Input`] per token and, for
+/// quantized models, the same quantized inputs interleaved [`LANES`] tokens at a time (what
+/// kernels that put one token per lane read).
+#[derive(Clone, Copy, Debug)]
+pub struct BlockInput<'a> {
+    /// One input per token.
+    pub tokens: &'a [Input<'a>],
+    /// The tokens' quantized inputs in lanes (empty for f32 models).
+    pub lanes: Lanes<'a>,
+}
+
+/// Quantized inputs of a block interleaved by token: for each group of [`LANES`] tokens, the
+/// int8 values of every 4 columns as one i32 word per token (`q[(group · quads + quad) ·
+/// LANES + lane]`), then likewise the scales and Σq of every column group. Lanes past the
+/// block's last token are zero.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Lanes<'a> {
+    /// The values, 4 columns per word.
+    pub q: &'a [i32],
+    /// The scales, `[token group][column group][lane]`.
+    pub scales: &'a [f32],
+    /// Σq per column group, `[token group][column group][lane]`.
+    pub sums: &'a [i32],
+    /// Words of 4 columns per token group and lane (the longest input's columns / 4).
+    pub quads: usize,
+    /// Column groups per token group and lane.
+    pub groups: usize,
+}
+
+/// Tokens per group of [`Lanes`]: the 16 i32 lanes of a 512-bit register.
+pub const LANES: usize = tvl_layout::state::TOKEN_LANES;
+
+/// Interleaves the quantized inputs of `tokens` into `q`, `scales` and `sums` as [`Lanes`]
+/// with `quads` words and `groups` groups per token group (zeros past the last token).
+pub fn interleave<'a>(
+    tokens: &[Input<'_>],
+    quads: usize,
+    groups: usize,
+    q: &'a mut [i32],
+    scales: &'a mut [f32],
+    sums: &'a mut [i32],
+) -> Lanes<'a> {
+    let token_groups = tokens.len().div_ceil(LANES);
+    let (q, scales, sums) = (
+        &mut q[..token_groups * quads * LANES],
+        &mut scales[..token_groups * groups * LANES],
+        &mut sums[..token_groups * groups * LANES],
+    );
+    q.fill(0);
+    scales.fill(0.0);
+    sums.fill(0);
+    for (t, x) in tokens.iter().enumerate() {
+        let (g, lane) = (t / LANES, t % LANES);
+        for (quad, bytes) in x.quantized.q.chunks_exact(4).take(quads).enumerate() {
+            q[(g * quads + quad) * LANES + lane] =
+                i32::from_le_bytes([bytes[0] as u8, bytes[1] as u8, bytes[2] as u8, bytes[3] as u8]);
+        }
+        for (group, (&scale, &sum)) in x.quantized.scales.iter().zip(x.quantized.sums).take(groups).enumerate() {
+            scales[(g * groups + group) * LANES + lane] = scale;
+            sums[(g * groups + group) * LANES + lane] = sum;
+        }
+    }
+    Lanes { q, scales, sums, quads, groups }
+}
+
 /// f32 panels from the bytes of the mapping.
 ///
 /// Panics if `bytes` is not 4-byte aligned or not a whole number of f32 (the layout places every
@@ -78,8 +143,8 @@ pub trait F32Kernels {
     ///
     /// # Safety
     /// As for [`F32Kernels::matvec`].
-    unsafe fn matmul<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &[Input<'_>]) {
-        tile_by_tile(outs, w, TILE_ROWS * COLS, xs, |out, w, x| {
+    unsafe fn matmul<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &BlockInput<'_>) {
+        tile_by_tile(outs, w, TILE_ROWS * COLS, xs.tokens, |out, w, x| {
             // SAFETY: the caller's guarantee is passed on.
             unsafe { Self::matvec::<COLS>(out, w, x.values) }
         })
@@ -139,7 +204,7 @@ pub trait Isa: Send + Sync + 'static {
     /// # Safety
     /// As for [`Isa::matvec`].
     #[inline]
-    unsafe fn matmul<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &[Input<'_>]) {
+    unsafe fn matmul<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &BlockInput<'_>) {
         // SAFETY: as in `matvec`.
         unsafe { Self::F32::matmul::<COLS>(outs, w, xs) }
     }
@@ -187,9 +252,9 @@ pub trait Isa: Send + Sync + 'static {
     ///
     /// # Safety
     /// As for [`Isa::matvec`].
-    unsafe fn matmul_q8<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+    unsafe fn matmul_q8<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         let tile = quant::tile_bytes(tvl_layout::Encoding::Q8 { group_size: GS }, COLS);
-        tile_by_tile(outs, w, tile, xs, |out, w, x| {
+        tile_by_tile(outs, w, tile, xs.tokens, |out, w, x| {
             // SAFETY: the caller's guarantee is passed on.
             unsafe { Self::matvec_q8::<COLS, GS>(out, w, x.quantized) }
         })
@@ -199,9 +264,9 @@ pub trait Isa: Send + Sync + 'static {
     ///
     /// # Safety
     /// As for [`Isa::matvec`].
-    unsafe fn matmul_q4<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+    unsafe fn matmul_q4<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         let tile = quant::tile_bytes(tvl_layout::Encoding::Q4 { group_size: GS }, COLS);
-        tile_by_tile(outs, w, tile, xs, |out, w, x| {
+        tile_by_tile(outs, w, tile, xs.tokens, |out, w, x| {
             // SAFETY: the caller's guarantee is passed on.
             unsafe { Self::matvec_q4::<COLS, GS>(out, w, x.quantized) }
         })
@@ -210,7 +275,7 @@ pub trait Isa: Send + Sync + 'static {
 
 /// Tokens of a block at most: what a block product takes (prompts are fed in blocks of at
 /// most this many tokens; [`crate::model::forward_block`]).
-pub const MAX_BLOCK: usize = 32;
+pub const MAX_BLOCK: usize = 128;
 
 /// A block product as a loop of matrix-vector products: for each row tile (`tile_len`
 /// elements of `w`), every token in turn, so that the tile is read from memory once per block
