@@ -2,13 +2,16 @@
 //! weights streamed: every kernel path this CPU has, specialized to the shape, and (x86_64, f32)
 //! the AVX2 kernel with the column count known only at run time, which prices specialization.
 //!
+//! Block products (prompts, batches) are measured apart, in multiply-adds per second (criterion's
+//! elements/s), with the matrix in cache: `cargo bench --features bundled --bench kernels -- tokens`.
+//!
 //! `cargo bench --features bundled --bench kernels [-- FILTER]`. Each matrix is replicated over
 //! ≥ 256 MiB and the copies are used in turn, so the weights come from memory, not from cache,
 //! as in decoding.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
-use tvl::kernels::{Input, Isa, IsaChoice, IsaVisitor, QuantizedVector};
+use tvl::kernels::{BlockInput, Input, Isa, IsaChoice, IsaVisitor, QuantizedVector};
 use tvl::{Encoding, MatVec, Model, Panels};
 
 type Kernel = unsafe fn(&mut [f32], &[u8], Input<'_>);
@@ -127,6 +130,77 @@ fn bench_model<M: Model>(c: &mut Criterion) {
     }
 }
 
+type BlockKernel = unsafe fn(&mut [&mut [f32]], &[u8], &BlockInput<'_>);
+
+/// The block kernels of one shape of `M` on every instruction set this CPU has.
+impl<M: Model> ShapeKernels<M> {
+    fn block<K: Isa>(&self) -> BlockKernel {
+        match self.shape {
+            0 => M::Attn::matmul::<K>,
+            2 => M::Up::matmul::<K>,
+            _ => M::Down::matmul::<K>,
+        }
+    }
+}
+
+struct BlockKernels<M>(ShapeKernels<M>);
+impl<M: Model> IsaVisitor for BlockKernels<M> {
+    type Output = (&'static str, BlockKernel);
+    fn visit<K: Isa>(self) -> (&'static str, BlockKernel) {
+        (K::NAME, self.0.block::<K>())
+    }
+}
+
+/// Block products (prompts): `tokens` inputs per product, the matrix in cache (one copy, read
+/// once per block: prefill is bound by arithmetic), in multiply-adds per second.
+fn bench_blocks<M: Model>(c: &mut Criterion, tokens: usize) {
+    let name = M::CONFIG.name.to_string();
+    let layer = M::LAYOUT.layers[0];
+    for (index, shape, panels) in
+        [(0, "dim x dim", layer.wq), (2, "hidden x dim", layer.w1), (3, "dim x hidden", layer.w2)]
+    {
+        let case = case(panels);
+        let w = as_bytes(&case.copies[0]);
+        let group_size = if panels.encoding == Encoding::F32 { 0 } else { panels.encoding.group_size() };
+        let inputs: Vec<Input<'_>> =
+            (0..tokens).map(|_| Input { values: &case.x, quantized: case.xq.view() }).collect();
+        let (quads, groups) = (panels.padded_cols() / 4, panels.padded_cols().checked_div(group_size).unwrap_or(0));
+        let lanes_len = tokens.div_ceil(tvl::kernels::LANES) * tvl::kernels::LANES;
+        let (mut q, mut scales, mut sums) =
+            (vec![0; lanes_len * quads], vec![0.0; lanes_len * groups], vec![0; lanes_len * groups]);
+        let lanes = if group_size > 0 {
+            tvl::kernels::interleave(&inputs, quads, groups, &mut q, &mut scales, &mut sums)
+        } else {
+            Default::default()
+        };
+        let block = BlockInput { tokens: &inputs, lanes };
+        let mut outs: Vec<Vec<f32>> = vec![vec![0.0; case.rows]; tokens];
+        let mut group = c.benchmark_group(format!("{name}/{shape} {}x{} x {tokens} tokens", panels.rows, panels.cols));
+        group.throughput(Throughput::Elements((panels.rows * panels.cols * tokens) as u64));
+        for isa in IsaChoice::available_here() {
+            let (name, kernel) =
+                isa.visit(BlockKernels(ShapeKernels::<M> { shape: index, model: std::marker::PhantomData }));
+            group.bench_function(format!("{name} block"), |b| {
+                b.iter(|| {
+                    let mut outs: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
+                    // SAFETY: only instruction sets this CPU has are listed.
+                    unsafe { kernel(&mut outs, w, &block) };
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+fn blocks(c: &mut Criterion) {
+    use tvl::bundled::*;
+    for tokens in [8, 128] {
+        bench_blocks::<Stories110M>(c, tokens);
+        bench_blocks::<Stories110MQ80>(c, tokens);
+        bench_blocks::<Stories110MQ40>(c, tokens);
+    }
+}
+
 fn kernels(c: &mut Criterion) {
     use tvl::bundled::*;
     bench_model::<Stories15M>(c);
@@ -140,6 +214,6 @@ fn kernels(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(10);
-    targets = kernels
+    targets = kernels, blocks
 }
 criterion_main!(benches);

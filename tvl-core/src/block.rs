@@ -129,15 +129,74 @@ fn row<T>(buffer: &mut [T], stride: usize, t: usize) -> &mut [T] {
     &mut buffer[t * stride..][..stride]
 }
 
-/// The quantized inputs of a block, by token and interleaved.
-struct QuantizedRows<'a, 'b> {
-    values: &'a mut [i8],
-    scales: &'a mut [f32],
-    sums: &'a mut [i32],
-    lanes_q: &'a mut [i32],
-    lanes_scales: &'a mut [f32],
-    lanes_sums: &'a mut [i32],
-    layout: &'b BlockLayout,
+/// Rows of a block buffer lent to the threads of a per-token job: each token's row is used by
+/// one thread only.
+struct SharedRows<T> {
+    rows: Disjoint<T>,
+    stride: usize,
+}
+
+impl<T> SharedRows<T> {
+    fn new(buffer: &mut [T], stride: usize) -> Self {
+        SharedRows { rows: Disjoint::new(buffer), stride }
+    }
+
+    /// Row `t`.
+    ///
+    /// # Safety
+    /// No other thread may use row `t` meanwhile, and the buffer must outlive the use.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, t: usize) -> &mut [T] {
+        // SAFETY: rows of distinct tokens are disjoint ranges; the caller's contract does the rest.
+        unsafe { self.rows.range(t * self.stride..(t + 1) * self.stride) }
+    }
+}
+
+/// The quantized-input buffers of a block, lent to a per-token job.
+struct SharedQuantized {
+    values: SharedRows<i8>,
+    scales: SharedRows<f32>,
+    sums: SharedRows<i32>,
+    group_size: usize,
+}
+
+impl SharedQuantized {
+    fn new(xq: &mut QuantizedParts<'_>, l: &BlockLayout) -> Self {
+        SharedQuantized {
+            values: SharedRows::new(xq.values, 4 * l.xq_values.stride),
+            scales: SharedRows::new(xq.scales, l.xq_scales.stride),
+            sums: SharedRows::new(xq.sums, l.xq_sums.stride),
+            group_size: l.group_size,
+        }
+    }
+
+    /// Quantizes `x` into token `t`'s rows (see `kernels::quant::quantize_groups`).
+    ///
+    /// # Safety
+    /// As [`SharedRows::row`], for row `t`.
+    unsafe fn quantize(&self, t: usize, x: &[f32]) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            kernels::quant::quantize_groups(
+                x,
+                self.group_size,
+                self.values.row(t),
+                self.scales.row(t),
+                self.sums.row(t),
+            )
+        }
+    }
+}
+
+/// Runs `work(t)` for every token `t < n`, the tokens split over the pool's threads (the
+/// element-wise steps, which would otherwise leave the other threads waiting).
+fn per_token<P: Parallel + ?Sized>(pool: &mut P, n: usize, bytes: usize, work: &(dyn Fn(usize) + Sync)) {
+    let threads = pool.threads();
+    pool.run_sized(bytes, &|thread| {
+        for t in split(n, thread, threads) {
+            work(t)
+        }
+    });
 }
 
 /// One product's inputs: per token, and interleaved (quantized models).
@@ -153,30 +212,18 @@ impl Inputs<'_> {
     }
 }
 
-/// The inputs of the next block product: row t of `values` (its first `len` floats quantized
-/// if the model is, and interleaved) for the first `tokens` rows.
+/// The inputs of the next block product: the first `tokens` rows of `values`, and their
+/// quantized rows (already quantized), interleaved (quantized models).
 fn inputs<'a>(
     values: &'a [f32],
     stride: usize,
-    len: usize,
     tokens: usize,
-    xq: &'a mut QuantizedRows<'_, '_>,
+    xq: &'a mut QuantizedParts<'_>,
+    l: &BlockLayout,
     quantized: bool,
 ) -> Inputs<'a> {
-    let l = xq.layout;
     let (vs, ss, us) = (l.xq_values.stride * 4, l.xq_scales.stride, l.xq_sums.stride);
-    if quantized {
-        for t in 0..tokens {
-            kernels::quant::quantize_groups(
-                &values[t * stride..][..len],
-                l.group_size,
-                row(xq.values, vs, t),
-                row(xq.scales, ss, t),
-                row(xq.sums, us, t),
-            );
-        }
-    }
-    let QuantizedRows { values: q, scales, sums, lanes_q, lanes_scales, lanes_sums, .. } = xq;
+    let QuantizedParts { values: q, scales, sums, lanes_q, lanes_scales, lanes_sums } = xq;
     let (q, scales, sums): (&'a [i8], &'a [f32], &'a [i32]) = (q, scales, sums);
     let none = Quantized { q: &[], scales: &[], sums: &[] };
     let per_token: [Input<'a>; MAX_BLOCK] = core::array::from_fn(|t| match t < tokens {
@@ -322,9 +369,10 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
     let n = feeds.len();
     let b = block.parts();
     let l = b.layout;
-    let QuantizedParts { values, scales, sums, lanes_q, lanes_scales, lanes_sums } = b.xq;
-    let mut xq = QuantizedRows { values, scales, sums, lanes_q, lanes_scales, lanes_sums, layout: &l };
+    let mut xq = b.xq;
     let quantized = c.weights.group_size().is_some();
+    // What an element-wise step over the block reads, for the pool's choice of threads.
+    let step_bytes = n * (dim + hidden) * core::mem::size_of::<f32>();
 
     for (t, feed) in feeds.iter().enumerate() {
         let x = &mut row(b.x, l.x.stride, t)[..dim];
@@ -332,12 +380,28 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
     }
 
     for (layer, lw) in M::LAYERS.iter().enumerate() {
-        // Attention: q, k, v of every token; k and v go into their sequences' caches.
-        for t in 0..n {
-            let (xb, x) = (row(b.xb, l.xb.stride, t), row(b.x, l.x.stride, t));
-            kernels::rmsnorm(&mut xb[..dim], &x[..dim], w.vector(lw.attn_norm), c.norm_eps);
+        // Attention: (the last layer's residual,) the norm, q, k, v of every token; k and v go
+        // into their sequences' caches.
+        {
+            let (x, xb, xq) = (
+                SharedRows::new(b.x, l.x.stride),
+                SharedRows::new(b.xb, l.xb.stride),
+                SharedQuantized::new(&mut xq, &l),
+            );
+            per_token(pool, n, step_bytes, &|t| {
+                // SAFETY: each token is one thread's; the buffers outlive the job.
+                let (x, xb) = unsafe { (x.row(t), xb.row(t)) };
+                if layer > 0 {
+                    kernels::add(&mut x[..dim], &xb[..dim]);
+                }
+                kernels::rmsnorm(&mut xb[..dim], &x[..dim], w.vector(lw.attn_norm), c.norm_eps);
+                if quantized {
+                    // SAFETY: as above.
+                    unsafe { xq.quantize(t, &xb[..dim]) };
+                }
+            });
         }
-        let xs = inputs(b.xb, l.xb.stride, dim, n, &mut xq, quantized);
+        let xs = inputs(b.xb, l.xb.stride, n, &mut xq, &l, quantized);
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe {
             matmuls(
@@ -350,10 +414,15 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
                 &xs.block(),
             )
         };
-        for (t, feed) in feeds.iter().enumerate() {
-            let (_, _, rope) = states[feed.sequence].cache_parts(layer);
-            let (q, k) = (row(b.q, l.q.stride, t), row(b.k, l.k.stride, t));
-            kernels::rope(&mut q[..dim], &mut k[..kv_dim], &rope[feed.pos * head_dim..][..head_dim]);
+        {
+            let ropes: [&[f32]; MAX_BLOCK] =
+                core::array::from_fn(|t| feeds.get(t).map_or(&[][..], |f| states[f.sequence].rope_at(f.pos)));
+            let (q, k) = (SharedRows::new(b.q, l.q.stride), SharedRows::new(b.k, l.k.stride));
+            per_token(pool, n, step_bytes, &|t| {
+                // SAFETY: each token is one thread's; the buffers outlive the job.
+                let (q, k) = unsafe { (q.row(t), k.row(t)) };
+                kernels::rope(&mut q[..dim], &mut k[..kv_dim], ropes[t]);
+            });
         }
         store_block_kv(states, feeds, layer, (&*b.k, l.k.stride), (&*b.v, l.v.stride));
         let caches: [(&[f32], &[f32], usize); MAX_BLOCK] = core::array::from_fn(|t| match feeds.get(t) {
@@ -363,48 +432,68 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
             }
             None => (&[][..], &[][..], 0),
         });
-        let (q, threads) = (&*b.q, pool.threads());
-        let (scores, out) = (Disjoint::new(&mut b.scores[..]), Disjoint::new(&mut b.xb[..]));
-        let cache_bytes: usize = feeds.iter().map(|f| 2 * (f.pos + 1) * kv_dim * core::mem::size_of::<f32>()).sum();
-        pool.run_sized(cache_bytes, &|thread| {
-            // (token, head) pairs, split into one contiguous range per thread.
-            let mine = split(n * n_heads, thread, threads);
-            for (t, &(keys, values, positions)) in caches[..n].iter().enumerate() {
-                let heads = mine.start.max(t * n_heads)..mine.end.min((t + 1) * n_heads);
-                if heads.is_empty() {
-                    continue;
+        {
+            let (q, threads) = (&*b.q, pool.threads());
+            let (scores, out) = (Disjoint::new(&mut b.scores[..]), Disjoint::new(&mut b.xb[..]));
+            let cache_bytes: usize = feeds.iter().map(|f| 2 * (f.pos + 1) * kv_dim * core::mem::size_of::<f32>()).sum();
+            pool.run_sized(cache_bytes, &|thread| {
+                // (token, head) pairs, split into one contiguous range per thread.
+                let mine = split(n * n_heads, thread, threads);
+                for (t, &(keys, values, positions)) in caches[..n].iter().enumerate() {
+                    let heads = mine.start.max(t * n_heads)..mine.end.min((t + 1) * n_heads);
+                    if heads.is_empty() {
+                        continue;
+                    }
+                    let heads = heads.start - t * n_heads..heads.end - t * n_heads;
+                    let seq_len = keys.len() / kv_dim;
+                    let (scores_at, out_at, q_at) = (t * l.scores.stride, t * l.xb.stride, t * l.q.stride);
+                    // SAFETY: each thread gets its own (token, head) pairs, hence disjoint ranges
+                    // of scores and out; the caller guarantees that K is available.
+                    unsafe {
+                        M::attention::<K>(
+                            heads.clone(),
+                            scores.range(scores_at + heads.start * seq_len..scores_at + heads.end * seq_len),
+                            out.range(out_at + heads.start * head_dim..out_at + heads.end * head_dim),
+                            &q[q_at + heads.start * head_dim..q_at + heads.end * head_dim],
+                            keys,
+                            values,
+                            positions,
+                        )
+                    }
                 }
-                let heads = heads.start - t * n_heads..heads.end - t * n_heads;
-                let seq_len = keys.len() / kv_dim;
-                let (scores_at, out_at, q_at) = (t * l.scores.stride, t * l.xb.stride, t * l.q.stride);
-                // SAFETY: each thread gets its own (token, head) pairs, hence disjoint ranges of
-                // scores and out; the caller guarantees that K is available.
-                unsafe {
-                    M::attention::<K>(
-                        heads.clone(),
-                        scores.range(scores_at + heads.start * seq_len..scores_at + heads.end * seq_len),
-                        out.range(out_at + heads.start * head_dim..out_at + heads.end * head_dim),
-                        &q[q_at + heads.start * head_dim..q_at + heads.end * head_dim],
-                        keys,
-                        values,
-                        positions,
-                    )
-                }
-            }
-        });
-        let xs = inputs(b.xb, l.xb.stride, dim, n, &mut xq, quantized);
+            });
+        }
+        if quantized {
+            let (xb, xq) = (SharedRows::new(b.xb, l.xb.stride), SharedQuantized::new(&mut xq, &l));
+            per_token(pool, n, step_bytes, &|t| {
+                // SAFETY: each token is one thread's; the buffers outlive the job.
+                unsafe { xq.quantize(t, &xb.row(t)[..dim]) };
+            });
+        }
+        let xs = inputs(b.xb, l.xb.stride, n, &mut xq, &l, quantized);
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matmuls(pool, [lw.wo.block_product::<K, M>(b.xb2, l.xb2.stride, w)], &xs.block()) };
-        for t in 0..n {
-            kernels::add(&mut row(b.x, l.x.stride, t)[..dim], &row(b.xb2, l.xb2.stride, t)[..dim]);
-        }
 
         // Feed-forward: w2 · (silu(w1 · x) * (w3 · x)).
-        for t in 0..n {
-            let (xb, x) = (row(b.xb, l.xb.stride, t), row(b.x, l.x.stride, t));
-            kernels::rmsnorm(&mut xb[..dim], &x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
+        {
+            let (x, xb, xb2) = (
+                SharedRows::new(b.x, l.x.stride),
+                SharedRows::new(b.xb, l.xb.stride),
+                SharedRows::new(b.xb2, l.xb2.stride),
+            );
+            let xq = SharedQuantized::new(&mut xq, &l);
+            per_token(pool, n, step_bytes, &|t| {
+                // SAFETY: each token is one thread's; the buffers outlive the job.
+                let (x, xb, xb2) = unsafe { (x.row(t), xb.row(t), xb2.row(t)) };
+                kernels::add(&mut x[..dim], &xb2[..dim]);
+                kernels::rmsnorm(&mut xb[..dim], &x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
+                if quantized {
+                    // SAFETY: as above.
+                    unsafe { xq.quantize(t, &xb[..dim]) };
+                }
+            });
         }
-        let xs = inputs(b.xb, l.xb.stride, dim, n, &mut xq, quantized);
+        let xs = inputs(b.xb, l.xb.stride, n, &mut xq, &l, quantized);
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe {
             matmuls(
@@ -416,28 +505,44 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
                 &xs.block(),
             )
         };
-        for t in 0..n {
-            kernels::swiglu(&mut row(b.hb, l.hb.stride, t)[..hidden], &row(b.hb2, l.hb2.stride, t)[..hidden]);
+        {
+            let (hb, hb2) = (SharedRows::new(b.hb, l.hb.stride), SharedRows::new(b.hb2, l.hb2.stride));
+            let xq = SharedQuantized::new(&mut xq, &l);
+            per_token(pool, n, step_bytes, &|t| {
+                // SAFETY: each token is one thread's; the buffers outlive the job.
+                let (hb, hb2) = unsafe { (hb.row(t), hb2.row(t)) };
+                kernels::swiglu(&mut hb[..hidden], &hb2[..hidden]);
+                if quantized {
+                    // SAFETY: as above.
+                    unsafe { xq.quantize(t, &hb[..hidden]) };
+                }
+            });
         }
-        let xs = inputs(b.hb, l.hb.stride, hidden, n, &mut xq, quantized);
+        let xs = inputs(b.hb, l.hb.stride, n, &mut xq, &l, quantized);
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matmuls(pool, [lw.w2.block_product::<K, M>(b.xb, l.xb.stride, w)], &xs.block()) };
-        for t in 0..n {
-            kernels::add(&mut row(b.x, l.x.stride, t)[..dim], &row(b.xb, l.xb.stride, t)[..dim]);
-        }
+        // (Its residual is added by the next layer's first step, or below.)
     }
 
-    // The classifier, only for the tokens that want logits (row i of xb: the i-th of them).
+    // The last residual, then the classifier, only for the tokens that want logits (row i of
+    // xb2: the i-th of them).
     let mut wanted = 0;
     for (t, feed) in feeds.iter().enumerate() {
+        let (x, xb) = (row(b.x, l.x.stride, t), row(b.xb, l.xb.stride, t));
+        kernels::add(&mut x[..dim], &xb[..dim]);
         if feed.logits {
-            let (xb, x) = (row(b.xb, l.xb.stride, wanted), row(b.x, l.x.stride, t));
-            kernels::rmsnorm(&mut xb[..dim], &x[..dim], w.vector(layout.final_norm), c.norm_eps);
+            let xb2 = row(b.xb2, l.xb2.stride, wanted);
+            kernels::rmsnorm(&mut xb2[..dim], &row(b.x, l.x.stride, t)[..dim], w.vector(layout.final_norm), c.norm_eps);
+            if quantized {
+                let xq = SharedQuantized::new(&mut xq, &l);
+                // SAFETY: one thread; the buffers outlive the call.
+                unsafe { xq.quantize(wanted, &xb2[..dim]) };
+            }
             wanted += 1;
         }
     }
     if wanted > 0 {
-        let xs = inputs(b.xb, l.xb.stride, dim, wanted, &mut xq, quantized);
+        let xs = inputs(b.xb2, l.xb2.stride, wanted, &mut xq, &l, quantized);
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matmuls(pool, [M::CLASSIFIER.block_product::<K, M>(b.logits, l.logits.stride, w)], &xs.block()) };
         for (i, feed) in feeds.iter().filter(|f| f.logits).enumerate() {
