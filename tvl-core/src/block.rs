@@ -173,18 +173,10 @@ impl SharedQuantized {
     /// Quantizes `x` into token `t`'s rows (see `kernels::quant::quantize_groups`).
     ///
     /// # Safety
-    /// As [`SharedRows::row`], for row `t`.
-    unsafe fn quantize(&self, t: usize, x: &[f32]) {
-        // SAFETY: the caller's contract.
-        unsafe {
-            kernels::quant::quantize_groups(
-                x,
-                self.group_size,
-                self.values.row(t),
-                self.scales.row(t),
-                self.sums.row(t),
-            )
-        }
+    /// As [`SharedRows::row`], for row `t`; `K::available()` must have returned true.
+    unsafe fn quantize<K: Isa>(&self, t: usize, x: &[f32]) {
+        // SAFETY: the caller's contract; K is available (the block pass's contract).
+        unsafe { K::quantize(x, self.group_size, self.values.row(t), self.scales.row(t), self.sums.row(t)) }
     }
 }
 
@@ -397,7 +389,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
                 kernels::rmsnorm(&mut xb[..dim], &x[..dim], w.vector(lw.attn_norm), c.norm_eps);
                 if quantized {
                     // SAFETY: as above.
-                    unsafe { xq.quantize(t, &xb[..dim]) };
+                    unsafe { xq.quantize::<K>(t, &xb[..dim]) };
                 }
             });
         }
@@ -467,7 +459,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
             let (xb, xq) = (SharedRows::new(b.xb, l.xb.stride), SharedQuantized::new(&mut xq, &l));
             per_token(pool, n, step_bytes, &|t| {
                 // SAFETY: each token is one thread's; the buffers outlive the job.
-                unsafe { xq.quantize(t, &xb.row(t)[..dim]) };
+                unsafe { xq.quantize::<K>(t, &xb.row(t)[..dim]) };
             });
         }
         let xs = inputs(b.xb, l.xb.stride, n, &mut xq, &l, quantized);
@@ -489,7 +481,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
                 kernels::rmsnorm(&mut xb[..dim], &x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
                 if quantized {
                     // SAFETY: as above.
-                    unsafe { xq.quantize(t, &xb[..dim]) };
+                    unsafe { xq.quantize::<K>(t, &xb[..dim]) };
                 }
             });
         }
@@ -514,7 +506,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
                 kernels::swiglu(&mut hb[..hidden], &hb2[..hidden]);
                 if quantized {
                     // SAFETY: as above.
-                    unsafe { xq.quantize(t, &hb[..hidden]) };
+                    unsafe { xq.quantize::<K>(t, &hb[..hidden]) };
                 }
             });
         }
@@ -536,7 +528,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
             if quantized {
                 let xq = SharedQuantized::new(&mut xq, &l);
                 // SAFETY: one thread; the buffers outlive the call.
-                unsafe { xq.quantize(wanted, &xb2[..dim]) };
+                unsafe { xq.quantize::<K>(wanted, &xb2[..dim]) };
             }
             wanted += 1;
         }

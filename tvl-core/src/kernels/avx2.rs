@@ -50,6 +50,11 @@ impl F32Kernels for Avx2 {
 }
 
 impl Isa for Avx2 {
+    unsafe fn quantize(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
+        // SAFETY: the caller guarantees `available()`, which implies AVX2 and FMA.
+        unsafe { quantize_avx2(x, group_size, q, scales, sums) }
+    }
+
     const NAME: &'static str = "avx2";
     type F32 = Avx2;
 
@@ -69,6 +74,11 @@ impl Isa for Avx2 {
 }
 
 impl Isa for AvxVnni {
+    unsafe fn quantize(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
+        // SAFETY: the caller guarantees `available()`, which implies AVX2 and FMA.
+        unsafe { quantize_avx2(x, group_size, q, scales, sums) }
+    }
+
     const NAME: &'static str = "avx-vnni";
     type F32 = Avx2;
 
@@ -420,4 +430,10 @@ pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q
             _mm_storeu_ps(out.as_mut_ptr(), val);
         }
     }
+}
+
+/// [`super::quant::quantize_groups`] compiled with AVX2 (the same code: the same bits).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_avx2(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
+    super::quant::quantize_groups(x, group_size, q, scales, sums)
 }

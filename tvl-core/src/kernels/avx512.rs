@@ -61,6 +61,11 @@ fn avx512_available() -> bool {
 }
 
 impl Isa for Avx512 {
+    unsafe fn quantize(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
+        // SAFETY: the caller guarantees `available()`, which implies these features.
+        unsafe { quantize_512(x, group_size, q, scales, sums) }
+    }
+
     const NAME: &'static str = "avx512";
     type F32 = Avx512F32;
 
@@ -80,6 +85,11 @@ impl Isa for Avx512 {
 }
 
 impl Isa for Avx512Vnni {
+    unsafe fn quantize(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
+        // SAFETY: the caller guarantees `available()`, which implies these features.
+        unsafe { quantize_512(x, group_size, q, scales, sums) }
+    }
+
     const NAME: &'static str = "avx512-vnni";
     type F32 = Avx512F32;
 
@@ -499,4 +509,10 @@ impl Width for Ymm {
         // SAFETY: as stated above the impls.
         unsafe { _mm256_storeu_ps(p, v) }
     }
+}
+
+/// [`super::quant::quantize_groups`] compiled with AVX-512 (the same code: the same bits).
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+unsafe fn quantize_512(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
+    super::quant::quantize_groups(x, group_size, q, scales, sums)
 }

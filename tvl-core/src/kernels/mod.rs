@@ -233,6 +233,17 @@ pub trait Isa: Send + Sync + 'static {
         unsafe { Self::F32::weighted_sum::<HEAD_DIM, FUSED_VALUE_SUM>(out, weights, values) }
     }
 
+    /// [`quant::quantize_groups`] compiled for this instruction set: the same arithmetic
+    /// (one division and one rounding per value, no reassociation), so the same bits on every
+    /// path, in wider vectors.
+    ///
+    /// # Safety
+    /// As for [`Isa::matvec`].
+    #[inline]
+    unsafe fn quantize(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
+        quant::quantize_groups(x, group_size, q, scales, sums)
+    }
+
     /// `out = W · x` over int8 panels in groups of GS (see [`quant`]); `w` holds
     /// `out.len() / TILE_ROWS` whole tiles, `x` at least COLS values. Must equal
     /// [`quant::matvec_q8_scalar`] bit for bit.

@@ -16,13 +16,42 @@ use tvl_layout::quant::quantize_q8;
 /// Quantizes `x` to int8 in groups of `group_size` into `q` (padding groups past `x` become
 /// zero), with each group's scale and Σq. `sums` lets 4-bit kernels multiply unsigned
 /// nibbles: Σ(u − 8)·x = Σu·x − 8·Σx.
+#[inline(always)]
 pub fn quantize_groups(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
+    // The usual group sizes with a constant trip count, so that each group is a few whole
+    // vectors; the same arithmetic as the general loop below.
+    match group_size {
+        32 => return quantize_fixed::<32>(x, q, scales, sums),
+        64 => return quantize_fixed::<64>(x, q, scales, sums),
+        _ => {}
+    }
     let gs = group_size;
     assert!(x.len() <= q.len(), "quantize: vector longer than its buffer");
     for (g, ((q, scale), sum)) in q.chunks_exact_mut(gs).zip(scales.iter_mut()).zip(sums.iter_mut()).enumerate() {
         let values = x.get(g * gs..).map_or(&[][..], |rest| &rest[..rest.len().min(gs)]);
         q.fill(0);
         *scale = quantize_q8(values, &mut q[..values.len()]);
+        *sum = q.iter().map(|&v| v as i32).sum();
+    }
+}
+
+/// [`quantize_groups`] for groups of GS: whole groups of `x` in arrays, then the last partial
+/// group as the general loop does it.
+#[inline(always)]
+fn quantize_fixed<const GS: usize>(x: &[f32], q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
+    assert!(x.len() <= q.len(), "quantize: vector longer than its buffer");
+    let whole = x.len() / GS;
+    let groups = q.chunks_exact_mut(GS).zip(scales.iter_mut()).zip(sums.iter_mut());
+    for (g, ((q, scale), sum)) in groups.enumerate() {
+        let q: &mut [i8; GS] = q.try_into().expect("chunks of GS");
+        if g < whole {
+            let values: &[f32; GS] = x[g * GS..(g + 1) * GS].try_into().expect("a whole group");
+            *scale = quantize_q8(values, q);
+        } else {
+            let values = x.get(g * GS..).unwrap_or(&[]);
+            q.fill(0);
+            *scale = quantize_q8(values, &mut q[..values.len()]);
+        }
         *sum = q.iter().map(|&v| v as i32).sum();
     }
 }
