@@ -39,16 +39,7 @@ pub fn max_abs(values: &[f32]) -> f32 {
 /// same way) keeps every conversion in range, so none needs a fix-up for out-of-range values.
 #[inline(always)]
 pub fn round_to_i8(y: f32) -> i8 {
-    #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN goes to the last branch, on purpose
-    let y = if y > 200.0 {
-        200.0
-    } else if y < -200.0 {
-        -200.0
-    } else if y == y {
-        y
-    } else {
-        0.0
-    };
+    let y = if y.is_nan() { 0.0 } else { y.clamp(-200.0, 200.0) };
     // SAFETY: y is finite and within ±200 (clamped, NaN replaced), so it converts exactly
     // (toward zero); `as` would add a fix-up for out-of-range values that stops vectorizing.
     let truncated = unsafe { y.to_int_unchecked::<i32>() } as f32;
