@@ -281,38 +281,57 @@ unsafe fn matmuls<const N: usize, P: Parallel + ?Sized>(
     });
 }
 
-/// Puts every token's key and value into its sequence's cache of layer `layer` (as
-/// `store_kv` does for one), sequence by sequence: keys are stored transposed (position
-/// fastest), so the tokens of one sequence, at consecutive positions, fill runs of each key
-/// row rather than one scattered element per token.
-fn store_block_kv<A: AsRef<[f32]> + AsMut<[f32]>>(
+/// Puts every token's key and value into its sequence's cache of layer `layer` (as the
+/// one-token pass does for one), on every thread: each thread writes its own key rows
+/// (dimensions) and value heads of every token, so no two threads write the same element.
+/// Keys are stored transposed (position fastest): the tokens of one sequence, at
+/// consecutive positions, fill runs of each key row.
+fn store_block_kv<P: Parallel + ?Sized, A: AsRef<[f32]> + AsMut<[f32]>>(
+    pool: &mut P,
     states: &mut [State<A>],
     feeds: &[Feed],
     layer: usize,
     (k, k_stride): (&[f32], usize),
     (v, v_stride): (&[f32], usize),
 ) {
+    let n = feeds.len();
+    let Some(first) = feeds.first() else { return };
+    let cache = states[first.sequence].layout().cache;
+    let kv_dim = cache.n_kv_heads * cache.head_dim;
+    // Each sequence's caches of this layer, lent once, then named by each of its feeds.
+    let mut caches: [Option<(Disjoint<f32>, Disjoint<f32>)>; MAX_BLOCK] = [None; MAX_BLOCK];
     for (sequence, state) in states.iter_mut().enumerate() {
-        if !feeds.iter().any(|f| f.sequence == sequence) {
-            continue;
-        }
-        let cache = state.layout().cache;
-        let (keys, values, _) = state.cache_parts(layer);
-        let kv_dim = cache.n_kv_heads * cache.head_dim;
-        for j in 0..kv_dim {
-            let (head, i) = (j / cache.head_dim, j % cache.head_dim);
-            for (t, feed) in feeds.iter().enumerate().filter(|(_, f)| f.sequence == sequence) {
-                keys[cache.key_at(head, i, feed.pos)] = k[t * k_stride + j];
-            }
-        }
-        for (t, feed) in feeds.iter().enumerate().filter(|(_, f)| f.sequence == sequence) {
-            for head in 0..cache.n_kv_heads {
-                let at = cache.value_at(head, feed.pos);
-                let from = t * v_stride + head * cache.head_dim;
-                values[at..at + cache.head_dim].copy_from_slice(&v[from..from + cache.head_dim]);
+        if feeds.iter().any(|f| f.sequence == sequence) {
+            let (keys, values, _) = state.cache_parts(layer);
+            let lent = (Disjoint::new(keys), Disjoint::new(values));
+            for (t, _) in feeds.iter().enumerate().filter(|(_, f)| f.sequence == sequence) {
+                caches[t] = Some(lent);
             }
         }
     }
+    let threads = pool.threads();
+    // Every key element of a token is on its own cache line.
+    pool.run_sized(n * kv_dim * 64, &|thread| {
+        for j in split(kv_dim, thread, threads) {
+            let (head, i) = (j / cache.head_dim, j % cache.head_dim);
+            for (t, feed) in feeds.iter().enumerate() {
+                let Some((keys, _)) = caches[t] else { continue };
+                let at = cache.key_at(head, i, feed.pos);
+                // SAFETY: this thread alone writes key row j (`split` gives disjoint rows) and
+                // the states outlive the job; tokens of one sequence have distinct positions.
+                unsafe { keys.range(at..at + 1)[0] = k[t * k_stride + j] };
+            }
+        }
+        for head in split(cache.n_kv_heads, thread, threads) {
+            for (t, feed) in feeds.iter().enumerate() {
+                let Some((_, values)) = caches[t] else { continue };
+                let at = cache.value_at(head, feed.pos);
+                let from = t * v_stride + head * cache.head_dim;
+                // SAFETY: as above, for value head `head`.
+                unsafe { values.range(at..at + cache.head_dim).copy_from_slice(&v[from..from + cache.head_dim]) };
+            }
+        }
+    });
 }
 
 /// Checks a block's tokens against the model, the states and the block.
@@ -416,7 +435,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
                 kernels::rope(&mut q[..dim], &mut k[..kv_dim], ropes[t]);
             });
         }
-        store_block_kv(states, feeds, layer, (&*b.k, l.k.stride), (&*b.v, l.v.stride));
+        store_block_kv(pool, states, feeds, layer, (&*b.k, l.k.stride), (&*b.v, l.v.stride));
         let caches: [(&[f32], &[f32], usize); MAX_BLOCK] = core::array::from_fn(|t| match feeds.get(t) {
             Some(feed) => {
                 let (keys, values) = states[feed.sequence].layer_cache(layer);

@@ -32,6 +32,7 @@ pub fn split(len: usize, index: usize, parts: usize) -> Range<usize> {
 }
 
 /// A `&mut [T]` that threads write at disjoint ranges.
+#[derive(Clone, Copy)]
 pub struct Disjoint<T> {
     ptr: *mut T,
     len: usize,
