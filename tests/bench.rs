@@ -9,7 +9,7 @@ fn bench_json_report_is_well_formed() {
     let Some(models) = models() else { return };
     let out = tvl_command()
         .env("TVL_CACHE_DIR", scratch("bench-cache"))
-        .args(["bench", "--json", "--tokens", "16", "--repetitions", "2", "--threads", "2"])
+        .args(["bench", "--json", "--tokens", "16", "--repetitions", "2", "--threads", "2", "--sequences", "3"])
         .arg(models.join("stories260K.bin"))
         .output()
         .unwrap();
@@ -26,16 +26,35 @@ fn bench_json_report_is_well_formed() {
         "achieved_gb_per_s",
         "probe_gb_per_s",
         "roofline_fraction",
+        "prefill_tokens_per_second",
+        "time_to_first_token_ms",
+        "batch_tokens_per_second",
     ] {
         let v = report[field].as_f64().unwrap_or_else(|| panic!("{field} missing: {report}"));
         assert!(v.is_finite() && v > 0.0, "{field} = {v}");
     }
     // Weights read per token: the whole file but the header (the classifier is the embedding).
     let weights = report["weight_bytes_per_token"].as_u64().unwrap();
-    let layout = tvl::Layout::new(&tvl::Config::from_toml(include_str!("../model-configs/stories260K.toml")).unwrap());
+    let config = tvl::Config::from_toml(include_str!("../model-configs/stories260K.toml")).unwrap();
+    let layout = tvl::Layout::new(&config);
     assert!(weights > (layout.file_size as u64) * 9 / 10 && weights <= layout.file_size as u64, "{weights}");
     // 5 layers × kv_dim 32 × 4 bytes × (keys + values) × 8.5 positions on average.
     assert_eq!(report["kv_bytes_per_token"].as_u64().unwrap(), 5 * 32 * 4 * 2 * 17 / 2);
     let (tps, ms) = (report["tokens_per_second"].as_f64().unwrap(), report["ms_per_token"].as_f64().unwrap());
     assert!((tps * ms / 1000.0 - 1.0).abs() < 1e-3);
+    // A 128-token prompt (stories260K's context is 512), 3 sequences (--sequences 3).
+    assert_eq!(report["prompt_tokens"], 128);
+    assert_eq!(report["sequences"], 3);
+    let (prompt_tps, ttft) =
+        (report["prefill_tokens_per_second"].as_f64().unwrap(), report["time_to_first_token_ms"].as_f64().unwrap());
+    assert!((prompt_tps * ttft / 1000.0 / 128.0 - 1.0).abs() < 1e-3, "{prompt_tps} tok/s, {ttft} ms");
+    // Multiply-adds per prompt token: the layers' matrices, and the classifier once per prompt.
+    let c = config;
+    let layers = c.n_layers * (2 * c.dim * c.dim + 2 * c.kv_dim() * c.dim + 3 * c.hidden_dim * c.dim);
+    let macs = report["prefill_macs_per_token"].as_u64().unwrap() as usize;
+    assert_eq!(macs, layers + c.vocab_size * c.dim / 128);
+    // The arithmetic probe exists on x86_64 (NaN, written null, elsewhere).
+    if cfg!(target_arch = "x86_64") {
+        assert!(report["peak_macs_per_second"].as_f64().unwrap() > 1e9);
+    }
 }

@@ -283,6 +283,17 @@ impl<M: Model> Transformer<M> {
                 chunk[n] = feed;
                 n += 1;
             }
+            if let [feed] = chunk[..n] {
+                // One token: the one-token pass, which gives the same bits and is faster for a
+                // single token (its kernels stream the weights for one input).
+                let state = states.get_mut(feed.sequence).ok_or(tvl_core::ForwardError::BadBlock);
+                let state = state.map_err(|e| Error::forward(e, &M::CONFIG))?;
+                // SAFETY: `self.forward` was chosen in `open_with` for an instruction set whose
+                // `available()` returned true on this CPU.
+                unsafe { (self.forward)(&self.weights(), pool, state, feed.token, feed.pos) }
+                    .map_err(|e| Error::forward(e, &M::CONFIG))?;
+                continue;
+            }
             // SAFETY: `self.forward_block` was chosen in `open_with` for an instruction set
             // whose `available()` returned true on this CPU.
             unsafe { (self.forward_block)(&self.weights(), pool, block, states, &chunk[..n]) }
