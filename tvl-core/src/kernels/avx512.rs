@@ -271,28 +271,34 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
     for tile in 0..tiles {
         let tile_w = &w[tile * tile_len..][..tile_len];
         let next = (tile + 1 < tiles).then(|| w[(tile + 1) * tile_len..].as_ptr());
-        for g in 0..token_groups {
-            let tokens = LANES.min(n - g * LANES);
-            let lanes = (
-                &lanes.q[g * lanes.quads * LANES..][..lanes.quads * LANES],
-                &lanes.scales[g * lanes.groups * LANES..][..lanes.groups * LANES],
-                &lanes.sums[g * lanes.groups * LANES..][..lanes.groups * LANES],
-            );
+        let (q_stride, group_stride) = (lanes.quads * LANES, lanes.groups * LANES);
+        let mut g = 0;
+        while g < token_groups {
+            let tokens = (n - g * LANES).min(2 * LANES);
+            let lanes = (&lanes.q[g * q_stride..], &lanes.scales[g * group_stride..], &lanes.sums[g * group_stride..]);
+            let strides = (q_stride, group_stride);
             // The first group fetches the next tile while this one is computed (see `matmul_f32`).
             let prefetch = if g == 0 { next } else { None };
+            // Two groups of 16 tokens at once where there are more than 16 left (each weight
+            // broadcast serves both), else one group on zmm, or ymm for at most 8 tokens.
             // SAFETY: the slices are checked above; the features are enabled here.
-            let val = unsafe {
-                if tokens <= 8 {
-                    lane_tile::<COLS, GS, Q4, Ymm>(tile_w, lanes, prefetch)
+            let (val, groups) = unsafe {
+                if tokens > LANES {
+                    (lane_tile::<COLS, GS, Q4, Zmm, 2>(tile_w, lanes, strides, prefetch), 2)
+                } else if tokens > 8 {
+                    let [val] = lane_tile::<COLS, GS, Q4, Zmm, 1>(tile_w, lanes, strides, prefetch);
+                    ([val, val], 1)
                 } else {
-                    lane_tile::<COLS, GS, Q4, Zmm>(tile_w, lanes, prefetch)
+                    let [val] = lane_tile::<COLS, GS, Q4, Ymm, 1>(tile_w, lanes, strides, prefetch);
+                    ([val, val], 1)
                 }
             };
-            for lane in 0..tokens {
-                for (row, val) in val.iter().enumerate() {
-                    outs[g * LANES + lane][tile * TILE_ROWS + row] = val[lane];
+            for t in 0..tokens {
+                for (row, val) in val[t / LANES].iter().enumerate() {
+                    outs[g * LANES + t][tile * TILE_ROWS + row] = val[t % LANES];
                 }
             }
+            g += groups;
         }
     }
 }
@@ -300,18 +306,20 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
 /// One row tile for the tokens of one group of lanes, on registers of width `V`: the tile's 4
 /// rows × `V::LANES` tokens (the values of the lanes past `V::LANES` are not computed).
 #[inline(always)]
-unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width>(
+unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width, const G: usize>(
     tile: &[u8],
     (q, x_scales, x_sums): (&[i32], &[f32], &[i32]),
+    (q_stride, group_stride): (usize, usize),
     prefetch: Option<*const u8>,
-) -> [[f32; LANES]; TILE_ROWS] {
+) -> [[[f32; LANES]; TILE_ROWS]; G] {
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
     let (block_bytes, row_bytes) = (encoding.block_bytes(), encoding.row_block_bytes());
     let offset_shift = if Q4 { 3 } else { 7 }; // o = 8 or 128
-                                               // SAFETY: (the whole body) the caller passes one whole tile and one group's lanes of at
-                                               // least COLS / 4 quads and COLS / GS groups; AVX-512F/BW/VL/VNNI are enabled by the caller.
+    // SAFETY: (the whole body) the caller passes one whole tile and G groups' lanes of at
+    // least COLS / 4 quads and COLS / GS groups each (`q_stride`, `group_stride` apart);
+    // AVX-512F/BW/VL/VNNI are enabled by the caller.
     unsafe {
-        let mut val = [V::zero(); TILE_ROWS];
+        let mut val = [[V::zero(); TILE_ROWS]; G];
         for block in 0..COLS / Q_COL_BLOCK {
             let at = tile.as_ptr().add(block * block_bytes);
             let scales = at.add(encoding.scales_offset());
@@ -341,25 +349,35 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
             let unsigned = core::hint::black_box(&unsigned);
             for group_in_block in 0..Q_COL_BLOCK / GS {
                 let group = block * (Q_COL_BLOCK / GS) + group_in_block;
-                let start = V::negated_shift(V::load_i(x_sums.as_ptr().add(group * LANES)), offset_shift);
-                let mut acc = [start; TILE_ROWS];
+                let mut acc: [[V::I; TILE_ROWS]; G] = core::array::from_fn(|g| {
+                    [V::negated_shift(V::load_i(x_sums.as_ptr().add(g * group_stride + group * LANES)), offset_shift);
+                        TILE_ROWS]
+                });
                 for quad in group_in_block * GS / 4..(group_in_block + 1) * GS / 4 {
-                    let x = V::load_i(q.as_ptr().add((block * Q_COL_BLOCK / 4 + quad) * LANES));
-                    for (acc, unsigned) in acc.iter_mut().zip(unsigned) {
-                        *acc = V::dpbusd(*acc, V::splat_i(unsigned[quad] as i32), x);
+                    let at = (block * Q_COL_BLOCK / 4 + quad) * LANES;
+                    let x: [V::I; G] = core::array::from_fn(|g| V::load_i(q.as_ptr().add(g * q_stride + at)));
+                    for (row, unsigned) in unsigned.iter().enumerate() {
+                        let u = V::splat_i(unsigned[quad] as i32);
+                        for g in 0..G {
+                            acc[g][row] = V::dpbusd(acc[g][row], u, x[g]);
+                        }
                     }
                 }
-                let x_scale = V::load_f(x_scales.as_ptr().add(group * LANES));
-                for (row, (val, acc)) in val.iter_mut().zip(acc).enumerate() {
+                for row in 0..TILE_ROWS {
                     let slot = tvl_layout::layout::scale_slot(group_in_block, row);
-                    let w_scale = core::ptr::read_unaligned(scales.add(4 * slot).cast::<f32>());
-                    *val = V::add(*val, V::mul(V::mul(V::to_f32(acc), V::splat_f(w_scale)), x_scale));
+                    let w_scale = V::splat_f(core::ptr::read_unaligned(scales.add(4 * slot).cast::<f32>()));
+                    for g in 0..G {
+                        let x_scale = V::load_f(x_scales.as_ptr().add(g * group_stride + group * LANES));
+                        val[g][row] = V::add(val[g][row], V::mul(V::mul(V::to_f32(acc[g][row]), w_scale), x_scale));
+                    }
                 }
             }
         }
-        let mut out = [[0.0f32; LANES]; TILE_ROWS];
+        let mut out = [[[0.0f32; LANES]; TILE_ROWS]; G];
         for (out, val) in out.iter_mut().zip(val) {
-            V::store_f(out.as_mut_ptr(), val);
+            for (out, val) in out.iter_mut().zip(val) {
+                V::store_f(out.as_mut_ptr(), val);
+            }
         }
         out
     }
