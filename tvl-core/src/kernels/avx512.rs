@@ -34,8 +34,8 @@ impl F32Kernels for Avx512F32 {
     }
 
     unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
-        // SAFETY: as above.
-        unsafe { <Avx2 as F32Kernels>::scores::<HEAD_DIM>(q, keys, seq_len, scores) }
+        // SAFETY: the AVX-512 paths' `available()` implies AVX-512F, AVX2 and FMA.
+        unsafe { attention_scores_512::<HEAD_DIM>(q, keys, seq_len, scores) }
     }
 
     unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED: bool>(out: &mut [f32], weights: &[f32], values: &[f32]) {
@@ -533,4 +533,53 @@ impl Width for Ymm {
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
 unsafe fn quantize_512(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
     super::quant::quantize_groups(x, group_size, q, scales, sums)
+}
+
+/// The attention scores with 16 positions per zmm register (then 8 per ymm and the scalar
+/// code for the last positions, as the AVX2 kernel): each lane adds its products in order, multiply then add,
+/// as every path does.
+#[target_feature(enable = "avx2,fma,avx512f")]
+unsafe fn attention_scores_512<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
+    let positions = scores.len();
+    // Checked once, so the loads below stay in bounds (see the AVX2 kernel).
+    assert!(
+        q.len() >= HEAD_DIM && positions <= seq_len && keys.len() >= HEAD_DIM * seq_len,
+        "scores: slices shorter than the shape"
+    );
+    let (qs, k, out) = (&q[..HEAD_DIM], keys.as_ptr(), scores.as_mut_ptr());
+    let mut t = 0;
+    // SAFETY: loads at i * seq_len + t + 16·j + 15 < i * seq_len + positions (loop conditions),
+    // stores at t + 16·j + 15 < positions; AVX-512F is enabled.
+    unsafe {
+        while t + 64 <= positions {
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for (i, &qi) in qs.iter().enumerate() {
+                let (qi, row) = (_mm512_set1_ps(qi), k.add(i * seq_len + t));
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_add_ps(*acc, _mm512_mul_ps(qi, _mm512_loadu_ps(row.add(16 * j))));
+                }
+            }
+            for (j, acc) in acc.iter().enumerate() {
+                _mm512_storeu_ps(out.add(t + 16 * j), *acc);
+            }
+            t += 64;
+        }
+        while t + 16 <= positions {
+            let mut acc = _mm512_setzero_ps();
+            for (i, &qi) in qs.iter().enumerate() {
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(qi), _mm512_loadu_ps(k.add(i * seq_len + t))));
+            }
+            _mm512_storeu_ps(out.add(t), acc);
+            t += 16;
+        }
+        while t + 8 <= positions {
+            let mut acc = _mm256_setzero_ps();
+            for (i, &qi) in qs.iter().enumerate() {
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(qi), _mm256_loadu_ps(k.add(i * seq_len + t))));
+            }
+            _mm256_storeu_ps(out.add(t), acc);
+            t += 8;
+        }
+    }
+    super::scores_scalar::<HEAD_DIM>(q, keys, seq_len, scores, t);
 }
