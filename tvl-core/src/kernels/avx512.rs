@@ -159,23 +159,29 @@ unsafe fn matmul_f32<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: 
     const { assert!(TILE_ROWS == 4 && COL_BLOCK == 16 && COLS.is_multiple_of(COL_BLOCK)) };
     let xs = xs.tokens;
     let tiles = check_block(outs, w.len(), TILE_ROWS * COLS, xs, COLS);
-    for tile in 0..tiles {
+    // Cache blocking: a chunk of tiles (about 256 KiB of panels, kept in L2) goes through every
+    // group of tokens in turn, so that a group's inputs stay in L1 over the whole chunk and the
+    // panels come from memory once.
+    let chunk = (256 * 1024 / (TILE_ROWS * COLS * 4)).max(1);
+    for chunk_start in (0..tiles).step_by(chunk) {
+        let chunk_tiles = chunk_start..(chunk_start + chunk).min(tiles);
         let mut first = 0;
         while first < xs.len() {
             let n = (xs.len() - first).min(TOKENS);
             let (outs, xs) = (&mut outs[first..first + n], &xs[first..first + n]);
-            // The first pass over a tile fetches the next one, which the other passes then
-            // find in cache: the stream of panels overlaps the arithmetic.
-            let prefetch = first == 0 && tile + 1 < tiles;
-            // SAFETY: checked above; the features are enabled here.
-            unsafe {
-                match n {
-                    6 => f32_tile::<COLS, 6>(outs, w, xs, tile, prefetch),
-                    5 => f32_tile::<COLS, 5>(outs, w, xs, tile, prefetch),
-                    4 => f32_tile::<COLS, 4>(outs, w, xs, tile, prefetch),
-                    3 => f32_tile::<COLS, 3>(outs, w, xs, tile, prefetch),
-                    2 => f32_tile::<COLS, 2>(outs, w, xs, tile, prefetch),
-                    _ => f32_tile::<COLS, 1>(outs, w, xs, tile, prefetch),
+            for tile in chunk_tiles.clone() {
+                // The first group's pass over a tile fetches the next one.
+                let prefetch = first == 0 && tile + 1 < tiles;
+                // SAFETY: checked above; the features are enabled here.
+                unsafe {
+                    match n {
+                        6 => f32_tile::<COLS, 6>(outs, w, xs, tile, prefetch),
+                        5 => f32_tile::<COLS, 5>(outs, w, xs, tile, prefetch),
+                        4 => f32_tile::<COLS, 4>(outs, w, xs, tile, prefetch),
+                        3 => f32_tile::<COLS, 3>(outs, w, xs, tile, prefetch),
+                        2 => f32_tile::<COLS, 2>(outs, w, xs, tile, prefetch),
+                        _ => f32_tile::<COLS, 1>(outs, w, xs, tile, prefetch),
+                    }
                 }
             }
             first += n;
@@ -315,9 +321,9 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
     let (block_bytes, row_bytes) = (encoding.block_bytes(), encoding.row_block_bytes());
     let offset_shift = if Q4 { 3 } else { 7 }; // o = 8 or 128
-    // SAFETY: (the whole body) the caller passes one whole tile and G groups' lanes of at
-    // least COLS / 4 quads and COLS / GS groups each (`q_stride`, `group_stride` apart);
-    // AVX-512F/BW/VL/VNNI are enabled by the caller.
+                                               // SAFETY: (the whole body) the caller passes one whole tile and G groups' lanes of at
+                                               // least COLS / 4 quads and COLS / GS groups each (`q_stride`, `group_stride` apart);
+                                               // AVX-512F/BW/VL/VNNI are enabled by the caller.
     unsafe {
         let mut val = [[V::zero(); TILE_ROWS]; G];
         for block in 0..COLS / Q_COL_BLOCK {
