@@ -165,7 +165,9 @@ fn batch_generation_tells_each_story_as_a_session_alone() {
     let tokenizer = Tokenizer::from_file(models.join("tok512.bin")).unwrap();
     let files = files();
     let file = &files[0].1;
-    let model = tvl::bundled::open(file, &Options::default()).unwrap();
+    // Blocks of 4 (stories260K feeds prompts one token at a time by default: see
+    // `Transformer::open_with`).
+    let model = tvl::bundled::open(file, &Options { block_tokens: 4, ..Default::default() }).unwrap();
     let prompts = ["Once upon a time", "Lily", "The dog and the cat were friends. One day", "", "Tom had a red ball"];
     let settings = [(0.0, 0.9, 1), (1.0, 0.9, 42), (0.8, 0.5, 7), (1.0, 1.0, 3), (0.5, 0.9, 11)];
     let sampler = |i: usize| Sampler::new(512, settings[i].0, settings[i].1, settings[i].2).unwrap();
@@ -192,6 +194,40 @@ fn batch_generation_tells_each_story_as_a_session_alone() {
         );
         assert!(generations[i].positions > generations[i].prefilled);
     }
+}
+
+/// The golden stories (f32 and llama2.c's int8 export) with their prompts fed in blocks, on
+/// every path: the reference's text, byte for byte.
+#[test]
+fn golden_stories_with_prompts_in_blocks() {
+    let Some(models) = models() else { return };
+    let files = files();
+    let file = |name: &str| &files.iter().find(|(n, _)| n == name).unwrap().1;
+    let mut cases: Vec<(&PathBuf, common::GenerateCase)> = Vec::new();
+    for case in common::generate_cases("stories260K-generate.jsonl") {
+        cases.push((file("260K-f32"), case));
+    }
+    for case in common::int8_cases() {
+        cases.push((file("260K-q80-g4"), case));
+    }
+    let mut checked = 0;
+    for isa in tvl::IsaChoice::available_here() {
+        for (path, case) in &cases {
+            let options = Options { threads: 2, kernels: Some(isa), block_tokens: 3 };
+            let model = tvl::bundled::open(path, &options).unwrap();
+            let tokenizer = Tokenizer::from_file(models.join(&case.tokenizer)).unwrap();
+            let mut sampler = Sampler::new(tokenizer.vocab_size(), case.temperature, case.topp, case.seed).unwrap();
+            let mut text = Vec::new();
+            let generation = Session::new(model.as_ref())
+                .generate(&tokenizer, &mut sampler, &case.prompt, case.steps, |p| text.extend_from_slice(p))
+                .unwrap();
+            let text = String::from_utf8(text).unwrap();
+            let at = common::first_difference(&text, &case.text);
+            assert!(text == case.text, "{} prompt {:?}: differs at byte {at}", isa.name(), case.prompt);
+            checked += usize::from(generation.prefilled > 3);
+        }
+    }
+    assert!(checked > 0, "no golden prompt was longer than one block");
 }
 
 #[test]
