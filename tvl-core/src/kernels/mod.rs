@@ -285,7 +285,7 @@ pub trait Isa: Send + Sync + 'static {
 }
 
 /// Tokens of a block at most: what a block product takes (prompts are fed in blocks of at
-/// most this many tokens; [`crate::model::forward_block`]).
+/// most this many tokens; [`crate::block::forward_block`]).
 pub const MAX_BLOCK: usize = 128;
 
 /// A block product as a loop of matrix-vector products: for each row tile (`tile_len`
