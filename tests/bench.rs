@@ -26,6 +26,8 @@ fn bench_json_report_is_well_formed() {
         "achieved_gb_per_s",
         "probe_gb_per_s",
         "roofline_fraction",
+        "dram_probe_gb_per_s",
+        "dram_fraction",
         "prefill_tokens_per_second",
         "time_to_first_token_ms",
         "batch_tokens_per_second",

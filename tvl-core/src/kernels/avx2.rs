@@ -151,6 +151,7 @@ unsafe fn matvec_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
             let panel = w.add(f32_line_at(cols, tile, 0, 0));
             let mut acc = [_mm256_setzero_ps(); 2 * TILE_ROWS];
             for block in 0..cols / COL_BLOCK {
+                prefetch_ahead(panel.add(f32_line_at(cols, 0, block, 0)).cast(), TILE_ROWS * COL_BLOCK * 4);
                 let (x0, x1) =
                     (_mm256_loadu_ps(x.add(block * COL_BLOCK)), _mm256_loadu_ps(x.add(block * COL_BLOCK + 8)));
                 for row in 0..TILE_ROWS {
@@ -390,6 +391,20 @@ unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
     unsafe { quantized_tiles::<COLS, GS, Q4, DPBUSD>(out, w, x) }
 }
 
+/// Prefetches the `len` bytes that lie [`super::PREFETCH_BYTES`] after `at`, one hint per cache line.
+/// A prefetch is a hint and never faults, so it may point past the weights (the address is
+/// computed with wrapping arithmetic and never dereferenced).
+#[inline(always)]
+pub(super) unsafe fn prefetch_ahead(at: *const u8, len: usize) {
+    let ahead = at.wrapping_add(super::PREFETCH_BYTES);
+    let mut line = 0;
+    while line < len {
+        // SAFETY: prefetching is allowed at any address (SSE, part of x86_64's baseline).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+        line += 64;
+    }
+}
+
 /// The quantized matvec over whole tiles, its integer sums computed by `KIND` (see
 /// [`row_block_lanes`]); inlined into a function that enables `KIND`'s features.
 #[inline(always)]
@@ -416,6 +431,7 @@ pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q
             let mut val = _mm_setzero_ps();
             for block in 0..COLS / Q_COL_BLOCK {
                 let bytes = tile.as_ptr().add(block * block_bytes);
+                prefetch_ahead(bytes, block_bytes);
                 let scales = bytes.add(encoding.scales_offset());
                 let xb = xq.as_ptr().add(block * Q_COL_BLOCK);
                 // (No closures here: they would not inherit the target features of the caller.)
