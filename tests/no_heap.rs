@@ -125,6 +125,17 @@ fn images_that_are_not_the_model_are_refused() {
     let words = StateLayout::new(&Stories260K::CONFIG, 512).words;
     assert!(tvl::bare::State::in_arena(&Stories260K::CONFIG, 512, vec![0.0; words - 1]).is_err());
     assert!(tvl::bare::State::in_arena(&Stories260K::CONFIG, 513, vec![0.0; 2 * words]).is_err());
+    // Block buffers: a block size out of range is named as such, not as a context.
+    let block_words = tvl::bare::layout_def::BlockLayout::new(&Stories260K::CONFIG, 8).words;
+    assert!(tvl::bare::Block::in_arena(&Stories260K::CONFIG, 8, vec![0.0; block_words]).is_ok());
+    assert!(tvl::bare::Block::in_arena(&Stories260K::CONFIG, 8, vec![0.0; block_words - 1]).is_err());
+    for tokens in [0, tvl::kernels::MAX_BLOCK + 1] {
+        let error = tvl::bare::Block::in_arena(&Stories260K::CONFIG, tokens, vec![0.0; 1 << 20]).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            format!("a block of {tokens} tokens is not within 1..={}", tvl::kernels::MAX_BLOCK)
+        );
+    }
 }
 
 /// A vocabulary smaller than the byte-fallback ids (found by tvl-fuzz): both tokenizers treat

@@ -447,88 +447,71 @@ fn probe_macs(rounds: u64, int8: bool) -> u64 {
     0
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fma_probe(rounds: u64) -> u64 {
-    use std::arch::x86_64::*;
-    let mut acc = std::hint::black_box([_mm256_set1_ps(0.0); 12]);
-    let (a, b) = std::hint::black_box((_mm256_set1_ps(0.999), _mm256_set1_ps(0.001)));
-    for _ in 0..rounds / 64 {
-        for _ in 0..64 {
-            for acc in acc.iter_mut() {
-                *acc = _mm256_fmadd_ps(*acc, a, b);
+/// An arithmetic probe `$name`: 12 independent accumulators `$zero` (enough to hide the
+/// instruction's latency), each updated `rounds` times by `$step` (which does `$macs`
+/// multiply-adds) with operands `$a`, `$b`, `$c` the optimizer cannot see (`black_box`, and
+/// the accumulators every 64 rounds, so that nothing is folded away). Returns the
+/// multiply-adds done.
+macro_rules! arithmetic_probe {
+    ($name:ident, $features:literal, $zero:expr, ($a:ident, $b:ident, $c:ident) = $operands:expr,
+     |$acc:ident| $step:expr, $macs:expr) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(rounds: u64) -> u64 {
+            use std::arch::x86_64::*;
+            let mut accumulators = std::hint::black_box([$zero; 12]);
+            let ($a, $b, $c) = std::hint::black_box($operands);
+            for _ in 0..rounds / 64 {
+                for _ in 0..64 {
+                    for $acc in accumulators.iter_mut() {
+                        *$acc = $step;
+                    }
+                }
+                accumulators = std::hint::black_box(accumulators);
             }
+            let _ = $c;
+            rounds / 64 * 64 * 12 * $macs
         }
-        // Opaque to the optimizer once in a while, so that nothing is folded away.
-        acc = std::hint::black_box(acc);
-    }
-    rounds / 64 * 64 * 12 * 8
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avxvnni")]
-unsafe fn dpbusd_probe(rounds: u64) -> u64 {
-    use std::arch::x86_64::*;
-    let mut acc = std::hint::black_box([_mm256_setzero_si256(); 12]);
-    let (a, b) = std::hint::black_box((_mm256_set1_epi8(3), _mm256_set1_epi8(-2)));
-    for _ in 0..rounds / 64 {
-        for _ in 0..64 {
-            for acc in acc.iter_mut() {
-                *acc = _mm256_dpbusd_avx_epi32(*acc, a, b);
-            }
-        }
-        acc = std::hint::black_box(acc);
-    }
-    rounds / 64 * 64 * 12 * 32
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn maddubs_probe(rounds: u64) -> u64 {
-    use std::arch::x86_64::*;
-    let mut acc = std::hint::black_box([_mm256_setzero_si256(); 12]);
-    let (a, b, ones) = std::hint::black_box((_mm256_set1_epi8(3), _mm256_set1_epi8(-2), _mm256_set1_epi16(1)));
-    for _ in 0..rounds / 64 {
-        for _ in 0..64 {
-            for acc in acc.iter_mut() {
-                *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
-            }
-        }
-        acc = std::hint::black_box(acc);
-    }
-    rounds / 64 * 64 * 12 * 32
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn fma_probe_512(rounds: u64) -> u64 {
-    use std::arch::x86_64::*;
-    let mut acc = std::hint::black_box([_mm512_set1_ps(0.0); 12]);
-    let (a, b) = std::hint::black_box((_mm512_set1_ps(0.999), _mm512_set1_ps(0.001)));
-    for _ in 0..rounds / 64 {
-        for _ in 0..64 {
-            for acc in acc.iter_mut() {
-                *acc = _mm512_fmadd_ps(*acc, a, b);
-            }
-        }
-        acc = std::hint::black_box(acc);
-    }
-    rounds / 64 * 64 * 12 * 16
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn dpbusd_probe_512(rounds: u64) -> u64 {
-    use std::arch::x86_64::*;
-    let mut acc = std::hint::black_box([_mm512_setzero_si512(); 12]);
-    let (a, b) = std::hint::black_box((_mm512_set1_epi8(3), _mm512_set1_epi8(-2)));
-    for _ in 0..rounds / 64 {
-        for _ in 0..64 {
-            for acc in acc.iter_mut() {
-                *acc = _mm512_dpbusd_epi32(*acc, a, b);
-            }
-        }
-        acc = std::hint::black_box(acc);
-    }
-    rounds / 64 * 64 * 12 * 64
-}
+arithmetic_probe!(
+    fma_probe,
+    "avx2,fma",
+    _mm256_set1_ps(0.0),
+    (a, b, _c) = (_mm256_set1_ps(0.999), _mm256_set1_ps(0.001), ()),
+    |acc| _mm256_fmadd_ps(*acc, a, b),
+    8
+);
+arithmetic_probe!(
+    dpbusd_probe,
+    "avx2,fma,avxvnni",
+    _mm256_setzero_si256(),
+    (a, b, _c) = (_mm256_set1_epi8(3), _mm256_set1_epi8(-2), ()),
+    |acc| _mm256_dpbusd_avx_epi32(*acc, a, b),
+    32
+);
+arithmetic_probe!(
+    maddubs_probe,
+    "avx2,fma",
+    _mm256_setzero_si256(),
+    (a, b, ones) = (_mm256_set1_epi8(3), _mm256_set1_epi8(-2), _mm256_set1_epi16(1)),
+    |acc| _mm256_add_epi32(*acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones)),
+    32
+);
+arithmetic_probe!(
+    fma_probe_512,
+    "avx512f",
+    _mm512_set1_ps(0.0),
+    (a, b, _c) = (_mm512_set1_ps(0.999), _mm512_set1_ps(0.001), ()),
+    |acc| _mm512_fmadd_ps(*acc, a, b),
+    16
+);
+arithmetic_probe!(
+    dpbusd_probe_512,
+    "avx512f,avx512bw,avx512vnni",
+    _mm512_setzero_si512(),
+    (a, b, _c) = (_mm512_set1_epi8(3), _mm512_set1_epi8(-2), ()),
+    |acc| _mm512_dpbusd_epi32(*acc, a, b),
+    64
+);

@@ -5,6 +5,7 @@ use crate::model::{Feed, Forward, State};
 use crate::sampler::Sampler;
 use crate::tokenizer::{Tokenizer, BOS};
 use std::time::{Duration, Instant};
+use tvl_layout::Config;
 
 /// One sequence being decoded: the model (shared, borrowed) and this sequence's activations and
 /// key/value cache. Make one per concurrent sequence; they can share a model across threads.
@@ -65,19 +66,8 @@ impl<'m> Session<'m> {
         mut on_piece: impl FnMut(&[u8]),
     ) -> Result<Generation> {
         let config = self.model.config();
-        if tokenizer.vocab_size() != config.vocab_size {
-            return Err(Error::VocabMismatch { tokenizer: tokenizer.vocab_size(), model: config.vocab_size });
-        }
-        let steps = if steps == 0 || steps > config.seq_len { config.seq_len } else { steps };
-        // Refuse what cannot fit before encoding: the work is then bounded by the context.
-        let at_least = tokenizer.min_tokens(prompt, true);
-        if at_least > config.seq_len {
-            return Err(Error::PromptTooLong { tokens: at_least, seq_len: config.seq_len, at_least: true });
-        }
-        let prompt_tokens = tokenizer.encode(prompt, true, false);
-        if prompt_tokens.len() > config.seq_len {
-            return Err(Error::PromptTooLong { tokens: prompt_tokens.len(), seq_len: config.seq_len, at_least: false });
-        }
+        let steps = steps_within(config, steps);
+        let prompt_tokens = encode_prompt(config, tokenizer, prompt)?;
         let mut generation = Generation { prompt_tokens: prompt_tokens.len(), ..Default::default() };
         // The prompt (as much of it as `steps` allows) in blocks: the same cache and logits as
         // feeding it token by token, which is what llama2.c does and what this loop did.
@@ -168,22 +158,9 @@ impl<'m> Batch<'m> {
                 samplers.len()
             )));
         }
-        if tokenizer.vocab_size() != config.vocab_size {
-            return Err(Error::VocabMismatch { tokenizer: tokenizer.vocab_size(), model: config.vocab_size });
-        }
-        let steps = if steps == 0 || steps > config.seq_len { config.seq_len } else { steps };
-        let mut prompt_tokens = Vec::with_capacity(n);
-        for prompt in prompts {
-            let at_least = tokenizer.min_tokens(prompt, true);
-            if at_least > config.seq_len {
-                return Err(Error::PromptTooLong { tokens: at_least, seq_len: config.seq_len, at_least: true });
-            }
-            let tokens = tokenizer.encode(prompt, true, false);
-            if tokens.len() > config.seq_len {
-                return Err(Error::PromptTooLong { tokens: tokens.len(), seq_len: config.seq_len, at_least: false });
-            }
-            prompt_tokens.push(tokens);
-        }
+        let steps = steps_within(config, steps);
+        let prompt_tokens: Vec<Vec<u32>> =
+            prompts.iter().map(|prompt| encode_prompt(config, tokenizer, prompt)).collect::<Result<_>>()?;
         let mut generations: Vec<Generation> = Vec::with_capacity(n);
         for (state, tokens) in self.states.iter_mut().zip(&prompt_tokens) {
             let prefilled = tokens.len().min(steps);
@@ -230,4 +207,31 @@ impl<'m> Batch<'m> {
         }
         Ok(generations)
     }
+}
+
+/// Positions to generate: `steps`, or the whole context for 0 or more than it.
+fn steps_within(config: &Config, steps: usize) -> usize {
+    if steps == 0 || steps > config.seq_len {
+        config.seq_len
+    } else {
+        steps
+    }
+}
+
+/// `prompt`'s tokens (BOS first) for a model of `config`, refused if the tokenizer is not the
+/// model's or the prompt does not fit in the context — checked before encoding, so the work is
+/// bounded by the context whatever the prompt's length.
+fn encode_prompt(config: &Config, tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<u32>> {
+    if tokenizer.vocab_size() != config.vocab_size {
+        return Err(Error::VocabMismatch { tokenizer: tokenizer.vocab_size(), model: config.vocab_size });
+    }
+    let at_least = tokenizer.min_tokens(prompt, true);
+    if at_least > config.seq_len {
+        return Err(Error::PromptTooLong { tokens: at_least, seq_len: config.seq_len, at_least: true });
+    }
+    let tokens = tokenizer.encode(prompt, true, false);
+    if tokens.len() > config.seq_len {
+        return Err(Error::PromptTooLong { tokens: tokens.len(), seq_len: config.seq_len, at_least: false });
+    }
+    Ok(tokens)
 }

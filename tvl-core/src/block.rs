@@ -52,7 +52,7 @@ impl<A: AsRef<[f32]> + AsMut<[f32]>> Block<A> {
     /// [`BlockLayout::words`] long.
     pub fn in_arena(config: &Config, tokens: usize, mut arena: A) -> Result<Self, ArenaError> {
         if tokens == 0 || tokens > MAX_BLOCK {
-            return Err(ArenaError::SeqLen { asked: tokens, max: MAX_BLOCK });
+            return Err(ArenaError::BlockTokens { asked: tokens, max: MAX_BLOCK });
         }
         let layout = BlockLayout::new(config, tokens);
         let given = arena.as_ref().len();

@@ -217,6 +217,13 @@ pub enum ArenaError {
         /// The model's context.
         max: usize,
     },
+    /// The block size asked for is 0 or larger than [`crate::kernels::MAX_BLOCK`].
+    BlockTokens {
+        /// Tokens per block asked for.
+        asked: usize,
+        /// The largest block.
+        max: usize,
+    },
 }
 
 #[cfg(feature = "std")]
@@ -232,6 +239,7 @@ impl core::fmt::Display for ArenaError {
                 write!(f, "the RoPE table has {given} bytes, the context needs {needed}")
             }
             ArenaError::SeqLen { asked, max } => write!(f, "a context of {asked} positions is not within 1..={max}"),
+            ArenaError::BlockTokens { asked, max } => write!(f, "a block of {asked} tokens is not within 1..={max}"),
         }
     }
 }

@@ -45,7 +45,7 @@ impl F32Kernels for Avx2 {
 
     unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
         // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-        unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
+        unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores, 0) }
     }
 }
 
@@ -169,8 +169,15 @@ unsafe fn matvec_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
 
 /// 8 positions per register, 4 registers in flight (the adds form one dependency chain per
 /// position); each lane adds its products in order, multiply then add, as the reference.
+/// Positions before `from` are left as they are (the AVX-512 kernel's tail starts there).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attention_scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
+pub(super) unsafe fn attention_scores<const HEAD_DIM: usize>(
+    q: &[f32],
+    keys: &[f32],
+    seq_len: usize,
+    scores: &mut [f32],
+    from: usize,
+) {
     let positions = scores.len();
     // Checked once, so the loads below stay in bounds: position t of dimension i is at
     // i * seq_len + t < (HEAD_DIM - 1) * seq_len + positions <= keys.len().
@@ -179,7 +186,7 @@ unsafe fn attention_scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_l
         "scores: slices shorter than the shape"
     );
     let (q, k, out) = (&q[..HEAD_DIM], keys.as_ptr(), scores.as_mut_ptr());
-    let mut t = 0;
+    let mut t = from;
     // SAFETY: loads at i * seq_len + t + 8·j + 7 < i * seq_len + positions (loop conditions),
     // stores at t + 8·j + 7 < positions; AVX2 is enabled.
     unsafe {

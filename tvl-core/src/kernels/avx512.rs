@@ -555,7 +555,8 @@ unsafe fn attention_scores_512<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], s
     let (qs, k, out) = (&q[..HEAD_DIM], keys.as_ptr(), scores.as_mut_ptr());
     let mut t = 0;
     // SAFETY: loads at i * seq_len + t + 16·j + 15 < i * seq_len + positions (loop conditions),
-    // stores at t + 16·j + 15 < positions; AVX-512F is enabled.
+    // stores at t + 16·j + 15 < positions; AVX-512F is enabled, and AVX2 and FMA, which the
+    // AVX2 kernel finishing the positions needs.
     unsafe {
         while t + 64 <= positions {
             let mut acc = [_mm512_setzero_ps(); 4];
@@ -578,14 +579,7 @@ unsafe fn attention_scores_512<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], s
             _mm512_storeu_ps(out.add(t), acc);
             t += 16;
         }
-        while t + 8 <= positions {
-            let mut acc = _mm256_setzero_ps();
-            for (i, &qi) in qs.iter().enumerate() {
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(qi), _mm256_loadu_ps(k.add(i * seq_len + t))));
-            }
-            _mm256_storeu_ps(out.add(t), acc);
-            t += 8;
-        }
+        // The rest 8 positions per ymm, then one by one: the same per-lane arithmetic.
+        super::avx2::attention_scores::<HEAD_DIM>(q, keys, seq_len, scores, t);
     }
-    super::scores_scalar::<HEAD_DIM>(q, keys, seq_len, scores, t);
 }
