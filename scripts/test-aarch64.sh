@@ -46,7 +46,7 @@ for cpu in default cortex-a72; do
   # The path chosen at load: neon-dotprod where the CPU has dotprod, else neon.
   for model in stories260K.bin stories260K-q80.bin; do
     TVL_CACHE_DIR="$CARGO_TARGET_DIR/cache" qemu-aarch64-static "$CARGO_TARGET_DIR/$target/debug/tvl" \
-      bench "../shared/models/$model" --tokens 8 --repetitions 1 | grep -E "model|kernels"
+      bench "../shared/models/$model" --tokens 8 --repetitions 1 --sequences 1 --no-probes | grep -E "model|kernels"
   done
 done
 echo "== aarch64 suites passed"

@@ -89,6 +89,10 @@ enum Command {
         /// Weights per scale for --quant (q8_0: 4, 8, 16, 32 or 64; q4_0: 32 or 64)
         #[arg(long, default_value_t = 32)]
         group_size: usize,
+        /// Skip the bandwidth and arithmetic probes (a quick run: the roofline fractions are left
+        /// unmeasured)
+        #[arg(long)]
+        no_probes: bool,
     },
     /// Convert a llama2.c checkpoint (legacy, version 1 fp32, version 2 int8) to a TVL file
     #[command(after_help = "Quantization (--quant), one f32 scale per group of --group-size weights of a row:\n  \
@@ -305,7 +309,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
                 bail!("{damaged} of {} files failed verification", files.len());
             }
         }
-        Command::Bench { model, threads, tokens, repetitions, json, sequences, quant, group_size } => {
+        Command::Bench { model, threads, tokens, repetitions, json, sequences, quant, group_size, no_probes } => {
             let weights = quant.map(|q| weights_arg(&q, group_size)).transpose()?;
             if cfg!(debug_assertions) {
                 eprintln!("warning: this is a debug build; its speed means nothing (build with --release)");
@@ -324,7 +328,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
             let start = std::time::Instant::now();
             let model = tvl::bundled::open(&path, &threads_option(threads))?;
             let load = start.elapsed();
-            let report = tvl::bench::run(model.as_ref(), load, tokens, repetitions, sequences)?;
+            let report = tvl::bench::run(model.as_ref(), load, tokens, repetitions, sequences, !no_probes)?;
             if json {
                 writeln!(out, "{}", report.to_json())?;
             } else {

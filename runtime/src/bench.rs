@@ -110,6 +110,21 @@ impl Report {
 
     /// The human-readable report.
     pub fn to_text(&self) -> String {
+        let text = self.to_text_measured();
+        if self.probe_gb_per_s.is_nan() {
+            // `--no-probes`: say so rather than print NaN.
+            let unmeasured = ["roofline (probe)", "fraction  ", "DRAM (probe)", "arithmetic peak"];
+            return text
+                .lines()
+                .filter(|line| !unmeasured.iter().any(|p| line.starts_with(p)))
+                .map(|line| format!("{line}\n"))
+                .collect::<String>()
+                + "probes             not run (--no-probes)\n";
+        }
+        text
+    }
+
+    fn to_text_measured(&self) -> String {
         format!(
             "model              {}\n\
              kernels / threads  {} / {}\n\
@@ -193,8 +208,17 @@ fn bench_prompt(vocab: usize, len: usize) -> Vec<u32> {
 }
 
 /// Runs `tokens` positions `repetitions` times (after one warm-up run) and reports the median;
-/// then a 128-token prompt in blocks, and `sequences` sequences decoding together.
-pub fn run(model: &dyn Forward, load: Duration, tokens: usize, repetitions: usize, sequences: usize) -> Result<Report> {
+/// then a 128-token prompt in blocks, and `sequences` sequences decoding together. Without
+/// `probes`, the machine's bandwidth and arithmetic are not measured (their fields and the
+/// fractions are NaN): a quick run, e.g. under emulation, where they mean nothing.
+pub fn run(
+    model: &dyn Forward,
+    load: Duration,
+    tokens: usize,
+    repetitions: usize,
+    sequences: usize,
+    probes: bool,
+) -> Result<Report> {
     let c = *model.config();
     let tokens = tokens.clamp(1, c.seq_len);
     let mut state = model.new_state();
@@ -221,8 +245,14 @@ pub fn run(model: &dyn Forward, load: Duration, tokens: usize, repetitions: usiz
     let kv_bytes = (c.n_layers * c.kv_dim() * 4 * 2 * (tokens + 1) / 2) as u64;
     let tokens_per_second = tokens as f64 / median.as_secs_f64();
     let achieved = (weight_bytes + kv_bytes) as f64 * tokens_per_second / 1e9;
-    let probe = read_bandwidth(model.threads(), (weight_bytes + kv_bytes) as usize);
-    let dram_probe = read_bandwidth(model.threads(), beyond_caches());
+    let (probe, dram_probe) = if probes {
+        (
+            read_bandwidth(model.threads(), (weight_bytes + kv_bytes) as usize),
+            read_bandwidth(model.threads(), beyond_caches()),
+        )
+    } else {
+        (f64::NAN, f64::NAN)
+    };
 
     // The prompt: median of the repetitions, each on a fresh cache.
     let prompt = bench_prompt(c.vocab_size, 128.min(c.seq_len - 1).max(1));
@@ -240,7 +270,7 @@ pub fn run(model: &dyn Forward, load: Duration, tokens: usize, repetitions: usiz
     let prefill_macs = (macs_per_token(&layout, false) * prompt.len() as u64 + macs_per_token(&layout, true)
         - macs_per_token(&layout, false))
         / prompt.len() as u64;
-    let peak = peak_macs_per_second(model.threads(), c.weights.group_size().is_some());
+    let peak = if probes { peak_macs_per_second(model.threads(), c.weights.group_size().is_some()) } else { f64::NAN };
 
     // Several sequences: one token of each per forward pass, `tokens` steps.
     let sequences = sequences.max(1);
