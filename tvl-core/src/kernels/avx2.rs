@@ -151,7 +151,6 @@ unsafe fn matvec_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
             let panel = w.add(f32_line_at(cols, tile, 0, 0));
             let mut acc = [_mm256_setzero_ps(); 2 * TILE_ROWS];
             for block in 0..cols / COL_BLOCK {
-                prefetch_ahead(panel.add(f32_line_at(cols, 0, block, 0)).cast(), TILE_ROWS * COL_BLOCK * 4);
                 let (x0, x1) =
                     (_mm256_loadu_ps(x.add(block * COL_BLOCK)), _mm256_loadu_ps(x.add(block * COL_BLOCK + 8)));
                 for row in 0..TILE_ROWS {

@@ -284,11 +284,12 @@ pub trait Isa: Send + Sync + 'static {
     }
 }
 
-/// How far ahead of the column block being multiplied the x86_64 matvecs prefetch their
-/// weights, in bytes. The hardware prefetcher alone leaves a quantized matvec well short of
-/// the bandwidth (more arithmetic per byte than f32, so fewer loads in flight): stories110M
-/// q8_0 decoded at 64–73% of the DRAM bandwidth without it, 86–96% with it (2–4 KiB measured
-/// best; f32 gains about 3%; README). `tvl bench`'s bandwidth probes prefetch as far ahead.
+/// How far ahead of the column block being multiplied the x86_64 quantized matvecs prefetch
+/// their weights, in bytes. The hardware prefetcher alone leaves them well short of the
+/// bandwidth (more arithmetic per byte than f32, so fewer loads in flight): stories110M q8_0
+/// decoded at 64–73% of the DRAM bandwidth without it, 86–96% with it (2–4 KiB measured best;
+/// README). The f32 matvec streams at the bandwidth without it (no gain beyond the noise was
+/// measured), so it has none. `tvl bench`'s bandwidth probes prefetch as far ahead.
 pub const PREFETCH_BYTES: usize = 3072;
 
 /// Tokens of a block at most: what a block product takes (prompts are fed in blocks of at
