@@ -287,10 +287,12 @@ pub trait Isa: Send + Sync + 'static {
 /// How far ahead of the column block being multiplied the x86_64 quantized matvecs prefetch
 /// their weights, in bytes. The hardware prefetcher alone leaves them well short of the
 /// bandwidth (more arithmetic per byte than f32, so fewer loads in flight): stories110M q8_0
-/// decoded at 64–73% of the DRAM bandwidth without it, 86–96% with it (2–4 KiB measured best;
-/// README). The f32 matvec streams at the bandwidth without it (no gain beyond the noise was
-/// measured), so it has none. `tvl bench`'s bandwidth probes prefetch as far ahead.
-pub const PREFETCH_BYTES: usize = 3072;
+/// decoded at 64–73% of the DRAM bandwidth without it, 86–96% with it. Distances of 2–12 KiB
+/// were swept (stories110M q8_0 and q4_0, 1 and 2 threads, alternating runs): 2 KiB was
+/// clearly short, 4–8 KiB best within the noise. The f32 matvec streams at the bandwidth
+/// without it (no gain beyond the noise was measured), so it has none. `tvl bench`'s
+/// bandwidth probes prefetch as far ahead.
+pub const PREFETCH_BYTES: usize = 4096;
 
 /// Tokens of a block at most: what a block product takes (prompts are fed in blocks of at
 /// most this many tokens; [`crate::block::forward_block`]).
