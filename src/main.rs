@@ -58,8 +58,10 @@ enum Command {
     },
     /// Measure decode speed against this machine's memory bandwidth (the roofline)
     #[command(after_help = "Reports load time, time to first token, decode tok/s (median), bytes read per token, \
-        achieved GB/s, the streaming read bandwidth of this machine measured in the same run with the same threads, \
-        and the fraction of that roofline (MB and GB are 10^6 and 10^9 bytes).\n\
+        achieved GB/s, the streaming read bandwidth of this machine measured in the same run with the same threads \
+        (over a working set of the model's size, which the caches may hold, and over DRAM), and the fraction of \
+        each roofline (MB and GB are 10^6 and 10^9 bytes); then a 128-token prompt fed in blocks and --sequences \
+        sequences decoding together.\n\
         Without MODEL, benchmarks the stories110M shape on deterministic random weights (synthesized once into \
         the cache, see `tvl cache`).")]
     Bench {

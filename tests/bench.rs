@@ -60,3 +60,37 @@ fn bench_json_report_is_well_formed() {
         assert!(report["peak_macs_per_second"].as_f64().unwrap() > 1e9);
     }
 }
+
+/// `--no-probes` measures the model only: the probes' fields are null (unmeasured), the text
+/// says the probes were not run, and decoding is still measured.
+#[test]
+fn bench_without_probes_leaves_them_unmeasured() {
+    let Some(models) = models() else { return };
+    let run = |json: bool| {
+        let mut command = tvl_command();
+        command.env("TVL_CACHE_DIR", scratch("bench-cache-no-probes")).args([
+            "bench",
+            "--tokens",
+            "4",
+            "--repetitions",
+            "1",
+            "--sequences",
+            "1",
+            "--no-probes",
+        ]);
+        if json {
+            command.arg("--json");
+        }
+        let out = command.arg(models.join("stories260K.bin")).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
+    for field in ["probe_gb_per_s", "roofline_fraction", "dram_probe_gb_per_s", "dram_fraction", "peak_macs_per_second"]
+    {
+        assert!(report[field].is_null(), "{field} = {}", report[field]);
+    }
+    assert!(report["tokens_per_second"].as_f64().unwrap() > 0.0);
+    let text = run(false);
+    assert!(text.contains("probes             not run (--no-probes)") && !text.contains("NaN"), "{text}");
+}
