@@ -205,7 +205,9 @@ impl<M: Model> Transformer<M> {
 /// same rows. With 2 MiB pages the whole 110M cache (75 MB) takes 38 TLB entries.
 pub fn new_state(config: &Config) -> State {
     let words = tvl_layout::StateLayout::new(config, config.seq_len).words;
-    let mut arena: Vec<f32> = Vec::with_capacity(words);
+    // Zeroed by the allocator (a large one comes straight from mmap, untouched), advised before
+    // `in_arena` first writes it, so that its pages are faulted in huge.
+    let mut arena = vec![0.0f32; words];
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
@@ -213,12 +215,11 @@ pub fn new_state(config: &Config) -> State {
         let (first, last) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
         if first < last {
             // SAFETY: the range is inside the vector's allocation (rounded inwards to whole huge
-            // pages), which no one has touched yet; MADV_HUGEPAGE only changes how its pages are
-            // backed, not their contents or validity. Failure (no THP) leaves 4 KiB pages.
+            // pages); MADV_HUGEPAGE only changes how its pages are backed, not their contents
+            // or validity. Failure (no THP) leaves 4 KiB pages.
             unsafe { libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_HUGEPAGE) };
         }
     }
-    arena.resize(words, 0.0);
     State::in_arena(config, config.seq_len, arena).unwrap_or_else(|_| State::new(config))
 }
 
