@@ -280,6 +280,22 @@ fn int8_kernels_are_exact_for_every_byte_value() {
 /// 6 tokens, 16 lanes, and their remainders), and a few row tiles (as a thread's share).
 fn check_block_kernels<M: Model, K: Isa>() {
     fn check<T: MatVec, K: Isa>(name: &str, panels: Panels) {
+        check_block_product(name, K::NAME, panels, T::matvec::<K>, T::matmul::<K>);
+    }
+    let typed = M::LAYERS[0];
+    check::<M::Attn, K>("dim x dim", typed.wq.panels());
+    check::<M::Kv, K>("kv x dim", typed.wk.panels());
+    check::<M::Up, K>("hidden x dim", typed.w1.panels());
+    check::<M::Down, K>("dim x hidden", typed.w2.panels());
+    check::<M::Vocab, K>("vocab x dim", M::CLASSIFIER.panels());
+}
+
+type BlockKernel = unsafe fn(&mut [&mut [f32]], &[u8], &tvl::kernels::BlockInput<'_>);
+
+/// A block product against its matrix-vector product run token by token (see
+/// [`check_block_kernels`]); both kernels must be of an instruction set this CPU has.
+fn check_block_product(name: &str, isa: &str, panels: Panels, matvec: Kernel, matmul: BlockKernel) {
+    {
         let group_size = if panels.encoding == Encoding::F32 { 0 } else { panels.encoding.group_size() };
         let mut w = vec![0; panels.bytes()];
         let mut rng = Rng(0x5EED ^ (panels.rows * 7 + panels.cols) as u64);
@@ -320,26 +336,70 @@ fn check_block_kernels<M: Model, K: Isa>() {
             let block = tvl::kernels::BlockInput { tokens: &inputs, lanes };
             let mut expected = vec![vec![0.0f32; rows]; tokens];
             let mut got = vec![vec![f32::NAN; rows]; tokens];
-            // SAFETY: K is only instantiated for instruction sets this CPU has.
+            // SAFETY: the caller passes kernels of instruction sets this CPU has.
             unsafe {
                 for (out, &x) in expected.iter_mut().zip(&inputs) {
-                    T::matvec::<K>(out, &w, x);
+                    matvec(out, &w, x);
                 }
                 let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|o| &mut o[..]).collect();
-                T::matmul::<K>(&mut outs, &w, &block);
+                matmul(&mut outs, &w, &block);
             }
             for (t, (e, g)) in expected.iter().zip(&got).enumerate() {
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(g), bits(e), "{} {name} {:?}: token {t} of {tokens}", K::NAME, panels.encoding);
+                assert_eq!(bits(g), bits(e), "{isa} {name} {:?}: token {t} of {tokens}", panels.encoding);
             }
         }
     }
-    let typed = M::LAYERS[0];
-    check::<M::Attn, K>("dim x dim", typed.wq.panels());
-    check::<M::Kv, K>("kv x dim", typed.wk.panels());
-    check::<M::Up, K>("hidden x dim", typed.w1.panels());
-    check::<M::Down, K>("dim x hidden", typed.w2.panels());
-    check::<M::Vocab, K>("vocab x dim", M::CLASSIFIER.panels());
+}
+
+/// The quantized block kernels of K for every group size a config may have (the bundled shapes
+/// have 4, 32 and 64; kernels take groups within registers differently), 100 columns.
+fn check_block_group_sizes<K: Isa>() {
+    /// K's kernels for 128 (padded) columns in groups of GS.
+    struct Kernels<K, const GS: usize>(K);
+    impl<K: Isa, const GS: usize> Kernels<K, GS> {
+        unsafe fn matvec_q8(out: &mut [f32], w: &[u8], x: Input<'_>) {
+            // SAFETY: the caller's guarantee (K is available) is passed on.
+            unsafe { K::matvec_q8::<128, GS>(out, w, x.quantized) }
+        }
+        unsafe fn matvec_q4(out: &mut [f32], w: &[u8], x: Input<'_>) {
+            // SAFETY: the caller's guarantee (K is available) is passed on.
+            unsafe { K::matvec_q4::<128, GS>(out, w, x.quantized) }
+        }
+        unsafe fn matmul_q8(outs: &mut [&mut [f32]], w: &[u8], xs: &tvl::kernels::BlockInput<'_>) {
+            // SAFETY: the caller's guarantee (K is available) is passed on.
+            unsafe { K::matmul_q8::<128, GS>(outs, w, xs) }
+        }
+        unsafe fn matmul_q4(outs: &mut [&mut [f32]], w: &[u8], xs: &tvl::kernels::BlockInput<'_>) {
+            // SAFETY: the caller's guarantee (K is available) is passed on.
+            unsafe { K::matmul_q4::<128, GS>(outs, w, xs) }
+        }
+    }
+    let panels = |encoding| Panels { offset: 0, rows: 12, cols: 100, encoding };
+    let q8 = |group_size| panels(Encoding::Q8 { group_size });
+    let q4 = |group_size| panels(Encoding::Q4 { group_size });
+    check_block_product("q8 g4", K::NAME, q8(4), Kernels::<K, 4>::matvec_q8, Kernels::<K, 4>::matmul_q8);
+    check_block_product("q8 g8", K::NAME, q8(8), Kernels::<K, 8>::matvec_q8, Kernels::<K, 8>::matmul_q8);
+    check_block_product("q8 g16", K::NAME, q8(16), Kernels::<K, 16>::matvec_q8, Kernels::<K, 16>::matmul_q8);
+    check_block_product("q8 g32", K::NAME, q8(32), Kernels::<K, 32>::matvec_q8, Kernels::<K, 32>::matmul_q8);
+    check_block_product("q8 g64", K::NAME, q8(64), Kernels::<K, 64>::matvec_q8, Kernels::<K, 64>::matmul_q8);
+    check_block_product("q4 g32", K::NAME, q4(32), Kernels::<K, 32>::matvec_q4, Kernels::<K, 32>::matmul_q4);
+    check_block_product("q4 g64", K::NAME, q4(64), Kernels::<K, 64>::matvec_q4, Kernels::<K, 64>::matmul_q4);
+}
+
+#[test]
+fn block_kernels_equal_their_matvec_for_every_group_size() {
+    struct Check;
+    impl IsaVisitor for Check {
+        type Output = ();
+        fn visit<K: Isa>(self) {
+            check_block_group_sizes::<K>()
+        }
+    }
+    for isa in IsaChoice::available_here() {
+        isa.visit(Check);
+    }
+    println!("block kernels tested: {:?}", IsaChoice::available_here().map(|i| i.name()).collect::<Vec<_>>());
 }
 
 #[test]

@@ -8,9 +8,19 @@
 //! plain NEON (widening multiplies `smull`, pairwise widening adds) in [`Neon`], or with one
 //! `sdot` in [`NeonDotprod`] (the dot-product extension; Rust's intrinsic for it is unstable, so
 //! it is stable `asm!`). The float part is [`add_block_from_lanes`], the reference order.
+//!
+//! Block products (prompts, batches; see [`F32Kernels::matmul`]) reuse each register load
+//! across tokens:
+//! - f32: 2 rows × 3 tokens, each (row, token) with the matvec's own 4 accumulators (24 of the
+//!   32 registers), fed the same fused multiply-adds in the same order, then the matvec's final
+//!   sum: the same bits. Per 4 columns: 5 loads for 6 multiply-adds (the matvec: 5 for 4).
+//! - int8 / 4-bit: 4 rows × 4 tokens of integer sums, one group of columns at a time (16
+//!   accumulators; each weight register serves 4 tokens, each input 4 rows); integer sums are
+//!   exact in any order, then the float part for the tile's 4 rows in the lanes of one register,
+//!   `val += (ival · w_scale) · x_scale` group after group, as the reference.
 
 use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
-use super::{F32Kernels, Isa};
+use super::{tile_by_tile, BlockInput, F32Kernels, Input, Isa};
 use core::arch::aarch64::*;
 use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
 
@@ -36,6 +46,11 @@ impl F32Kernels for Neon {
         // SAFETY: the caller guarantees NEON (`available()`).
         unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
     }
+
+    unsafe fn matmul<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &BlockInput<'_>) {
+        // SAFETY: the caller guarantees NEON (`available()`).
+        unsafe { matmul_f32::<COLS>(outs, w, xs.tokens) }
+    }
 }
 
 impl Isa for Neon {
@@ -55,6 +70,16 @@ impl Isa for Neon {
         // SAFETY: the caller guarantees NEON (`available()`).
         unsafe { matvec_quantized::<COLS, GS, true>(out, w, x) }
     }
+
+    unsafe fn matmul_q8<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
+        // SAFETY: the caller guarantees NEON (`available()`).
+        unsafe { matmul_quantized::<COLS, GS, false>(outs, w, xs.tokens) }
+    }
+
+    unsafe fn matmul_q4<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
+        // SAFETY: the caller guarantees NEON (`available()`).
+        unsafe { matmul_quantized::<COLS, GS, true>(outs, w, xs.tokens) }
+    }
 }
 
 impl Isa for NeonDotprod {
@@ -73,6 +98,16 @@ impl Isa for NeonDotprod {
     unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
         // SAFETY: the caller guarantees NEON and dotprod (`available()`).
         unsafe { matvec_quantized_dotprod::<COLS, GS, true>(out, w, x) }
+    }
+
+    unsafe fn matmul_q8<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
+        // SAFETY: the caller guarantees NEON and dotprod (`available()`).
+        unsafe { matmul_quantized_dotprod::<COLS, GS, false>(outs, w, xs.tokens) }
+    }
+
+    unsafe fn matmul_q4<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
+        // SAFETY: the caller guarantees NEON and dotprod (`available()`).
+        unsafe { matmul_quantized_dotprod::<COLS, GS, true>(outs, w, xs.tokens) }
     }
 }
 
@@ -252,6 +287,213 @@ unsafe fn matvec_quantized_dotprod<const COLS: usize, const GS: usize, const Q4:
 ) {
     // SAFETY: NEON and dotprod are enabled here, as the `sdot` body needs.
     unsafe { quantized_tiles::<COLS, GS, Q4, true>(out, w, x) }
+}
+
+/// Checks a block product's slices once, so that the unchecked loads of the kernels stay in
+/// bounds: every output as long as the first (whole tiles), `w` holding those tiles of
+/// `tile_len` elements, every input at least `cols` values (and, quantized, `cols` int8 values
+/// and `cols / group_size` scales). Returns the number of tiles.
+fn check_block(outs: &[&mut [f32]], w_len: usize, tile_len: usize, xs: &[Input<'_>], cols: usize, gs: usize) -> usize {
+    let rows = outs.first().map_or(0, |o| o.len());
+    let tiles = rows / TILE_ROWS;
+    assert!(
+        outs.iter().all(|o| o.len() == rows)
+            && xs.len() == outs.len()
+            && w_len >= tiles * tile_len
+            && xs.iter().all(|x| match gs {
+                0 => x.values.len() >= cols,
+                gs => x.quantized.q.len() >= cols && x.quantized.scales.len() >= cols / gs,
+            }),
+        "block product: slices shorter than the shape"
+    );
+    tiles
+}
+
+/// Tokens of the f32 register tile (with 2 rows: 24 accumulators).
+const F32_TOKENS: usize = 3;
+
+#[target_feature(enable = "neon")]
+unsafe fn matmul_f32<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &[Input<'_>]) {
+    const { assert!(COLS.is_multiple_of(COL_BLOCK)) };
+    let tiles = check_block(outs, w.len(), TILE_ROWS * COLS, xs, COLS, 0);
+    // Cache blocking, as the AVX-512 kernel: a chunk of tiles (about 256 KiB of panels) goes
+    // through every group of tokens in turn, so a group's inputs stay in L1 over the chunk.
+    let chunk = (256 * 1024 / (TILE_ROWS * COLS * 4)).max(1);
+    for chunk_start in (0..tiles).step_by(chunk) {
+        let chunk_tiles = chunk_start..(chunk_start + chunk).min(tiles);
+        let mut first = 0;
+        while first < xs.len() {
+            let n = (xs.len() - first).min(F32_TOKENS);
+            let (outs, xs) = (&mut outs[first..first + n], &xs[first..first + n]);
+            for tile in chunk_tiles.clone() {
+                for rows in [0, 2] {
+                    // SAFETY: checked above; NEON is enabled here.
+                    unsafe {
+                        match n {
+                            3 => f32_tile::<COLS, 3>(outs, w, xs, tile, rows),
+                            2 => f32_tile::<COLS, 2>(outs, w, xs, tile, rows),
+                            _ => f32_tile::<COLS, 1>(outs, w, xs, tile, rows),
+                        }
+                    }
+                }
+            }
+            first += n;
+        }
+    }
+}
+
+/// Rows `first_row`, `first_row + 1` of one tile for T tokens: 2·T·4 accumulators, each
+/// (row, token) with the 4 of [`matvec`], fed in the same order.
+#[inline(always)]
+unsafe fn f32_tile<const COLS: usize, const T: usize>(
+    outs: &mut [&mut [f32]],
+    w: &[f32],
+    xs: &[Input<'_>],
+    tile: usize,
+    first_row: usize,
+) {
+    // SAFETY: (the whole body) `check_block` made every load below in bounds: tile `tile`'s
+    // lines and the first COLS values of each x; NEON is enabled by the caller.
+    unsafe {
+        let panel = w.as_ptr().add(f32_line_at(COLS, tile, 0, 0));
+        let x: [*const f32; T] = core::array::from_fn(|t| xs[t].values.as_ptr());
+        let mut acc = [[[vdupq_n_f32(0.0); 4]; T]; 2];
+        for block in 0..COLS / COL_BLOCK {
+            let lines: [*const f32; 2] =
+                core::array::from_fn(|r| panel.add(f32_line_at(COLS, 0, block, first_row + r)));
+            for q in 0..4 {
+                let wv: [float32x4_t; 2] = core::array::from_fn(|r| vld1q_f32(lines[r].add(4 * q)));
+                let xv: [float32x4_t; T] = core::array::from_fn(|t| vld1q_f32(x[t].add(block * COL_BLOCK + 4 * q)));
+                for r in 0..2 {
+                    for t in 0..T {
+                        acc[r][t][q] = vfmaq_f32(acc[r][t][q], wv[r], xv[t]);
+                    }
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (t, a) in acc.iter().enumerate() {
+                // The matvec's final sum.
+                outs[t][tile * TILE_ROWS + first_row + r] =
+                    vaddvq_f32(vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3])));
+            }
+        }
+    }
+}
+
+/// Tokens of the quantized register tile (with the tile's 4 rows: 16 accumulators).
+const Q_TOKENS: usize = 4;
+
+/// The quantized block product (see the module): `DOT` as in [`quantized_tiles`]. Groups of
+/// fewer than 16 columns (a group would be part of one register) go tile by tile through the
+/// matvec.
+#[inline(always)]
+unsafe fn quantized_block<const COLS: usize, const GS: usize, const Q4: bool, const DOT: bool>(
+    outs: &mut [&mut [f32]],
+    w: &[u8],
+    xs: &[Input<'_>],
+) {
+    const { assert!(COLS.is_multiple_of(Q_COL_BLOCK)) };
+    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let tile_len = tile_bytes(encoding, COLS);
+    if !GS.is_multiple_of(16) {
+        tile_by_tile(outs, w, tile_len, xs, |out, w, x| {
+            // SAFETY: the caller's features are enabled (this is inlined into them).
+            unsafe { quantized_tiles::<COLS, GS, Q4, DOT>(out, w, x.quantized) }
+        });
+        return;
+    }
+    let tiles = check_block(outs, w.len(), tile_len, xs, COLS, GS);
+    let mut first = 0;
+    while first < xs.len() {
+        let n = (xs.len() - first).min(Q_TOKENS);
+        let (outs, xs) = (&mut outs[first..first + n], &xs[first..first + n]);
+        for tile in 0..tiles {
+            let tile_w = &w[tile * tile_len..][..tile_len];
+            // SAFETY: checked above; the caller's features are enabled.
+            unsafe {
+                match n {
+                    4 => quantized_tile::<COLS, GS, Q4, DOT, 4>(outs, tile_w, xs, tile),
+                    3 => quantized_tile::<COLS, GS, Q4, DOT, 3>(outs, tile_w, xs, tile),
+                    2 => quantized_tile::<COLS, GS, Q4, DOT, 2>(outs, tile_w, xs, tile),
+                    _ => quantized_tile::<COLS, GS, Q4, DOT, 1>(outs, tile_w, xs, tile),
+                }
+            }
+        }
+        first += n;
+    }
+}
+
+/// One tile (4 rows) for T tokens: the integer sum of each (row, token, group) in 16
+/// accumulators at most, then the float part with the rows in the lanes.
+#[inline(always)]
+unsafe fn quantized_tile<const COLS: usize, const GS: usize, const Q4: bool, const DOT: bool, const T: usize>(
+    outs: &mut [&mut [f32]],
+    tile: &[u8],
+    xs: &[Input<'_>],
+    tile_index: usize,
+) {
+    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let (block_bytes, row_bytes) = (encoding.block_bytes(), encoding.row_block_bytes());
+    // SAFETY: (the whole body) the caller checked that `tile` is whole and every input has
+    // COLS int8 values and COLS / GS scales; its features are enabled.
+    unsafe {
+        let mut val = [vdupq_n_f32(0.0); T];
+        for block in 0..COLS / Q_COL_BLOCK {
+            let at = tile.as_ptr().add(block * block_bytes);
+            let rows: [*const u8; TILE_ROWS] = core::array::from_fn(|r| at.add(r * row_bytes));
+            for group_in_block in 0..Q_COL_BLOCK / GS {
+                let mut acc = [[vdupq_n_s32(0); T]; TILE_ROWS];
+                for c in group_in_block * GS / 16..(group_in_block + 1) * GS / 16 {
+                    let xv: [int8x16_t; T] = core::array::from_fn(|t| {
+                        vld1q_s8(xs[t].quantized.q.as_ptr().add(block * Q_COL_BLOCK + 16 * c))
+                    });
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let wv = weights_16::<Q4>(rows[r], c);
+                        for t in 0..T {
+                            acc[t] = if DOT {
+                                sdot(acc[t], wv, xv[t])
+                            } else {
+                                let low = vpadalq_s16(acc[t], vmull_s8(vget_low_s8(wv), vget_low_s8(xv[t])));
+                                vpadalq_s16(low, vmull_high_s8(wv, xv[t]))
+                            };
+                        }
+                    }
+                }
+                let group = block * (Q_COL_BLOCK / GS) + group_in_block;
+                let w_scales = vld1q_f32(at.add(encoding.scale_offset(group_in_block, 0)).cast());
+                for t in 0..T {
+                    // Row r's sum in lane r.
+                    let ival = vpaddq_s32(vpaddq_s32(acc[0][t], acc[1][t]), vpaddq_s32(acc[2][t], acc[3][t]));
+                    let x_scale = vdupq_n_f32(*xs[t].quantized.scales.get_unchecked(group));
+                    val[t] = vaddq_f32(val[t], vmulq_f32(vmulq_f32(vcvtq_f32_s32(ival), w_scales), x_scale));
+                }
+            }
+        }
+        for (t, val) in val.iter().enumerate() {
+            vst1q_f32(outs[t][tile_index * TILE_ROWS..][..TILE_ROWS].as_mut_ptr(), *val);
+        }
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn matmul_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
+    outs: &mut [&mut [f32]],
+    w: &[u8],
+    xs: &[Input<'_>],
+) {
+    // SAFETY: NEON is enabled here, as the plain body needs.
+    unsafe { quantized_block::<COLS, GS, Q4, false>(outs, w, xs) }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn matmul_quantized_dotprod<const COLS: usize, const GS: usize, const Q4: bool>(
+    outs: &mut [&mut [f32]],
+    w: &[u8],
+    xs: &[Input<'_>],
+) {
+    // SAFETY: NEON and dotprod are enabled here, as the `sdot` body needs.
+    unsafe { quantized_block::<COLS, GS, Q4, true>(outs, w, xs) }
 }
 
 /// Whether the CPU has the dot-product instructions, read from `ID_AA64ISAR0_EL1` (field DP,
