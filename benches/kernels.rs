@@ -63,6 +63,20 @@ fn bench_shape(c: &mut Criterion, model: &str, shape: &str, panels: Panels, kern
     let case = case(panels);
     let input = Input { values: &case.x, quantized: case.xq.view() };
     let mut out = vec![0.0f32; case.rows];
+    // Quantized kernels give the scalar path's bits (the written-out variant too): checked
+    // before they are timed.
+    if panels.encoding != Encoding::F32 {
+        let result = |kernel: Kernel| {
+            let mut out = vec![0.0f32; case.rows];
+            // SAFETY: only kernels of instruction sets this CPU has are listed.
+            unsafe { kernel(&mut out, as_bytes(&case.copies[0]), input) };
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let expected = result(kernels[0].1);
+        for &(name, kernel) in &kernels[1..] {
+            assert!(result(kernel) == expected, "{name} differs from {}", kernels[0].0);
+        }
+    }
     let mut group = c.benchmark_group(format!("{model}/{shape} {}x{}", panels.rows, panels.cols));
     group.throughput(Throughput::Bytes(panels.bytes() as u64));
     for &(name, kernel) in kernels {
@@ -89,6 +103,62 @@ fn bench_shape(c: &mut Criterion, model: &str, shape: &str, panels: Panels, kern
         });
     }
     group.finish();
+}
+
+/// The AVX-VNNI quantized matvec with its column blocks unrolled: the sequence of blocks of a
+/// tile written out, as `#[tvl_model]` could emit it (the column count is a constant), against
+/// the kernel's loop over them (issue 13's experiment; see the README). The same
+/// `avx2::tile_block` per block, so the same bits.
+#[cfg(target_arch = "x86_64")]
+macro_rules! unrolled_vnni {
+    ($name:ident, $cols:literal, $encoding:expr, [$($block:literal)*]) => {
+        #[target_feature(enable = "avx2,fma,avxvnni")]
+        unsafe fn $name(out: &mut [f32], w: &[u8], x: Input<'_>) {
+            use std::arch::x86_64::*;
+            const ENCODING: Encoding = $encoding;
+            const GS: usize = ENCODING.group_size();
+            const Q4: bool = matches!(ENCODING, Encoding::Q4 { .. });
+            const { assert!([$($block),*].len() == $cols / 64) };
+            let tile_len = tvl::kernels::quant::tile_bytes(ENCODING, $cols);
+            let x = x.quantized;
+            assert!(w.len() >= out.len() / 4 * tile_len && x.q.len() >= $cols && x.scales.len() >= $cols / GS);
+            for (tile, out) in out.chunks_exact_mut(4).enumerate() {
+                let tile = &w[tile * tile_len..][..tile_len];
+                // SAFETY: the tile is whole and x long enough (checked above); AVX-VNNI is
+                // enabled here.
+                unsafe {
+                    let mut val = _mm_setzero_ps();
+                    $(val = tvl::kernels::avx2::tile_block::<GS, Q4, { tvl::kernels::avx2::DPBUSD }>(val, tile, $block, x);)*
+                    _mm_storeu_ps(out.as_mut_ptr(), val);
+                }
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod unrolled {
+    use super::*;
+    unrolled_vnni!(q8_768, 768, Encoding::Q8 { group_size: 32 }, [0 1 2 3 4 5 6 7 8 9 10 11]);
+    unrolled_vnni!(q8_2048, 2048, Encoding::Q8 { group_size: 32 },
+        [0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31]);
+    unrolled_vnni!(q4_768, 768, Encoding::Q4 { group_size: 32 }, [0 1 2 3 4 5 6 7 8 9 10 11]);
+    unrolled_vnni!(q4_2048, 2048, Encoding::Q4 { group_size: 32 },
+        [0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31]);
+
+    /// The unrolled kernel for a 110M shape, if there is one.
+    pub fn for_shape(panels: Panels) -> Option<Kernel> {
+        if !IsaChoice::AvxVnni.available() {
+            return None;
+        }
+        match (panels.encoding, panels.padded_cols()) {
+            (Encoding::Q8 { group_size: 32 }, 768) => Some(q8_768),
+            (Encoding::Q8 { group_size: 32 }, 2048) => Some(q8_2048),
+            (Encoding::Q4 { group_size: 32 }, 768) => Some(q4_768),
+            (Encoding::Q4 { group_size: 32 }, 2048) => Some(q4_2048),
+            _ => None,
+        }
+    }
 }
 
 /// The kernels of one matrix shape of `M` on every instruction set this CPU has.
@@ -125,9 +195,11 @@ fn bench_model<M: Model>(c: &mut Criterion) {
         if shape == "kv x dim" && (panels.rows, panels.cols) == (layer.wq.rows, layer.wq.cols) {
             continue; // the same kernel as dim x dim
         }
-        let kernels: Vec<_> = IsaChoice::available_here()
+        let mut kernels: Vec<_> = IsaChoice::available_here()
             .map(|isa| isa.visit(ShapeKernels::<M> { shape: index, model: std::marker::PhantomData }))
             .collect();
+        #[cfg(target_arch = "x86_64")]
+        kernels.extend(unrolled::for_shape(panels).map(|kernel| ("avx-vnni, unrolled", kernel)));
         bench_shape(c, &name, shape, panels, &kernels);
     }
 }

@@ -216,7 +216,8 @@ pub(super) unsafe fn attention_scores<const HEAD_DIM: usize>(
 
 /// Which instructions compute a quantized tile's integer sums.
 pub(super) const MADDUBS: u8 = 0; // AVX2: `vpmaddubsw` + `vpmaddwd` on ymm
-pub(super) const DPBUSD: u8 = 1; // AVX-VNNI: `vpdpbusd` on ymm
+#[doc(hidden)]
+pub const DPBUSD: u8 = 1; // AVX-VNNI: `vpdpbusd` on ymm
 pub(super) const MADDUBS_512: u8 = 2; // AVX-512BW: `vpmaddubsw` + `vpmaddwd` on zmm
 pub(super) const DPBUSD_512: u8 = 3; // AVX-512 VNNI: `vpdpbusd` on zmm
 
@@ -467,46 +468,72 @@ pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q
 ) {
     const { assert!(COLS.is_multiple_of(Q_COL_BLOCK) && (!Q4 || GS >= 32)) };
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
-    let (tile_bytes, block_bytes, row_bytes) =
-        (tile_bytes(encoding, COLS), encoding.block_bytes(), encoding.row_block_bytes());
-    let groups_per_block = Q_COL_BLOCK / GS;
+    let tile_bytes = tile_bytes(encoding, COLS);
     let tiles = out.len() / TILE_ROWS;
     // Checked once per call, so the loads below stay in bounds.
     assert!(w.len() >= tiles * tile_bytes, "matvec: weights shorter than the shape");
-    let (xq, xs, xsums) = (&x.q[..COLS], &x.scales[..COLS / GS], &x.sums[..COLS / GS]);
+    let x = Quantized { q: &x.q[..COLS], scales: &x.scales[..COLS / GS], sums: &x.sums[..COLS / GS] };
     for (tile, out) in out.chunks_exact_mut(TILE_ROWS).enumerate() {
         let tile = &w[tile * tile_bytes..][..tile_bytes];
-        // SAFETY: every pointer below is inside `tile` (block b spans
-        // `b * block_bytes..(b + 1) * block_bytes <= tile_bytes`) or `xq`, whose lengths are
-        // checked above; unaligned loads have no alignment requirement; AVX2/FMA are enabled.
+        // SAFETY: `tile` is whole and x has COLS values (checked above); the caller's features
+        // are enabled.
         unsafe {
             let mut val = _mm_setzero_ps();
+            // A loop, not the blocks written out: written out (as `#[tvl_model]` could emit
+            // them), decoding was 7–21% slower; see `benches/kernels.rs` and the README.
             for block in 0..COLS / Q_COL_BLOCK {
-                let bytes = tile.as_ptr().add(block * block_bytes);
-                prefetch_ahead(bytes, block_bytes);
-                let scales = bytes.add(encoding.scales_offset());
-                let xb = xq.as_ptr().add(block * Q_COL_BLOCK);
-                // (No closures here: they would not inherit the target features of the caller.)
-                if KIND >= MADDUBS_512 && GS == 32 {
-                    let sums = sum_4_rows_512([
-                        row_block_sums_512::<Q4, KIND>(bytes, xb),
-                        row_block_sums_512::<Q4, KIND>(bytes.add(row_bytes), xb),
-                        row_block_sums_512::<Q4, KIND>(bytes.add(2 * row_bytes), xb),
-                        row_block_sums_512::<Q4, KIND>(bytes.add(3 * row_bytes), xb),
-                    ]);
-                    val = add_two_groups::<Q4>(val, sums, scales, xs, xsums, block * groups_per_block);
-                    continue;
-                }
-                let lanes = [
-                    row_block_lanes::<Q4, KIND>(bytes, xb),
-                    row_block_lanes::<Q4, KIND>(bytes.add(row_bytes), xb),
-                    row_block_lanes::<Q4, KIND>(bytes.add(2 * row_bytes), xb),
-                    row_block_lanes::<Q4, KIND>(bytes.add(3 * row_bytes), xb),
-                ];
-                val = add_block::<GS, Q4>(val, lanes, scales, xs, xsums, block * groups_per_block);
+                val = tile_block::<GS, Q4, KIND>(val, tile, block, x);
             }
             _mm_storeu_ps(out.as_mut_ptr(), val);
         }
+    }
+}
+
+/// One 64-column block of a tile of [`quantized_tiles`] added to `val` (the tile's 4 rows,
+/// one per lane). Public (hidden) for the written-out variant that `benches/kernels.rs`
+/// measures against the loop.
+///
+/// # Safety
+/// `tile` must be a whole tile of at least `block + 1` blocks, `x` at least `64 · (block + 1)`
+/// values and their groups, and `KIND`'s features enabled (the caller is inlined into a
+/// function that enables them).
+#[doc(hidden)]
+#[inline(always)]
+pub unsafe fn tile_block<const GS: usize, const Q4: bool, const KIND: u8>(
+    val: __m128,
+    tile: &[u8],
+    block: usize,
+    x: Quantized<'_>,
+) -> __m128 {
+    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let (block_bytes, row_bytes) = (encoding.block_bytes(), encoding.row_block_bytes());
+    let groups_per_block = Q_COL_BLOCK / GS;
+    // SAFETY: every pointer below is inside `tile` (block b spans `b * block_bytes..(b + 1) *
+    // block_bytes`) or `x`, as the caller guarantees; unaligned loads have no alignment
+    // requirement; the caller's features are enabled.
+    unsafe {
+        let bytes = tile.as_ptr().add(block * block_bytes);
+        prefetch_ahead(bytes, block_bytes);
+        let scales = bytes.add(encoding.scales_offset());
+        let xb = x.q.as_ptr().add(block * Q_COL_BLOCK);
+        let (xs, xsums) = (x.scales, x.sums);
+        // (No closures here: they would not inherit the target features of the caller.)
+        if KIND >= MADDUBS_512 && GS == 32 {
+            let sums = sum_4_rows_512([
+                row_block_sums_512::<Q4, KIND>(bytes, xb),
+                row_block_sums_512::<Q4, KIND>(bytes.add(row_bytes), xb),
+                row_block_sums_512::<Q4, KIND>(bytes.add(2 * row_bytes), xb),
+                row_block_sums_512::<Q4, KIND>(bytes.add(3 * row_bytes), xb),
+            ]);
+            return add_two_groups::<Q4>(val, sums, scales, xs, xsums, block * groups_per_block);
+        }
+        let lanes = [
+            row_block_lanes::<Q4, KIND>(bytes, xb),
+            row_block_lanes::<Q4, KIND>(bytes.add(row_bytes), xb),
+            row_block_lanes::<Q4, KIND>(bytes.add(2 * row_bytes), xb),
+            row_block_lanes::<Q4, KIND>(bytes.add(3 * row_bytes), xb),
+        ];
+        add_block::<GS, Q4>(val, lanes, scales, xs, xsums, block * groups_per_block)
     }
 }
 
