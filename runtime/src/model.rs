@@ -199,8 +199,8 @@ impl<M: Model> Transformer<M> {
 /// A fresh state for `config`'s whole context, its arena advised onto huge pages (Linux,
 /// transparent huge pages in `madvise` mode, the usual default). Keys are cached transposed
 /// (`[head][dim][position]`, so that attention reads positions contiguously), so storing one
-/// position's key writes one float per dimension, `seq_len` floats apart: a page apart at a
-/// 1024-position context, 9,216 pages touched per token for stories110M, each a TLB miss with
+/// position's key writes one float per dimension, a key row apart (about the context): a page
+/// apart at a 1024-position context, 9,216 pages touched per token for stories110M, each a TLB miss with
 /// 4 KiB pages (`store_kv` took 5% of a 2-thread q8_0 token, serially); attention reads the
 /// same rows. With 2 MiB pages the whole 110M cache (75 MB) takes 38 TLB entries.
 pub fn new_state(config: &Config) -> State {

@@ -540,7 +540,7 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
     let (dim, hidden, kv_dim, head_dim) = (c.dim, c.hidden_dim, c.kv_dim(), c.head_dim());
     let layout = &M::LAYOUT;
     let s = state.parts();
-    let (cache, seq_len) = (s.cache, s.cache.seq_len);
+    let (cache, stride) = (s.cache, s.cache.stride);
     let rope = &s.rope[pos * head_dim..][..head_dim];
     let quantized = c.weights.group_size().is_some();
     let mut xq = s.xq;
@@ -574,7 +574,7 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
             unsafe {
                 M::attention::<K>(
                     heads.clone(),
-                    scores.range(heads.start * seq_len..heads.end * seq_len),
+                    scores.range(heads.start * stride..heads.end * stride),
                     out.range(heads.start * head_dim..heads.end * head_dim),
                     &q[heads.start * head_dim..heads.end * head_dim],
                     keys,

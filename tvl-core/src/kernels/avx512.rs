@@ -170,8 +170,10 @@ unsafe fn matmul_f32<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: 
             let n = (xs.len() - first).min(TOKENS);
             let (outs, xs) = (&mut outs[first..first + n], &xs[first..first + n]);
             for tile in chunk_tiles.clone() {
-                // The first group's pass over a tile fetches the next one.
-                let prefetch = first == 0 && tile + 1 < tiles;
+                // Each group's pass over a tile fetches the next one: from memory for the first
+                // group, from L2 into L1 for the others (1–6% faster f32 prompts than the
+                // first group alone, 3 alternating pairs).
+                let prefetch = tile + 1 < tiles;
                 // SAFETY: checked above; the features are enabled here.
                 unsafe {
                     match n {
@@ -283,7 +285,7 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
             let tokens = (n - g * LANES).min(2 * LANES);
             let lanes = (&lanes.q[g * q_stride..], &lanes.scales[g * group_stride..], &lanes.sums[g * group_stride..]);
             let strides = (q_stride, group_stride);
-            // The first group fetches the next tile while this one is computed (see `matmul_f32`).
+            // The first group fetches the next tile while this one is computed.
             let prefetch = if g == 0 { next } else { None };
             // Two groups of 16 tokens at once where there are more than 16 left (each weight
             // broadcast serves both), else one group on zmm, or ymm for at most 8 tokens.
