@@ -236,8 +236,10 @@ fn bench_blocks<M: Model>(c: &mut Criterion, tokens: usize) {
         let case = case(panels);
         let w = as_bytes(&case.copies[0]);
         let group_size = if panels.encoding == Encoding::F32 { 0 } else { panels.encoding.group_size() };
-        let inputs: Vec<Input<'_>> =
-            (0..tokens).map(|_| Input { values: &case.x, quantized: case.xq.view() }).collect();
+        // A copy of the input per token, as in a prompt (one shared copy would sit in L1 and
+        // flatter the kernels).
+        let copies: Vec<(Vec<f32>, QuantizedVector)> = (0..tokens).map(|_| (case.x.clone(), case.xq.clone())).collect();
+        let inputs: Vec<Input<'_>> = copies.iter().map(|(x, xq)| Input { values: x, quantized: xq.view() }).collect();
         let (quads, groups) = (panels.padded_cols() / 4, panels.padded_cols().checked_div(group_size).unwrap_or(0));
         let lanes_len = tokens.div_ceil(tvl::kernels::LANES) * tvl::kernels::LANES;
         let (mut q, mut scales, mut sums) =
