@@ -39,10 +39,12 @@ for cpu in default cortex-a72; do
   if [ "$cpu" = default ]; then
     /usr/bin/cargo test --target $target --workspace --all-features
   else
-    /usr/bin/cargo test --target $target --all-features --test kernels --test golden --test q80_reference
+    # (--workspace as above: the same features, so nothing is compiled again.)
+    /usr/bin/cargo test --target $target --workspace --all-features --test kernels --test golden --test q80_reference
   fi
   # Show which kernels ran: the kernel test fails unless a SIMD path was tested.
-  /usr/bin/cargo test --target $target --all-features --test kernels -- --nocapture 2>&1 | grep -E "kernel paths tested"
+  /usr/bin/cargo test --target $target --workspace --all-features --test kernels -- --nocapture 2>&1 \
+    | grep -E "kernel paths tested"
   # The path chosen at load: neon-dotprod where the CPU has dotprod, else neon.
   for model in stories260K.bin stories260K-q80.bin; do
     TVL_CACHE_DIR="$CARGO_TARGET_DIR/cache" qemu-aarch64-static "$CARGO_TARGET_DIR/$target/debug/tvl" \
