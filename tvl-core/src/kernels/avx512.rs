@@ -17,7 +17,7 @@
 
 use super::avx2::{quantized_tiles, Avx2, DPBUSD_512, MADDUBS_512};
 use super::quant::{tile_bytes, Quantized};
-use super::{BlockInput, F32Kernels, Input, Isa, LANES};
+use super::{check_block, BlockInput, F32Kernels, Input, Isa, LANES};
 use core::arch::x86_64::*;
 use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
 
@@ -138,27 +138,11 @@ unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
     unsafe { quantized_tiles::<COLS, GS, Q4, DPBUSD_512>(out, w, x) }
 }
 
-/// Checks a block product's slices once, so that the unchecked loads of the kernels stay in
-/// bounds: every output as long as the first (whole tiles), `w` holding those tiles of
-/// `tile_len` elements, every input at least `cols` long. Returns the number of tiles.
-fn check_block(outs: &[&mut [f32]], w_len: usize, tile_len: usize, xs: &[Input<'_>], cols: usize) -> usize {
-    let rows = outs.first().map_or(0, |o| o.len());
-    let tiles = rows / TILE_ROWS;
-    assert!(
-        outs.iter().all(|o| o.len() == rows)
-            && xs.len() == outs.len()
-            && w_len >= tiles * tile_len
-            && xs.iter().all(|x| x.values.len() >= cols),
-        "block product: slices shorter than the shape"
-    );
-    tiles
-}
-
 #[target_feature(enable = "avx2,fma,avx512f")]
 unsafe fn matmul_f32<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &BlockInput<'_>) {
     const { assert!(TILE_ROWS == 4 && COL_BLOCK == 16 && COLS.is_multiple_of(COL_BLOCK)) };
     let xs = xs.tokens;
-    let tiles = check_block(outs, w.len(), TILE_ROWS * COLS, xs, COLS);
+    let tiles = check_block(outs, w.len(), TILE_ROWS * COLS, xs, COLS, 0);
     // Cache blocking: a chunk of tiles (about 256 KiB of panels, kept in L2) goes through every
     // group of tokens in turn, so that a group's inputs stay in L1 over the whole chunk and the
     // panels come from memory once.

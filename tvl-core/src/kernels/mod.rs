@@ -152,7 +152,8 @@ pub trait F32Kernels {
 
     /// Attention scores `scores[t] = q · k_t` for positions `t < scores.len()`, where `keys`
     /// holds one key/value head's keys transposed, `keys[i * seq_len + t]` (so that SIMD
-    /// kernels put one position per lane). Every path adds the HEAD_DIM products of a position
+    /// kernels put one position per lane), `seq_len` being the length of a key row
+    /// (`KvCache::stride`: at least the positions cached). Every path adds the HEAD_DIM products of a position
     /// in order, unfused, as the scalar reference does: all paths give the same bits.
     ///
     /// # Safety
@@ -317,6 +318,34 @@ pub fn tile_by_tile<W>(
             matvec(&mut out[tile * TILE_ROWS..][..TILE_ROWS], w, x);
         }
     }
+}
+
+/// Checks a block product's slices once, so that the unchecked loads of the SIMD block kernels
+/// stay in bounds: every output as long as the first (whole tiles), `w` holding those tiles of
+/// `tile_len` elements, every input at least `cols` values (`group_size` 0: f32) or else
+/// `cols` int8 values and their `cols / group_size` scales. Returns the number of tiles.
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
+pub(crate) fn check_block(
+    outs: &[&mut [f32]],
+    w_len: usize,
+    tile_len: usize,
+    xs: &[Input<'_>],
+    cols: usize,
+    group_size: usize,
+) -> usize {
+    let rows = outs.first().map_or(0, |o| o.len());
+    let tiles = rows / TILE_ROWS;
+    assert!(
+        outs.iter().all(|o| o.len() == rows)
+            && xs.len() == outs.len()
+            && w_len >= tiles * tile_len
+            && xs.iter().all(|x| match group_size {
+                0 => x.values.len() >= cols,
+                gs => x.quantized.q.len() >= cols && x.quantized.scales.len() >= cols / gs,
+            }),
+        "block product: slices shorter than the shape"
+    );
+    tiles
 }
 
 /// The instruction sets of this build: the one list of kernel paths. Code that
@@ -552,6 +581,7 @@ pub unsafe fn attention<
     values: &[f32],
     positions: usize,
 ) {
+    // The length of a key row (`KvCache::stride`), which `scores` holds per head too.
     let seq_len = keys.len() / (N_KV_HEADS * HEAD_DIM);
     let scale = math::sqrt(HEAD_DIM as f32);
     let per_head = scores.chunks_exact_mut(seq_len).zip(out.chunks_exact_mut(HEAD_DIM)).zip(q.chunks_exact(HEAD_DIM));

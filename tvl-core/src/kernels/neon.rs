@@ -20,7 +20,7 @@
 //!   `val += (ival · w_scale) · x_scale` group after group, as the reference.
 
 use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
-use super::{tile_by_tile, BlockInput, F32Kernels, Input, Isa};
+use super::{check_block, tile_by_tile, BlockInput, F32Kernels, Input, Isa};
 use core::arch::aarch64::*;
 use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
 
@@ -287,26 +287,6 @@ unsafe fn matvec_quantized_dotprod<const COLS: usize, const GS: usize, const Q4:
 ) {
     // SAFETY: NEON and dotprod are enabled here, as the `sdot` body needs.
     unsafe { quantized_tiles::<COLS, GS, Q4, true>(out, w, x) }
-}
-
-/// Checks a block product's slices once, so that the unchecked loads of the kernels stay in
-/// bounds: every output as long as the first (whole tiles), `w` holding those tiles of
-/// `tile_len` elements, every input at least `cols` values (and, quantized, `cols` int8 values
-/// and `cols / group_size` scales). Returns the number of tiles.
-fn check_block(outs: &[&mut [f32]], w_len: usize, tile_len: usize, xs: &[Input<'_>], cols: usize, gs: usize) -> usize {
-    let rows = outs.first().map_or(0, |o| o.len());
-    let tiles = rows / TILE_ROWS;
-    assert!(
-        outs.iter().all(|o| o.len() == rows)
-            && xs.len() == outs.len()
-            && w_len >= tiles * tile_len
-            && xs.iter().all(|x| match gs {
-                0 => x.values.len() >= cols,
-                gs => x.quantized.q.len() >= cols && x.quantized.scales.len() >= cols / gs,
-            }),
-        "block product: slices shorter than the shape"
-    );
-    tiles
 }
 
 /// Tokens of the f32 register tile (with 2 rows: 24 accumulators).
