@@ -11,6 +11,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
+use tvl::bare::HeapArena;
 use tvl::kernels::{BlockInput, Input, Isa, IsaChoice, IsaVisitor, QuantizedVector};
 use tvl::{Encoding, MatVec, Model, Panels};
 
@@ -19,8 +20,8 @@ type Kernel = unsafe fn(&mut [f32], &[u8], Input<'_>);
 /// Copies of one matrix (real packed values, so that the float parts see ordinary numbers),
 /// and an input vector (quantized for quantized matrices).
 struct Case {
-    copies: Vec<Vec<f32>>,
-    x: Vec<f32>,
+    copies: Vec<HeapArena>,
+    x: HeapArena,
     xq: QuantizedVector,
     rows: usize,
 }
@@ -40,17 +41,23 @@ fn case(panels: Panels) -> Case {
     let in_cache = std::env::var_os("TVL_BENCH_IN_CACHE").is_some_and(|v| v == "1");
     let copies = if in_cache { 1 } else { (256usize << 20).div_ceil(packed.len()).max(2) };
     let x: Vec<f32> = (0..panels.padded_cols()).map(|i| if i < panels.cols { next() } else { 0.0 }).collect();
+    let x = line_aligned(&x);
     let group_size = if panels.encoding == Encoding::F32 { 0 } else { panels.encoding.group_size() };
     let mut xq = QuantizedVector::new(panels.cols, group_size);
     if group_size > 0 {
-        xq.quantize(&x[..panels.cols]);
+        xq.quantize(&x.as_ref()[..panels.cols]);
     }
-    Case { copies: (0..copies).map(|_| aligned(&packed)).collect(), x, xq, rows: panels.padded_rows() }
+    let floats: Vec<f32> = packed.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    Case { copies: (0..copies).map(|_| line_aligned(&floats)).collect(), x, xq, rows: panels.padded_rows() }
 }
 
-/// A copy of `bytes` in a `Vec<f32>`'s memory: 4-byte aligned, as f32 panels must be.
-fn aligned(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+/// A copy of `values` starting on a cache line, as the engine's panels (64-byte offsets in
+/// the mapped file) and activations ([`HeapArena`]) do: a 64-byte load from a `Vec<f32>`
+/// straddles two lines.
+fn line_aligned(values: &[f32]) -> HeapArena {
+    let mut copy = HeapArena::zeroed(values.len());
+    copy.as_mut().copy_from_slice(values);
+    copy
 }
 
 /// The bytes of `floats` (any initialized f32 memory is valid as bytes).
@@ -61,7 +68,7 @@ fn as_bytes(floats: &[f32]) -> &[u8] {
 
 fn bench_shape(c: &mut Criterion, model: &str, shape: &str, panels: Panels, kernels: &[(&'static str, Kernel)]) {
     let case = case(panels);
-    let input = Input { values: &case.x, quantized: case.xq.view() };
+    let input = Input { values: case.x.as_ref(), quantized: case.xq.view() };
     let mut out = vec![0.0f32; case.rows];
     // Quantized kernels give the scalar path's bits (the written-out variant too): checked
     // before they are timed.
@@ -69,7 +76,7 @@ fn bench_shape(c: &mut Criterion, model: &str, shape: &str, panels: Panels, kern
         let result = |kernel: Kernel| {
             let mut out = vec![0.0f32; case.rows];
             // SAFETY: only kernels of instruction sets this CPU has are listed.
-            unsafe { kernel(&mut out, as_bytes(&case.copies[0]), input) };
+            unsafe { kernel(&mut out, as_bytes(case.copies[0].as_ref()), input) };
             out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         };
         let expected = result(kernels[0].1);
@@ -85,7 +92,7 @@ fn bench_shape(c: &mut Criterion, model: &str, shape: &str, panels: Panels, kern
             b.iter(|| {
                 next = (next + 1) % case.copies.len();
                 // SAFETY: only kernels of instruction sets this CPU has are listed.
-                unsafe { kernel(&mut out, as_bytes(&case.copies[next]), input) };
+                unsafe { kernel(&mut out, as_bytes(case.copies[next].as_ref()), input) };
             })
         });
     }
@@ -96,9 +103,9 @@ fn bench_shape(c: &mut Criterion, model: &str, shape: &str, panels: Panels, kern
         group.bench_function("avx2, runtime cols", |b| {
             b.iter(|| {
                 next = (next + 1) % case.copies.len();
-                let w = &case.copies[next];
+                let w = case.copies[next].as_ref();
                 // SAFETY: AVX2 is available (checked above); cols is a multiple of 16.
-                unsafe { tvl::kernels::avx2::matvec_runtime_cols(&mut out, w, &case.x, cols) };
+                unsafe { tvl::kernels::avx2::matvec_runtime_cols(&mut out, w, case.x.as_ref(), cols) };
             })
         });
     }
@@ -234,12 +241,14 @@ fn bench_blocks<M: Model>(c: &mut Criterion, tokens: usize) {
         [(0, "dim x dim", layer.wq), (2, "hidden x dim", layer.w1), (3, "dim x hidden", layer.w2)]
     {
         let case = case(panels);
-        let w = as_bytes(&case.copies[0]);
+        let w = as_bytes(case.copies[0].as_ref());
         let group_size = if panels.encoding == Encoding::F32 { 0 } else { panels.encoding.group_size() };
         // A copy of the input per token, as in a prompt (one shared copy would sit in L1 and
         // flatter the kernels).
-        let copies: Vec<(Vec<f32>, QuantizedVector)> = (0..tokens).map(|_| (case.x.clone(), case.xq.clone())).collect();
-        let inputs: Vec<Input<'_>> = copies.iter().map(|(x, xq)| Input { values: x, quantized: xq.view() }).collect();
+        let copies: Vec<(HeapArena, QuantizedVector)> =
+            (0..tokens).map(|_| (line_aligned(case.x.as_ref()), case.xq.clone())).collect();
+        let inputs: Vec<Input<'_>> =
+            copies.iter().map(|(x, xq)| Input { values: x.as_ref(), quantized: xq.view() }).collect();
         let (quads, groups) = (panels.padded_cols() / 4, panels.padded_cols().checked_div(group_size).unwrap_or(0));
         let lanes_len = tokens.div_ceil(tvl::kernels::LANES) * tvl::kernels::LANES;
         let (mut q, mut scales, mut sums) =

@@ -12,14 +12,15 @@ use tvl_core::block::{forward_block_for, ForwardBlockFn};
 use tvl_core::kernels::MAX_BLOCK;
 use tvl_core::model::{forward_for, ForwardFn};
 pub use tvl_core::model::{Image, Model};
+use tvl_core::HeapArena;
 use tvl_layout::layout::HEADER_BYTES;
 use tvl_layout::{Config, Header, Layout, Panels, Span};
 
 /// One sequence's activations and key/value cache, on the heap (see [`tvl_core::State`]).
-pub type State = tvl_core::State<Vec<f32>>;
+pub type State = tvl_core::State<HeapArena>;
 
 /// The activations of a block of tokens, on the heap (see [`tvl_core::Block`]).
-pub type Block = tvl_core::Block<Vec<f32>>;
+pub type Block = tvl_core::Block<HeapArena>;
 
 /// Tokens per block of a prompt or of a batch of sequences: the most the block kernels take
 /// (more tokens per block read the weights fewer times; see the README for measurements).
@@ -74,9 +75,9 @@ pub struct Transformer<M: Model> {
     config: Config,
     isa: IsaChoice,
     /// The forward pass of the chosen instruction set.
-    forward: ForwardFn<M, Pool, Vec<f32>>,
+    forward: ForwardFn<M, Pool, HeapArena>,
     /// Its block forward pass (prompts, batches of sequences).
-    forward_block: ForwardBlockFn<M, Pool, Vec<f32>>,
+    forward_block: ForwardBlockFn<M, Pool, HeapArena>,
     /// Created at load. Sessions on several threads take turns (decoding is memory-bound, so
     /// two interleaved sequences would share the same bandwidth anyway: a [`crate::Batch`]
     /// decodes them together instead).
@@ -150,8 +151,8 @@ impl<M: Model> Transformer<M> {
             Some(isa) => return Err(Error::Invalid(format!("this CPU cannot run the {} kernels", isa.name()))),
             None => crate::kernels::select().map_err(Error::Invalid)?,
         };
-        let forward = forward_for::<M, Pool, Vec<f32>>(isa);
-        let forward_block = forward_block_for::<M, Pool, Vec<f32>>(isa.for_blocks());
+        let forward = forward_for::<M, Pool, HeapArena>(isa);
+        let forward_block = forward_block_for::<M, Pool, HeapArena>(isa.for_blocks());
         // A model this small runs faster on one thread: a token takes tens of microseconds,
         // about what waking workers costs (stories260K: 23,600 tok/s on one, 17,800 on two).
         let threads = if options.threads == 0 && M::LAYOUT.file_size < SMALL_MODEL_BYTES {
@@ -207,7 +208,7 @@ pub fn new_state(config: &Config) -> State {
     let words = tvl_layout::StateLayout::new(config, config.seq_len).words;
     // Zeroed by the allocator (a large one comes straight from mmap, untouched), advised before
     // `in_arena` first writes it, so that its pages are faulted in huge.
-    let mut arena = vec![0.0f32; words];
+    let mut arena = HeapArena::zeroed(words);
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;

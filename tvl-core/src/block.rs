@@ -39,11 +39,11 @@ pub struct Block<A> {
 }
 
 #[cfg(feature = "alloc")]
-impl Block<alloc::vec::Vec<f32>> {
+impl Block<crate::model::HeapArena> {
     /// Buffers for blocks of `tokens` tokens (clamped to 1..=[`MAX_BLOCK`]) of `config`.
     pub fn new(config: &Config, tokens: usize) -> Self {
         let layout = BlockLayout::new(config, tokens.clamp(1, MAX_BLOCK));
-        Block { arena: alloc::vec![0.0; layout.words], layout }
+        Block { arena: crate::model::HeapArena::zeroed(layout.words), layout }
     }
 }
 

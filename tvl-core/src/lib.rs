@@ -68,6 +68,8 @@ pub mod tokenizer;
 
 pub use block::{Block, Feed};
 pub use kernels::{IsaChoice, IsaVisitor};
+#[cfg(feature = "alloc")]
+pub use model::HeapArena;
 pub use model::{Decoder, ForwardError, Image, LayerOf, Model, State};
 pub use parallel::{Parallel, Serial, StaticArena};
 pub use sampler::Sampler;
