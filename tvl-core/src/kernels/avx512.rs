@@ -147,37 +147,64 @@ unsafe fn matmul_f32<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: 
     // group of tokens in turn, so that a group's inputs stay in L1 over the whole chunk and the
     // panels come from memory once.
     let chunk = (256 * 1024 / (TILE_ROWS * COLS * 4)).max(1);
+    // Rows too long for a group's inputs to stay in L1 (6 × 8 KiB at 2,048 columns, as much
+    // as L1 holds) go in segments of columns: every tile of the chunk over one segment, then
+    // the next, the accumulators kept in `partial` between segments (stored and reloaded
+    // exactly, so the sums are the same).
+    let segments = if COLS * 4 * TOKENS > 24 * 1024 { COLS.div_ceil(SEGMENT_COLS) } else { 1 };
+    let blocks = COLS / COL_BLOCK;
+    let segment_blocks = blocks.div_ceil(segments);
+    let mut partial = [[[_mm512_setzero_ps(); TOKENS]; TILE_ROWS]; SEGMENTED_CHUNK];
+    assert!(segments == 1 || chunk <= SEGMENTED_CHUNK);
     for chunk_start in (0..tiles).step_by(chunk) {
         let chunk_tiles = chunk_start..(chunk_start + chunk).min(tiles);
         let mut first = 0;
         while first < xs.len() {
             let n = (xs.len() - first).min(TOKENS);
             let (outs, xs) = (&mut outs[first..first + n], &xs[first..first + n]);
-            for tile in chunk_tiles.clone() {
-                // Each group's pass over a tile fetches the next tile from L2 into L1 (1–6%
-                // faster f32 prompts than the first group alone, 3 alternating pairs), and
-                // the first group's also the same tile of the next chunk from memory into L2,
-                // so that no group waits on memory: the first pass over a chunk would otherwise
-                // stream it from DRAM at a third of the speed of the other passes.
-                let prefetch = Prefetch {
-                    next_tile: tile + 1 < tiles,
-                    next_chunk: (first == 0 && tile + chunk < tiles).then_some(chunk),
-                };
-                // SAFETY: checked above; the features are enabled here.
-                unsafe {
-                    match n {
-                        6 => f32_tile::<COLS, 6>(outs, w, xs, tile, prefetch),
-                        5 => f32_tile::<COLS, 5>(outs, w, xs, tile, prefetch),
-                        4 => f32_tile::<COLS, 4>(outs, w, xs, tile, prefetch),
-                        3 => f32_tile::<COLS, 3>(outs, w, xs, tile, prefetch),
-                        2 => f32_tile::<COLS, 2>(outs, w, xs, tile, prefetch),
-                        _ => f32_tile::<COLS, 1>(outs, w, xs, tile, prefetch),
+            for segment in 0..segments {
+                let blocks = segment * segment_blocks..((segment + 1) * segment_blocks).min(blocks);
+                for tile in chunk_tiles.clone() {
+                    // Each group's pass over a tile fetches the next tile from L2 into L1 (1–6%
+                    // faster f32 prompts than the first group alone, 3 alternating pairs), and
+                    // the first group's also the same tile of the next chunk from memory into
+                    // L2, so that no group waits on memory: the first pass over a chunk would
+                    // otherwise stream it from DRAM at a third of the speed of the other passes.
+                    let prefetch = Prefetch {
+                        next_tile: tile + 1 < tiles,
+                        next_chunk: (first == 0 && tile + chunk < tiles).then_some(chunk),
+                    };
+                    let part =
+                        Part { blocks: blocks.clone(), partial: &mut partial[(tile - chunk_start) % SEGMENTED_CHUNK] };
+                    // SAFETY: checked above; the features are enabled here.
+                    unsafe {
+                        match n {
+                            6 => f32_tile::<COLS, 6>(outs, w, xs, tile, prefetch, part),
+                            5 => f32_tile::<COLS, 5>(outs, w, xs, tile, prefetch, part),
+                            4 => f32_tile::<COLS, 4>(outs, w, xs, tile, prefetch, part),
+                            3 => f32_tile::<COLS, 3>(outs, w, xs, tile, prefetch, part),
+                            2 => f32_tile::<COLS, 2>(outs, w, xs, tile, prefetch, part),
+                            _ => f32_tile::<COLS, 1>(outs, w, xs, tile, prefetch, part),
+                        }
                     }
                 }
             }
             first += n;
         }
     }
+}
+
+/// Columns of a segment of a long row (see `matmul_f32`): a group's 6 inputs take 12 KiB of L1.
+const SEGMENT_COLS: usize = 512;
+/// Tiles of a chunk at most where rows are segmented (over 1,024 columns: 256 KiB / 16 KiB).
+const SEGMENTED_CHUNK: usize = 16;
+
+/// The columns of a tile a pass covers, and where its accumulators wait between passes.
+struct Part<'a> {
+    /// Column blocks of this pass: from 0, the accumulators start at zero, else from
+    /// `partial`; to the end, the sums are stored, else the accumulators go to `partial`.
+    blocks: core::ops::Range<usize>,
+    partial: &'a mut [[__m512; TOKENS]; TILE_ROWS],
 }
 
 /// What a pass over a tile prefetches besides its own work (hints: they never fault).
@@ -197,14 +224,20 @@ unsafe fn f32_tile<const COLS: usize, const T: usize>(
     xs: &[Input<'_>],
     tile: usize,
     prefetch: Prefetch,
+    part: Part<'_>,
 ) {
+    const { assert!(T <= TOKENS) };
     // SAFETY: (the whole body) `check_block` made every load below in bounds: tile `tile`'s
     // lines and the first COLS values of each x; AVX-512F/FMA are enabled by the caller.
     unsafe {
         let panel = w.as_ptr().add(f32_line_at(COLS, tile, 0, 0));
         let x: [*const f32; T] = core::array::from_fn(|t| xs[t].values.as_ptr());
         let mut acc = [[_mm512_setzero_ps(); T]; TILE_ROWS];
-        for block in 0..COLS / COL_BLOCK {
+        if part.blocks.start > 0 {
+            let partial = core::hint::black_box(&*part.partial);
+            acc = core::array::from_fn(|row| core::array::from_fn(|t| partial[row][t]));
+        }
+        for block in part.blocks.clone() {
             let lines: [__m512; TILE_ROWS] =
                 core::array::from_fn(|row| _mm512_loadu_ps(panel.add(f32_line_at(COLS, 0, block, row))));
             // (A prefetch is a hint: it never faults, even past the slice.)
@@ -228,6 +261,12 @@ unsafe fn f32_tile<const COLS: usize, const T: usize>(
         // Through memory: fed straight from the loop's registers, the sums below narrowed the
         // registers the accumulators may live in, and the loop spilled a third of them.
         let acc = core::hint::black_box(acc);
+        if part.blocks.end < COLS / COL_BLOCK {
+            for (partial, acc) in part.partial.iter_mut().zip(&acc) {
+                partial[..T].copy_from_slice(acc);
+            }
+            return;
+        }
         // Two tokens at a time (a last odd one with itself).
         for t in (0..T).step_by(2) {
             let u = (t + 1).min(T - 1);
