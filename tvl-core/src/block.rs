@@ -12,6 +12,7 @@ use crate::model::{check, whole, ArenaError, ForwardError, Image, Model, State};
 use crate::parallel::{split, Disjoint, Parallel};
 use crate::tensor::{BlockProduct, MatVec};
 use core::marker::PhantomData;
+use core::ops::Range;
 use tvl_layout::layout::TILE_ROWS;
 use tvl_layout::state::Rows;
 use tvl_layout::{BlockLayout, Config};
@@ -358,6 +359,32 @@ fn check_block<M: Model, A: AsRef<[f32]> + AsMut<[f32]>>(
     Ok(())
 }
 
+/// Thread `thread`'s share of the (token, head) pairs of a block's attention: one
+/// contiguous range each, with about as many cached positions to attend over (a pair of
+/// token t costs its positions, `caches[t].2`). Split by count, a prompt's last thread got
+/// three quarters of the work, its later tokens attending over more positions.
+fn split_by_positions(
+    caches: &[(&[f32], &[f32], usize)],
+    n_heads: usize,
+    thread: usize,
+    threads: usize,
+) -> Range<usize> {
+    let total = caches.iter().map(|c| c.2).sum::<usize>() * n_heads;
+    // The first pair from which the pairs before it cost at least `part` / `threads` of it.
+    let start = |part: usize| {
+        let target = total * part / threads;
+        let mut before = 0;
+        for (t, &(_, _, positions)) in caches.iter().enumerate() {
+            if before + positions * n_heads > target {
+                return t * n_heads + (target - before).div_ceil(positions);
+            }
+            before += positions * n_heads;
+        }
+        caches.len() * n_heads
+    };
+    start(thread)..start(thread + 1)
+}
+
 /// The forward pass of a block of tokens (see the module): for every feed, the same key/value
 /// cache entries, and for those that ask, the same logits in their sequence's state, bit for
 /// bit, as [`forward`](crate::model::forward) of each token in order. Tokens of one sequence
@@ -448,8 +475,8 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
             let (scores, out) = (Disjoint::new(&mut b.scores[..]), Disjoint::new(&mut b.xb[..]));
             let cache_bytes: usize = feeds.iter().map(|f| 2 * (f.pos + 1) * kv_dim * core::mem::size_of::<f32>()).sum();
             pool.run_sized(cache_bytes, &|thread| {
-                // (token, head) pairs, split into one contiguous range per thread.
-                let mine = split(n * n_heads, thread, threads);
+                // (token, head) pairs, one contiguous range per thread, by work.
+                let mine = split_by_positions(&caches[..n], n_heads, thread, threads);
                 for (t, &(keys, values, positions)) in caches[..n].iter().enumerate() {
                     let heads = mine.start.max(t * n_heads)..mine.end.min((t + 1) * n_heads);
                     if heads.is_empty() {
@@ -580,4 +607,37 @@ pub fn forward_block_for<M: Model, P: Parallel, A: AsRef<[f32]> + AsMut<[f32]>>(
         }
     }
     isa.visit(Of::<M, P, A>(PhantomData))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_by_positions;
+
+    #[test]
+    fn attention_work_is_split_into_contiguous_ranges_of_about_equal_positions() {
+        let n_heads = 12;
+        // A prompt's block (positions 1..=128), a batch of sequences at unrelated positions,
+        // and a single token.
+        let blocks: [Vec<usize>; 3] = [(1..=128).collect(), vec![7, 300, 1, 1, 1024, 5], vec![40]];
+        for (b, positions) in blocks.iter().enumerate() {
+            let caches: Vec<(&[f32], &[f32], usize)> = positions.iter().map(|&p| (&[][..], &[][..], p)).collect();
+            let total: usize = positions.iter().sum::<usize>() * n_heads;
+            for threads in 1..=5 {
+                let mut next = 0;
+                for thread in 0..threads {
+                    let mine = split_by_positions(&caches, n_heads, thread, threads);
+                    assert_eq!(mine.start, next, "block {b}, {threads} threads: a gap or an overlap");
+                    next = mine.end;
+                    let work: usize = mine.map(|pair| positions[pair / n_heads]).sum();
+                    // Within one pair's work of an equal share.
+                    let most = positions.iter().max().unwrap();
+                    assert!(
+                        work.abs_diff(total / threads) <= most + 1,
+                        "block {b}: thread {thread} of {threads} has {work} of {total}"
+                    );
+                }
+                assert_eq!(next, positions.len() * n_heads, "block {b}, {threads} threads: pairs left over");
+            }
+        }
+    }
 }
