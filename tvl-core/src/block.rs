@@ -50,7 +50,7 @@ impl Block<crate::model::HeapArena> {
 
 impl<A: AsRef<[f32]> + AsMut<[f32]>> Block<A> {
     /// Buffers for blocks of `tokens` tokens (1..=[`MAX_BLOCK`]) in `arena`, at least
-    /// [`BlockLayout::words`] long.
+    /// [`BlockLayout::words`] long and best starting on a 64-byte line (see [`State::in_arena`]).
     pub fn in_arena(config: &Config, tokens: usize, mut arena: A) -> Result<Self, ArenaError> {
         if tokens == 0 || tokens > MAX_BLOCK {
             return Err(ArenaError::BlockTokens { asked: tokens, max: MAX_BLOCK });

@@ -260,23 +260,25 @@ pub struct State<A> {
 /// 68/62/50 aligned).
 #[cfg(feature = "alloc")]
 pub struct HeapArena {
-    /// `len` words from `start` are the arena; up to 15 before it are skipped to align it.
+    /// The arena from `start`, up to 15 words before it skipped to align it, as many after.
     words: alloc::vec::Vec<f32>,
     start: usize,
-    len: usize,
 }
+
+/// Words of a cache line.
+#[cfg(feature = "alloc")]
+const LINE_WORDS: usize = 16;
 
 #[cfg(feature = "alloc")]
 impl HeapArena {
     /// `len` zeroed words. Zeroed by the allocator: a large arena comes straight from `mmap`,
     /// its pages untouched until used (see `tvl_runtime::new_state`).
     pub fn zeroed(len: usize) -> Self {
-        const LINE_WORDS: usize = 16;
         let words = alloc::vec![0.0f32; len + LINE_WORDS - 1];
         // The buffer does not move when the arena does (it is on the heap), so the offset
         // computed here stays right.
         let start = words.as_ptr().align_offset(64).min(LINE_WORDS - 1);
-        HeapArena { words, start, len }
+        HeapArena { words, start }
     }
 
     /// Where the arena starts in memory (what `madvise` needs).
@@ -288,14 +290,15 @@ impl HeapArena {
 #[cfg(feature = "alloc")]
 impl AsRef<[f32]> for HeapArena {
     fn as_ref(&self) -> &[f32] {
-        &self.words[self.start..self.start + self.len]
+        &self.words[self.start..][..self.words.len() - (LINE_WORDS - 1)]
     }
 }
 
 #[cfg(feature = "alloc")]
 impl AsMut<[f32]> for HeapArena {
     fn as_mut(&mut self) -> &mut [f32] {
-        &mut self.words[self.start..self.start + self.len]
+        let len = self.words.len() - (LINE_WORDS - 1);
+        &mut self.words[self.start..][..len]
     }
 }
 
@@ -318,7 +321,9 @@ impl State<HeapArena> {
 impl<A: AsRef<[f32]> + AsMut<[f32]>> State<A> {
     /// A state in `arena` (at least [`StateLayout::words`] of `StateLayout::new(config,
     /// seq_len)`), holding `seq_len` positions (at most the config's): how firmware keeps its
-    /// state in a `static` and a shorter context in less RAM.
+    /// state in a `static` and a shorter context in less RAM. Start the arena on a 64-byte
+    /// line ([`StaticArena`](crate::StaticArena) and `HeapArena` do), or every vector load
+    /// straddles two lines.
     pub fn in_arena(config: &Config, seq_len: usize, mut arena: A) -> Result<Self, ArenaError> {
         if seq_len == 0 || seq_len > config.seq_len {
             return Err(ArenaError::SeqLen { asked: seq_len, max: config.seq_len });

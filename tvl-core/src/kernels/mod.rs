@@ -153,8 +153,9 @@ pub trait F32Kernels {
     /// Attention scores `scores[t] = q · k_t` for positions `t < scores.len()`, where `keys`
     /// holds one key/value head's keys transposed, `keys[i * seq_len + t]` (so that SIMD
     /// kernels put one position per lane), `seq_len` being the length of a key row
-    /// (`KvCache::stride`: at least the positions cached). Every path adds the HEAD_DIM products of a position
-    /// in order, unfused, as the scalar reference does: all paths give the same bits.
+    /// (`KvCache::stride`: at least the positions cached). Every path adds the HEAD_DIM
+    /// products of a position in order, unfused, as the scalar reference does: all paths give
+    /// the same bits.
     ///
     /// # Safety
     /// As for [`F32Kernels::matvec`].
