@@ -279,7 +279,7 @@ fn bench_blocks<M: Model>(c: &mut Criterion, tokens: usize) {
 
 fn blocks(c: &mut Criterion) {
     use tvl::bundled::*;
-    for tokens in [8, 128] {
+    for tokens in [2, 8, 128] {
         bench_blocks::<Stories110M>(c, tokens);
         bench_blocks::<Stories110MQ80>(c, tokens);
         bench_blocks::<Stories110MQ40>(c, tokens);

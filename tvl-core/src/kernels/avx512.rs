@@ -314,8 +314,10 @@ unsafe fn row_sums(a: [__m512; TILE_ROWS], b: [__m512; TILE_ROWS]) -> __m512 {
 /// each group of [`LANES`] tokens, each column group, 4 rows × 16 tokens of exact integer sums
 /// `Σ(w + o)·x − o·Σx` (o = 128 for int8, whose weights go in as unsigned w + 128; o = 8 for
 /// 4-bit, whose nibbles are w + 8 already), then `val += (ival · w_scale) · x_scale` per lane,
-/// group after group: each lane computes exactly the matvec's numbers for its (row, token). A
-/// group of at most 8 tokens runs on ymm registers (half the work of a half-empty zmm).
+/// group after group: each lane computes exactly the matvec's numbers for its (row, token). At
+/// most 8 tokens (a batch of sequences, a prompt's last block) fill zmm registers with 2, 4 or
+/// 8 quads per token ([`chunk_tile`]), or run on ymm where groups of 4 columns cannot be
+/// chunked.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bool>(
     outs: &mut [&mut [f32]],
@@ -351,10 +353,12 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
             let tokens = (n - g * LANES).min(2 * LANES);
             let lanes = (&lanes.q[g * q_stride..], &lanes.scales[g * group_stride..], &lanes.sums[g * group_stride..]);
             let strides = (q_stride, group_stride);
+            let group_tokens = &xs.tokens[g * LANES..][..tokens];
             // The first group fetches the next tile while this one is computed.
             let prefetch = if g == 0 { next } else { None };
             // Two groups of 16 tokens at once where there are more than 16 left (each weight
-            // broadcast serves both), else one group on zmm, or ymm for at most 8 tokens.
+            // broadcast serves both), else one group on zmm; at most 8 tokens as chunks of
+            // 2, 4 or 8 quads per token (`chunk_tile`), on ymm where groups are too short.
             // SAFETY: the slices are checked above; the features are enabled here.
             let (val, groups) = unsafe {
                 if tokens > LANES {
@@ -362,6 +366,12 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
                 } else if tokens > 8 {
                     let [val] = lane_tile::<COLS, GS, Q4, Zmm, 1>(tile_w, lanes, strides, prefetch);
                     ([val, val], 1)
+                } else if tokens <= 2 && GS.is_multiple_of(32) {
+                    ([chunk_tile::<COLS, GS, Q4, 8>(tile_w, group_tokens, lanes, prefetch); 2], 1)
+                } else if tokens <= 4 && GS.is_multiple_of(16) {
+                    ([chunk_tile::<COLS, GS, Q4, 4>(tile_w, group_tokens, lanes, prefetch); 2], 1)
+                } else if GS.is_multiple_of(8) {
+                    ([chunk_tile::<COLS, GS, Q4, 2>(tile_w, group_tokens, lanes, prefetch); 2], 1)
                 } else {
                     let [val] = lane_tile::<COLS, GS, Q4, Ymm, 1>(tile_w, lanes, strides, prefetch);
                     ([val, val], 1)
@@ -388,10 +398,11 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
 ) -> [[[f32; LANES]; TILE_ROWS]; G] {
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
     let (block_bytes, row_bytes) = (encoding.block_bytes(), encoding.row_block_bytes());
-    let offset_shift = if Q4 { 3 } else { 7 }; // o = 8 or 128
-                                               // SAFETY: (the whole body) the caller passes one whole tile and G groups' lanes of at
-                                               // least COLS / 4 quads and COLS / GS groups each (`q_stride`, `group_stride` apart);
-                                               // AVX-512F/BW/VL/VNNI are enabled by the caller.
+    // o = 8 or 128.
+    let offset_shift = if Q4 { 3 } else { 7 };
+    // SAFETY: (the whole body) the caller passes one whole tile and G groups' lanes of at
+    // least COLS / 4 quads and COLS / GS groups each (`q_stride`, `group_stride` apart);
+    // AVX-512F/BW/VL/VNNI are enabled by the caller.
     unsafe {
         let mut val = [[V::zero(); TILE_ROWS]; G];
         for block in 0..COLS / Q_COL_BLOCK {
@@ -454,6 +465,173 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
             }
         }
         out
+    }
+}
+
+/// One row tile for at most 16 / P tokens, on zmm registers all the same: a register holds P
+/// quads (4·P columns) of each token, lane P·t + p = quad P·k + p of token t, so that one
+/// broadcast of a row's 4·P weights feeds all 16 lanes (one token per lane would leave 16 − n
+/// lanes empty: 8 sequences decoding together would fill half a zmm). A group's integer sum is
+/// exact in any order, so each token's P lanes are added once at the group's end, and every
+/// (row, token) then takes the float steps of the matvec. Two accumulators per row, for
+/// alternate chunks, keep 8 sums in flight (4 dependent chains leave `vpdpbusd` waiting on its
+/// own latency). Returns token t's values in lane t, as `lane_tile`. P is 2 (x from the interleaved lanes, one
+/// permute per 2 quads), 4 or 8 (x from each token's own vector, 16 or 32 bytes per token), and
+/// a group is whole chunks (GS a multiple of 4·P).
+#[inline(always)]
+unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P: usize>(
+    tile: &[u8],
+    tokens: &[Input<'_>],
+    (q, x_scales, x_sums): (&[i32], &[f32], &[i32]),
+    prefetch: Option<*const u8>,
+) -> [[f32; LANES]; TILE_ROWS] {
+    // (Constant: folded away where it holds; the caller takes another path where it does not.)
+    assert!(matches!(P, 2 | 4 | 8) && GS.is_multiple_of(4 * P), "a group is whole chunks of P quads");
+    // Checked once, so that the loads of each token's vector below stay in bounds.
+    assert!(
+        !tokens.is_empty() && tokens.len() <= LANES / P && tokens.iter().all(|x| x.quantized.q.len() >= COLS),
+        "block product: slices shorter than the shape"
+    );
+    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let (block_bytes, row_bytes) = (encoding.block_bytes(), encoding.row_block_bytes());
+    // o = 8 or 128.
+    let offset_shift = if Q4 { 3 } else { 7 };
+    // Each register slot's token (the last one again past the tokens: those lanes are dropped).
+    let x_at: [*const i8; 4] = core::array::from_fn(|s| tokens[s.min(tokens.len() - 1)].quantized.q.as_ptr());
+    // SAFETY: (the whole body) the caller passes one whole tile and one group of lanes of at
+    // least COLS / 4 quads and COLS / GS groups; the tokens' vectors hold COLS values (checked
+    // above); AVX-512F/BW/VL/VNNI are enabled by the caller.
+    unsafe {
+        // Lane l ← lane l / P (each token's scale and Σx for its P lanes).
+        let by_token = _mm512_loadu_si512(core::array::from_fn::<i32, LANES, _>(|l| (l / P) as i32).as_ptr().cast());
+        // Lanes of each token's first quad.
+        let first_lanes: __mmask16 = (0..LANES).filter(|l| l % P == 0).fold(0, |m, l| m | 1 << l);
+        // P = 2: lane 2t + p ← lane t of the first (p = 0) or second (p = 1) register.
+        let pairs = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let mut val = [_mm512_setzero_ps(); TILE_ROWS];
+        for block in 0..COLS / Q_COL_BLOCK {
+            let at = tile.as_ptr().add(block * block_bytes);
+            let scales = at.add(encoding.scales_offset());
+            if let Some(next) = prefetch {
+                // (A prefetch is a hint: it never faults, even past the slice.)
+                for line in (0..block_bytes).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(next.add(block * block_bytes + line).cast());
+                }
+            }
+            // The block's 4 rows as unsigned bytes in column order, 4·P per broadcast.
+            let mut unsigned = [[0u8; Q_COL_BLOCK]; TILE_ROWS];
+            for (row, unsigned) in unsigned.iter_mut().enumerate() {
+                let row_at = at.add(row * row_bytes);
+                let u = if Q4 {
+                    let nibbles = _mm256_loadu_si256(row_at.cast());
+                    let mask = _mm256_set1_epi8(0x0f);
+                    let (low, high) =
+                        (_mm256_and_si256(nibbles, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask));
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
+                } else {
+                    _mm512_xor_si512(_mm512_loadu_si512(row_at.cast()), _mm512_set1_epi8(-128))
+                };
+                _mm512_storeu_si512(unsigned.as_mut_ptr().cast(), u);
+            }
+            // Broadcast from memory, as in `lane_tile`.
+            let unsigned = core::hint::black_box(&unsigned);
+            for group_in_block in 0..Q_COL_BLOCK / GS {
+                let group = block * (Q_COL_BLOCK / GS) + group_in_block;
+                // −o·Σx once per token: in the first of its lanes.
+                let sums = _mm512_maskz_permutexvar_epi32(
+                    first_lanes,
+                    by_token,
+                    Zmm::load_i(x_sums.as_ptr().add(group * LANES)),
+                );
+                let mut acc =
+                    [[Zmm::negated_shift(sums, offset_shift); TILE_ROWS], [_mm512_setzero_si512(); TILE_ROWS]];
+                for chunk in group_in_block * GS / (4 * P)..(group_in_block + 1) * GS / (4 * P) {
+                    // Quads P·k.. of the whole row: bytes 4·P·k.. of each token's vector.
+                    let k = block * Q_COL_BLOCK / (4 * P) + chunk;
+                    let x = match P {
+                        2 => {
+                            let at = 2 * k * LANES;
+                            _mm512_permutex2var_epi32(
+                                Zmm::load_i(q.as_ptr().add(at)),
+                                pairs,
+                                Zmm::load_i(q.as_ptr().add(at + LANES)),
+                            )
+                        }
+                        4 => {
+                            let slot = |s: usize| _mm_loadu_si128(x_at[s].add(16 * k).cast());
+                            let x = _mm512_inserti32x4::<1>(_mm512_castsi128_si512(slot(0)), slot(1));
+                            _mm512_inserti32x4::<3>(_mm512_inserti32x4::<2>(x, slot(2)), slot(3))
+                        }
+                        _ => {
+                            let slot = |s: usize| _mm256_loadu_si256(x_at[s].add(32 * k).cast());
+                            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(slot(0)), slot(1))
+                        }
+                    };
+                    for (row, unsigned) in unsigned.iter().enumerate() {
+                        let w = unsigned.as_ptr().add(4 * P * chunk);
+                        let u = match P {
+                            2 => _mm512_set1_epi64(core::ptr::read_unaligned(w.cast::<i64>())),
+                            4 => _mm512_broadcast_i32x4(_mm_loadu_si128(w.cast())),
+                            _ => _mm512_broadcast_i64x4(_mm256_loadu_si256(w.cast())),
+                        };
+                        acc[chunk % 2][row] = Zmm::dpbusd(acc[chunk % 2][row], u, x);
+                    }
+                }
+                let x_scale = _mm512_permutexvar_ps(by_token, Zmm::load_f(x_scales.as_ptr().add(group * LANES)));
+                let ival: [__m512i; TILE_ROWS] = core::array::from_fn(|row| _mm512_add_epi32(acc[0][row], acc[1][row]));
+                if P == 2 {
+                    for (pair, val) in val.iter_mut().take(TILE_ROWS / 2).enumerate() {
+                        // Each token's 2 lanes added, for two rows a and b into one register:
+                        // [a0, b1, ..] + [a1, b0, ..] = [a, b] of token 0, then of token 1, ...
+                        let (a, b) = (ival[2 * pair], ival[2 * pair + 1]);
+                        let rows = _mm512_add_epi32(
+                            _mm512_mask_blend_epi32(0xAAAA, a, b),
+                            _mm512_shuffle_epi32::<0xB1>(_mm512_mask_blend_epi32(0x5555, a, b)),
+                        );
+                        // The two rows' scales, in every pair of lanes.
+                        let slot = tvl_layout::layout::scale_slot(group_in_block, 2 * pair);
+                        let w_scale = _mm512_castsi512_ps(_mm512_set1_epi64(core::ptr::read_unaligned(
+                            scales.add(4 * slot).cast::<i64>(),
+                        )));
+                        *val = Zmm::add(*val, Zmm::mul(Zmm::mul(Zmm::to_f32(rows), w_scale), x_scale));
+                    }
+                } else {
+                    // A token's lanes fill whole 128-bit lanes: the 4 rows' sums of each 128-bit
+                    // lane go into its 4 lanes (row r in lane 4L + r), so the float steps run
+                    // once for the whole tile. Rows 0, 1: [a0 + a2, b0 + b2, a1 + a3, b1 + b3].
+                    let ab = _mm512_add_epi32(
+                        _mm512_unpacklo_epi32(ival[0], ival[1]),
+                        _mm512_unpackhi_epi32(ival[0], ival[1]),
+                    );
+                    let cd = _mm512_add_epi32(
+                        _mm512_unpacklo_epi32(ival[2], ival[3]),
+                        _mm512_unpackhi_epi32(ival[2], ival[3]),
+                    );
+                    let mut rows = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+                    if P == 8 {
+                        // A token's two 128-bit lanes added.
+                        rows = _mm512_add_epi32(rows, _mm512_shuffle_i32x4::<0xB1>(rows, rows));
+                    }
+                    // The group's scales of the tile's 4 rows, in every 128-bit lane.
+                    let slot = tvl_layout::layout::scale_slot(group_in_block, 0);
+                    let w_scale = _mm512_broadcast_f32x4(_mm_loadu_ps(scales.add(4 * slot).cast()));
+                    val[0] = Zmm::add(val[0], Zmm::mul(Zmm::mul(Zmm::to_f32(rows), w_scale), x_scale));
+                }
+            }
+        }
+        let mut lanes = [[0.0f32; LANES]; TILE_ROWS];
+        for (lanes, val) in lanes.iter_mut().zip(val) {
+            Zmm::store_f(lanes.as_mut_ptr(), val);
+        }
+        if P == 2 {
+            core::array::from_fn(|row| {
+                core::array::from_fn(|t| if t < LANES / P { lanes[row / 2][2 * t + row % 2] } else { 0.0 })
+            })
+        } else {
+            core::array::from_fn(|row| {
+                core::array::from_fn(|t| if t < LANES / P { lanes[0][P * t + row] } else { 0.0 })
+            })
+        }
     }
 }
 
