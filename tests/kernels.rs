@@ -81,9 +81,10 @@ fn check_matvec(name: &str, isa: &str, panels: Panels, scalar: Kernel, simd: Ker
 fn check_attention<M: Model, K: Isa>() {
     let c = M::CONFIG;
     let mut rng = Rng(42);
-    // 45 positions: whole and partial register blocks of positions.
-    let seq_len = c.seq_len.min(64);
-    let positions = 45.min(seq_len);
+    // 109 positions: whole and partial register blocks of positions (AVX-512: 64 + 2 × 16,
+    // AVX2 then 8, then one by one), across key blocks of 16.
+    let seq_len = c.seq_len.min(128);
+    let positions = 109.min(seq_len);
     let q = rng.vec(c.dim);
     let keys = rng.vec(c.n_kv_heads * seq_len * c.head_dim());
     let values = rng.vec(keys.len());

@@ -198,12 +198,12 @@ impl<M: Model> Transformer<M> {
 }
 
 /// A fresh state for `config`'s whole context, its arena advised onto huge pages (Linux,
-/// transparent huge pages in `madvise` mode, the usual default). Keys are cached transposed
-/// (`[head][dim][position]`, so that attention reads positions contiguously), so storing one
-/// position's key writes one float per dimension, a key row apart (about the context): a page
-/// apart at a 1024-position context, 9,216 pages touched per token for stories110M, each a TLB miss with
-/// 4 KiB pages (`store_kv` took 5% of a 2-thread q8_0 token, serially); attention reads the
-/// same rows. With 2 MiB pages the whole 110M cache (75 MB) takes 38 TLB entries.
+/// transparent huge pages in `madvise` mode, the usual default). The key/value cache is the
+/// bulk of a state (75 MB for stories110M's 1024 positions), and each token's attention
+/// touches all of its layers; with 2 MiB pages the whole 110M cache takes 38 TLB entries.
+/// (When keys were stored transposed over the whole context, storing one position's key
+/// touched 9,216 pages per token: `store_kv` took 5% of a 2-thread q8_0 token with 4 KiB
+/// pages, 1% with 2 MiB ones.)
 pub fn new_state(config: &Config) -> State {
     let words = tvl_layout::StateLayout::new(config, config.seq_len).words;
     // Zeroed by the allocator (a large one comes straight from mmap, untouched), advised before

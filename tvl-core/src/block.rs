@@ -285,8 +285,8 @@ unsafe fn matmuls<const N: usize, P: Parallel + ?Sized>(
 /// Puts every token's key and value into its sequence's cache of layer `layer` (as the
 /// one-token pass does for one), on every thread: each thread writes its own key rows
 /// (dimensions) and value heads of every token, so no two threads write the same element.
-/// Keys are stored transposed (position fastest): the tokens of one sequence, at
-/// consecutive positions, fill runs of each key row.
+/// Keys are stored transposed in blocks of 16 positions (`tvl_layout::key_offset`): the
+/// tokens of one sequence, at consecutive positions, fill runs of each block's rows.
 fn store_block_kv<P: Parallel + ?Sized, A: AsRef<[f32]> + AsMut<[f32]>>(
     pool: &mut P,
     states: &mut [State<A>],
@@ -311,13 +311,12 @@ fn store_block_kv<P: Parallel + ?Sized, A: AsRef<[f32]> + AsMut<[f32]>>(
         }
     }
     let threads = pool.threads();
-    // Every key element of a token is on its own cache line.
+    // Every key element of a token is on its own cache line (a head's are consecutive lines).
     pool.run_sized(n * kv_dim * 64, &|thread| {
-        for j in split(kv_dim, thread, threads) {
-            let (head, i) = (j / cache.head_dim, j % cache.head_dim);
-            for (t, feed) in feeds.iter().enumerate() {
-                let Some((keys, _)) = caches[t] else { continue };
-                let at = cache.key_at(head, i, feed.pos);
+        for (t, feed) in feeds.iter().enumerate() {
+            let Some((keys, _)) = caches[t] else { continue };
+            for j in split(kv_dim, thread, threads) {
+                let at = cache.key_at(j / cache.head_dim, j % cache.head_dim, feed.pos);
                 // SAFETY: this thread alone writes key row j (`split` gives disjoint rows) and
                 // the states outlive the job; tokens of one sequence have distinct positions.
                 unsafe { keys.range(at..at + 1)[0] = k[t * k_stride + j] };

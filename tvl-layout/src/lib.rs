@@ -31,4 +31,4 @@ pub use header::{check_image, content_hash_of, ImageError};
 #[cfg(feature = "alloc")]
 pub use header::{Header, HeaderError};
 pub use layout::{static_layers, Encoding, LayerLayout, Layers, Layout, Panels, Span, Storage, Tensor, TensorKind};
-pub use state::{BlockLayout, KvCache, StateLayout};
+pub use state::{key_offset, BlockLayout, KvCache, StateLayout, KEY_BLOCK};

@@ -7,10 +7,22 @@
 use crate::config::Config;
 use crate::layout::{round_up, COL_BLOCK, Q_COL_BLOCK};
 
+/// Positions per block of the key cache (see [`KvCache`]).
+pub const KEY_BLOCK: usize = 16;
+
+/// Where element `i` of the key at position `pos` is among one head's keys of `head_dim`
+/// floats: `[pos / KEY_BLOCK][i][pos % KEY_BLOCK]`.
+pub const fn key_offset(head_dim: usize, i: usize, pos: usize) -> usize {
+    (pos / KEY_BLOCK * head_dim + i) * KEY_BLOCK + pos % KEY_BLOCK
+}
+
 /// The key/value cache of one sequence over `seq_len` positions. Keys are stored
-/// `[layer][kv_head][head_dim][position]` (transposed, so that SIMD kernels compute one
-/// position per lane), values `[layer][kv_head][position][head_dim]` (so that the weighted sum
-/// reads each value whole).
+/// `[layer][kv_head][position / 16][head_dim][position % 16]` ([`key_offset`]): transposed
+/// within blocks of [`KEY_BLOCK`] positions, so that SIMD kernels compute one position per
+/// lane, and a block's dimensions one cache line after the other, so that storing a key
+/// writes and attention reads consecutive lines (with whole rows of every position, a key's
+/// elements were a row apart: one line per element, each a separate miss). Values are
+/// `[layer][kv_head][position][head_dim]` (so that the weighted sum reads each value whole).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvCache {
     /// Layers.
@@ -21,8 +33,8 @@ pub struct KvCache {
     pub head_dim: usize,
     /// Positions the cache holds.
     pub seq_len: usize,
-    /// Positions a head's key rows and value blocks are laid out for ([`KvCache::stride_for`]):
-    /// a key row (one dimension, every position) is `stride` floats long.
+    /// Positions a head's keys and values are laid out for ([`KvCache::stride_for`]): whole
+    /// key blocks.
     pub stride: usize,
 }
 
@@ -38,19 +50,9 @@ impl KvCache {
         }
     }
 
-    /// The row length of keys for `seq_len` positions: whole cache lines, and one line more
-    /// where rows would be a multiple of 1 KiB apart. Attention reads a head's key rows one
-    /// after the other, the same positions of each; rows 4 KiB apart (1024 positions) all
-    /// fall in the same sets of a 4 KiB-way L1 cache, so a head's 64 rows fought over its 12
-    /// ways and every key load missed (the attention scores took 10% of a 128-token q4_0
-    /// prompt). With one line more, consecutive rows start in consecutive sets.
+    /// The positions laid out for `seq_len`: whole key blocks.
     pub const fn stride_for(seq_len: usize) -> usize {
-        let stride = round_up(seq_len, COL_BLOCK);
-        if stride.is_multiple_of(256) {
-            stride + COL_BLOCK
-        } else {
-            stride
-        }
+        round_up(seq_len, KEY_BLOCK)
     }
 
     /// Floats of one head of one layer, keys or values.
@@ -75,7 +77,7 @@ impl KvCache {
 
     /// Where, within one layer's keys, element `i` of kv head `head`'s key at `pos` is.
     pub const fn key_at(&self, head: usize, i: usize, pos: usize) -> usize {
-        (head * self.head_dim + i) * self.stride + pos
+        head * self.head_len() + key_offset(self.head_dim, i, pos)
     }
 
     /// Where, within one layer's values, kv head `head`'s value at `pos` starts.
@@ -377,17 +379,37 @@ mod tests {
         for pair in all.windows(2) {
             assert!(pair[0].end() <= pair[1].start && pair[1].start.is_multiple_of(REGION_ALIGN), "{pair:?}");
         }
-        // 100 positions: rows of 112 (whole cache lines).
+        // 100 positions: laid out for 112 (whole key blocks).
         assert_eq!((s.hb.len, s.keys.len, s.xq_values.len, s.xq_scales.len), (176, 5 * 32 * 112, 192 / 4, 12));
         assert!(s.words >= all[15].end());
         let cache = s.cache;
-        assert_eq!((cache.key_at(1, 2, 3), cache.value_at(1, 3)), ((8 + 2) * 112 + 3, (112 + 3) * 8));
+        assert_eq!(
+            (cache.key_at(1, 2, 3), cache.key_at(1, 2, 37), cache.value_at(1, 3)),
+            (8 * 112 + 2 * 16 + 3, 8 * 112 + (2 * 8 + 2) * 16 + 5, (112 + 3) * 8)
+        );
         assert_eq!((cache.layer_len(), s.scores.len), (4 * 8 * 112, 8 * 112));
     }
 
     #[test]
-    fn key_rows_are_whole_lines_and_not_a_multiple_of_1_kib_apart() {
+    fn positions_are_laid_out_in_whole_key_blocks() {
         let strides = [1, 100, 255, 256, 300, 512, 1024, 2048].map(KvCache::stride_for);
-        assert_eq!(strides, [16, 112, 272, 272, 304, 528, 1040, 2064]);
+        assert_eq!(strides, [16, 112, 256, 256, 304, 512, 1024, 2048]);
+    }
+
+    #[test]
+    fn every_key_element_has_its_own_place_in_the_head() {
+        for head_dim in [8, 48, 64] {
+            let stride = KvCache::stride_for(100);
+            let mut seen = vec![false; head_dim * stride];
+            for pos in 0..stride {
+                for i in 0..head_dim {
+                    let at = key_offset(head_dim, i, pos);
+                    assert!(!seen[at], "head_dim {head_dim}: ({i}, {pos}) at {at} twice");
+                    seen[at] = true;
+                }
+            }
+            // A block's positions of one dimension are consecutive: one load per lane group.
+            assert_eq!(key_offset(head_dim, 5, 17) + 1, key_offset(head_dim, 5, 18));
+        }
     }
 }

@@ -14,6 +14,7 @@
 use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
 use super::{F32Kernels, Isa};
 use core::arch::x86_64::*;
+use tvl_layout::key_offset;
 use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
 
 /// AVX2 with FMA: f32 tiles of 4 rows × 16 columns in 8 accumulators; int8 through
@@ -178,23 +179,25 @@ pub(super) unsafe fn attention_scores<const HEAD_DIM: usize>(
     from: usize,
 ) {
     let positions = scores.len();
-    // Checked once, so the loads below stay in bounds: position t of dimension i is at
-    // i * seq_len + t < (HEAD_DIM - 1) * seq_len + positions <= keys.len().
+    // Checked once, so the loads below stay in bounds: element i of position t < positions
+    // <= seq_len is at key_offset(HEAD_DIM, i, t) < HEAD_DIM * seq_len <= keys.len().
     assert!(
         q.len() >= HEAD_DIM && positions <= seq_len && keys.len() >= HEAD_DIM * seq_len,
         "scores: slices shorter than the shape"
     );
     let (q, k, out) = (&q[..HEAD_DIM], keys.as_ptr(), scores.as_mut_ptr());
     let mut t = from;
-    // SAFETY: loads at i * seq_len + t + 8·j + 7 < i * seq_len + positions (loop conditions),
+    // SAFETY: loads of positions t + 8·j .. + 7 < positions (loop conditions), which are
+    // consecutive in one key block (t + 8·j is a multiple of 8, and a block 16 positions);
     // stores at t + 8·j + 7 < positions; AVX2 is enabled.
     unsafe {
         while t + 32 <= positions {
             let mut acc = [_mm256_setzero_ps(); 4];
             for (i, &qi) in q.iter().enumerate() {
-                let (qi, row) = (_mm256_set1_ps(qi), k.add(i * seq_len + t));
+                let qi = _mm256_set1_ps(qi);
                 for (j, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(qi, _mm256_loadu_ps(row.add(8 * j))));
+                    let keys = _mm256_loadu_ps(k.add(key_offset(HEAD_DIM, i, t + 8 * j)));
+                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(qi, keys));
                 }
             }
             for (j, acc) in acc.iter().enumerate() {
@@ -205,7 +208,8 @@ pub(super) unsafe fn attention_scores<const HEAD_DIM: usize>(
         while t + 8 <= positions {
             let mut acc = _mm256_setzero_ps();
             for (i, &qi) in q.iter().enumerate() {
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(qi), _mm256_loadu_ps(k.add(i * seq_len + t))));
+                let keys = _mm256_loadu_ps(k.add(key_offset(HEAD_DIM, i, t)));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(qi), keys));
             }
             _mm256_storeu_ps(out.add(t), acc);
             t += 8;

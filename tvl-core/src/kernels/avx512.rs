@@ -19,6 +19,7 @@ use super::avx2::{quantized_tiles, Avx2, DPBUSD_512, MADDUBS_512};
 use super::quant::{tile_bytes, Quantized};
 use super::{check_block, BlockInput, F32Kernels, Input, Isa, LANES};
 use core::arch::x86_64::*;
+use tvl_layout::key_offset;
 use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
 
 /// Tokens of a block product's register tile.
@@ -800,16 +801,18 @@ unsafe fn attention_scores_512<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], s
     );
     let (qs, k, out) = (&q[..HEAD_DIM], keys.as_ptr(), scores.as_mut_ptr());
     let mut t = 0;
-    // SAFETY: loads at i * seq_len + t + 16·j + 15 < i * seq_len + positions (loop conditions),
-    // stores at t + 16·j + 15 < positions; AVX-512F is enabled, and AVX2 and FMA, which the
-    // AVX2 kernel finishing the positions needs.
+    // SAFETY: loads of positions t + 16·j .. + 15 < positions (loop conditions), one whole
+    // key block each (t + 16·j is a multiple of 16), in bounds as the AVX2 kernel's; stores at
+    // t + 16·j + 15 < positions; AVX-512F is enabled, and AVX2 and FMA, which the AVX2 kernel
+    // finishing the positions needs.
     unsafe {
         while t + 64 <= positions {
             let mut acc = [_mm512_setzero_ps(); 4];
             for (i, &qi) in qs.iter().enumerate() {
-                let (qi, row) = (_mm512_set1_ps(qi), k.add(i * seq_len + t));
+                let qi = _mm512_set1_ps(qi);
                 for (j, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm512_add_ps(*acc, _mm512_mul_ps(qi, _mm512_loadu_ps(row.add(16 * j))));
+                    let keys = _mm512_loadu_ps(k.add(key_offset(HEAD_DIM, i, t + 16 * j)));
+                    *acc = _mm512_add_ps(*acc, _mm512_mul_ps(qi, keys));
                 }
             }
             for (j, acc) in acc.iter().enumerate() {
@@ -820,7 +823,8 @@ unsafe fn attention_scores_512<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], s
         while t + 16 <= positions {
             let mut acc = _mm512_setzero_ps();
             for (i, &qi) in qs.iter().enumerate() {
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(qi), _mm512_loadu_ps(k.add(i * seq_len + t))));
+                let keys = _mm512_loadu_ps(k.add(key_offset(HEAD_DIM, i, t)));
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(qi), keys));
             }
             _mm512_storeu_ps(out.add(t), acc);
             t += 16;

@@ -19,6 +19,7 @@
 //! The element-wise steps (RMSNorm, softmax, SwiGLU, residual add, RoPE) touch O(dim) values
 //! per layer against O(dim²) for the matrices; they stay scalar (see the README for numbers).
 
+use tvl_layout::key_offset;
 use tvl_layout::layout::{COL_BLOCK, TILE_ROWS};
 use tvl_layout::math;
 
@@ -151,9 +152,10 @@ pub trait F32Kernels {
     }
 
     /// Attention scores `scores[t] = q · k_t` for positions `t < scores.len()`, where `keys`
-    /// holds one key/value head's keys transposed, `keys[i * seq_len + t]` (so that SIMD
-    /// kernels put one position per lane), `seq_len` being the length of a key row
-    /// (`KvCache::stride`: at least the positions cached). Every path adds the HEAD_DIM
+    /// holds one key/value head's keys transposed in blocks of [`KEY_BLOCK`](tvl_layout::KEY_BLOCK) positions,
+    /// element i of position t at [`key_offset`]`(HEAD_DIM, i, t)` (so that SIMD kernels put
+    /// one position per lane), laid out for `seq_len` positions (`KvCache::stride`: at least
+    /// the positions cached, whole blocks). Every path adds the HEAD_DIM
     /// products of a position in order, unfused, as the scalar reference does: all paths give
     /// the same bits.
     ///
@@ -525,10 +527,11 @@ impl Isa for Scalar {
 /// The scalar attention scores from position `from` on (SIMD kernels finish with it).
 #[inline(always)]
 pub fn scores_scalar<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32], from: usize) {
+    assert!(scores.len() <= seq_len, "scores: more positions than the cache is laid out for");
     for (t, score) in scores.iter_mut().enumerate().skip(from) {
         let mut sum = 0.0f32;
         for (i, q) in q[..HEAD_DIM].iter().enumerate() {
-            sum += q * keys[i * seq_len + t];
+            sum += q * keys[key_offset(HEAD_DIM, i, t)];
         }
         *score = sum;
     }
@@ -555,8 +558,8 @@ pub fn matvec_scalar<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
 
 /// Attention of the query heads `heads` for one position over `positions` cached positions.
 ///
-/// `keys` is one layer's key cache laid out `[kv_head][HEAD_DIM][seq_len]` (transposed, see
-/// [`Isa::scores`]), `values` its value cache `[kv_head][seq_len][HEAD_DIM]`. The
+/// `keys` is one layer's key cache laid out `[kv_head][seq_len / 16][HEAD_DIM][16]`
+/// (transposed in blocks, see [`Isa::scores`]), `values` its value cache `[kv_head][seq_len][HEAD_DIM]`. The
 /// N_HEADS / N_KV_HEADS query heads of a group read the same key/value head (grouped-query
 /// attention). `scores` holds `seq_len` floats per head in `heads`; `out` and `q` hold
 /// HEAD_DIM floats per head in `heads`. FUSED_VALUE_SUM adds each weighted value as a fused
@@ -703,16 +706,25 @@ mod tests {
     #[test]
     fn attention_with_one_position_returns_its_value() {
         // One position: softmax is 1, so each head's output is its kv head's value (values
-        // are [kv_head][seq_len][head_dim]: kv head 1 starts at 4 × 2).
-        let keys: Vec<f32> = (0..16).map(|i| i as f32).collect();
-        let values: Vec<f32> = (0..16).map(|i| -(i as f32)).collect();
+        // are [kv_head][seq_len][head_dim]: kv head 1 starts at 16 × 2).
+        let keys: Vec<f32> = (0..64).map(|i| i as f32).collect();
+        let values: Vec<f32> = (0..64).map(|i| -(i as f32)).collect();
         let q = vec![1.0; 8];
         let mut out = vec![0.0; 8];
-        let mut scores = vec![0.0; 16];
-        // 4 query heads of dim 2 sharing 2 kv heads; seq_len 4.
+        let mut scores = vec![0.0; 64];
+        // 4 query heads of dim 2 sharing 2 kv heads; seq_len 16 (one key block).
         // SAFETY: the scalar kernels run on any CPU.
         unsafe { attention::<Scalar, 2, 4, 2, false>(0..4, &mut scores, &mut out, &q, &keys, &values, 1) };
-        assert_eq!(out, [-0.0, -1.0, -0.0, -1.0, -8.0, -9.0, -8.0, -9.0]);
+        assert_eq!(out, [-0.0, -1.0, -0.0, -1.0, -32.0, -33.0, -32.0, -33.0]);
+        // The scores of a known cache: position t's key is (t, 100 + t) (key_offset places it).
+        let mut keys = vec![0.0f32; 2 * 32];
+        for t in 0..32 {
+            keys[key_offset(2, 0, t)] = t as f32;
+            keys[key_offset(2, 1, t)] = 100.0 + t as f32;
+        }
+        let mut scores = vec![0.0; 20];
+        scores_scalar::<2>(&[1.0, 2.0], &keys, 32, &mut scores, 0);
+        assert!(scores.iter().enumerate().all(|(t, &s)| s == t as f32 + 2.0 * (100.0 + t as f32)));
     }
 
     #[test]

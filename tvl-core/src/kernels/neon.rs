@@ -22,6 +22,7 @@
 use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
 use super::{check_block, tile_by_tile, BlockInput, F32Kernels, Input, Isa};
 use core::arch::aarch64::*;
+use tvl_layout::key_offset;
 use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
 
 /// NEON: f32 tiles of 4 rows × 16 columns in 16 accumulators; int8 through widening `smull`.
@@ -154,15 +155,17 @@ unsafe fn attention_scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_l
     );
     let (q, k, out) = (&q[..HEAD_DIM], keys.as_ptr(), scores.as_mut_ptr());
     let mut t = 0;
-    // SAFETY: loads at i * seq_len + t + 4·j + 3 < i * seq_len + positions (loop conditions),
-    // stores at t + 4·j + 3 < positions; NEON is enabled.
+    // SAFETY: loads of positions t + 4·j .. + 3 < positions (loop conditions), consecutive in
+    // one key block (t + 4·j is a multiple of 4, a block 16 positions), in bounds as the AVX2
+    // kernel's; stores at t + 4·j + 3 < positions; NEON is enabled.
     unsafe {
         while t + 16 <= positions {
             let mut acc = [vdupq_n_f32(0.0); 4];
             for (i, &qi) in q.iter().enumerate() {
-                let (qi, row) = (vdupq_n_f32(qi), k.add(i * seq_len + t));
+                let qi = vdupq_n_f32(qi);
                 for (j, acc) in acc.iter_mut().enumerate() {
-                    *acc = vaddq_f32(*acc, vmulq_f32(qi, vld1q_f32(row.add(4 * j))));
+                    let keys = vld1q_f32(k.add(key_offset(HEAD_DIM, i, t + 4 * j)));
+                    *acc = vaddq_f32(*acc, vmulq_f32(qi, keys));
                 }
             }
             for (j, acc) in acc.iter().enumerate() {
@@ -173,7 +176,8 @@ unsafe fn attention_scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_l
         while t + 4 <= positions {
             let mut acc = vdupq_n_f32(0.0);
             for (i, &qi) in q.iter().enumerate() {
-                acc = vaddq_f32(acc, vmulq_f32(vdupq_n_f32(qi), vld1q_f32(k.add(i * seq_len + t))));
+                let keys = vld1q_f32(k.add(key_offset(HEAD_DIM, i, t)));
+                acc = vaddq_f32(acc, vmulq_f32(vdupq_n_f32(qi), keys));
             }
             vst1q_f32(out.add(t), acc);
             t += 4;
