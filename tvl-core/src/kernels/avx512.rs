@@ -476,9 +476,9 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
 /// exact in any order, so each token's P lanes are added once at the group's end, and every
 /// (row, token) then takes the float steps of the matvec. Two accumulators per row, for
 /// alternate chunks, keep 8 sums in flight (4 dependent chains leave `vpdpbusd` waiting on its
-/// own latency). Returns token t's values in lane t, as `lane_tile`. P is 2 (x from the interleaved lanes, one
-/// permute per 2 quads), 4 or 8 (x from each token's own vector, 16 or 32 bytes per token), and
-/// a group is whole chunks (GS a multiple of 4·P).
+/// own latency). Returns token t's values in lane t, as `lane_tile` does. P is 2 (x from the
+/// interleaved lanes, one permute per 2 quads), 4 or 8 (x from each token's own vector, 16 or
+/// 32 bytes per token), and a group is whole chunks (GS a multiple of 4·P).
 #[inline(always)]
 unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P: usize>(
     tile: &[u8],

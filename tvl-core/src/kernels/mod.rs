@@ -152,12 +152,12 @@ pub trait F32Kernels {
     }
 
     /// Attention scores `scores[t] = q · k_t` for positions `t < scores.len()`, where `keys`
-    /// holds one key/value head's keys transposed in blocks of [`KEY_BLOCK`](tvl_layout::KEY_BLOCK) positions,
-    /// element i of position t at [`key_offset`]`(HEAD_DIM, i, t)` (so that SIMD kernels put
-    /// one position per lane), laid out for `seq_len` positions (`KvCache::stride`: at least
-    /// the positions cached, whole blocks). Every path adds the HEAD_DIM
-    /// products of a position in order, unfused, as the scalar reference does: all paths give
-    /// the same bits.
+    /// holds one key/value head's keys transposed in blocks of
+    /// [`KEY_BLOCK`](tvl_layout::KEY_BLOCK) positions, element i of position t at
+    /// [`key_offset`]`(HEAD_DIM, i, t)` (so that SIMD kernels put one position per lane), laid
+    /// out for `seq_len` positions (`KvCache::stride`: at least the positions cached, whole
+    /// blocks). Every path adds the HEAD_DIM products of a position in order, unfused, as the
+    /// scalar reference does: all paths give the same bits.
     ///
     /// # Safety
     /// As for [`F32Kernels::matvec`].
@@ -559,8 +559,8 @@ pub fn matvec_scalar<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
 /// Attention of the query heads `heads` for one position over `positions` cached positions.
 ///
 /// `keys` is one layer's key cache laid out `[kv_head][seq_len / 16][HEAD_DIM][16]`
-/// (transposed in blocks, see [`Isa::scores`]), `values` its value cache `[kv_head][seq_len][HEAD_DIM]`. The
-/// N_HEADS / N_KV_HEADS query heads of a group read the same key/value head (grouped-query
+/// (transposed in blocks, see [`Isa::scores`]), `values` its value cache
+/// `[kv_head][seq_len][HEAD_DIM]`. The N_HEADS / N_KV_HEADS query heads of a group read the same key/value head (grouped-query
 /// attention). `scores` holds `seq_len` floats per head in `heads`; `out` and `q` hold
 /// HEAD_DIM floats per head in `heads`. FUSED_VALUE_SUM adds each weighted value as a fused
 /// multiply-add, as the int8 reference does (see `tvl_layout::Weights::fused_value_sum`);
