@@ -410,28 +410,11 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
             let at = tile.as_ptr().add(block * block_bytes);
             let scales = at.add(encoding.scales_offset());
             if let Some(next) = prefetch {
-                // (A prefetch is a hint: it never faults, even past the slice.)
-                for line in (0..block_bytes).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(next.add(block * block_bytes + line).cast());
-                }
-            }
-            // The block's 4 rows as unsigned bytes in column order, for broadcasting.
-            let mut unsigned = [[0u32; Q_COL_BLOCK / 4]; TILE_ROWS];
-            for (row, unsigned) in unsigned.iter_mut().enumerate() {
-                let row_at = at.add(row * row_bytes);
-                let u = if Q4 {
-                    let nibbles = _mm256_loadu_si256(row_at.cast());
-                    let mask = _mm256_set1_epi8(0x0f);
-                    let (low, high) =
-                        (_mm256_and_si256(nibbles, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask));
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
-                } else {
-                    _mm512_xor_si512(_mm512_loadu_si512(row_at.cast()), _mm512_set1_epi8(-128))
-                };
-                _mm512_storeu_si512(unsigned.as_mut_ptr().cast(), u);
+                prefetch_lines(next.add(block * block_bytes), block_bytes);
             }
             // Read back from memory, not taken apart in registers: a broadcast from memory is
             // a load, one from a register a shuffle (the scarcer port).
+            let unsigned = unsigned_rows::<Q4>(at, row_bytes);
             let unsigned = core::hint::black_box(&unsigned);
             for group_in_block in 0..Q_COL_BLOCK / GS {
                 let group = block * (Q_COL_BLOCK / GS) + group_in_block;
@@ -443,7 +426,7 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
                     let at = (block * Q_COL_BLOCK / 4 + quad) * LANES;
                     let x: [V::I; G] = core::array::from_fn(|g| V::load_i(q.as_ptr().add(g * q_stride + at)));
                     for (row, unsigned) in unsigned.iter().enumerate() {
-                        let u = V::splat_i(unsigned[quad] as i32);
+                        let u = V::splat_i(core::ptr::read_unaligned(unsigned.as_ptr().add(4 * quad).cast::<i32>()));
                         for g in 0..G {
                             acc[g][row] = V::dpbusd(acc[g][row], u, x[g]);
                         }
@@ -466,6 +449,41 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
             }
         }
         out
+    }
+}
+
+/// A quantized block's 4 rows (at `at`, `row_bytes` apart) as unsigned bytes in column order:
+/// int8 weights + 128, 4-bit ones unpacked (each nibble is already w + 8), for broadcasting.
+#[inline(always)]
+unsafe fn unsigned_rows<const Q4: bool>(at: *const u8, row_bytes: usize) -> [[u8; Q_COL_BLOCK]; TILE_ROWS] {
+    let mut unsigned = [[0u8; Q_COL_BLOCK]; TILE_ROWS];
+    // SAFETY: the caller passes a block of a checked tile (TILE_ROWS rows of `row_bytes`) and
+    // enables AVX-512F/BW.
+    unsafe {
+        for (row, unsigned) in unsigned.iter_mut().enumerate() {
+            let row_at = at.add(row * row_bytes);
+            let u = if Q4 {
+                let nibbles = _mm256_loadu_si256(row_at.cast());
+                let mask = _mm256_set1_epi8(0x0f);
+                let (low, high) =
+                    (_mm256_and_si256(nibbles, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask));
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
+            } else {
+                _mm512_xor_si512(_mm512_loadu_si512(row_at.cast()), _mm512_set1_epi8(-128))
+            };
+            _mm512_storeu_si512(unsigned.as_mut_ptr().cast(), u);
+        }
+    }
+    unsigned
+}
+
+/// Prefetches the `len` bytes at `at` into L1, one hint per cache line.
+#[inline(always)]
+unsafe fn prefetch_lines(at: *const u8, len: usize) {
+    for line in (0..len).step_by(64) {
+        // SAFETY: a prefetch is a hint (SSE, x86_64's baseline): it never faults, even past a
+        // slice (the address is computed with wrapping arithmetic, never dereferenced).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line).cast()) };
     }
 }
 
@@ -514,27 +532,10 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
             let at = tile.as_ptr().add(block * block_bytes);
             let scales = at.add(encoding.scales_offset());
             if let Some(next) = prefetch {
-                // (A prefetch is a hint: it never faults, even past the slice.)
-                for line in (0..block_bytes).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(next.add(block * block_bytes + line).cast());
-                }
+                prefetch_lines(next.add(block * block_bytes), block_bytes);
             }
-            // The block's 4 rows as unsigned bytes in column order, 4·P per broadcast.
-            let mut unsigned = [[0u8; Q_COL_BLOCK]; TILE_ROWS];
-            for (row, unsigned) in unsigned.iter_mut().enumerate() {
-                let row_at = at.add(row * row_bytes);
-                let u = if Q4 {
-                    let nibbles = _mm256_loadu_si256(row_at.cast());
-                    let mask = _mm256_set1_epi8(0x0f);
-                    let (low, high) =
-                        (_mm256_and_si256(nibbles, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask));
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
-                } else {
-                    _mm512_xor_si512(_mm512_loadu_si512(row_at.cast()), _mm512_set1_epi8(-128))
-                };
-                _mm512_storeu_si512(unsigned.as_mut_ptr().cast(), u);
-            }
-            // Broadcast from memory, as in `lane_tile`.
+            // 4·P bytes per broadcast, from memory as in `lane_tile`.
+            let unsigned = unsigned_rows::<Q4>(at, row_bytes);
             let unsigned = core::hint::black_box(&unsigned);
             for group_in_block in 0..Q_COL_BLOCK / GS {
                 let group = block * (Q_COL_BLOCK / GS) + group_in_block;
