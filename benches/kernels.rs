@@ -3,7 +3,8 @@
 //! the AVX2 kernel with the column count known only at run time, which prices specialization.
 //!
 //! Block products (prompts, batches) are measured apart, in multiply-adds per second (criterion's
-//! elements/s), with the matrix in cache: `cargo bench --features bundled --bench kernels -- tokens`.
+//! elements/s), with the matrix in cache: `cargo bench --features bundled --bench kernels -- tokens`
+//! (`TVL_BENCH_BLOCK_STREAM=1`: streamed from memory instead, as when sequences decode together).
 //!
 //! `cargo bench --features bundled --bench kernels [-- FILTER]`. Each matrix is replicated over
 //! ≥ 256 MiB and the copies are used in turn, so the weights come from memory, not from cache,
@@ -242,6 +243,9 @@ fn bench_blocks<M: Model>(c: &mut Criterion, tokens: usize) {
     {
         let case = case(panels);
         let w = as_bytes(case.copies[0].as_ref());
+        // TVL_BENCH_BLOCK_STREAM=1: the matrix streamed from memory, as in batched decode (a few
+        // tokens per block: the stream and the arithmetic take about as long).
+        let stream = std::env::var_os("TVL_BENCH_BLOCK_STREAM").is_some_and(|v| v == "1");
         let group_size = if panels.encoding == Encoding::F32 { 0 } else { panels.encoding.group_size() };
         // A copy of the input per token, as in a prompt (one shared copy would sit in L1 and
         // flatter the kernels).
@@ -266,8 +270,12 @@ fn bench_blocks<M: Model>(c: &mut Criterion, tokens: usize) {
             let (name, kernel) =
                 isa.visit(BlockKernels(ShapeKernels::<M> { shape: index, model: std::marker::PhantomData }));
             group.bench_function(format!("{name} block"), |b| {
+                let mut i = 0;
                 b.iter(|| {
                     let mut outs: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
+                    // Each call on the next copy, so that the matrix comes from memory.
+                    i += 1;
+                    let w = if stream { as_bytes(case.copies[i % case.copies.len()].as_ref()) } else { w };
                     // SAFETY: only instruction sets this CPU has are listed.
                     unsafe { kernel(&mut outs, w, &block) };
                 })

@@ -317,8 +317,8 @@ unsafe fn row_sums(a: [__m512; TILE_ROWS], b: [__m512; TILE_ROWS]) -> __m512 {
 /// 4-bit, whose nibbles are w + 8 already), then `val += (ival · w_scale) · x_scale` per lane,
 /// group after group: each lane computes exactly the matvec's numbers for its (row, token). At
 /// most 8 tokens (a batch of sequences, a prompt's last block) fill zmm registers with 2, 4 or
-/// 8 quads per token ([`chunk_tile`]), or run on ymm where groups of 4 columns cannot be
-/// chunked.
+/// 8 quads per token, two row tiles at a time ([`chunk_tile`]), or run on ymm where groups of 4
+/// columns cannot be chunked.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bool>(
     outs: &mut [&mut [f32]],
@@ -345,6 +345,49 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
             && lanes.sums.len() >= token_groups * lanes.groups * LANES,
         "block product: slices shorter than the shape"
     );
+    // At most 8 tokens: chunks (see `chunk_tile`), two tiles at a time where there are two.
+    let chunk_quads = match n {
+        _ if n == 0 || n > 8 || !GS.is_multiple_of(8) => 0,
+        ..=2 if GS.is_multiple_of(32) => 8,
+        ..=4 if GS.is_multiple_of(16) => 4,
+        _ => 2,
+    };
+    if chunk_quads > 0 {
+        let lanes = (lanes.q, lanes.scales, lanes.sums);
+        let mut tile = 0;
+        while tile < tiles {
+            let pair = tile + 1 < tiles;
+            let next = (tile + 2 < tiles).then(|| w[(tile + 2) * tile_len..].as_ptr());
+            // SAFETY: the slices are checked above; the features are enabled here.
+            let (val, done) = unsafe {
+                if pair {
+                    let tiles_w = [&w[tile * tile_len..][..tile_len], &w[(tile + 1) * tile_len..][..tile_len]];
+                    match chunk_quads {
+                        8 => (chunk_tile::<COLS, GS, Q4, 8, 2>(tiles_w, xs.tokens, lanes, next), 2),
+                        4 => (chunk_tile::<COLS, GS, Q4, 4, 2>(tiles_w, xs.tokens, lanes, next), 2),
+                        _ => (chunk_tile::<COLS, GS, Q4, 2, 2>(tiles_w, xs.tokens, lanes, next), 2),
+                    }
+                } else {
+                    let tile_w = [&w[tile * tile_len..][..tile_len]];
+                    let [val] = match chunk_quads {
+                        8 => chunk_tile::<COLS, GS, Q4, 8, 1>(tile_w, xs.tokens, lanes, next),
+                        4 => chunk_tile::<COLS, GS, Q4, 4, 1>(tile_w, xs.tokens, lanes, next),
+                        _ => chunk_tile::<COLS, GS, Q4, 2, 1>(tile_w, xs.tokens, lanes, next),
+                    };
+                    ([val, val], 1)
+                }
+            };
+            for (i, val) in val.iter().take(done).enumerate() {
+                for (row, val) in val.iter().enumerate() {
+                    for (t, out) in outs.iter_mut().enumerate() {
+                        out[(tile + i) * TILE_ROWS + row] = val[t];
+                    }
+                }
+            }
+            tile += done;
+        }
+        return;
+    }
     for tile in 0..tiles {
         let tile_w = &w[tile * tile_len..][..tile_len];
         let next = (tile + 1 < tiles).then(|| w[(tile + 1) * tile_len..].as_ptr());
@@ -354,12 +397,11 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
             let tokens = (n - g * LANES).min(2 * LANES);
             let lanes = (&lanes.q[g * q_stride..], &lanes.scales[g * group_stride..], &lanes.sums[g * group_stride..]);
             let strides = (q_stride, group_stride);
-            let group_tokens = &xs.tokens[g * LANES..][..tokens];
             // The first group fetches the next tile while this one is computed.
             let prefetch = if g == 0 { next } else { None };
             // Two groups of 16 tokens at once where there are more than 16 left (each weight
-            // broadcast serves both), else one group on zmm; at most 8 tokens as chunks of
-            // 2, 4 or 8 quads per token (`chunk_tile`), on ymm where groups are too short.
+            // broadcast serves both), else one group on zmm; at most 8 tokens on ymm where
+            // groups are too short to be chunked (else they took the chunks above).
             // SAFETY: the slices are checked above; the features are enabled here.
             let (val, groups) = unsafe {
                 if tokens > LANES {
@@ -367,12 +409,6 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
                 } else if tokens > 8 {
                     let [val] = lane_tile::<COLS, GS, Q4, Zmm, 1>(tile_w, lanes, strides, prefetch);
                     ([val, val], 1)
-                } else if tokens <= 2 && GS.is_multiple_of(32) {
-                    ([chunk_tile::<COLS, GS, Q4, 8>(tile_w, group_tokens, lanes, prefetch); 2], 1)
-                } else if tokens <= 4 && GS.is_multiple_of(16) {
-                    ([chunk_tile::<COLS, GS, Q4, 4>(tile_w, group_tokens, lanes, prefetch); 2], 1)
-                } else if GS.is_multiple_of(8) {
-                    ([chunk_tile::<COLS, GS, Q4, 2>(tile_w, group_tokens, lanes, prefetch); 2], 1)
                 } else {
                     let [val] = lane_tile::<COLS, GS, Q4, Ymm, 1>(tile_w, lanes, strides, prefetch);
                     ([val, val], 1)
@@ -494,18 +530,23 @@ unsafe fn prefetch_lines(at: *const u8, len: usize) {
 /// exact in any order, so each token's P lanes are added once at the group's end, and every
 /// (row, token) then takes the float steps of the matvec. Two accumulators per row, for
 /// alternate chunks, keep 8 sums in flight (4 dependent chains leave `vpdpbusd` waiting on its
-/// own latency). Returns token t's values in lane t, as `lane_tile` does. P is 2 (x from the
-/// interleaved lanes, one permute per 2 quads), 4 or 8 (x from each token's own vector, 16 or
-/// 32 bytes per token), and a group is whole chunks (GS a multiple of 4·P).
+/// own latency), or T = 2 tiles at once (8 rows: 8 sums in flight, and each chunk of x, its
+/// permute and the group's scales of x serve twice the rows). Returns token t's values in
+/// lane t, as `lane_tile` does. P is 2 (x from the interleaved lanes, one permute per 2
+/// quads), 4 or 8 (x from each token's own vector, 16 or 32 bytes per token), and a group is
+/// whole chunks (GS a multiple of 4·P).
 #[inline(always)]
-unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P: usize>(
-    tile: &[u8],
+unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P: usize, const T: usize>(
+    tiles: [&[u8]; T],
     tokens: &[Input<'_>],
     (q, x_scales, x_sums): (&[i32], &[f32], &[i32]),
     prefetch: Option<*const u8>,
-) -> [[f32; LANES]; TILE_ROWS] {
+) -> [[[f32; LANES]; TILE_ROWS]; T] {
     // (Constant: folded away where it holds; the caller takes another path where it does not.)
-    assert!(matches!(P, 2 | 4 | 8) && GS.is_multiple_of(4 * P), "a group is whole chunks of P quads");
+    assert!(
+        matches!(P, 2 | 4 | 8) && GS.is_multiple_of(4 * P) && matches!(T, 1 | 2),
+        "a group is whole chunks of P quads"
+    );
     // Checked once, so that the loads of each token's vector below stay in bounds.
     assert!(
         !tokens.is_empty() && tokens.len() <= LANES / P && tokens.iter().all(|x| x.quantized.q.len() >= COLS),
@@ -527,15 +568,20 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
         let first_lanes: __mmask16 = (0..LANES).filter(|l| l % P == 0).fold(0, |m, l| m | 1 << l);
         // P = 2: lane 2t + p ← lane t of the first (p = 0) or second (p = 1) register.
         let pairs = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-        let mut val = [_mm512_setzero_ps(); TILE_ROWS];
+        let mut val = [[_mm512_setzero_ps(); TILE_ROWS]; T];
         for block in 0..COLS / Q_COL_BLOCK {
-            let at = tile.as_ptr().add(block * block_bytes);
-            let scales = at.add(encoding.scales_offset());
+            let at: [*const u8; T] = core::array::from_fn(|i| tiles[i].as_ptr().add(block * block_bytes));
+            let scales: [*const u8; T] = core::array::from_fn(|i| at[i].add(encoding.scales_offset()));
             if let Some(next) = prefetch {
-                prefetch_lines(next.add(block * block_bytes), block_bytes);
+                prefetch_lines(next.add(T * block * block_bytes), T * block_bytes);
             }
             // 4·P bytes per broadcast, from memory as in `lane_tile`.
-            let unsigned = unsigned_rows::<Q4>(at, row_bytes);
+            // (A loop, not `map` or `from_fn`: their closures are not inlined, and the
+            // intrinsics in them would become calls.)
+            let mut unsigned = [[[0; Q_COL_BLOCK]; TILE_ROWS]; T];
+            for (unsigned, &at) in unsigned.iter_mut().zip(&at) {
+                *unsigned = unsigned_rows::<Q4>(at, row_bytes);
+            }
             let unsigned = core::hint::black_box(&unsigned);
             for group_in_block in 0..Q_COL_BLOCK / GS {
                 let group = block * (Q_COL_BLOCK / GS) + group_in_block;
@@ -545,8 +591,11 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
                     by_token,
                     Zmm::load_i(x_sums.as_ptr().add(group * LANES)),
                 );
-                let mut acc =
-                    [[Zmm::negated_shift(sums, offset_shift); TILE_ROWS], [_mm512_setzero_si512(); TILE_ROWS]];
+                // Two sets of accumulators for one tile (for alternate chunks), one for two.
+                let mut acc = [
+                    [[Zmm::negated_shift(sums, offset_shift); TILE_ROWS]; T],
+                    [[_mm512_setzero_si512(); TILE_ROWS]; T],
+                ];
                 for chunk in group_in_block * GS / (4 * P)..(group_in_block + 1) * GS / (4 * P) {
                     // Quads P·k.. of the whole row: bytes 4·P·k.. of each token's vector.
                     let k = block * Q_COL_BLOCK / (4 * P) + chunk;
@@ -569,71 +618,82 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
                             _mm512_inserti64x4::<1>(_mm512_castsi256_si512(slot(0)), slot(1))
                         }
                     };
-                    for (row, unsigned) in unsigned.iter().enumerate() {
-                        let w = unsigned.as_ptr().add(4 * P * chunk);
-                        let u = match P {
-                            2 => _mm512_set1_epi64(core::ptr::read_unaligned(w.cast::<i64>())),
-                            4 => _mm512_broadcast_i32x4(_mm_loadu_si128(w.cast())),
-                            _ => _mm512_broadcast_i64x4(_mm256_loadu_si256(w.cast())),
-                        };
-                        acc[chunk % 2][row] = Zmm::dpbusd(acc[chunk % 2][row], u, x);
+                    let set = if T == 1 { chunk % 2 } else { 0 };
+                    for (i, unsigned) in unsigned.iter().enumerate() {
+                        for (row, unsigned) in unsigned.iter().enumerate() {
+                            let w = unsigned.as_ptr().add(4 * P * chunk);
+                            let u = match P {
+                                2 => _mm512_set1_epi64(core::ptr::read_unaligned(w.cast::<i64>())),
+                                4 => _mm512_broadcast_i32x4(_mm_loadu_si128(w.cast())),
+                                _ => _mm512_broadcast_i64x4(_mm256_loadu_si256(w.cast())),
+                            };
+                            acc[set][i][row] = Zmm::dpbusd(acc[set][i][row], u, x);
+                        }
                     }
                 }
                 let x_scale = _mm512_permutexvar_ps(by_token, Zmm::load_f(x_scales.as_ptr().add(group * LANES)));
-                let ival: [__m512i; TILE_ROWS] = core::array::from_fn(|row| _mm512_add_epi32(acc[0][row], acc[1][row]));
-                if P == 2 {
-                    for (pair, val) in val.iter_mut().take(TILE_ROWS / 2).enumerate() {
-                        // Each token's 2 lanes added, for two rows a and b into one register:
-                        // [a0, b1, ..] + [a1, b0, ..] = [a, b] of token 0, then of token 1, ...
-                        let (a, b) = (ival[2 * pair], ival[2 * pair + 1]);
-                        let rows = _mm512_add_epi32(
-                            _mm512_mask_blend_epi32(0xAAAA, a, b),
-                            _mm512_shuffle_epi32::<0xB1>(_mm512_mask_blend_epi32(0x5555, a, b)),
+                for (i, val) in val.iter_mut().enumerate() {
+                    let ival: [__m512i; TILE_ROWS] = core::array::from_fn(|row| match T {
+                        1 => _mm512_add_epi32(acc[0][i][row], acc[1][i][row]),
+                        _ => acc[0][i][row],
+                    });
+                    if P == 2 {
+                        for (pair, val) in val.iter_mut().take(TILE_ROWS / 2).enumerate() {
+                            // Each token's 2 lanes added, for two rows a and b into one register:
+                            // [a0, b1, ..] + [a1, b0, ..] = [a, b] of token 0, then of token 1, ...
+                            let (a, b) = (ival[2 * pair], ival[2 * pair + 1]);
+                            let rows = _mm512_add_epi32(
+                                _mm512_mask_blend_epi32(0xAAAA, a, b),
+                                _mm512_shuffle_epi32::<0xB1>(_mm512_mask_blend_epi32(0x5555, a, b)),
+                            );
+                            // The two rows' scales, in every pair of lanes.
+                            let slot = tvl_layout::layout::scale_slot(group_in_block, 2 * pair);
+                            let w_scale = _mm512_castsi512_ps(_mm512_set1_epi64(core::ptr::read_unaligned(
+                                scales[i].add(4 * slot).cast::<i64>(),
+                            )));
+                            *val = Zmm::add(*val, Zmm::mul(Zmm::mul(Zmm::to_f32(rows), w_scale), x_scale));
+                        }
+                    } else {
+                        // A token's lanes fill whole 128-bit lanes: the 4 rows' sums of each 128-bit
+                        // lane go into its 4 lanes (row r in lane 4L + r), so the float steps run
+                        // once for the whole tile. Rows 0, 1: [a0 + a2, b0 + b2, a1 + a3, b1 + b3].
+                        let ab = _mm512_add_epi32(
+                            _mm512_unpacklo_epi32(ival[0], ival[1]),
+                            _mm512_unpackhi_epi32(ival[0], ival[1]),
                         );
-                        // The two rows' scales, in every pair of lanes.
-                        let slot = tvl_layout::layout::scale_slot(group_in_block, 2 * pair);
-                        let w_scale = _mm512_castsi512_ps(_mm512_set1_epi64(core::ptr::read_unaligned(
-                            scales.add(4 * slot).cast::<i64>(),
-                        )));
-                        *val = Zmm::add(*val, Zmm::mul(Zmm::mul(Zmm::to_f32(rows), w_scale), x_scale));
+                        let cd = _mm512_add_epi32(
+                            _mm512_unpacklo_epi32(ival[2], ival[3]),
+                            _mm512_unpackhi_epi32(ival[2], ival[3]),
+                        );
+                        let mut rows = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+                        if P == 8 {
+                            // A token's two 128-bit lanes added.
+                            rows = _mm512_add_epi32(rows, _mm512_shuffle_i32x4::<0xB1>(rows, rows));
+                        }
+                        // The group's scales of the tile's 4 rows, in every 128-bit lane.
+                        let slot = tvl_layout::layout::scale_slot(group_in_block, 0);
+                        let w_scale = _mm512_broadcast_f32x4(_mm_loadu_ps(scales[i].add(4 * slot).cast()));
+                        val[0] = Zmm::add(val[0], Zmm::mul(Zmm::mul(Zmm::to_f32(rows), w_scale), x_scale));
                     }
-                } else {
-                    // A token's lanes fill whole 128-bit lanes: the 4 rows' sums of each 128-bit
-                    // lane go into its 4 lanes (row r in lane 4L + r), so the float steps run
-                    // once for the whole tile. Rows 0, 1: [a0 + a2, b0 + b2, a1 + a3, b1 + b3].
-                    let ab = _mm512_add_epi32(
-                        _mm512_unpacklo_epi32(ival[0], ival[1]),
-                        _mm512_unpackhi_epi32(ival[0], ival[1]),
-                    );
-                    let cd = _mm512_add_epi32(
-                        _mm512_unpacklo_epi32(ival[2], ival[3]),
-                        _mm512_unpackhi_epi32(ival[2], ival[3]),
-                    );
-                    let mut rows = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
-                    if P == 8 {
-                        // A token's two 128-bit lanes added.
-                        rows = _mm512_add_epi32(rows, _mm512_shuffle_i32x4::<0xB1>(rows, rows));
-                    }
-                    // The group's scales of the tile's 4 rows, in every 128-bit lane.
-                    let slot = tvl_layout::layout::scale_slot(group_in_block, 0);
-                    let w_scale = _mm512_broadcast_f32x4(_mm_loadu_ps(scales.add(4 * slot).cast()));
-                    val[0] = Zmm::add(val[0], Zmm::mul(Zmm::mul(Zmm::to_f32(rows), w_scale), x_scale));
                 }
             }
         }
-        let mut lanes = [[0.0f32; LANES]; TILE_ROWS];
-        for (lanes, val) in lanes.iter_mut().zip(val) {
-            Zmm::store_f(lanes.as_mut_ptr(), val);
+        let mut lanes = [[[0.0f32; LANES]; TILE_ROWS]; T];
+        for (lanes, val) in lanes.iter_mut().flatten().zip(val.iter().flatten()) {
+            Zmm::store_f(lanes.as_mut_ptr(), *val);
         }
-        if P == 2 {
-            core::array::from_fn(|row| {
-                core::array::from_fn(|t| if t < LANES / P { lanes[row / 2][2 * t + row % 2] } else { 0.0 })
-            })
-        } else {
-            core::array::from_fn(|row| {
-                core::array::from_fn(|t| if t < LANES / P { lanes[0][P * t + row] } else { 0.0 })
-            })
-        }
+        core::array::from_fn(|i| {
+            let lanes = &lanes[i];
+            if P == 2 {
+                core::array::from_fn(|row| {
+                    core::array::from_fn(|t| if t < LANES / P { lanes[row / 2][2 * t + row % 2] } else { 0.0 })
+                })
+            } else {
+                core::array::from_fn(|row| {
+                    core::array::from_fn(|t| if t < LANES / P { lanes[0][P * t + row] } else { 0.0 })
+                })
+            }
+        })
     }
 }
 
