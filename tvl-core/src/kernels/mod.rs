@@ -589,9 +589,14 @@ pub unsafe fn attention<
     let seq_len = keys.len() / (N_KV_HEADS * HEAD_DIM);
     let scale = math::sqrt(HEAD_DIM as f32);
     let per_head = scores.chunks_exact_mut(seq_len).zip(out.chunks_exact_mut(HEAD_DIM)).zip(q.chunks_exact(HEAD_DIM));
+    let last = heads.end;
     for (head, ((scores, out), q)) in heads.zip(per_head) {
         let kv_head = head / (N_HEADS / N_KV_HEADS);
         let head_cache = kv_head * seq_len * HEAD_DIM..(kv_head + 1) * seq_len * HEAD_DIM;
+        // Each head's keys and values are streams of their own, a cache row apart: their first
+        // lines are asked for ahead (the values' while the scores are computed, the next
+        // head's keys while this head's values are summed), or each stream starts with a miss.
+        prefetch_start(&values[head_cache.clone()], positions * HEAD_DIM);
         let scores = &mut scores[..positions];
         // SAFETY: the caller guarantees K is available.
         unsafe { K::scores::<HEAD_DIM>(q, &keys[head_cache.clone()], seq_len, scores) };
@@ -599,8 +604,35 @@ pub unsafe fn attention<
             *score /= scale;
         }
         softmax(scores);
+        if head + 1 < last {
+            let next = (head + 1) / (N_HEADS / N_KV_HEADS);
+            prefetch_start(&keys[next * seq_len * HEAD_DIM..], positions.div_ceil(16) * 16 * HEAD_DIM);
+        }
         // SAFETY: the caller guarantees K is available.
         unsafe { K::weighted_sum::<HEAD_DIM, FUSED_VALUE_SUM>(out, scores, &values[head_cache]) };
+    }
+}
+
+/// Asks for the first lines of the `len` floats at the start of `data` (at most 1 KiB): a
+/// hint, which changes no result.
+#[inline(always)]
+fn prefetch_start(data: &[f32], len: usize) {
+    let bytes = (len.min(data.len()) * 4).min(1024);
+    for line in (0..bytes).step_by(64) {
+        let at = data.as_ptr().wrapping_add(line / 4);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint (SSE, x86_64's baseline) and never faults; `at` is
+        // inside `data`.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(at.cast())
+        };
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `prfm` is a hint that never faults and writes nothing; `at` is inside `data`.
+        unsafe {
+            core::arch::asm!("prfm pldl1keep, [{0}]", in(reg) at, options(nostack, preserves_flags, readonly))
+        };
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let _ = at;
     }
 }
 
