@@ -31,6 +31,7 @@ fn bench_json_report_is_well_formed() {
         "prefill_tokens_per_second",
         "time_to_first_token_ms",
         "batch_tokens_per_second",
+        "batch_speedup",
     ] {
         let v = report[field].as_f64().unwrap_or_else(|| panic!("{field} missing: {report}"));
         assert!(v.is_finite() && v > 0.0, "{field} = {v}");

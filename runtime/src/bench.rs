@@ -67,6 +67,10 @@ pub struct Report {
     /// Total tokens per second of `sequences` sequences decoding together (one batched forward
     /// pass per step); equal to decode speed's measurement at 1.
     pub batch_tokens_per_second: f64,
+    /// How many times one sequence's decode speed that total is: the median over repetitions
+    /// of each one's ratio to a one-sequence decode of the same positions run just before it
+    /// (paired, so that a shared machine's slow minutes cancel out).
+    pub batch_speedup: f64,
 }
 
 impl Report {
@@ -80,7 +84,7 @@ impl Report {
              \"dram_fraction\": {}, \"prompt_tokens\": {}, \
              \"prefill_tokens_per_second\": {}, \"time_to_first_token_ms\": {}, \"prefill_macs_per_token\": {}, \
              \"peak_macs_per_second\": {}, \"prefill_peak_fraction\": {}, \"sequences\": {}, \
-             \"batch_tokens_per_second\": {}}}",
+             \"batch_tokens_per_second\": {}, \"batch_speedup\": {}}}",
             self.model,
             self.kernels,
             self.threads,
@@ -104,7 +108,8 @@ impl Report {
             json_number(self.peak_macs_per_second),
             json_number(self.prefill_peak_fraction),
             self.sequences,
-            json_number(self.batch_tokens_per_second)
+            json_number(self.batch_tokens_per_second),
+            json_number(self.batch_speedup)
         )
     }
 
@@ -138,7 +143,7 @@ impl Report {
              DRAM (probe)       {:.1} GB/s streaming {:.1} GB → decode at {:.1}% of it\n\
              prompt             {:.1} tok/s over {} tokens in blocks, first token after {:.1} ms\n\
              arithmetic peak    {:.1} G multiply-adds/s (probe) → prompt at {:.1}% of it\n\
-             {} sequences        {:.1} tok/s in total, decoding together\n",
+             {} sequences        {:.1} tok/s in total, decoding together: {:.2}× one sequence (paired)\n",
             self.model,
             self.kernels,
             self.threads,
@@ -164,6 +169,7 @@ impl Report {
             self.prefill_peak_fraction * 100.0,
             self.sequences,
             self.batch_tokens_per_second,
+            self.batch_speedup,
         )
     }
 }
@@ -289,8 +295,15 @@ pub fn run(
         Ok(start.elapsed())
     };
     batch(&mut states)?;
-    let mut batch_times: Vec<Duration> = (0..repetitions.max(1)).map(|_| batch(&mut states)).collect::<Result<_>>()?;
+    let (mut batch_times, mut speedups) = (Vec::new(), Vec::new());
+    for _ in 0..repetitions.max(1) {
+        let alone = decode(&mut state)?.1;
+        let together = batch(&mut states)?;
+        speedups.push(alone.as_secs_f64() * sequences as f64 / together.as_secs_f64());
+        batch_times.push(together);
+    }
     batch_times.sort();
+    speedups.sort_by(f64::total_cmp);
     let batch_tps = (sequences * tokens) as f64 / batch_times[batch_times.len() / 2].as_secs_f64();
 
     Ok(Report {
@@ -318,6 +331,7 @@ pub fn run(
         prefill_peak_fraction: prefill_macs as f64 * prefill_tps / peak,
         sequences,
         batch_tokens_per_second: batch_tps,
+        batch_speedup: speedups[speedups.len() / 2],
     })
 }
 
