@@ -82,7 +82,8 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Sequences decoding together for the batched measurement (one token of each per
-        /// forward pass; total tok/s is reported)
+        /// forward pass; total tok/s is reported, and how many times one sequence's decode it
+        /// is, each repetition paired with a one-sequence decode run just before it)
         #[arg(long, default_value_t = 4)]
         sequences: usize,
         /// Benchmark the bundled shape MODEL with quantized random weights (f32, q8_0, q4_0, q4_0_pure)
