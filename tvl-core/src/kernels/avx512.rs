@@ -572,9 +572,6 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
         for block in 0..COLS / Q_COL_BLOCK {
             let at: [*const u8; T] = core::array::from_fn(|i| tiles[i].as_ptr().add(block * block_bytes));
             let scales: [*const u8; T] = core::array::from_fn(|i| at[i].add(encoding.scales_offset()));
-            if let Some(next) = prefetch {
-                prefetch_lines(next.add(T * block * block_bytes), T * block_bytes);
-            }
             // 4·P bytes per broadcast, from memory as in `lane_tile`.
             // (A loop, not `map` or `from_fn`: their closures are not inlined, and the
             // intrinsics in them would become calls.)
@@ -591,6 +588,13 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
                     by_token,
                     Zmm::load_i(x_sums.as_ptr().add(group * LANES)),
                 );
+                // The next tiles' lines of this block, a share per group: all at the block's
+                // start, the misses queued up behind each other and stalled the arithmetic.
+                if let Some(next) = prefetch {
+                    let (groups, lines) = (Q_COL_BLOCK / GS, (T * block_bytes).div_ceil(64));
+                    let (first, end) = (group_in_block * lines / groups, (group_in_block + 1) * lines / groups);
+                    prefetch_lines(next.wrapping_add(T * block * block_bytes + 64 * first), 64 * (end - first));
+                }
                 // Two sets of accumulators for one tile (for alternate chunks), one for two.
                 let mut acc = [
                     [[Zmm::negated_shift(sums, offset_shift); TILE_ROWS]; T],
