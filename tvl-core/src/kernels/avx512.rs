@@ -558,9 +558,10 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
     let offset_shift = if Q4 { 3 } else { 7 };
     // Each register slot's token (the last one again past the tokens: those lanes are dropped).
     let x_at: [*const i8; 4] = core::array::from_fn(|s| tokens[s.min(tokens.len() - 1)].quantized.q.as_ptr());
-    // SAFETY: (the whole body) the caller passes one whole tile and one group of lanes of at
+    // SAFETY: (the whole body) the caller passes T whole tiles and one group of lanes of at
     // least COLS / 4 quads and COLS / GS groups; the tokens' vectors hold COLS values (checked
-    // above); AVX-512F/BW/VL/VNNI are enabled by the caller.
+    // above); prefetches are hints that never fault; AVX-512F/BW/VL/VNNI are enabled by the
+    // caller.
     unsafe {
         // Lane l ← lane l / P (each token's scale and Σx for its P lanes).
         let by_token = _mm512_loadu_si512(core::array::from_fn::<i32, LANES, _>(|l| (l / P) as i32).as_ptr().cast());
