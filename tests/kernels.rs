@@ -276,6 +276,72 @@ fn int8_kernels_are_exact_for_every_byte_value() {
     }
 }
 
+/// Every path's SwiGLU and softmax (whose exponentials some compute several at a time) give
+/// the portable functions' bits: for a spread of every float in [-120, 120] (the special cases
+/// of `exp` past ±88 included), infinities, NaN, and slices of every length up to 40 (the
+/// tails after whole vectors).
+#[test]
+fn swiglu_and_softmax_equal_the_portable_functions_on_every_path() {
+    let mut gates: Vec<f32> =
+        (0..=u32::MAX).step_by(4099).map(f32::from_bits).filter(|x| (-120.0..=120.0).contains(x)).collect();
+    gates.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 88.0, -88.0, 87.99999, -87.99999, 0.0, -0.0]);
+    let ups: Vec<f32> = (0..gates.len()).map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0).collect();
+    let same =
+        |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan());
+    // Attention-like scores: small spreads (no special case) and one wide one (some below -88).
+    let mut rng = Rng(7);
+    let scores: Vec<Vec<f32>> =
+        (1..=40).map(|n| rng.vec(n).iter().map(|x| x * if n == 33 { 200.0 } else { 12.0 }).collect()).collect();
+    struct Check<'a>(&'a [f32], &'a [f32], &'a [Vec<f32>]);
+    impl IsaVisitor for Check<'_> {
+        type Output = (Vec<f32>, Vec<Vec<f32>>, Vec<Vec<f32>>);
+        fn visit<K: Isa>(self) -> Self::Output {
+            let mut gate = self.0.to_vec();
+            // SAFETY: only instruction sets this CPU has are visited (see below).
+            unsafe { K::swiglu(&mut gate, self.1) };
+            let short: Vec<Vec<f32>> = (0..=40)
+                .map(|n| {
+                    let mut gate = self.0[1000..1000 + n].to_vec();
+                    // SAFETY: as above.
+                    unsafe { K::swiglu(&mut gate, &self.1[..n]) };
+                    gate
+                })
+                .collect();
+            let softmaxed = self
+                .2
+                .iter()
+                .map(|scores| {
+                    let mut scores = scores.clone();
+                    // SAFETY: as above.
+                    unsafe { K::softmax(&mut scores) };
+                    scores
+                })
+                .collect();
+            (gate, short, softmaxed)
+        }
+    }
+    let mut expected = gates.clone();
+    tvl::kernels::swiglu(&mut expected, &ups);
+    assert!(gates.len() > 500_000, "{}", gates.len());
+    for isa in IsaChoice::available_here() {
+        let (gate, short, softmaxed) = isa.visit(Check(&gates, &ups, &scores));
+        if let Some(i) = (0..gates.len()).find(|&i| !same(&gate[i..=i], &expected[i..=i])) {
+            panic!("{}: swiglu({:e}, {:e}) = {:e}, not {:e}", isa.name(), gates[i], ups[i], gate[i], expected[i]);
+        }
+        for (n, gate) in short.iter().enumerate() {
+            let mut expected = gates[1000..1000 + n].to_vec();
+            tvl::kernels::swiglu(&mut expected, &ups[..n]);
+            assert!(same(gate, &expected), "{}: swiglu of {n} values", isa.name());
+        }
+        for (scores, got) in scores.iter().zip(&softmaxed) {
+            let mut expected = scores.clone();
+            tvl::kernels::softmax(&mut expected);
+            assert!(same(got, &expected), "{}: softmax of {} scores", isa.name(), scores.len());
+        }
+    }
+    println!("swiglu and softmax tested: {:?}", IsaChoice::available_here().map(|i| i.name()).collect::<Vec<_>>());
+}
+
 /// `M`'s block kernels on K against K's matrix-vector kernel run token by token: the same bits
 /// for every (row, token), for every matrix type, block sizes 1 to 32 (register tiles of 4 and
 /// 6 tokens, 16 lanes, and their remainders), and a few row tiles (as a thread's share).

@@ -548,7 +548,8 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
             per_token(pool, n, step_bytes, &|t| {
                 // SAFETY: each token is one thread's; the buffers outlive the job.
                 let (hb, hb2) = unsafe { (hb.row(t), hb2.row(t)) };
-                kernels::swiglu(&mut hb[..hidden], &hb2[..hidden]);
+                // SAFETY: the caller guarantees that K is available on this CPU.
+                unsafe { K::swiglu(&mut hb[..hidden], &hb2[..hidden]) };
                 if quantized {
                     // SAFETY: as above.
                     unsafe { xq.quantize::<K>(t, &hb[..hidden]) };

@@ -645,7 +645,8 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
         let x = input(s.xb, dim, &mut xq, quantized);
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matvecs(pool, [lw.w1.product::<K, M>(s.hb, w), lw.w3.product::<K, M>(s.hb2, w)], x) };
-        kernels::swiglu(&mut s.hb[..hidden], &s.hb2[..hidden]);
+        // SAFETY: the caller guarantees that K is available on this CPU.
+        unsafe { K::swiglu(&mut s.hb[..hidden], &s.hb2[..hidden]) };
         let x = input(s.hb, hidden, &mut xq, quantized);
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matvecs(pool, [lw.w2.product::<K, M>(s.xb, w)], x) };

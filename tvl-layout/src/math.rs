@@ -100,7 +100,7 @@ pub fn mul_add(a: f32, b: f32, c: f32) -> f32 {
 /// 2^(i/32) rounded to the nearest double, minus `i << 47`, so that adding `k << 47` to the
 /// bits of entry `k % 32` gives 2^(k/32) for any integer k of an f32 exponent's range.
 #[rustfmt::skip]
-const EXP2_32THS: [u64; 32] = [
+pub const EXP2_32THS: [u64; 32] = [
     0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51, 0x3fef72b83c7d517b,
     0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1, 0x3fef06fe0a31b715, 0x3feef1a7373aa9cb,
     0x3feedea64c123422, 0x3feece086061892d, 0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429,
@@ -110,28 +110,50 @@ const EXP2_32THS: [u64; 32] = [
     0x3fefa4afa2a490da, 0x3fefd0765b6e4540,
 ];
 
+/// The constants of [`expf_glibc`] (SIMD kernels that compute it several values at a time
+/// take them from here, so that there is one copy).
+#[derive(Clone, Copy, Debug)]
+pub struct ExpfConstants {
+    /// 32 / ln 2.
+    pub inv_ln2_n: f64,
+    /// 1.5 · 2^52: adding it rounds to an integer (in the low bits).
+    pub shift: f64,
+    /// The cubic's coefficients of r³, r², r (scaled by 32^-3, 32^-2, 32^-1).
+    pub c0: f64,
+    /// See `c0`.
+    pub c1: f64,
+    /// See `c0`.
+    pub c2: f64,
+}
+
+const N: f64 = 32.0;
+/// [`expf_glibc`]'s constants.
+pub const EXPF: ExpfConstants = ExpfConstants {
+    inv_ln2_n: f64::from_bits(0x3ff71547652b82fe) * N,
+    shift: f64::from_bits(0x4338000000000000),
+    c0: f64::from_bits(0x3fac6af84b912394) / (N * N * N),
+    c1: f64::from_bits(0x3fcebfce50fac4f3) / (N * N),
+    c2: f64::from_bits(0x3fe62e42ff0c52d6) / N,
+};
+
+/// The bits of |x| from which [`expf_glibc`] takes its special cases (|x| ≥ 88: overflow,
+/// underflow, infinities, NaN); below them, only the arithmetic of its main path.
+pub const EXPF_SPECIAL: u32 = 0x42b0_0000;
+
 /// e^x with glibc's arithmetic (its `expf` since 2.28, by Szabolcs Nagy for Arm's
 /// optimized-routines, as built with FMA): x·32/ln2 = k + r, e^x = 2^(k/32) · p(r) with 2^(k/32)
 /// from a table of 2^(i/32) and p a cubic, all in f64, then one rounding to f32. The fused
 /// multiply-adds are where GCC contracts the C source; they are exact in software too (libm's
 /// `fma`), so the result is the same on every target: glibc's, bit for bit.
 pub fn expf_glibc(x: f32) -> f32 {
-    const N: f64 = 32.0;
     let fma = |a: f64, b: f64, c: f64| imp_f64::mul_add(a, b, c);
-    let inv_ln2_n = f64::from_bits(0x3ff71547652b82fe) * N; // 1/ln 2, times N
-    let shift = f64::from_bits(0x4338000000000000); // 1.5 · 2^52: adding it rounds to an integer
-    let (c0, c1, c2) = (
-        f64::from_bits(0x3fac6af84b912394) / (N * N * N),
-        f64::from_bits(0x3fcebfce50fac4f3) / (N * N),
-        f64::from_bits(0x3fe62e42ff0c52d6) / N,
-    );
-    let abstop = (x.to_bits() >> 20) & 0x7ff;
-    if abstop >= 88.0f32.to_bits() >> 20 {
+    let ExpfConstants { inv_ln2_n, shift, c0, c1, c2 } = EXPF;
+    if x.to_bits() & 0x7fff_ffff >= EXPF_SPECIAL {
         // |x| >= 88, infinite or NaN.
         if x == f32::NEG_INFINITY {
             return 0.0;
         }
-        if abstop >= f32::INFINITY.to_bits() >> 20 {
+        if x.to_bits() & 0x7fff_ffff >= f32::INFINITY.to_bits() {
             return x + x;
         }
         if x > f32::from_bits(0x42b17217) {

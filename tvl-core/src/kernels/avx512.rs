@@ -48,6 +48,16 @@ impl F32Kernels for Avx512F32 {
         // SAFETY: the AVX-512 paths' `available()` implies AVX-512F, AVX2 and FMA.
         unsafe { matmul_f32::<COLS>(outs, w, xs) }
     }
+
+    unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+        // SAFETY: as `matvec`.
+        unsafe { <Avx2 as F32Kernels>::swiglu(gate, up) }
+    }
+
+    unsafe fn softmax(x: &mut [f32]) {
+        // SAFETY: as `matvec`.
+        unsafe { <Avx2 as F32Kernels>::softmax(x) }
+    }
 }
 
 /// AVX-512F/BW: quantized tiles with `vpmaddubsw` on zmm (Intel Skylake-X+, AMD Zen 4+).

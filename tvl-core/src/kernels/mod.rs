@@ -180,6 +180,27 @@ pub trait F32Kernels {
     ) {
         weighted_sum_scalar::<HEAD_DIM, FUSED_VALUE_SUM>(out, weights, values)
     }
+
+    /// [`swiglu`], several values at a time where the path can: each value's operations are
+    /// those of [`swiglu`] (with `exp` computed as [`math::exp`] computes it), so every path
+    /// gives the same bits.
+    ///
+    /// # Safety
+    /// As for [`F32Kernels::matvec`].
+    #[inline]
+    unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+        swiglu(gate, up)
+    }
+
+    /// [`softmax`], several exponentials at a time where the path can, with the same bits
+    /// (the sum is still added in order).
+    ///
+    /// # Safety
+    /// As for [`F32Kernels::matvec`].
+    #[inline]
+    unsafe fn softmax(x: &mut [f32]) {
+        softmax(x)
+    }
 }
 
 /// An instruction set: its f32 kernels ([`Isa::F32`]) and its int8/4-bit kernels.
@@ -235,6 +256,26 @@ pub trait Isa: Send + Sync + 'static {
     ) {
         // SAFETY: as in `matvec`.
         unsafe { Self::F32::weighted_sum::<HEAD_DIM, FUSED_VALUE_SUM>(out, weights, values) }
+    }
+
+    /// [`F32Kernels::swiglu`] of [`Isa::F32`].
+    ///
+    /// # Safety
+    /// As for [`Isa::matvec`].
+    #[inline]
+    unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+        // SAFETY: as in `matvec`.
+        unsafe { Self::F32::swiglu(gate, up) }
+    }
+
+    /// [`F32Kernels::softmax`] of [`Isa::F32`].
+    ///
+    /// # Safety
+    /// As for [`Isa::matvec`].
+    #[inline]
+    unsafe fn softmax(x: &mut [f32]) {
+        // SAFETY: as in `matvec`.
+        unsafe { Self::F32::softmax(x) }
     }
 
     /// [`quant::quantize_groups`] compiled for this instruction set: the same arithmetic
@@ -603,7 +644,8 @@ pub unsafe fn attention<
         for score in scores.iter_mut() {
             *score /= scale;
         }
-        softmax(scores);
+        // SAFETY: the caller guarantees K is available.
+        unsafe { K::softmax(scores) };
         if head + 1 < last {
             let next = (head + 1) / (N_HEADS / N_KV_HEADS);
             prefetch_start(&keys[next * seq_len * HEAD_DIM..], positions.div_ceil(16) * 16 * HEAD_DIM);
