@@ -126,7 +126,8 @@ pub struct ExpfConstants {
     pub c2: f64,
 }
 
-const N: f64 = 32.0;
+/// Entries of [`EXP2_32THS`]: x is split into k/32 + r.
+const N: f64 = EXP2_32THS.len() as f64;
 /// [`expf_glibc`]'s constants.
 pub const EXPF: ExpfConstants = ExpfConstants {
     inv_ln2_n: f64::from_bits(0x3ff71547652b82fe) * N,
@@ -148,12 +149,13 @@ pub const EXPF_SPECIAL: u32 = 0x42b0_0000;
 pub fn expf_glibc(x: f32) -> f32 {
     let fma = |a: f64, b: f64, c: f64| imp_f64::mul_add(a, b, c);
     let ExpfConstants { inv_ln2_n, shift, c0, c1, c2 } = EXPF;
-    if x.to_bits() & 0x7fff_ffff >= EXPF_SPECIAL {
+    let magnitude = x.to_bits() & 0x7fff_ffff;
+    if magnitude >= EXPF_SPECIAL {
         // |x| >= 88, infinite or NaN.
         if x == f32::NEG_INFINITY {
             return 0.0;
         }
-        if x.to_bits() & 0x7fff_ffff >= f32::INFINITY.to_bits() {
+        if magnitude >= f32::INFINITY.to_bits() {
             return x + x;
         }
         if x > f32::from_bits(0x42b17217) {

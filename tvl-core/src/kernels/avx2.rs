@@ -16,7 +16,6 @@ use super::{F32Kernels, Isa};
 use core::arch::x86_64::*;
 use tvl_layout::key_offset;
 use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
-use tvl_layout::math;
 
 /// AVX2 with FMA: f32 tiles of 4 rows × 16 columns in 8 accumulators; int8 through
 /// `maddubs`/`madd`.
@@ -56,8 +55,9 @@ impl F32Kernels for Avx2 {
     }
 
     unsafe fn softmax(x: &mut [f32]) {
-        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-        unsafe { softmax_avx2(x) }
+        // SAFETY: the caller guarantees AVX2 and FMA (`available()`). (The closure calls a
+        // function compiled with them rather than holding intrinsics, which it would not.)
+        super::softmax_with(x, |x, max| unsafe { exp_shifted_avx2(x, max) })
     }
 }
 
@@ -130,29 +130,21 @@ unsafe fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
     super::swiglu(&mut gate[i..], &up[i..]);
 }
 
-/// [`super::softmax`] with its exponentials 8 at a time; the maximum, the sum (in order) and
-/// the divisions are its own.
+/// [`super::exp_shifted`] 8 values at a time (those 8 one by one where one needs `exp`'s
+/// special cases).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_avx2(x: &mut [f32]) {
-    let max = x.iter().copied().fold(x[0], f32::max);
-    let n = x.len();
-    let mut i = 0;
-    // SAFETY: loads and stores of values i..i + 8 <= n; AVX2 and FMA are enabled here.
-    unsafe {
-        while i + 8 <= n {
-            let shifted = _mm256_sub_ps(_mm256_loadu_ps(x.as_ptr().add(i)), _mm256_set1_ps(max));
-            match exp8(shifted) {
-                Some(e) => _mm256_storeu_ps(x.as_mut_ptr().add(i), e),
-                None => x[i..i + 8].iter_mut().for_each(|x| *x = math::exp(*x - max)),
+unsafe fn exp_shifted_avx2(x: &mut [f32], max: f32) {
+    let mut chunks = x.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        // SAFETY: a load and a store of the chunk's 8 values; AVX2 and FMA are enabled here.
+        unsafe {
+            match exp8(_mm256_sub_ps(_mm256_loadu_ps(chunk.as_ptr()), _mm256_set1_ps(max))) {
+                Some(e) => _mm256_storeu_ps(chunk.as_mut_ptr(), e),
+                None => super::exp_shifted(chunk, max),
             }
-            i += 8;
         }
     }
-    x[i..].iter_mut().for_each(|x| *x = math::exp(*x - max));
-    let sum = x.iter().fold(0.0f32, |sum, x| sum + x);
-    for x in x.iter_mut() {
-        *x /= sum;
-    }
+    super::exp_shifted(chunks.into_remainder(), max);
 }
 
 impl Isa for Avx2 {
@@ -680,7 +672,7 @@ mod tests {
                 // SAFETY: AVX2 and FMA are available (checked above).
                 let got = unsafe { exp8_of(x) }.expect("no special case below 88");
                 for (x, got) in x.iter().zip(got) {
-                    assert_eq!(got.to_bits(), math::exp(*x).to_bits(), "exp({x:e})");
+                    assert_eq!(got.to_bits(), tvl_layout::math::exp(*x).to_bits(), "exp({x:e})");
                 }
                 checked += 8;
             }

@@ -710,14 +710,26 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
 
 /// In-place softmax, shifted by the maximum for stability.
 pub fn softmax(x: &mut [f32]) {
+    softmax_with(x, exp_shifted)
+}
+
+/// [`softmax`] with its exponentials computed by `exps(x, max)` (each `x` becomes
+/// `exp(x − max)`, as [`exp_shifted`] does it one by one; SIMD paths do several at a time);
+/// the maximum, the sum in order and the divisions are the same on every path.
+#[inline(always)]
+pub(crate) fn softmax_with(x: &mut [f32], exps: impl FnOnce(&mut [f32], f32)) {
     let max = x.iter().copied().fold(x[0], f32::max);
-    let mut sum = 0.0f32;
-    for x in x.iter_mut() {
-        *x = math::exp(*x - max);
-        sum += *x;
-    }
+    exps(x, max);
+    let sum = x.iter().fold(0.0f32, |sum, x| sum + x);
     for x in x.iter_mut() {
         *x /= sum;
+    }
+}
+
+/// `x = exp(x − max)` for each value.
+pub(crate) fn exp_shifted(x: &mut [f32], max: f32) {
+    for x in x.iter_mut() {
+        *x = math::exp(*x - max);
     }
 }
 
