@@ -81,23 +81,32 @@ fn check_matvec(name: &str, isa: &str, panels: Panels, scalar: Kernel, simd: Ker
 fn check_attention<M: Model, K: Isa>() {
     let c = M::CONFIG;
     let mut rng = Rng(42);
-    // 109 positions: whole and partial register blocks of positions (AVX-512: 64 + 2 × 16,
-    // AVX2 then 8, then one by one), across key blocks of 16.
-    let seq_len = c.seq_len.min(128);
-    let positions = 109.min(seq_len);
-    let q = rng.vec(c.dim);
-    let keys = rng.vec(c.n_kv_heads * seq_len * c.head_dim());
-    let values = rng.vec(keys.len());
-    let (mut s1, mut s2) = (vec![0.0; c.n_heads * seq_len], vec![0.0; c.n_heads * seq_len]);
-    let (mut o1, mut o2) = (vec![0.0; c.dim], vec![0.0; c.dim]);
-    // SAFETY: K is only instantiated for instruction sets this CPU has.
-    unsafe {
-        M::attention::<Scalar>(0..c.n_heads, &mut s1, &mut o1, &q, &keys, &values, positions);
-        M::attention::<K>(0..c.n_heads, &mut s2, &mut o2, &q, &keys, &values, positions);
-    }
-    // Every path adds each score's products in the same order: the same bits.
-    for (i, (a, b)) in o1.iter().zip(&o2).enumerate() {
-        assert_eq!(a.to_bits(), b.to_bits(), "{} attention {} [{i}]: {b} vs {a}", c.name, K::NAME);
+    // Every count of positions up to 80 and a few more: whole and partial register blocks of
+    // positions (AVX-512: up to 4 key blocks of 16 at a time, the last one masked; AVX2: 32,
+    // then 8, then one by one), over caches of two lengths (whole key blocks, as laid out).
+    for seq_len in [c.seq_len.min(128), 48] {
+        let q = rng.vec(c.dim);
+        let keys = rng.vec(c.n_kv_heads * seq_len * c.head_dim());
+        let values = rng.vec(keys.len());
+        let (mut s1, mut s2) = (vec![0.0; c.n_heads * seq_len], vec![0.0; c.n_heads * seq_len]);
+        let (mut o1, mut o2) = (vec![0.0; c.dim], vec![0.0; c.dim]);
+        for positions in (1..=80.min(seq_len)).chain([109, seq_len - 1, seq_len]).filter(|&p| p <= seq_len) {
+            // SAFETY: K is only instantiated for instruction sets this CPU has.
+            unsafe {
+                M::attention::<Scalar>(0..c.n_heads, &mut s1, &mut o1, &q, &keys, &values, positions);
+                M::attention::<K>(0..c.n_heads, &mut s2, &mut o2, &q, &keys, &values, positions);
+            }
+            // Every path adds each score's products in the same order: the same bits.
+            for (i, (a, b)) in o1.iter().zip(&o2).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{} attention {}, {positions} of {seq_len} positions [{i}]: {b} vs {a}",
+                    c.name,
+                    K::NAME
+                );
+            }
+        }
     }
 }
 
@@ -280,6 +289,17 @@ fn int8_kernels_are_exact_for_every_byte_value() {
 /// the portable functions' bits: for a spread of every float in [-120, 120] (the special cases
 /// of `exp` past ±88 included), infinities, NaN, and slices of every length up to 40 (the
 /// tails after whole vectors).
+/// Four different rows made from `scores` (itself, reversed, halved, shifted), for softmaxes
+/// side by side.
+fn four_rows(scores: &[f32]) -> [Vec<f32>; 4] {
+    [
+        scores.to_vec(),
+        scores.iter().rev().copied().collect(),
+        scores.iter().map(|x| x * 0.5).collect(),
+        scores.iter().map(|x| x + 3.0).collect(),
+    ]
+}
+
 #[test]
 fn swiglu_and_softmax_equal_the_portable_functions_on_every_path() {
     let mut gates: Vec<f32> =
@@ -294,7 +314,7 @@ fn swiglu_and_softmax_equal_the_portable_functions_on_every_path() {
         (1..=40).map(|n| rng.vec(n).iter().map(|x| x * if n == 33 { 200.0 } else { 12.0 }).collect()).collect();
     struct Check<'a>(&'a [f32], &'a [f32], &'a [Vec<f32>]);
     impl IsaVisitor for Check<'_> {
-        type Output = (Vec<f32>, Vec<Vec<f32>>, Vec<Vec<f32>>);
+        type Output = (Vec<f32>, Vec<Vec<f32>>, Vec<Vec<Vec<f32>>>);
         fn visit<K: Isa>(self) -> Self::Output {
             let mut gate = self.0.to_vec();
             // SAFETY: only instruction sets this CPU has are visited (see below).
@@ -311,10 +331,16 @@ fn swiglu_and_softmax_equal_the_portable_functions_on_every_path() {
                 .2
                 .iter()
                 .map(|scores| {
-                    let mut scores = scores.clone();
+                    // One row alone, and four side by side (the attention's heads).
+                    let mut rows = four_rows(scores);
+                    let mut alone = scores.clone();
+                    let [a, b, c, d] = &mut rows;
                     // SAFETY: as above.
-                    unsafe { K::softmax(&mut scores) };
-                    scores
+                    unsafe {
+                        K::softmax([&mut alone[..]]);
+                        K::softmax([&mut a[..], &mut b[..], &mut c[..], &mut d[..]]);
+                    }
+                    [vec![alone], rows.to_vec()].concat()
                 })
                 .collect();
             (gate, short, softmaxed)
@@ -334,9 +360,12 @@ fn swiglu_and_softmax_equal_the_portable_functions_on_every_path() {
             assert!(same(gate, &expected), "{}: swiglu of {n} values", isa.name());
         }
         for (scores, got) in scores.iter().zip(&softmaxed) {
-            let mut expected = scores.clone();
-            tvl::kernels::softmax(&mut expected);
-            assert!(same(got, &expected), "{}: softmax of {} scores", isa.name(), scores.len());
+            let inputs = [vec![scores.clone()], four_rows(scores).to_vec()].concat();
+            for (row, (input, got)) in inputs.iter().zip(got).enumerate() {
+                let mut expected = input.clone();
+                tvl::kernels::softmax(&mut expected);
+                assert!(same(got, &expected), "{}: softmax of {} scores, row {row}", isa.name(), scores.len());
+            }
         }
     }
     println!("swiglu and softmax tested: {:?}", IsaChoice::available_here().map(|i| i.name()).collect::<Vec<_>>());
@@ -500,4 +529,55 @@ fn block_kernels_equal_their_matvec_for_every_token() {
         all::<Stories110MQ80G64>();
     }
     println!("block kernels tested: {:?}", IsaChoice::available_here().map(|i| i.name()).collect::<Vec<_>>());
+}
+
+/// Every path's quantizer equals the portable one bit for bit: every group size a config may
+/// have, vectors of whole groups, a partial last group and padding groups past the vector, and
+/// values that test each step (NaN, infinities, zeros of both signs, subnormals, halves exactly
+/// between two integers after the division, all-zero and all-NaN groups).
+#[test]
+fn quantize_equals_the_portable_quantizer_on_every_path() {
+    let mut rng = Rng(11);
+    let mut x = rng.vec(4096);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v *= [1.0, 1e-3, 300.0, 1e30][i % 4];
+    }
+    // A group whose maximum is 127: every value k + 0.5 is a half after the division.
+    for (i, v) in x[64..128].iter_mut().enumerate() {
+        *v = if i == 0 { 127.0 } else { (i as f32 - 32.0) + 0.5 };
+    }
+    x[128..192].fill(0.0);
+    x[192..256].fill(f32::NAN);
+    for (i, special) in
+        [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0, 1e-40, -1e-40, f32::MAX, f32::MIN].iter().enumerate()
+    {
+        x[300 + 37 * i] = *special;
+        x[1000 + 3 * i] = *special;
+    }
+    struct Quantize<'a>(&'a [f32], usize, usize);
+    impl IsaVisitor for Quantize<'_> {
+        type Output = (Vec<i8>, Vec<f32>, Vec<i32>);
+        fn visit<K: Isa>(self) -> Self::Output {
+            let Quantize(x, group_size, padded) = self;
+            let (mut q, mut scales, mut sums) =
+                (vec![7; padded], vec![7.0; padded / group_size], vec![7; padded / group_size]);
+            // SAFETY: only instruction sets this CPU has are visited (see below).
+            unsafe { K::quantize(x, group_size, &mut q, &mut scales, &mut sums) };
+            (q, scales, sums)
+        }
+    }
+    for group_size in [4usize, 8, 16, 32, 64] {
+        for len in [4096, 4096 - group_size / 2, 4096 - group_size - 1, 5, 0] {
+            let padded = (len + 64).next_multiple_of(64);
+            let (q, scales, sums) = IsaChoice::Scalar.visit(Quantize(&x[..len], group_size, padded));
+            for isa in IsaChoice::available_here() {
+                let (q2, scales2, sums2) = isa.visit(Quantize(&x[..len], group_size, padded));
+                let what = format!("{}: {len} values in groups of {group_size}", isa.name());
+                assert_eq!(q, q2, "{what}: values");
+                assert!(scales.iter().zip(&scales2).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: scales");
+                assert_eq!(sums, sums2, "{what}: sums");
+            }
+        }
+    }
+    println!("quantizers tested: {:?}", IsaChoice::available_here().map(|i| i.name()).collect::<Vec<_>>());
 }

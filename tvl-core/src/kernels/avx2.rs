@@ -14,8 +14,8 @@
 use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
 use super::{F32Kernels, Isa};
 use core::arch::x86_64::*;
-use tvl_layout::key_offset;
 use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
+use tvl_layout::{key_offset, KEY_BLOCK};
 
 /// AVX2 with FMA: f32 tiles of 4 rows × 16 columns in 8 accumulators; int8 through
 /// `maddubs`/`madd`.
@@ -46,7 +46,7 @@ impl F32Kernels for Avx2 {
 
     unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
         // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-        unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores, 0) }
+        unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
     }
 
     unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
@@ -54,10 +54,10 @@ impl F32Kernels for Avx2 {
         unsafe { swiglu_avx2(gate, up) }
     }
 
-    unsafe fn softmax(x: &mut [f32]) {
+    unsafe fn softmax<const R: usize>(rows: [&mut [f32]; R]) {
         // SAFETY: the caller guarantees AVX2 and FMA (`available()`). (The closure calls a
         // function compiled with them rather than holding intrinsics, which it would not.)
-        super::softmax_with(x, |x, max| unsafe { exp_shifted_avx2(x, max) })
+        super::softmax_rows_with(rows, |x, max| unsafe { exp_shifted_avx2(x, max) })
     }
 }
 
@@ -264,55 +264,76 @@ unsafe fn matvec_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
     }
 }
 
-/// 8 positions per register, 4 registers in flight (the adds form one dependency chain per
-/// position); each lane adds its products in order, multiply then add, as the reference.
-/// Positions before `from` are left as they are (the AVX-512 kernel's tail starts there).
+/// 8 positions per register, a key block of 16 in two, up to two blocks at a time (the adds
+/// form one dependency chain per position: 4 registers keep 4 in flight); each lane adds its
+/// products in order, multiply then add, as the reference. The last block is computed whole
+/// (the cache holds whole key blocks) and stored under a mask, rather than one by one.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn attention_scores<const HEAD_DIM: usize>(
     q: &[f32],
     keys: &[f32],
     seq_len: usize,
     scores: &mut [f32],
-    from: usize,
 ) {
     let positions = scores.len();
-    // Checked once, so the loads below stay in bounds: element i of position t < positions
-    // <= seq_len is at key_offset(HEAD_DIM, i, t) < HEAD_DIM * seq_len <= keys.len().
+    // Checked once, so the loads below stay in bounds: the cache holds whole key blocks
+    // (`KvCache::stride`), so the block of any position < seq_len is all there.
     assert!(
-        q.len() >= HEAD_DIM && positions <= seq_len && keys.len() >= HEAD_DIM * seq_len,
+        q.len() >= HEAD_DIM
+            && positions <= seq_len
+            && seq_len.is_multiple_of(KEY_BLOCK)
+            && keys.len() >= HEAD_DIM * seq_len,
         "scores: slices shorter than the shape"
     );
     let (q, k, out) = (&q[..HEAD_DIM], keys.as_ptr(), scores.as_mut_ptr());
-    let mut t = from;
-    // SAFETY: loads of positions t + 8·j .. + 7 < positions (loop conditions), which are
-    // consecutive in one key block (t + 8·j is a multiple of 8, and a block 16 positions);
-    // stores at t + 8·j + 7 < positions; AVX2 is enabled.
+    let mut t = 0;
+    // SAFETY: every block loaded starts at a multiple of 16 below `positions` <= seq_len, so it
+    // ends at or before seq_len (a whole number of blocks): element i of its positions is at
+    // key_offset(HEAD_DIM, i, ..) < HEAD_DIM * seq_len <= keys.len(); stores are masked to
+    // positions < `positions`; AVX2 is enabled.
     unsafe {
-        while t + 32 <= positions {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            for (i, &qi) in q.iter().enumerate() {
-                let qi = _mm256_set1_ps(qi);
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    let keys = _mm256_loadu_ps(k.add(key_offset(HEAD_DIM, i, t + 8 * j)));
-                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(qi, keys));
-                }
-            }
-            for (j, acc) in acc.iter().enumerate() {
-                _mm256_storeu_ps(out.add(t + 8 * j), *acc);
-            }
-            t += 32;
-        }
-        while t + 8 <= positions {
-            let mut acc = _mm256_setzero_ps();
-            for (i, &qi) in q.iter().enumerate() {
-                let keys = _mm256_loadu_ps(k.add(key_offset(HEAD_DIM, i, t)));
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(qi), keys));
-            }
-            _mm256_storeu_ps(out.add(t), acc);
-            t += 8;
+        while t < positions {
+            t += match (positions - t).div_ceil(KEY_BLOCK) {
+                1 => score_blocks::<HEAD_DIM, 2>(q, k, out, t, positions),
+                _ => score_blocks::<HEAD_DIM, 4>(q, k, out, t, positions),
+            };
         }
     }
-    super::scores_scalar::<HEAD_DIM>(q, keys, seq_len, scores, t);
+}
+
+/// The scores of the `R` runs of 8 positions from position `t` (a multiple of 16, R even: whole
+/// key blocks), stored for the positions below `positions`; returns the positions done.
+#[inline(always)]
+unsafe fn score_blocks<const HEAD_DIM: usize, const R: usize>(
+    q: &[f32],
+    k: *const f32,
+    out: *mut f32,
+    t: usize,
+    positions: usize,
+) -> usize {
+    // SAFETY: the caller checked that the R / 2 blocks are inside the keys and enabled AVX2.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); R];
+        for (i, &qi) in q.iter().enumerate() {
+            let qi = _mm256_set1_ps(qi);
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let keys = _mm256_loadu_ps(k.add(key_offset(HEAD_DIM, i, t + 8 * j)));
+                *acc = _mm256_add_ps(*acc, _mm256_mul_ps(qi, keys));
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            let from = t + 8 * j;
+            let lanes = positions.saturating_sub(from).min(8) as i32;
+            if lanes == 8 {
+                _mm256_storeu_ps(out.add(from), *acc);
+            } else if lanes > 0 {
+                // Lane l is stored where its sign bit is set: l < lanes.
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+                _mm256_maskstore_ps(out.add(from), mask, *acc);
+            }
+        }
+    }
+    R * 8
 }
 
 /// Which instructions compute a quantized tile's integer sums.

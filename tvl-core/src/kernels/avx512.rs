@@ -2,8 +2,8 @@
 //! zmm register (`vpdpbusd` with AVX-512 VNNI, `vpmaddubsw` + `vpmaddwd` with AVX-512BW alone),
 //! then the same reduction and float part as the AVX2 kernels, so they give the same bits as
 //! every other path. f32 matrix-vector products are memory-bound and stay on the AVX2+FMA
-//! kernels (one core already streams at the memory's speed with them), as do the attention
-//! scores.
+//! kernels (one core already streams at the memory's speed with them), as do the attention's
+//! weighted sums; the attention scores and the activations' quantizer have zmm versions.
 //!
 //! Block products (prompts, batches; see [`super::F32Kernels::matmul`]) are compute-bound, and
 //! have register tiles of 4 rows × up to [`TOKENS`] tokens in the 32 zmm registers:
@@ -19,8 +19,8 @@ use super::avx2::{quantized_tiles, Avx2, DPBUSD_512, MADDUBS_512};
 use super::quant::{tile_bytes, Quantized};
 use super::{check_block, BlockInput, F32Kernels, Input, Isa, LANES};
 use core::arch::x86_64::*;
-use tvl_layout::key_offset;
 use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
+use tvl_layout::{key_offset, KEY_BLOCK};
 
 /// Tokens of a block product's register tile.
 pub const TOKENS: usize = 6;
@@ -54,9 +54,9 @@ impl F32Kernels for Avx512F32 {
         unsafe { <Avx2 as F32Kernels>::swiglu(gate, up) }
     }
 
-    unsafe fn softmax(x: &mut [f32]) {
+    unsafe fn softmax<const R: usize>(rows: [&mut [f32]; R]) {
         // SAFETY: as `matvec`.
-        unsafe { <Avx2 as F32Kernels>::softmax(x) }
+        unsafe { <Avx2 as F32Kernels>::softmax(rows) }
     }
 }
 
@@ -858,54 +858,125 @@ impl Width for Ymm {
     }
 }
 
-/// [`super::quant::quantize_groups`] compiled with AVX-512 (the same code: the same bits).
+/// [`super::quant::quantize_groups`] with 16 values per zmm register for whole groups of a
+/// multiple of 16 (the compiler left much of the portable code's maximum and rounding scalar):
+/// the same operations on each value, so the same bits. A last partial group, the padding
+/// groups and other group sizes go through the portable code.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
 unsafe fn quantize_512(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
-    super::quant::quantize_groups(x, group_size, q, scales, sums)
+    let gs = group_size;
+    let whole = match gs {
+        16 | 32 | 48 | 64 | 128 => (x.len() / gs).min(q.len() / gs).min(scales.len()).min(sums.len()),
+        _ => 0,
+    };
+    for (g, (scale, sum)) in scales.iter_mut().zip(sums.iter_mut()).take(whole).enumerate() {
+        // SAFETY: AVX-512F/BW are enabled; the slices are whole groups (g < whole).
+        (*scale, *sum) = unsafe { quantize_group_512(&x[g * gs..][..gs], &mut q[g * gs..][..gs]) };
+    }
+    let at = whole * gs;
+    super::quant::quantize_groups(&x[at.min(x.len())..], gs, &mut q[at..], &mut scales[whole..], &mut sums[whole..])
 }
 
-/// The attention scores with 16 positions per zmm register (then 8 per ymm and the scalar
-/// code for the last positions, as the AVX2 kernel): each lane adds its products in order, multiply then add,
-/// as every path does.
-#[target_feature(enable = "avx2,fma,avx512f")]
+/// One group of `tvl_layout::quant::quantize_q8` (`values.len()` a multiple of 16): its
+/// maximum |x| over the values that are not NaN (`vmaxps` returns its second operand when the
+/// first is NaN, as `f32::max` ignores NaN), `scale = max / 127`, then each value divided by the
+/// scale and rounded as `round_to_i8` does (NaN → 0, clamped to ±200, truncated, ±1 where the
+/// exact remainder is at least ½, clamped to i8). Returns the scale and Σq.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+unsafe fn quantize_group_512(values: &[f32], q: &mut [i8]) -> (f32, i32) {
+    assert!(values.len().is_multiple_of(16) && q.len() >= values.len(), "quantize: whole vectors");
+    let magnitude = _mm512_set1_epi32(0x7fff_ffff);
+    let mut max = _mm512_setzero_ps();
+    for chunk in values.chunks_exact(16) {
+        // SAFETY: 16 floats.
+        let v = unsafe { _mm512_loadu_ps(chunk.as_ptr()) };
+        max = _mm512_max_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), magnitude)), max);
+    }
+    let scale = _mm512_reduce_max_ps(max) / 127.0;
+    let (divisor, zero) = (_mm512_set1_ps(scale), _mm512_setzero_ps());
+    let mut sum = _mm512_setzero_si512();
+    for (chunk, q) in values.chunks_exact(16).zip(q.chunks_exact_mut(16)) {
+        // SAFETY: 16 floats.
+        let y = _mm512_div_ps(unsafe { _mm512_loadu_ps(chunk.as_ptr()) }, divisor);
+        let y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(y, y), y, zero);
+        let y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(-200.0)), _mm512_set1_ps(200.0));
+        let truncated = _mm512_cvtepi32_ps(_mm512_cvttps_epi32(y));
+        let rest = _mm512_sub_ps(y, truncated);
+        let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(rest, _mm512_set1_ps(0.5));
+        let down = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(rest, _mm512_set1_ps(-0.5));
+        let away =
+            _mm512_mask_blend_ps(up, _mm512_mask_blend_ps(down, zero, _mm512_set1_ps(-1.0)), _mm512_set1_ps(1.0));
+        let rounded = _mm512_add_ps(truncated, away);
+        let rounded = _mm512_min_ps(_mm512_max_ps(rounded, _mm512_set1_ps(-128.0)), _mm512_set1_ps(127.0));
+        let ints = _mm512_cvttps_epi32(rounded);
+        sum = _mm512_add_epi32(sum, ints);
+        // SAFETY: 16 bytes.
+        unsafe { _mm_storeu_si128(q.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(ints)) };
+    }
+    (scale, _mm512_reduce_add_epi32(sum))
+}
+
+/// The attention scores with 16 positions per zmm register, up to 4 key blocks at a time (each
+/// lane's sum is a dependency chain: several blocks keep several in flight): each lane adds its
+/// products in order, multiply then add, as every path does. The last block of the positions
+/// is computed whole (its keys are in the cache, laid out for whole blocks) and stored under a
+/// mask, rather than 8 positions per ymm and then one by one.
+#[target_feature(enable = "avx512f")]
 unsafe fn attention_scores_512<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
     let positions = scores.len();
-    // Checked once, so the loads below stay in bounds (see the AVX2 kernel).
+    // Checked once, so the loads below stay in bounds: the cache holds whole key blocks
+    // (`KvCache::stride`), so the block of any position < seq_len is all there.
     assert!(
-        q.len() >= HEAD_DIM && positions <= seq_len && keys.len() >= HEAD_DIM * seq_len,
+        q.len() >= HEAD_DIM
+            && positions <= seq_len
+            && seq_len.is_multiple_of(KEY_BLOCK)
+            && keys.len() >= HEAD_DIM * seq_len,
         "scores: slices shorter than the shape"
     );
     let (qs, k, out) = (&q[..HEAD_DIM], keys.as_ptr(), scores.as_mut_ptr());
     let mut t = 0;
-    // SAFETY: loads of positions t + 16·j .. + 15 < positions (loop conditions), one whole
-    // key block each (t + 16·j is a multiple of 16), in bounds as the AVX2 kernel's; stores at
-    // t + 16·j + 15 < positions; AVX-512F is enabled, and AVX2 and FMA, which the AVX2 kernel
-    // finishing the positions needs.
+    // SAFETY: every block loaded starts at a multiple of 16 below `positions` <= seq_len, so it
+    // ends at or before seq_len (a whole number of blocks): element i of its positions is at
+    // key_offset(HEAD_DIM, i, ..) < HEAD_DIM * seq_len <= keys.len(); stores are masked to
+    // positions < `positions`; AVX-512F is enabled.
     unsafe {
-        while t + 64 <= positions {
-            let mut acc = [_mm512_setzero_ps(); 4];
-            for (i, &qi) in qs.iter().enumerate() {
-                let qi = _mm512_set1_ps(qi);
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    let keys = _mm512_loadu_ps(k.add(key_offset(HEAD_DIM, i, t + 16 * j)));
-                    *acc = _mm512_add_ps(*acc, _mm512_mul_ps(qi, keys));
-                }
-            }
-            for (j, acc) in acc.iter().enumerate() {
-                _mm512_storeu_ps(out.add(t + 16 * j), *acc);
-            }
-            t += 64;
+        while t < positions {
+            t += match (positions - t).div_ceil(KEY_BLOCK) {
+                1 => score_blocks::<HEAD_DIM, 1>(qs, k, out, t, positions),
+                2 => score_blocks::<HEAD_DIM, 2>(qs, k, out, t, positions),
+                3 => score_blocks::<HEAD_DIM, 3>(qs, k, out, t, positions),
+                _ => score_blocks::<HEAD_DIM, 4>(qs, k, out, t, positions),
+            };
         }
-        while t + 16 <= positions {
-            let mut acc = _mm512_setzero_ps();
-            for (i, &qi) in qs.iter().enumerate() {
-                let keys = _mm512_loadu_ps(k.add(key_offset(HEAD_DIM, i, t)));
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(qi), keys));
-            }
-            _mm512_storeu_ps(out.add(t), acc);
-            t += 16;
-        }
-        // The rest 8 positions per ymm, then one by one: the same per-lane arithmetic.
-        super::avx2::attention_scores::<HEAD_DIM>(q, keys, seq_len, scores, t);
     }
+}
+
+/// The scores of the `B` key blocks from position `t` (a multiple of 16), stored for the
+/// positions below `positions`; returns the positions done.
+#[inline(always)]
+unsafe fn score_blocks<const HEAD_DIM: usize, const B: usize>(
+    q: &[f32],
+    k: *const f32,
+    out: *mut f32,
+    t: usize,
+    positions: usize,
+) -> usize {
+    // SAFETY: the caller checked that the B blocks are inside the keys and enabled AVX-512F.
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); B];
+        for (i, &qi) in q.iter().enumerate() {
+            let qi = _mm512_set1_ps(qi);
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let keys = _mm512_loadu_ps(k.add(key_offset(HEAD_DIM, i, t + KEY_BLOCK * j)));
+                *acc = _mm512_add_ps(*acc, _mm512_mul_ps(qi, keys));
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            let from = t + KEY_BLOCK * j;
+            let lanes = positions.saturating_sub(from).min(KEY_BLOCK);
+            _mm512_mask_storeu_ps(out.add(from), ((1u32 << lanes) - 1) as __mmask16, *acc);
+        }
+    }
+    B * KEY_BLOCK
 }

@@ -192,14 +192,15 @@ pub trait F32Kernels {
         swiglu(gate, up)
     }
 
-    /// [`softmax`], several exponentials at a time where the path can, with the same bits
-    /// (the sum is still added in order).
+    /// [`softmax`] of each of R rows of one length, several exponentials at a time where the
+    /// path can, with the same bits (each row's maximum and sum still go in order; the rows'
+    /// serial steps run side by side, so that several chains are in flight).
     ///
     /// # Safety
     /// As for [`F32Kernels::matvec`].
     #[inline]
-    unsafe fn softmax(x: &mut [f32]) {
-        softmax(x)
+    unsafe fn softmax<const R: usize>(rows: [&mut [f32]; R]) {
+        softmax_rows_with(rows, exp_shifted)
     }
 }
 
@@ -273,9 +274,9 @@ pub trait Isa: Send + Sync + 'static {
     /// # Safety
     /// As for [`Isa::matvec`].
     #[inline]
-    unsafe fn softmax(x: &mut [f32]) {
+    unsafe fn softmax<const R: usize>(rows: [&mut [f32]; R]) {
         // SAFETY: as in `matvec`.
-        unsafe { Self::F32::softmax(x) }
+        unsafe { Self::F32::softmax(rows) }
     }
 
     /// [`quant::quantize_groups`] compiled for this instruction set: the same arithmetic
@@ -629,29 +630,57 @@ pub unsafe fn attention<
     // The length of a key row (`KvCache::stride`), which `scores` holds per head too.
     let seq_len = keys.len() / (N_KV_HEADS * HEAD_DIM);
     let scale = math::sqrt(HEAD_DIM as f32);
-    let per_head = scores.chunks_exact_mut(seq_len).zip(out.chunks_exact_mut(HEAD_DIM)).zip(q.chunks_exact(HEAD_DIM));
-    let last = heads.end;
-    for (head, ((scores, out), q)) in heads.zip(per_head) {
+    let head_cache = |head: usize| {
         let kv_head = head / (N_HEADS / N_KV_HEADS);
-        let head_cache = kv_head * seq_len * HEAD_DIM..(kv_head + 1) * seq_len * HEAD_DIM;
-        // Each head's keys and values are streams of their own, a cache row apart: their first
-        // lines are asked for ahead (the values' while the scores are computed, the next
-        // head's keys while this head's values are summed), or each stream starts with a miss.
-        prefetch_start(&values[head_cache.clone()], positions * HEAD_DIM);
-        let scores = &mut scores[..positions];
+        kv_head * seq_len * HEAD_DIM..(kv_head + 1) * seq_len * HEAD_DIM
+    };
+    let count = heads.len();
+    let (scores, out) = (&mut scores[..count * seq_len], &mut out[..count * HEAD_DIM]);
+    // Each head's keys and values are streams of their own, a cache row apart: their first
+    // lines are asked for ahead (the next head's keys while this head's scores are computed,
+    // the next head's values while this head's values are summed), or each stream starts with
+    // a miss.
+    for (i, head) in heads.clone().enumerate() {
+        if i + 1 < count {
+            prefetch_start(&keys[head_cache(head + 1)], positions.div_ceil(16) * 16 * HEAD_DIM);
+        } else {
+            prefetch_start(&values[head_cache(heads.start)], positions * HEAD_DIM);
+        }
+        let scores = &mut scores[i * seq_len..][..positions];
         // SAFETY: the caller guarantees K is available.
-        unsafe { K::scores::<HEAD_DIM>(q, &keys[head_cache.clone()], seq_len, scores) };
+        unsafe { K::scores::<HEAD_DIM>(&q[i * HEAD_DIM..][..HEAD_DIM], &keys[head_cache(head)], seq_len, scores) };
         for score in scores.iter_mut() {
             *score /= scale;
         }
+    }
+    // The heads' softmaxes side by side: each one's maximum and sum are chains of dependent
+    // operations, and 4 of them keep 4 in flight.
+    let mut rows = scores.chunks_exact_mut(seq_len).map(|row| &mut row[..positions]);
+    let mut left = count;
+    while left > 0 {
+        let mut next = || rows.next().expect("a row per head");
+        let done = match left {
+            1 => 1,
+            2 | 3 => 2,
+            _ => 4,
+        };
         // SAFETY: the caller guarantees K is available.
-        unsafe { K::softmax(scores) };
-        if head + 1 < last {
-            let next = (head + 1) / (N_HEADS / N_KV_HEADS);
-            prefetch_start(&keys[next * seq_len * HEAD_DIM..], positions.div_ceil(16) * 16 * HEAD_DIM);
+        unsafe {
+            match done {
+                1 => K::softmax([next()]),
+                2 => K::softmax([next(), next()]),
+                _ => K::softmax([next(), next(), next(), next()]),
+            }
         }
+        left -= done;
+    }
+    for (i, head) in heads.enumerate() {
+        if i + 1 < count {
+            prefetch_start(&values[head_cache(head + 1)], positions * HEAD_DIM);
+        }
+        let (weights, out) = (&scores[i * seq_len..][..positions], &mut out[i * HEAD_DIM..][..HEAD_DIM]);
         // SAFETY: the caller guarantees K is available.
-        unsafe { K::weighted_sum::<HEAD_DIM, FUSED_VALUE_SUM>(out, scores, &values[head_cache]) };
+        unsafe { K::weighted_sum::<HEAD_DIM, FUSED_VALUE_SUM>(out, weights, &values[head_cache(head)]) };
     }
 }
 
@@ -710,19 +739,41 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
 
 /// In-place softmax, shifted by the maximum for stability.
 pub fn softmax(x: &mut [f32]) {
-    softmax_with(x, exp_shifted)
+    softmax_rows_with([x], exp_shifted)
 }
 
-/// [`softmax`] with its exponentials computed by `exps(x, max)` (each `x` becomes
-/// `exp(x − max)`, as [`exp_shifted`] does it one by one; SIMD paths do several at a time);
-/// the maximum, the sum in order and the divisions are the same on every path.
+/// [`softmax`] of each of R rows of one length, with the exponentials computed by
+/// `exps(x, max)` (each `x` becomes `exp(x − max)`, as [`exp_shifted`] does it one by one;
+/// SIMD paths do several at a time); the maximum, the sum in order and the divisions are the
+/// same on every path. The maximum and the sum are chains of dependent operations, one per
+/// row: the rows' chains go side by side, so several are in flight (the attention's heads).
 #[inline(always)]
-pub(crate) fn softmax_with(x: &mut [f32], exps: impl FnOnce(&mut [f32], f32)) {
-    let max = x.iter().copied().fold(x[0], f32::max);
-    exps(x, max);
-    let sum = x.iter().fold(0.0f32, |sum, x| sum + x);
-    for x in x.iter_mut() {
-        *x /= sum;
+pub(crate) fn softmax_rows_with<const R: usize>(rows: [&mut [f32]; R], exps: impl Fn(&mut [f32], f32)) {
+    let len = rows.first().map_or(0, |r| r.len());
+    assert!(rows.iter().all(|r| r.len() == len), "softmax: rows of different lengths");
+    if len == 0 {
+        return;
+    }
+    let mut rows = rows.map(|r| &mut r[..len]);
+    let mut max: [f32; R] = core::array::from_fn(|r| rows[r][0]);
+    for p in 0..len {
+        for (max, row) in max.iter_mut().zip(&rows) {
+            *max = max.max(row[p]);
+        }
+    }
+    for (row, &max) in rows.iter_mut().zip(&max) {
+        exps(row, max);
+    }
+    let mut sum = [0.0f32; R];
+    for p in 0..len {
+        for (sum, row) in sum.iter_mut().zip(&rows) {
+            *sum += row[p];
+        }
+    }
+    for (row, sum) in rows.iter_mut().zip(sum) {
+        for x in row.iter_mut() {
+            *x /= sum;
+        }
     }
 }
 
