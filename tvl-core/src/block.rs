@@ -7,7 +7,7 @@
 //! that row: a block leaves the same key/value caches and logits, bit for bit, as feeding its
 //! tokens one by one.
 
-use crate::kernels::{self, BlockInput, Input, Isa, IsaChoice, IsaVisitor, Lanes, Quantized, MAX_BLOCK};
+use crate::kernels::{self, BlockInput, Input, Isa, IsaChoice, IsaVisitor, Lanes, Quantized, LANES, MAX_BLOCK};
 use crate::model::{check, whole, ArenaError, ForwardError, Image, Model, State};
 use crate::parallel::{split, Disjoint, Parallel};
 use crate::tensor::{BlockProduct, MatVec};
@@ -153,12 +153,18 @@ impl<T> SharedRows<T> {
     }
 }
 
-/// The quantized-input buffers of a block, lent to a per-token job.
+/// The quantized-input buffers of a block, lent to a per-token job: each token's rows, and
+/// the lanes of whole groups of [`LANES`] tokens.
 struct SharedQuantized {
     values: SharedRows<i8>,
     scales: SharedRows<f32>,
     sums: SharedRows<i32>,
+    lanes: (Disjoint<i32>, Disjoint<f32>, Disjoint<i32>),
     group_size: usize,
+    /// Words of 4 values, and column groups, per token of the lanes ([`Lanes::quads`],
+    /// [`Lanes::groups`]).
+    quads: usize,
+    groups: usize,
 }
 
 impl SharedQuantized {
@@ -167,7 +173,10 @@ impl SharedQuantized {
             values: SharedRows::new(xq.values, 4 * l.xq_values.stride),
             scales: SharedRows::new(xq.scales, l.xq_scales.stride),
             sums: SharedRows::new(xq.sums, l.xq_sums.stride),
+            lanes: (Disjoint::new(xq.lanes_q), Disjoint::new(xq.lanes_scales), Disjoint::new(xq.lanes_sums)),
             group_size: l.group_size,
+            quads: l.xq_values.stride,
+            groups: l.xq_scales.len,
         }
     }
 
@@ -179,17 +188,89 @@ impl SharedQuantized {
         // SAFETY: the caller's contract; K is available (the block pass's contract).
         unsafe { K::quantize(x, self.group_size, self.values.row(t), self.scales.row(t), self.sums.row(t)) }
     }
+
+    /// Interleaves the quantized rows of `tokens` (whole groups of [`LANES`] from a group's
+    /// first token, the last one possibly short) into their groups' lanes.
+    ///
+    /// # Safety
+    /// No other thread may use the rows of `tokens` or their groups' lanes meanwhile, and the
+    /// buffers must outlive the call.
+    unsafe fn interleave(&self, tokens: Range<usize>) {
+        assert!(tokens.start.is_multiple_of(LANES), "lanes are interleaved by whole groups of tokens");
+        let none = Input { values: &[], quantized: Quantized { q: &[], scales: &[], sums: &[] } };
+        let mut inputs = [none; MAX_BLOCK];
+        for (input, t) in inputs.iter_mut().zip(tokens.clone()) {
+            // SAFETY: the caller's contract: these rows are this thread's.
+            let (q, scales, sums) = unsafe { (&*self.values.row(t), &*self.scales.row(t), &*self.sums.row(t)) };
+            *input = Input { values: &[], quantized: Quantized { q, scales, sums } };
+        }
+        let groups = tokens.start / LANES..tokens.end.div_ceil(LANES);
+        let (q, scales, sums) = &self.lanes;
+        let (q_len, group_len) = (self.quads * LANES, self.groups * LANES);
+        // SAFETY: the caller's contract: these groups' lanes are this thread's.
+        let (q, scales, sums) = unsafe {
+            (
+                q.range(groups.start * q_len..groups.end * q_len),
+                scales.range(groups.start * group_len..groups.end * group_len),
+                sums.range(groups.start * group_len..groups.end * group_len),
+            )
+        };
+        kernels::interleave(&inputs[..tokens.len()], self.quads, self.groups, q, scales, sums);
+    }
 }
 
-/// Runs `work(t)` for every token `t < n`, the tokens split over the pool's threads (the
-/// element-wise steps, which would otherwise leave the other threads waiting).
-fn per_token<P: Parallel + ?Sized>(pool: &mut P, n: usize, bytes: usize, work: &(dyn Fn(usize) + Sync)) {
+/// Whether [`per_token`] splits `n` tokens by whole groups of [`LANES`] (so that each thread
+/// interleaves its own groups' lanes while their rows are in its cache): where there are more
+/// tokens than one group. One group (a batch of a few sequences) is split token by token, and
+/// its lanes interleaved afterwards by [`inputs`].
+fn split_by_lanes(n: usize) -> bool {
+    n > LANES
+}
+
+/// Runs `work(tokens)` on each of the pool's threads for its share of the tokens `0..n`
+/// (the element-wise steps, which would otherwise leave the other threads waiting): whole
+/// groups of [`LANES`] tokens where [`split_by_lanes`], else an even split.
+fn per_token<P: Parallel + ?Sized>(pool: &mut P, n: usize, bytes: usize, work: &(dyn Fn(Range<usize>) + Sync)) {
     let threads = pool.threads();
     pool.run_sized(bytes, &|thread| {
-        for t in split(n, thread, threads) {
-            work(t)
+        let mine = if split_by_lanes(n) {
+            let groups = split(n.div_ceil(LANES), thread, threads);
+            groups.start * LANES..(groups.end * LANES).min(n)
+        } else {
+            split(n, thread, threads)
+        };
+        if !mine.is_empty() {
+            work(mine)
         }
     });
+}
+
+/// `rmsnorm` of the rows `tokens` of `x` into those of `out` (their first `dim` floats), 4
+/// tokens side by side ([`kernels::rmsnorm_rows`]).
+///
+/// # Safety
+/// As [`SharedRows::row`], for the rows of `tokens` in both.
+unsafe fn rmsnorm_tokens(
+    out: &SharedRows<f32>,
+    x: &SharedRows<f32>,
+    tokens: Range<usize>,
+    dim: usize,
+    weight: &[f32],
+    eps: f32,
+) {
+    let mut t = tokens.start;
+    while t + 4 <= tokens.end {
+        // SAFETY: the caller's contract; distinct tokens are distinct rows.
+        let outs: [&mut [f32]; 4] = core::array::from_fn(|i| unsafe { &mut out.row(t + i)[..dim] });
+        // SAFETY: as above.
+        let xs: [&[f32]; 4] = core::array::from_fn(|i| unsafe { &x.row(t + i)[..dim] });
+        kernels::rmsnorm_rows(outs, xs, weight, eps);
+        t += 4;
+    }
+    for t in t..tokens.end {
+        // SAFETY: as above.
+        unsafe { kernels::rmsnorm(&mut out.row(t)[..dim], &x.row(t)[..dim], weight, eps) };
+    }
 }
 
 /// One product's inputs: per token, and interleaved (quantized models).
@@ -206,7 +287,8 @@ impl Inputs<'_> {
 }
 
 /// The inputs of the next block product: the first `tokens` rows of `values`, and their
-/// quantized rows (already quantized), interleaved (quantized models).
+/// quantized rows (already quantized), interleaved (quantized models; by the threads that
+/// quantized them if `interleaved`, else here).
 fn inputs<'a>(
     values: &'a [f32],
     stride: usize,
@@ -214,6 +296,7 @@ fn inputs<'a>(
     xq: &'a mut QuantizedParts<'_>,
     l: &BlockLayout,
     quantized: bool,
+    interleaved: bool,
 ) -> Inputs<'a> {
     let (vs, ss, us) = (l.xq_values.stride * 4, l.xq_scales.stride, l.xq_sums.stride);
     let QuantizedParts { values: q, scales, sums, lanes_q, lanes_scales, lanes_sums } = xq;
@@ -231,10 +314,20 @@ fn inputs<'a>(
         true => Input { values: &values[t * stride..][..stride], quantized: none },
         false => Input { values: &[], quantized: none },
     });
-    let lanes = if quantized {
-        kernels::interleave(&per_token[..tokens], vs / 4, l.xq_scales.len, lanes_q, lanes_scales, lanes_sums)
-    } else {
-        Lanes::default()
+    let (quads, groups) = (vs / 4, l.xq_scales.len);
+    let lanes = match (quantized, interleaved) {
+        (false, _) => Lanes::default(),
+        (true, false) => kernels::interleave(&per_token[..tokens], quads, groups, lanes_q, lanes_scales, lanes_sums),
+        (true, true) => {
+            let token_groups = tokens.div_ceil(LANES);
+            Lanes {
+                q: &lanes_q[..token_groups * quads * LANES],
+                scales: &lanes_scales[..token_groups * groups * LANES],
+                sums: &lanes_sums[..token_groups * groups * LANES],
+                quads,
+                groups,
+            }
+        }
     };
     Inputs { tokens: per_token, n: tokens, lanes }
 }
@@ -313,10 +406,13 @@ fn store_block_kv<P: Parallel + ?Sized, A: AsRef<[f32]> + AsMut<[f32]>>(
     let threads = pool.threads();
     // Every key element of a token is on its own cache line (a head's are consecutive lines).
     pool.run_sized(n * kv_dim * 64, &|thread| {
-        for (t, feed) in feeds.iter().enumerate() {
-            let Some((keys, _)) = caches[t] else { continue };
-            for j in split(kv_dim, thread, threads) {
-                let at = cache.key_at(j / cache.head_dim, j % cache.head_dim, feed.pos);
+        // Row by row, each token's element in turn: a prompt's consecutive positions are
+        // consecutive floats of a key row.
+        for j in split(kv_dim, thread, threads) {
+            let (head, i) = (j / cache.head_dim, j % cache.head_dim);
+            for (t, feed) in feeds.iter().enumerate() {
+                let Some((keys, _)) = caches[t] else { continue };
+                let at = cache.key_at(head, i, feed.pos);
                 // SAFETY: this thread alone writes key row j (`split` gives disjoint rows) and
                 // the states outlive the job; tokens of one sequence have distinct positions.
                 unsafe { keys.range(at..at + 1)[0] = k[t * k_stride + j] };
@@ -411,9 +507,16 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
     // What an element-wise step over the block reads, for the pool's choice of threads.
     let step_bytes = n * (dim + hidden) * core::mem::size_of::<f32>();
 
-    for (t, feed) in feeds.iter().enumerate() {
-        let x = &mut row(b.x, l.x.stride, t)[..dim];
-        layout.token_embedding.read_row(w.panels(layout.token_embedding), feed.token as usize, x);
+    {
+        let x = SharedRows::new(b.x, l.x.stride);
+        let embedding = w.panels(layout.token_embedding);
+        per_token(pool, n, step_bytes, &|tokens| {
+            for t in tokens {
+                // SAFETY: each token is one thread's; the buffer outlives the job.
+                let x = unsafe { &mut x.row(t)[..dim] };
+                layout.token_embedding.read_row(embedding, feeds[t].token as usize, x);
+            }
+        });
     }
 
     for (layer, lw) in M::LAYERS.iter().enumerate() {
@@ -425,20 +528,28 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
                 SharedRows::new(b.xb, l.xb.stride),
                 SharedQuantized::new(&mut xq, &l),
             );
-            per_token(pool, n, step_bytes, &|t| {
-                // SAFETY: each token is one thread's; the buffers outlive the job.
-                let (x, xb) = unsafe { (x.row(t), xb.row(t)) };
-                if layer > 0 {
-                    kernels::add(&mut x[..dim], &xb[..dim]);
-                }
-                kernels::rmsnorm(&mut xb[..dim], &x[..dim], w.vector(lw.attn_norm), c.norm_eps);
-                if quantized {
-                    // SAFETY: as above.
-                    unsafe { xq.quantize::<K>(t, &xb[..dim]) };
+            per_token(pool, n, step_bytes, &|tokens| {
+                // SAFETY: (the whole job) each token, and each group of lanes where the split is
+                // by whole groups, is one thread's; the buffers outlive the job.
+                unsafe {
+                    if layer > 0 {
+                        for t in tokens.clone() {
+                            kernels::add(&mut x.row(t)[..dim], &xb.row(t)[..dim]);
+                        }
+                    }
+                    rmsnorm_tokens(&xb, &x, tokens.clone(), dim, w.vector(lw.attn_norm), c.norm_eps);
+                    if quantized {
+                        for t in tokens.clone() {
+                            xq.quantize::<K>(t, &xb.row(t)[..dim]);
+                        }
+                        if split_by_lanes(n) {
+                            xq.interleave(tokens);
+                        }
+                    }
                 }
             });
         }
-        let xs = inputs(b.xb, l.xb.stride, n, &mut xq, &l, quantized);
+        let xs = inputs(b.xb, l.xb.stride, n, &mut xq, &l, quantized, split_by_lanes(n));
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe {
             matmuls(
@@ -455,10 +566,12 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
             let ropes: [&[f32]; MAX_BLOCK] =
                 core::array::from_fn(|t| feeds.get(t).map_or(&[][..], |f| states[f.sequence].rope_at(f.pos)));
             let (q, k) = (SharedRows::new(b.q, l.q.stride), SharedRows::new(b.k, l.k.stride));
-            per_token(pool, n, step_bytes, &|t| {
-                // SAFETY: each token is one thread's; the buffers outlive the job.
-                let (q, k) = unsafe { (q.row(t), k.row(t)) };
-                kernels::rope(&mut q[..dim], &mut k[..kv_dim], ropes[t]);
+            per_token(pool, n, step_bytes, &|tokens| {
+                for t in tokens {
+                    // SAFETY: each token is one thread's; the buffers outlive the job.
+                    let (q, k) = unsafe { (q.row(t), k.row(t)) };
+                    kernels::rope(&mut q[..dim], &mut k[..kv_dim], ropes[t]);
+                }
             });
         }
         store_block_kv(pool, states, feeds, layer, (&*b.k, l.k.stride), (&*b.v, l.v.stride));
@@ -502,12 +615,20 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
         }
         if quantized {
             let (xb, xq) = (SharedRows::new(b.xb, l.xb.stride), SharedQuantized::new(&mut xq, &l));
-            per_token(pool, n, step_bytes, &|t| {
-                // SAFETY: each token is one thread's; the buffers outlive the job.
-                unsafe { xq.quantize::<K>(t, &xb.row(t)[..dim]) };
+            per_token(pool, n, step_bytes, &|tokens| {
+                // SAFETY: each token, and each group of lanes where the split is by whole
+                // groups, is one thread's; the buffers outlive the job.
+                unsafe {
+                    for t in tokens.clone() {
+                        xq.quantize::<K>(t, &xb.row(t)[..dim]);
+                    }
+                    if split_by_lanes(n) {
+                        xq.interleave(tokens);
+                    }
+                }
             });
         }
-        let xs = inputs(b.xb, l.xb.stride, n, &mut xq, &l, quantized);
+        let xs = inputs(b.xb, l.xb.stride, n, &mut xq, &l, quantized, split_by_lanes(n));
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matmuls(pool, [lw.wo.block_product::<K, M>(b.xb2, l.xb2.stride, w)], &xs.block()) };
 
@@ -519,18 +640,26 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
                 SharedRows::new(b.xb2, l.xb2.stride),
             );
             let xq = SharedQuantized::new(&mut xq, &l);
-            per_token(pool, n, step_bytes, &|t| {
-                // SAFETY: each token is one thread's; the buffers outlive the job.
-                let (x, xb, xb2) = unsafe { (x.row(t), xb.row(t), xb2.row(t)) };
-                kernels::add(&mut x[..dim], &xb2[..dim]);
-                kernels::rmsnorm(&mut xb[..dim], &x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
-                if quantized {
-                    // SAFETY: as above.
-                    unsafe { xq.quantize::<K>(t, &xb[..dim]) };
+            per_token(pool, n, step_bytes, &|tokens| {
+                // SAFETY: (the whole job) each token, and each group of lanes where the split is
+                // by whole groups, is one thread's; the buffers outlive the job.
+                unsafe {
+                    for t in tokens.clone() {
+                        kernels::add(&mut x.row(t)[..dim], &xb2.row(t)[..dim]);
+                    }
+                    rmsnorm_tokens(&xb, &x, tokens.clone(), dim, w.vector(lw.ffn_norm), c.norm_eps);
+                    if quantized {
+                        for t in tokens.clone() {
+                            xq.quantize::<K>(t, &xb.row(t)[..dim]);
+                        }
+                        if split_by_lanes(n) {
+                            xq.interleave(tokens);
+                        }
+                    }
                 }
             });
         }
-        let xs = inputs(b.xb, l.xb.stride, n, &mut xq, &l, quantized);
+        let xs = inputs(b.xb, l.xb.stride, n, &mut xq, &l, quantized, split_by_lanes(n));
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe {
             matmuls(
@@ -545,18 +674,25 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
         {
             let (hb, hb2) = (SharedRows::new(b.hb, l.hb.stride), SharedRows::new(b.hb2, l.hb2.stride));
             let xq = SharedQuantized::new(&mut xq, &l);
-            per_token(pool, n, step_bytes, &|t| {
-                // SAFETY: each token is one thread's; the buffers outlive the job.
-                let (hb, hb2) = unsafe { (hb.row(t), hb2.row(t)) };
-                // SAFETY: the caller guarantees that K is available on this CPU.
-                unsafe { K::swiglu(&mut hb[..hidden], &hb2[..hidden]) };
-                if quantized {
-                    // SAFETY: as above.
-                    unsafe { xq.quantize::<K>(t, &hb[..hidden]) };
+            per_token(pool, n, step_bytes, &|tokens| {
+                // SAFETY: (the whole job) each token, and each group of lanes where the split is
+                // by whole groups, is one thread's; the buffers outlive the job; the caller
+                // guarantees that K is available on this CPU.
+                unsafe {
+                    for t in tokens.clone() {
+                        let (hb, hb2) = (hb.row(t), hb2.row(t));
+                        K::swiglu(&mut hb[..hidden], &hb2[..hidden]);
+                        if quantized {
+                            xq.quantize::<K>(t, &hb[..hidden]);
+                        }
+                    }
+                    if quantized && split_by_lanes(n) {
+                        xq.interleave(tokens);
+                    }
                 }
             });
         }
-        let xs = inputs(b.hb, l.hb.stride, n, &mut xq, &l, quantized);
+        let xs = inputs(b.hb, l.hb.stride, n, &mut xq, &l, quantized, split_by_lanes(n));
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matmuls(pool, [lw.w2.block_product::<K, M>(b.xb, l.xb.stride, w)], &xs.block()) };
         // (Its residual is added by the next layer's first step, or below.)
@@ -580,7 +716,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
         }
     }
     if wanted > 0 {
-        let xs = inputs(b.xb2, l.xb2.stride, wanted, &mut xq, &l, quantized);
+        let xs = inputs(b.xb2, l.xb2.stride, wanted, &mut xq, &l, quantized, false);
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matmuls(pool, [M::CLASSIFIER.block_product::<K, M>(b.logits, l.logits.stride, w)], &xs.block()) };
         for (i, feed) in feeds.iter().filter(|f| f.logits).enumerate() {

@@ -725,15 +725,28 @@ pub fn weighted_sum_scalar<const HEAD_DIM: usize, const FUSED_VALUE_SUM: bool>(
 
 /// `out = weight ⊙ x / rms(x)`.
 pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
-    let mut ss = 0.0f32;
-    for x in x {
-        ss += x * x;
+    rmsnorm_rows([out], [x], weight, eps)
+}
+
+/// [`rmsnorm`] of R rows of one length side by side: each row's sum of squares is a chain of
+/// dependent adds (in order, as the reference adds them), and R chains are in flight at once.
+pub fn rmsnorm_rows<const R: usize>(outs: [&mut [f32]; R], xs: [&[f32]; R], weight: &[f32], eps: f32) {
+    let len = xs.first().map_or(0, |x| x.len());
+    assert!(xs.iter().all(|x| x.len() == len), "rmsnorm: rows of different lengths");
+    let xs = xs.map(|x| &x[..len]);
+    let mut ss = [0.0f32; R];
+    for j in 0..len {
+        for (ss, x) in ss.iter_mut().zip(&xs) {
+            *ss += x[j] * x[j];
+        }
     }
-    ss /= x.len() as f32;
-    ss += eps;
-    let inv = 1.0 / math::sqrt(ss);
-    for ((out, x), w) in out.iter_mut().zip(x).zip(weight) {
-        *out = w * (inv * x);
+    for ((out, x), mut ss) in outs.into_iter().zip(xs).zip(ss) {
+        ss /= len as f32;
+        ss += eps;
+        let inv = 1.0 / math::sqrt(ss);
+        for ((out, x), w) in out.iter_mut().zip(x).zip(weight) {
+            *out = w * (inv * x);
+        }
     }
 }
 
