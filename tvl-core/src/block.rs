@@ -375,59 +375,63 @@ unsafe fn matmuls<const N: usize, P: Parallel + ?Sized>(
     });
 }
 
-/// Puts every token's key and value into its sequence's cache of layer `layer` (as the
-/// one-token pass does for one), on every thread: each thread writes its own key rows
-/// (dimensions) and value heads of every token, so no two threads write the same element.
-/// Keys are stored transposed in blocks of 16 positions (`tvl_layout::key_offset`): the
-/// tokens of one sequence, at consecutive positions, fill runs of each block's rows.
-fn store_block_kv<P: Parallel + ?Sized, A: AsRef<[f32]> + AsMut<[f32]>>(
-    pool: &mut P,
-    states: &mut [State<A>],
-    feeds: &[Feed],
-    layer: usize,
-    (k, k_stride): (&[f32], usize),
-    (v, v_stride): (&[f32], usize),
-) {
-    let n = feeds.len();
-    let Some(first) = feeds.first() else { return };
-    let cache = states[first.sequence].layout().cache;
-    let kv_dim = cache.n_kv_heads * cache.head_dim;
-    // Each sequence's caches of this layer, lent once, then named by each of its feeds.
-    let mut caches: [Option<(Disjoint<f32>, Disjoint<f32>)>; MAX_BLOCK] = [None; MAX_BLOCK];
-    for (sequence, state) in states.iter_mut().enumerate() {
-        if feeds.iter().any(|f| f.sequence == sequence) {
-            let (keys, values, _) = state.cache_parts(layer);
-            let lent = (Disjoint::new(keys), Disjoint::new(values));
-            for (t, _) in feeds.iter().enumerate().filter(|(_, f)| f.sequence == sequence) {
-                caches[t] = Some(lent);
+/// Each feed's sequence's key and value caches of one layer, lent to a per-token job (see
+/// [`LayerCaches::store`]), with its RoPE rotations.
+struct LayerCaches<'s> {
+    caches: [Option<LentCache<'s>>; MAX_BLOCK],
+    cache: tvl_layout::KvCache,
+}
+
+/// One sequence's keys and values of a layer, lent, and its RoPE rotations.
+type LentCache<'s> = (Disjoint<f32>, Disjoint<f32>, &'s [f32]);
+
+impl<'s> LayerCaches<'s> {
+    /// Lends each sequence's caches of `layer` once, then names them for each of its feeds.
+    fn new<A: AsRef<[f32]> + AsMut<[f32]>>(states: &'s mut [State<A>], feeds: &[Feed], layer: usize) -> Self {
+        let cache = states.first().map(|s| s.layout().cache);
+        let mut caches = [None; MAX_BLOCK];
+        for (sequence, state) in states.iter_mut().enumerate() {
+            if feeds.iter().any(|f| f.sequence == sequence) {
+                let (keys, values, rope) = state.cache_parts(layer);
+                let lent = (Disjoint::new(keys), Disjoint::new(values), rope);
+                for (t, _) in feeds.iter().enumerate().filter(|(_, f)| f.sequence == sequence) {
+                    caches[t] = Some(lent);
+                }
             }
+        }
+        // (No states: no feeds either, and nothing is stored.)
+        let none = tvl_layout::KvCache { n_layers: 0, n_kv_heads: 0, head_dim: 0, seq_len: 0, stride: 0 };
+        LayerCaches { caches, cache: cache.unwrap_or(none) }
+    }
+
+    /// Token `t`'s RoPE rotations at `pos` (head_dim floats).
+    fn rope(&self, t: usize, pos: usize) -> &[f32] {
+        let head_dim = self.cache.head_dim;
+        self.caches[t].map_or(&[][..], |(_, _, rope)| &rope[pos * head_dim..][..head_dim])
+    }
+
+    /// Puts token `t`'s key `k` and value `v` (kv_dim floats each) into its sequence's caches
+    /// at `pos`, as the one-token pass does. Keys are stored transposed in blocks of 16
+    /// positions (`tvl_layout::key_offset`): one element per line, each written alone.
+    ///
+    /// # Safety
+    /// No other thread may store token `t` meanwhile (tokens of one sequence have distinct
+    /// positions, so distinct tokens write distinct elements); the states outlive the use.
+    unsafe fn store(&self, t: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let Some((keys, values, _)) = self.caches[t] else { return };
+        let c = self.cache;
+        for head in 0..c.n_kv_heads {
+            let (k, v) = (&k[head * c.head_dim..][..c.head_dim], &v[head * c.head_dim..][..c.head_dim]);
+            for (i, &k) in k.iter().enumerate() {
+                let at = c.key_at(head, i, pos);
+                // SAFETY: the caller's contract; each element its own one-element range.
+                unsafe { keys.range(at..at + 1)[0] = k };
+            }
+            let at = c.value_at(head, pos);
+            // SAFETY: as above, for the value of (head, pos).
+            unsafe { values.range(at..at + c.head_dim).copy_from_slice(v) };
         }
     }
-    let threads = pool.threads();
-    // Every key element of a token is on its own cache line (a head's are consecutive lines).
-    pool.run_sized(n * kv_dim * 64, &|thread| {
-        // Row by row, each token's element in turn: a prompt's consecutive positions are
-        // consecutive floats of a key row.
-        for j in split(kv_dim, thread, threads) {
-            let (head, i) = (j / cache.head_dim, j % cache.head_dim);
-            for (t, feed) in feeds.iter().enumerate() {
-                let Some((keys, _)) = caches[t] else { continue };
-                let at = cache.key_at(head, i, feed.pos);
-                // SAFETY: this thread alone writes key row j (`split` gives disjoint rows) and
-                // the states outlive the job; tokens of one sequence have distinct positions.
-                unsafe { keys.range(at..at + 1)[0] = k[t * k_stride + j] };
-            }
-        }
-        for head in split(cache.n_kv_heads, thread, threads) {
-            for (t, feed) in feeds.iter().enumerate() {
-                let Some((_, values)) = caches[t] else { continue };
-                let at = cache.value_at(head, feed.pos);
-                let from = t * v_stride + head * cache.head_dim;
-                // SAFETY: as above, for value head `head`.
-                unsafe { values.range(at..at + cache.head_dim).copy_from_slice(&v[from..from + cache.head_dim]) };
-            }
-        }
-    });
 }
 
 /// Checks a block's tokens against the model, the states and the block.
@@ -563,18 +567,21 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
             )
         };
         {
-            let ropes: [&[f32]; MAX_BLOCK] =
-                core::array::from_fn(|t| feeds.get(t).map_or(&[][..], |f| states[f.sequence].rope_at(f.pos)));
-            let (q, k) = (SharedRows::new(b.q, l.q.stride), SharedRows::new(b.k, l.k.stride));
+            // RoPE, then each token's key and value into its sequence's caches, in one job
+            // (attention, next, reads every position of the block).
+            let caches = LayerCaches::new(states, feeds, layer);
+            let (q, k, v) = (SharedRows::new(b.q, l.q.stride), SharedRows::new(b.k, l.k.stride), &*b.v);
             per_token(pool, n, step_bytes, &|tokens| {
                 for t in tokens {
-                    // SAFETY: each token is one thread's; the buffers outlive the job.
+                    // SAFETY: each token is one thread's; the buffers and states outlive the job.
                     let (q, k) = unsafe { (q.row(t), k.row(t)) };
-                    kernels::rope(&mut q[..dim], &mut k[..kv_dim], ropes[t]);
+                    let pos = feeds[t].pos;
+                    kernels::rope(&mut q[..dim], &mut k[..kv_dim], caches.rope(t, pos));
+                    // SAFETY: as above.
+                    unsafe { caches.store(t, pos, &k[..kv_dim], &v[t * l.v.stride..][..kv_dim]) };
                 }
             });
         }
-        store_block_kv(pool, states, feeds, layer, (&*b.k, l.k.stride), (&*b.v, l.v.stride));
         let caches: [(&[f32], &[f32], usize); MAX_BLOCK] = core::array::from_fn(|t| match feeds.get(t) {
             Some(feed) => {
                 let (keys, values) = states[feed.sequence].layer_cache(layer);

@@ -391,12 +391,6 @@ impl<A: AsRef<[f32]> + AsMut<[f32]>> State<A> {
         (&mut keys[layer * len..][..len], &mut values[layer * len..][..len], rope)
     }
 
-    /// The RoPE rotations of position `pos` (head_dim floats).
-    pub(crate) fn rope_at(&self, pos: usize) -> &[f32] {
-        let (l, head_dim) = (self.layout, self.layout.cache.head_dim);
-        &self.arena.as_ref()[l.rope.start + pos * head_dim..][..head_dim]
-    }
-
     /// One layer's key and value caches, read-only.
     pub(crate) fn layer_cache(&self, layer: usize) -> (&[f32], &[f32]) {
         let l = self.layout;
