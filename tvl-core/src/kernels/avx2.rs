@@ -415,6 +415,54 @@ unsafe fn row_block_sums_512<const Q4: bool, const KIND: u8>(row: *const u8, xb:
     }
 }
 
+/// The integer sums of a 4-bit block's 4 rows in [`sum_4_rows_512`]'s order, two rows per zmm
+/// register: rows r and r + 1 are 64 consecutive bytes, whose low nibbles are both rows'
+/// columns 0–31 and whose high nibbles are their columns 32–63, multiplied by x's halves
+/// broadcast to both 256-bit halves. Half the loads and unpacking of one row per register;
+/// the sums are exact, so they are the same integers in any order.
+#[inline(always)]
+unsafe fn q4_block_sums_512<const KIND: u8>(bytes: *const u8, row_bytes: usize, xb: *const i8) -> __m256i {
+    assert_eq!(row_bytes, 32, "4-bit rows of a block are 32 consecutive bytes");
+    // SAFETY: (the whole body) the caller passes a block inside the checked tile (4 rows of
+    // 32 bytes) and 64 values of x; AVX-512F/BW (and VNNI for DPBUSD_512) are enabled by the
+    // caller.
+    unsafe {
+        let mask = _mm512_set1_epi8(0x0f);
+        let x_low = _mm512_broadcast_i64x4(_mm256_loadu_si256(xb.cast()));
+        let x_high = _mm512_broadcast_i64x4(_mm256_loadu_si256(xb.add(32).cast()));
+        let (rows01, rows23) = (_mm512_loadu_si512(bytes.cast()), _mm512_loadu_si512(bytes.add(64).cast()));
+        // [row 0 group 0 | row 1 group 0], [rows 0, 1 group 1], and likewise rows 2, 3.
+        let a = dot_512::<KIND>(_mm512_and_si512(rows01, mask), x_low);
+        let b = dot_512::<KIND>(_mm512_and_si512(_mm512_srli_epi16::<4>(rows01), mask), x_high);
+        let c = dot_512::<KIND>(_mm512_and_si512(rows23, mask), x_low);
+        let d = dot_512::<KIND>(_mm512_and_si512(_mm512_srli_epi16::<4>(rows23), mask), x_high);
+        // Per chunk: [a lanes 0+2, c 0+2, a 1+3, c 1+3], and the same of b, d.
+        let t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(a, c), _mm512_unpackhi_epi32(a, c));
+        let t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(b, d), _mm512_unpackhi_epi32(b, d));
+        // Per chunk: [Σa, Σc, Σb, Σd] over its 4 lanes; chunks 0, 1 hold rows 0 and 2, chunks
+        // 2, 3 rows 1 and 3.
+        let u = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+        // Chunk 0: [r0 g0, r2 g0, r0 g1, r2 g1]; chunk 2: [r1 g0, r3 g0, r1 g1, r3 g1].
+        let s = _mm512_add_epi32(u, _mm512_shuffle_i32x4::<0b10_11_00_01>(u, u));
+        let order = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 0, 0, 0, 0, 0, 0, 0, 0);
+        _mm512_castsi512_si256(_mm512_permutexvar_epi32(order, s))
+    }
+}
+
+/// Σ u·x of each 4 bytes into the 16 i32 lanes (`u` unsigned, `x` signed), with `KIND`'s
+/// instructions.
+#[inline(always)]
+unsafe fn dot_512<const KIND: u8>(u: __m512i, x: __m512i) -> __m512i {
+    // SAFETY: register-only intrinsics under the caller's AVX-512F/BW (and VNNI).
+    unsafe {
+        if KIND == DPBUSD_512 {
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x)
+        } else {
+            _mm512_madd_epi16(_mm512_maddubs_epi16(u, x), _mm512_set1_epi16(1))
+        }
+    }
+}
+
 /// The 4 rows' sums of [`row_block_sums_512`] reduced to one integer per (group of 32 columns,
 /// row), in [`sum_8`]'s order: [group 0 of rows 0–3 | group 1 of rows 0–3]. Two rounds of
 /// unpack-and-add leave each 128-bit chunk holding its 4 lanes' sums of the 4 rows, then
@@ -641,12 +689,16 @@ pub unsafe fn tile_block<const GS: usize, const Q4: bool, const KIND: u8>(
         let (xs, xsums) = (x.scales, x.sums);
         // (No closures here: they would not inherit the target features of the caller.)
         if KIND >= MADDUBS_512 && GS == 32 {
-            let sums = sum_4_rows_512([
-                row_block_sums_512::<Q4, KIND>(bytes, xb),
-                row_block_sums_512::<Q4, KIND>(bytes.add(row_bytes), xb),
-                row_block_sums_512::<Q4, KIND>(bytes.add(2 * row_bytes), xb),
-                row_block_sums_512::<Q4, KIND>(bytes.add(3 * row_bytes), xb),
-            ]);
+            let sums = if Q4 {
+                q4_block_sums_512::<KIND>(bytes, row_bytes, xb)
+            } else {
+                sum_4_rows_512([
+                    row_block_sums_512::<Q4, KIND>(bytes, xb),
+                    row_block_sums_512::<Q4, KIND>(bytes.add(row_bytes), xb),
+                    row_block_sums_512::<Q4, KIND>(bytes.add(2 * row_bytes), xb),
+                    row_block_sums_512::<Q4, KIND>(bytes.add(3 * row_bytes), xb),
+                ])
+            };
             return add_two_groups::<Q4>(val, sums, scales, xs, xsums, block * groups_per_block);
         }
         let lanes = [
