@@ -838,8 +838,14 @@ pub fn add(x: &mut [f32], y: &[f32]) {
 /// Rotary position embedding of the query and key vectors for one position; `rope` holds the
 /// (cos, sin) pairs of that position, one per pair of dimensions in a head, interleaved.
 pub fn rope(q: &mut [f32], k: &mut [f32], rope: &[f32]) {
-    for vec in [q, k] {
-        for (pair, cos_sin) in vec.chunks_exact_mut(2).zip(rope.chunks_exact(2).cycle()) {
+    let head_dim = rope.len() & !1;
+    if head_dim == 0 {
+        return;
+    }
+    // Head by head (a chunk of `rope`'s length), each pair with its rotation: the loop the
+    // compiler vectorizes (through `cycle()` over the rotations it stayed one pair at a time).
+    for head in q.chunks_mut(head_dim).chain(k.chunks_mut(head_dim)) {
+        for (pair, cos_sin) in head.chunks_exact_mut(2).zip(rope.chunks_exact(2)) {
             let (cos, sin) = (cos_sin[0], cos_sin[1]);
             let (v0, v1) = (pair[0], pair[1]);
             pair[0] = v0 * cos - v1 * sin;
