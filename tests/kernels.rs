@@ -83,32 +83,59 @@ fn check_attention<M: Model, K: Isa>() {
     let mut rng = Rng(42);
     // Every count of positions up to 80 and a few more: whole and partial register blocks of
     // positions (AVX-512: up to 4 key blocks of 16 at a time, the last one masked; AVX2: 32,
-    // then 8, then one by one), over caches of two lengths (whole key blocks, as laid out).
+    // then 8, then one by one), over caches of two lengths (whole key blocks, as laid out);
+    // each token alone, and 4 tokens at consecutive positions together (a prompt's run: each
+    // must be what it is alone).
     for seq_len in [c.seq_len.min(128), 48] {
-        let q = rng.vec(c.dim);
+        let qs: Vec<Vec<f32>> = (0..4).map(|_| rng.vec(c.dim)).collect();
         let keys = rng.vec(c.n_kv_heads * seq_len * c.head_dim());
         let values = rng.vec(keys.len());
-        let (mut s1, mut s2) = (vec![0.0; c.n_heads * seq_len], vec![0.0; c.n_heads * seq_len]);
-        let (mut o1, mut o2) = (vec![0.0; c.dim], vec![0.0; c.dim]);
+        let mut s: Vec<Vec<f32>> = vec![vec![0.0; c.n_heads * seq_len]; 5];
+        let mut o: Vec<Vec<f32>> = vec![vec![0.0; c.dim]; 5];
         // All heads, and all but the first (an odd count, as a thread's share may be: softmaxes
         // go 4, then 2, then 1 at a time).
         let cases = (1..=80.min(seq_len)).chain([109, seq_len - 1, seq_len]).filter(|&p| p <= seq_len);
         for (positions, first) in cases.flat_map(|p| [(p, 0), (p, 1)]) {
-            let (heads, q) = (first..c.n_heads, &q[first * c.head_dim()..]);
+            let heads = first..c.n_heads;
+            let q = |t: usize| &qs[t][first * c.head_dim()..];
+            let run: [usize; 4] = core::array::from_fn(|t| (positions + t).min(seq_len));
+            let (alone, together) = (s.split_at_mut(1), o.split_at_mut(1));
+            let ((s1, s4), (o1, o4)) = (alone, together);
+            let [a, b, cc, d] = &mut s4[..] else { unreachable!() };
+            let [oa, ob, oc, od] = &mut o4[..] else { unreachable!() };
             // SAFETY: K is only instantiated for instruction sets this CPU has.
             unsafe {
-                M::attention::<Scalar>(heads.clone(), &mut s1, &mut o1, q, &keys, &values, positions);
-                M::attention::<K>(heads, &mut s2, &mut o2, q, &keys, &values, positions);
-            }
-            // Every path adds each score's products in the same order: the same bits.
-            for (i, (a, b)) in o1.iter().zip(&o2).enumerate() {
-                assert_eq!(
-                    a.to_bits(),
-                    b.to_bits(),
-                    "{} attention {}, {positions} of {seq_len} positions [{i}]: {b} vs {a}",
-                    c.name,
-                    K::NAME
+                M::attention::<K, 4>(
+                    heads.clone(),
+                    [a, b, cc, d],
+                    [oa, ob, oc, od],
+                    [q(0), q(1), q(2), q(3)],
+                    &keys,
+                    &values,
+                    run,
                 );
+            }
+            for (t, &positions) in run.iter().enumerate() {
+                let (s1, o1) = (&mut s1[0], &mut o1[0]);
+                // SAFETY: Scalar needs nothing; K as above.
+                unsafe { M::attention::<Scalar, 1>(heads.clone(), [s1], [o1], [q(t)], &keys, &values, [positions]) };
+                let expected = o1.clone();
+                let mut alone = vec![0.0; c.dim];
+                // SAFETY: as above.
+                unsafe { M::attention::<K, 1>(heads.clone(), [s1], [&mut alone], [q(t)], &keys, &values, [positions]) };
+                // Every path adds each score's products in the same order: the same bits.
+                for (what, got) in [("alone", &alone), ("in a run of 4", &o4[t])] {
+                    let len = heads.len() * c.head_dim();
+                    for (i, (a, b)) in expected[..len].iter().zip(&got[..len]).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{} attention {} {what}, {positions} of {seq_len} positions, heads {first}.. [{i}]: {b} vs {a}",
+                            c.name,
+                            K::NAME
+                        );
+                    }
+                }
             }
         }
     }

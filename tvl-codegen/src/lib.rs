@@ -125,16 +125,16 @@ pub fn model_tokens(item: &syn::ItemStruct, config: &Config, toml_path: &Path, k
             const CLASSIFIER: Self::Vocab = #krate::Matrix::at(#classifier_offset);
 
             #[inline]
-            unsafe fn attention<K: #krate::kernels::Isa>(
+            unsafe fn attention<K: #krate::kernels::Isa, const T: usize>(
                 heads: ::core::ops::Range<usize>,
-                scores: &mut [f32],
-                out: &mut [f32],
-                q: &[f32],
+                scores: [&mut [f32]; T],
+                out: [&mut [f32]; T],
+                q: [&[f32]; T],
                 keys: &[f32],
                 values: &[f32],
-                positions: usize,
+                positions: [usize; T],
             ) {
-                unsafe { #krate::kernels::attention::<K, #head_dim, #n_heads, #n_kv_heads, #fused_value_sum>(heads, scores, out, q, keys, values, positions) }
+                unsafe { #krate::kernels::attention::<K, #head_dim, #n_heads, #n_kv_heads, #fused_value_sum, T>(heads, scores, out, q, keys, values, positions) }
             }
         }
 
@@ -329,7 +329,7 @@ mod tests {
         assert!(code.contains("type Attn = :: tvl :: Matrix < 64 , 64 , 64 , :: tvl :: F32 >"), "{code}");
         assert!(code.contains("type Kv = :: tvl :: Matrix < 32 , 64 , 64 , :: tvl :: F32 >"), "{code}");
         assert!(code.contains("type Vocab = :: tvl :: Matrix < 512 , 64 , 64 , :: tvl :: F32 >"), "{code}");
-        assert!(code.contains("attention :: < K , 8 , 8 , 4 , false >"), "{code}");
+        assert!(code.contains("attention :: < K , 8 , 8 , 4 , false , T >"), "{code}");
         assert!(code.contains("include_str ! (\"/x/tiny.toml\")"), "{code}");
         let layout = Layout::new(&config);
         assert!(code.contains(&format!("fingerprint : {}u64", layout.fingerprint)), "{code}");

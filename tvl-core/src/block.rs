@@ -458,30 +458,99 @@ fn check_block<M: Model, A: AsRef<[f32]> + AsMut<[f32]>>(
     Ok(())
 }
 
-/// Thread `thread`'s share of the (token, head) pairs of a block's attention: one
-/// contiguous range each, with about as many cached positions to attend over (a pair of
-/// token t costs its positions, `caches[t].2`). Split by count, a prompt's last thread got
-/// three quarters of the work, its later tokens attending over more positions.
-fn split_by_positions(
-    caches: &[(&[f32], &[f32], usize)],
-    n_heads: usize,
-    thread: usize,
-    threads: usize,
-) -> Range<usize> {
-    let total = caches.iter().map(|c| c.2).sum::<usize>() * n_heads;
+/// Thread `thread`'s share of the (run, head) pairs of a block's attention (see
+/// [`attention_runs`]): one contiguous range each, with about as many cached positions to
+/// attend over (a pair of run r costs its tokens' positions, `costs[r]`). Split by count, a
+/// prompt's last thread got three quarters of the work, its later tokens attending over more
+/// positions.
+fn split_by_positions(costs: &[usize], n_heads: usize, thread: usize, threads: usize) -> Range<usize> {
+    let total = costs.iter().sum::<usize>() * n_heads;
     // The first pair from which the pairs before it cost at least `part` / `threads` of it.
     let start = |part: usize| {
         let target = total * part / threads;
         let mut before = 0;
-        for (t, &(_, _, positions)) in caches.iter().enumerate() {
-            if before + positions * n_heads > target {
-                return t * n_heads + (target - before).div_ceil(positions);
+        for (r, &cost) in costs.iter().enumerate() {
+            if before + cost * n_heads > target {
+                return r * n_heads + (target - before).div_ceil(cost);
             }
-            before += positions * n_heads;
+            before += cost * n_heads;
         }
-        caches.len() * n_heads
+        costs.len() * n_heads
     };
     start(thread)..start(thread + 1)
+}
+
+/// Tokens that attend together at most ([`Model::attention`] of T tokens).
+const ATTENTION_RUN: usize = 4;
+
+/// The block's tokens in runs of up to [`ATTENTION_RUN`] consecutive tokens of one sequence at
+/// consecutive positions (a prompt's), which read the same cache and so attend together (each
+/// key and value loaded once for the run); a batch of sequences is runs of one. Returns the
+/// runs (the first `count`) and the count.
+fn attention_runs(feeds: &[Feed]) -> ([Range<usize>; MAX_BLOCK], usize) {
+    let mut runs: [Range<usize>; MAX_BLOCK] = core::array::from_fn(|_| 0..0);
+    let mut count = 0usize;
+    for (t, feed) in feeds.iter().enumerate() {
+        let last = count.checked_sub(1).map(|r| runs[r].clone());
+        match last {
+            Some(run)
+                if run.len() < ATTENTION_RUN
+                    && feeds[run.end - 1].sequence == feed.sequence
+                    && feeds[run.end - 1].pos + 1 == feed.pos =>
+            {
+                runs[count - 1].end = t + 1
+            }
+            _ => {
+                runs[count] = t..t + 1;
+                count += 1;
+            }
+        }
+    }
+    (runs, count)
+}
+
+/// The block's buffers an attention job reads and writes, and each token's cache and count
+/// of positions.
+struct AttentionJob<'a> {
+    q: &'a [f32],
+    scores: Disjoint<f32>,
+    out: Disjoint<f32>,
+    caches: &'a [(&'a [f32], &'a [f32], usize)],
+    layout: &'a BlockLayout,
+    head_dim: usize,
+    kv_dim: usize,
+}
+
+impl AttentionJob<'_> {
+    /// Attention of `heads` for the T tokens from `first` (one run: one sequence's cache).
+    ///
+    /// # Safety
+    /// No other thread may attend these (token, head) pairs meanwhile; `K::available()` must
+    /// have returned true.
+    unsafe fn run<M: Model, K: Isa, const T: usize>(&self, first: usize, heads: Range<usize>) {
+        let (l, hd) = (self.layout, self.head_dim);
+        let (keys, values, _) = self.caches[first];
+        let seq_len = keys.len() / self.kv_dim;
+        let token = |i: usize| first + i;
+        let scores: [&mut [f32]; T] = core::array::from_fn(|i| {
+            let at = token(i) * l.scores.stride;
+            // SAFETY: the (token, head) pairs are this thread's (the caller's contract), hence
+            // disjoint ranges of scores and out, and the block outlives the job.
+            unsafe { self.scores.range(at + heads.start * seq_len..at + heads.end * seq_len) }
+        });
+        let out: [&mut [f32]; T] = core::array::from_fn(|i| {
+            let at = token(i) * l.xb.stride;
+            // SAFETY: as above.
+            unsafe { self.out.range(at + heads.start * hd..at + heads.end * hd) }
+        });
+        let q: [&[f32]; T] = core::array::from_fn(|i| {
+            let at = token(i) * l.q.stride;
+            &self.q[at + heads.start * hd..at + heads.end * hd]
+        });
+        let positions: [usize; T] = core::array::from_fn(|i| self.caches[token(i)].2);
+        // SAFETY: the caller guarantees that K is available.
+        unsafe { M::attention::<K, T>(heads, scores, out, q, keys, values, positions) }
+    }
 }
 
 /// The forward pass of a block of tokens (see the module): for every feed, the same key/value
@@ -590,32 +659,38 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
             None => (&[][..], &[][..], 0),
         });
         {
-            let (q, threads) = (&*b.q, pool.threads());
-            let (scores, out) = (Disjoint::new(&mut b.scores[..]), Disjoint::new(&mut b.xb[..]));
+            let threads = pool.threads();
+            let job = AttentionJob {
+                q: &*b.q,
+                scores: Disjoint::new(&mut b.scores[..]),
+                out: Disjoint::new(&mut b.xb[..]),
+                caches: &caches[..n],
+                layout: &l,
+                head_dim,
+                kv_dim,
+            };
+            let (runs, run_count) = attention_runs(feeds);
+            let costs: [usize; MAX_BLOCK] =
+                core::array::from_fn(|r| runs[r].clone().map(|t| caches.get(t).map_or(0, |c| c.2)).sum());
             let cache_bytes: usize = feeds.iter().map(|f| 2 * (f.pos + 1) * kv_dim * core::mem::size_of::<f32>()).sum();
             pool.run_sized(cache_bytes, &|thread| {
-                // (token, head) pairs, one contiguous range per thread, by work.
-                let mine = split_by_positions(&caches[..n], n_heads, thread, threads);
-                for (t, &(keys, values, positions)) in caches[..n].iter().enumerate() {
-                    let heads = mine.start.max(t * n_heads)..mine.end.min((t + 1) * n_heads);
+                // (run, head) pairs, one contiguous range per thread, by work.
+                let mine = split_by_positions(&costs[..run_count], n_heads, thread, threads);
+                for (r, run) in runs[..run_count].iter().enumerate() {
+                    let heads = mine.start.max(r * n_heads)..mine.end.min((r + 1) * n_heads);
                     if heads.is_empty() {
                         continue;
                     }
-                    let heads = heads.start - t * n_heads..heads.end - t * n_heads;
-                    let seq_len = keys.len() / kv_dim;
-                    let (scores_at, out_at, q_at) = (t * l.scores.stride, t * l.xb.stride, t * l.q.stride);
-                    // SAFETY: each thread gets its own (token, head) pairs, hence disjoint ranges
-                    // of scores and out; the caller guarantees that K is available.
+                    let heads = heads.start - r * n_heads..heads.end - r * n_heads;
+                    // SAFETY: each thread gets its own (run, head) pairs; the caller guarantees
+                    // that K is available.
                     unsafe {
-                        M::attention::<K>(
-                            heads.clone(),
-                            scores.range(scores_at + heads.start * seq_len..scores_at + heads.end * seq_len),
-                            out.range(out_at + heads.start * head_dim..out_at + heads.end * head_dim),
-                            &q[q_at + heads.start * head_dim..q_at + heads.end * head_dim],
-                            keys,
-                            values,
-                            positions,
-                        )
+                        match run.len() {
+                            1 => job.run::<M, K, 1>(run.start, heads),
+                            2 => job.run::<M, K, 2>(run.start, heads),
+                            3 => job.run::<M, K, 3>(run.start, heads),
+                            _ => job.run::<M, K, 4>(run.start, heads),
+                        }
                     }
                 }
             });
@@ -763,12 +838,11 @@ mod tests {
         // and a single token.
         let blocks: [Vec<usize>; 3] = [(1..=128).collect(), vec![7, 300, 1, 1, 1024, 5], vec![40]];
         for (b, positions) in blocks.iter().enumerate() {
-            let caches: Vec<(&[f32], &[f32], usize)> = positions.iter().map(|&p| (&[][..], &[][..], p)).collect();
             let total: usize = positions.iter().sum::<usize>() * n_heads;
             for threads in 1..=5 {
                 let mut next = 0;
                 for thread in 0..threads {
-                    let mine = split_by_positions(&caches, n_heads, thread, threads);
+                    let mine = split_by_positions(positions, n_heads, thread, threads);
                     assert_eq!(mine.start, next, "block {b}, {threads} threads: a gap or an overlap");
                     next = mine.end;
                     let work: usize = mine.map(|pair| positions[pair / n_heads]).sum();

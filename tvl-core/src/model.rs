@@ -42,19 +42,20 @@ pub trait Model: Sized + Send + Sync + 'static {
     /// The classifier (the token embedding's panels when shared).
     const CLASSIFIER: Self::Vocab;
 
-    /// Attention of the query heads `heads` over one layer's key/value cache.
+    /// Attention of the query heads `heads` of T tokens of one sequence over one layer's
+    /// key/value cache ([`crate::kernels::attention`]).
     ///
     /// # Safety
     /// `K::available()` must have returned true on this CPU.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn attention<K: Isa>(
+    unsafe fn attention<K: Isa, const T: usize>(
         heads: Range<usize>,
-        scores: &mut [f32],
-        out: &mut [f32],
-        q: &[f32],
+        scores: [&mut [f32]; T],
+        out: [&mut [f32]; T],
+        q: [&[f32]; T],
         keys: &[f32],
         values: &[f32],
-        positions: usize,
+        positions: [usize; T],
     );
 }
 
@@ -618,14 +619,14 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
             let heads = split(c.n_heads, thread, threads);
             // SAFETY: each thread gets its own heads, hence disjoint ranges of scores and out.
             unsafe {
-                M::attention::<K>(
+                M::attention::<K, 1>(
                     heads.clone(),
-                    scores.range(heads.start * stride..heads.end * stride),
-                    out.range(heads.start * head_dim..heads.end * head_dim),
-                    &q[heads.start * head_dim..heads.end * head_dim],
+                    [scores.range(heads.start * stride..heads.end * stride)],
+                    [out.range(heads.start * head_dim..heads.end * head_dim)],
+                    [&q[heads.start * head_dim..heads.end * head_dim]],
                     keys,
                     values,
-                    pos + 1,
+                    [pos + 1],
                 )
             }
         });

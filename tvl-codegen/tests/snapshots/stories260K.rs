@@ -397,14 +397,14 @@ impl ::tvl::Model for Stories260K {
     ];
     const CLASSIFIER: Self::Vocab = ::tvl::Matrix::at(256);
     #[inline]
-    unsafe fn attention<K: ::tvl::kernels::Isa>(
+    unsafe fn attention<K: ::tvl::kernels::Isa, const T: usize>(
         heads: ::core::ops::Range<usize>,
-        scores: &mut [f32],
-        out: &mut [f32],
-        q: &[f32],
+        scores: [&mut [f32]; T],
+        out: [&mut [f32]; T],
+        q: [&[f32]; T],
         keys: &[f32],
         values: &[f32],
-        positions: usize,
+        positions: [usize; T],
     ) {
         unsafe {
             ::tvl::kernels::attention::<
@@ -413,6 +413,7 @@ impl ::tvl::Model for Stories260K {
                 8,
                 4,
                 false,
+                T,
             >(heads, scores, out, q, keys, values, positions)
         }
     }

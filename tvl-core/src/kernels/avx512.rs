@@ -34,14 +34,29 @@ impl F32Kernels for Avx512F32 {
         unsafe { <Avx2 as F32Kernels>::matvec::<COLS>(out, w, x) }
     }
 
-    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
+    unsafe fn scores<const HEAD_DIM: usize, const T: usize>(
+        q: [&[f32]; T],
+        keys: &[f32],
+        seq_len: usize,
+        scores: [&mut [f32]; T],
+    ) {
         // SAFETY: the AVX-512 paths' `available()` implies AVX-512F, AVX2 and FMA.
-        unsafe { attention_scores_512::<HEAD_DIM>(q, keys, seq_len, scores) }
+        unsafe { attention_scores_512::<HEAD_DIM, T>(q, keys, seq_len, scores) }
     }
 
-    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED: bool>(out: &mut [f32], weights: &[f32], values: &[f32]) {
+    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED: bool, const T: usize>(
+        out: [&mut [f32]; T],
+        weights: [&[f32]; T],
+        values: &[f32],
+    ) {
         // SAFETY: as above.
-        unsafe { <Avx2 as F32Kernels>::weighted_sum::<HEAD_DIM, FUSED>(out, weights, values) }
+        unsafe {
+            if T > 1 && HEAD_DIM.is_multiple_of(16) && HEAD_DIM <= 16 * MAX_HEAD_REGISTERS {
+                weighted_sum_512::<HEAD_DIM, FUSED, T>(out, weights, values)
+            } else {
+                <Avx2 as F32Kernels>::weighted_sum::<HEAD_DIM, FUSED, T>(out, weights, values)
+            }
+        }
     }
 
     unsafe fn matmul<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &BlockInput<'_>) {
@@ -917,66 +932,166 @@ unsafe fn quantize_group_512(values: &[f32], q: &mut [i8]) -> (f32, i32) {
     (scale, _mm512_reduce_add_epi32(sum))
 }
 
-/// The attention scores with 16 positions per zmm register, up to 4 key blocks at a time (each
-/// lane's sum is a dependency chain: several blocks keep several in flight): each lane adds its
-/// products in order, multiply then add, as every path does. The last block of the positions
-/// is computed whole (its keys are in the cache, laid out for whole blocks) and stored under a
-/// mask, rather than 8 positions per ymm and then one by one.
+/// The attention scores of T queries over one head's keys with 16 positions per zmm register,
+/// several key blocks at a time (each lane's sum is a chain of dependent adds: T queries ×
+/// blocks keep several in flight, and each key is loaded once for the T of them): each lane
+/// adds its products in order, multiply then add, as every path does. The last block of each
+/// query's positions is computed whole (its keys are in the cache, laid out for whole blocks)
+/// and stored under a mask, rather than 8 positions per ymm and then one by one.
 #[target_feature(enable = "avx512f")]
-unsafe fn attention_scores_512<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
-    let positions = scores.len();
+unsafe fn attention_scores_512<const HEAD_DIM: usize, const T: usize>(
+    q: [&[f32]; T],
+    keys: &[f32],
+    seq_len: usize,
+    scores: [&mut [f32]; T],
+) {
+    let positions = scores.each_ref().map(|s| s.len());
+    let most = positions.iter().copied().max().unwrap_or(0);
     // Checked once, so the loads below stay in bounds: the cache holds whole key blocks
     // (`KvCache::stride`), so the block of any position < seq_len is all there.
     assert!(
-        q.len() >= HEAD_DIM
-            && positions <= seq_len
+        q.iter().all(|q| q.len() >= HEAD_DIM)
+            && most <= seq_len
             && seq_len.is_multiple_of(KEY_BLOCK)
             && keys.len() >= HEAD_DIM * seq_len,
         "scores: slices shorter than the shape"
     );
-    let (qs, k, out) = (&q[..HEAD_DIM], keys.as_ptr(), scores.as_mut_ptr());
+    let (q, k, out) = (q.map(|q| &q[..HEAD_DIM]), keys.as_ptr(), scores.map(|s| s.as_mut_ptr()));
+    // Blocks at a time: 4 accumulators for one query, 2 per query for more.
+    let widest = if T == 1 { 4 } else { 2 };
     let mut t = 0;
-    // SAFETY: every block loaded starts at a multiple of 16 below `positions` <= seq_len, so it
+    // SAFETY: every block loaded starts at a multiple of 16 below `most` <= seq_len, so it
     // ends at or before seq_len (a whole number of blocks): element i of its positions is at
-    // key_offset(HEAD_DIM, i, ..) < HEAD_DIM * seq_len <= keys.len(); stores are masked to
-    // positions < `positions`; AVX-512F is enabled.
+    // key_offset(HEAD_DIM, i, ..) < HEAD_DIM * seq_len <= keys.len(); each query's stores are
+    // masked to its positions; AVX-512F is enabled.
     unsafe {
-        while t < positions {
-            t += match (positions - t).div_ceil(KEY_BLOCK) {
-                1 => score_blocks::<HEAD_DIM, 1>(qs, k, out, t, positions),
-                2 => score_blocks::<HEAD_DIM, 2>(qs, k, out, t, positions),
-                3 => score_blocks::<HEAD_DIM, 3>(qs, k, out, t, positions),
-                _ => score_blocks::<HEAD_DIM, 4>(qs, k, out, t, positions),
+        while t < most {
+            t += match (most - t).div_ceil(KEY_BLOCK).min(widest) {
+                1 => score_blocks::<HEAD_DIM, T, 1>(q, k, out, t, positions),
+                2 => score_blocks::<HEAD_DIM, T, 2>(q, k, out, t, positions),
+                3 => score_blocks::<HEAD_DIM, T, 3>(q, k, out, t, positions),
+                _ => score_blocks::<HEAD_DIM, T, 4>(q, k, out, t, positions),
             };
         }
     }
 }
 
-/// The scores of the `B` key blocks from position `t` (a multiple of 16), stored for the
-/// positions below `positions`; returns the positions done.
+/// The scores of T queries for the `B` key blocks from position `t` (a multiple of 16), each
+/// stored for its positions; returns the positions done.
 #[inline(always)]
-unsafe fn score_blocks<const HEAD_DIM: usize, const B: usize>(
-    q: &[f32],
+unsafe fn score_blocks<const HEAD_DIM: usize, const T: usize, const B: usize>(
+    q: [&[f32]; T],
     k: *const f32,
-    out: *mut f32,
+    out: [*mut f32; T],
     t: usize,
-    positions: usize,
+    positions: [usize; T],
 ) -> usize {
-    // SAFETY: the caller checked that the B blocks are inside the keys and enabled AVX-512F.
+    // SAFETY: the caller checked that the B blocks are inside the keys, and enabled AVX-512F;
+    // a query's stores are at positions below its own count (masked, none past it).
     unsafe {
-        let mut acc = [_mm512_setzero_ps(); B];
-        for (i, &qi) in q.iter().enumerate() {
-            let qi = _mm512_set1_ps(qi);
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let keys = _mm512_loadu_ps(k.add(key_offset(HEAD_DIM, i, t + KEY_BLOCK * j)));
-                *acc = _mm512_add_ps(*acc, _mm512_mul_ps(qi, keys));
+        let mut acc = [[_mm512_setzero_ps(); B]; T];
+        for i in 0..HEAD_DIM {
+            // (Loops, not `from_fn` or `map`: closures are not compiled with this function's
+            // features, and the intrinsics in them would become calls.)
+            let mut keys = [_mm512_setzero_ps(); B];
+            for (j, keys) in keys.iter_mut().enumerate() {
+                *keys = _mm512_loadu_ps(k.add(key_offset(HEAD_DIM, i, t + KEY_BLOCK * j)));
+            }
+            for (acc, q) in acc.iter_mut().zip(&q) {
+                let qi = _mm512_set1_ps(q[i]);
+                for (acc, keys) in acc.iter_mut().zip(keys) {
+                    *acc = _mm512_add_ps(*acc, _mm512_mul_ps(qi, keys));
+                }
             }
         }
-        for (j, acc) in acc.iter().enumerate() {
-            let from = t + KEY_BLOCK * j;
-            let lanes = positions.saturating_sub(from).min(KEY_BLOCK);
-            _mm512_mask_storeu_ps(out.add(from), ((1u32 << lanes) - 1) as __mmask16, *acc);
+        for ((acc, out), positions) in acc.iter().zip(out).zip(positions) {
+            for (j, acc) in acc.iter().enumerate() {
+                let from = t + KEY_BLOCK * j;
+                let lanes = positions.saturating_sub(from).min(KEY_BLOCK);
+                if lanes > 0 {
+                    _mm512_mask_storeu_ps(out.add(from), ((1u32 << lanes) - 1) as __mmask16, *acc);
+                }
+            }
         }
     }
     B * KEY_BLOCK
+}
+
+/// Position `p`'s value, weighted, added to the outputs that want it (see [`weighted_sum_512`]).
+///
+/// # Safety
+/// Value p must be inside `values` (HEAD_DIM floats at p · HEAD_DIM), `p` below the length of
+/// every wanted output's weights, and AVX-512F enabled by the caller.
+#[inline(always)]
+unsafe fn add_weighted<const HEAD_DIM: usize, const FUSED: bool, const T: usize>(
+    acc: &mut [[__m512; MAX_HEAD_REGISTERS]; T],
+    weights: &[&[f32]; T],
+    values: &[f32],
+    p: usize,
+    wanted: [bool; T],
+) {
+    let registers = HEAD_DIM / 16;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut v = [_mm512_setzero_ps(); MAX_HEAD_REGISTERS];
+        for (r, v) in v.iter_mut().enumerate().take(registers) {
+            *v = _mm512_loadu_ps(values.as_ptr().add(p * HEAD_DIM + 16 * r));
+        }
+        for ((acc, weights), wanted) in acc.iter_mut().zip(weights).zip(wanted) {
+            if wanted {
+                let a = _mm512_set1_ps(weights[p]);
+                for (acc, &v) in acc.iter_mut().zip(&v).take(registers) {
+                    *acc = if FUSED { _mm512_fmadd_ps(a, v, *acc) } else { _mm512_add_ps(*acc, _mm512_mul_ps(a, v)) };
+                }
+            }
+        }
+    }
+}
+
+/// zmm registers one output of [`weighted_sum_512`] takes at most (HEAD_DIM up to 64).
+const MAX_HEAD_REGISTERS: usize = 4;
+
+/// The attention's weighted sums of T outputs over one head's values on zmm (HEAD_DIM a
+/// multiple of 16, at most 64), each value loaded once for all: each element adds its weighted
+/// values position by position, in order, as `weighted_sum_scalar` does (FUSED: one `vfmadd`
+/// each, else a rounded product then a rounded sum), output t over its own positions
+/// (`weights[t].len()`).
+#[target_feature(enable = "avx512f")]
+unsafe fn weighted_sum_512<const HEAD_DIM: usize, const FUSED: bool, const T: usize>(
+    out: [&mut [f32]; T],
+    weights: [&[f32]; T],
+    values: &[f32],
+) {
+    let positions = weights.each_ref().map(|w| w.len());
+    let (fewest, most) = (positions.iter().copied().min().unwrap_or(0), positions.iter().copied().max().unwrap_or(0));
+    let registers = HEAD_DIM / 16;
+    // Checked once, so the loads and stores below stay in bounds.
+    assert!(
+        HEAD_DIM.is_multiple_of(16)
+            && registers <= MAX_HEAD_REGISTERS
+            && out.iter().all(|o| o.len() >= HEAD_DIM)
+            && values.len() >= most * HEAD_DIM,
+        "weighted sum: slices shorter than the shape"
+    );
+    let mut acc = [[_mm512_setzero_ps(); MAX_HEAD_REGISTERS]; T];
+    // Every output's positions, then those of the outputs with more. (Functions, not
+    // closures: closures are not compiled with this function's features.)
+    for p in 0..fewest {
+        // SAFETY: p < most, checked above; AVX-512F is enabled.
+        unsafe { add_weighted::<HEAD_DIM, FUSED, T>(&mut acc, &weights, values, p, [true; T]) };
+    }
+    for p in fewest..most {
+        let mut wanted = [false; T];
+        for (wanted, &n) in wanted.iter_mut().zip(&positions) {
+            *wanted = p < n;
+        }
+        // SAFETY: as above.
+        unsafe { add_weighted::<HEAD_DIM, FUSED, T>(&mut acc, &weights, values, p, wanted) };
+    }
+    for (out, acc) in out.into_iter().zip(acc) {
+        for (r, acc) in acc.iter().take(registers).enumerate() {
+            // SAFETY: 16 floats at 16 · r < HEAD_DIM <= out.len() (checked).
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * r), *acc) };
+        }
+    }
 }

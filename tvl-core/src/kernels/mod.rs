@@ -157,28 +157,38 @@ pub trait F32Kernels {
     /// [`key_offset`]`(HEAD_DIM, i, t)` (so that SIMD kernels put one position per lane), laid
     /// out for `seq_len` positions (`KvCache::stride`: at least the positions cached, whole
     /// blocks). Every path adds the HEAD_DIM products of a position in order, unfused, as the
-    /// scalar reference does: all paths give the same bits.
+    /// scalar reference does: all paths give the same bits. T queries over the same keys at
+    /// once (a prompt's consecutive tokens), each with its own count of positions
+    /// (`scores[t].len()`): paths that can load each key once for all of them.
     ///
     /// # Safety
     /// As for [`F32Kernels::matvec`].
-    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]);
+    unsafe fn scores<const HEAD_DIM: usize, const T: usize>(
+        q: [&[f32]; T],
+        keys: &[f32],
+        seq_len: usize,
+        scores: [&mut [f32]; T],
+    );
 
     /// The attention's weighted sum of values, `out = Σ_t weights[t] · values[t]` (each value
     /// HEAD_DIM floats), added position by position in order, element by element: with
     /// FUSED_VALUE_SUM one fused multiply-add per element, else a rounded product then a
     /// rounded sum. Element-wise, so every path gives the same bits; paths with hardware FMA
     /// override this to compile it with that instruction (without it, `mul_add` is a libm call
-    /// per element).
+    /// per element). T outputs over the same values at once, each with its own weights (as
+    /// many as its positions): paths that can load each value once for all of them.
     ///
     /// # Safety
     /// As for [`F32Kernels::matvec`].
     #[inline]
-    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED_VALUE_SUM: bool>(
-        out: &mut [f32],
-        weights: &[f32],
+    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED_VALUE_SUM: bool, const T: usize>(
+        out: [&mut [f32]; T],
+        weights: [&[f32]; T],
         values: &[f32],
     ) {
-        weighted_sum_scalar::<HEAD_DIM, FUSED_VALUE_SUM>(out, weights, values)
+        for (out, weights) in out.into_iter().zip(weights) {
+            weighted_sum_scalar::<HEAD_DIM, FUSED_VALUE_SUM>(out, weights, values)
+        }
     }
 
     /// [`swiglu`], several values at a time where the path can: each value's operations are
@@ -240,9 +250,14 @@ pub trait Isa: Send + Sync + 'static {
     /// # Safety
     /// As for [`Isa::matvec`].
     #[inline]
-    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
+    unsafe fn scores<const HEAD_DIM: usize, const T: usize>(
+        q: [&[f32]; T],
+        keys: &[f32],
+        seq_len: usize,
+        scores: [&mut [f32]; T],
+    ) {
         // SAFETY: as in `matvec`.
-        unsafe { Self::F32::scores::<HEAD_DIM>(q, keys, seq_len, scores) }
+        unsafe { Self::F32::scores::<HEAD_DIM, T>(q, keys, seq_len, scores) }
     }
 
     /// [`F32Kernels::weighted_sum`] of [`Isa::F32`].
@@ -250,13 +265,13 @@ pub trait Isa: Send + Sync + 'static {
     /// # Safety
     /// As for [`Isa::matvec`].
     #[inline]
-    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED_VALUE_SUM: bool>(
-        out: &mut [f32],
-        weights: &[f32],
+    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED_VALUE_SUM: bool, const T: usize>(
+        out: [&mut [f32]; T],
+        weights: [&[f32]; T],
         values: &[f32],
     ) {
         // SAFETY: as in `matvec`.
-        unsafe { Self::F32::weighted_sum::<HEAD_DIM, FUSED_VALUE_SUM>(out, weights, values) }
+        unsafe { Self::F32::weighted_sum::<HEAD_DIM, FUSED_VALUE_SUM, T>(out, weights, values) }
     }
 
     /// [`F32Kernels::swiglu`] of [`Isa::F32`].
@@ -567,8 +582,15 @@ impl F32Kernels for Scalar {
         matvec_scalar::<COLS>(out, w, x)
     }
 
-    unsafe fn scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
-        scores_scalar::<HEAD_DIM>(q, keys, seq_len, scores, 0)
+    unsafe fn scores<const HEAD_DIM: usize, const T: usize>(
+        q: [&[f32]; T],
+        keys: &[f32],
+        seq_len: usize,
+        scores: [&mut [f32]; T],
+    ) {
+        for (q, scores) in q.into_iter().zip(scores) {
+            scores_scalar::<HEAD_DIM>(q, keys, seq_len, scores, 0)
+        }
     }
 }
 
@@ -621,15 +643,19 @@ pub fn matvec_scalar<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
     }
 }
 
-/// Attention of the query heads `heads` for one position over `positions` cached positions.
+/// Attention of the query heads `heads` of T tokens of one sequence (a prompt's consecutive
+/// positions, or one token) over the same cache, token t over its own `positions[t]` cached
+/// positions.
 ///
 /// `keys` is one layer's key cache laid out `[kv_head][seq_len / 16][HEAD_DIM][16]`
 /// (transposed in blocks, see [`Isa::scores`]), `values` its value cache
-/// `[kv_head][seq_len][HEAD_DIM]`. The N_HEADS / N_KV_HEADS query heads of a group read the same key/value head (grouped-query
-/// attention). `scores` holds `seq_len` floats per head in `heads`; `out` and `q` hold
-/// HEAD_DIM floats per head in `heads`. FUSED_VALUE_SUM adds each weighted value as a fused
-/// multiply-add, as the int8 reference does (see `tvl_layout::Weights::fused_value_sum`);
-/// otherwise product and sum are rounded separately, as the f32 reference does.
+/// `[kv_head][seq_len][HEAD_DIM]`. The N_HEADS / N_KV_HEADS query heads of a group read the
+/// same key/value head (grouped-query attention). `scores[t]` holds `seq_len` floats per head
+/// in `heads`; `out[t]` and `q[t]` hold HEAD_DIM floats per head in `heads`. FUSED_VALUE_SUM
+/// adds each weighted value as a fused multiply-add, as the int8 reference does (see
+/// `tvl_layout::Weights::fused_value_sum`); otherwise product and sum are rounded separately,
+/// as the f32 reference does. Each token's numbers are those of attending alone: the T
+/// tokens only share the loads of keys and values.
 ///
 /// # Safety
 /// `K::available()` must have returned true on this CPU.
@@ -641,14 +667,15 @@ pub unsafe fn attention<
     const N_HEADS: usize,
     const N_KV_HEADS: usize,
     const FUSED_VALUE_SUM: bool,
+    const T: usize,
 >(
     heads: core::ops::Range<usize>,
-    scores: &mut [f32],
-    out: &mut [f32],
-    q: &[f32],
+    mut scores: [&mut [f32]; T],
+    mut out: [&mut [f32]; T],
+    q: [&[f32]; T],
     keys: &[f32],
     values: &[f32],
-    positions: usize,
+    positions: [usize; T],
 ) {
     // The length of a key row (`KvCache::stride`), which `scores` holds per head too.
     let seq_len = keys.len() / (N_KV_HEADS * HEAD_DIM);
@@ -657,53 +684,65 @@ pub unsafe fn attention<
         let kv_head = head / (N_HEADS / N_KV_HEADS);
         kv_head * seq_len * HEAD_DIM..(kv_head + 1) * seq_len * HEAD_DIM
     };
-    let count = heads.len();
-    let (scores, out) = (&mut scores[..count * seq_len], &mut out[..count * HEAD_DIM]);
+    let (count, most) = (heads.len(), positions.iter().copied().max().unwrap_or(0));
+    // Head `i` of `heads` of each token: its scores, output and query. (Loops over the T
+    // tokens: each takes its own mutable row.)
+    fn rows<'a, const T: usize>(buffers: &'a mut [&mut [f32]; T], at: usize, lens: [usize; T]) -> [&'a mut [f32]; T] {
+        let mut rows = buffers.iter_mut().zip(lens).map(|(b, len)| &mut b[at..][..len]);
+        core::array::from_fn(|_| rows.next().expect("a row per token"))
+    }
     // Each head's keys and values are streams of their own, a cache row apart: their first
     // lines are asked for ahead (the next head's keys while this head's scores are computed,
     // the next head's values while this head's values are summed), or each stream starts with
     // a miss.
     for (i, head) in heads.clone().enumerate() {
         if i + 1 < count {
-            prefetch_start(&keys[head_cache(head + 1)], positions.div_ceil(16) * 16 * HEAD_DIM);
+            prefetch_start(&keys[head_cache(head + 1)], most.div_ceil(16) * 16 * HEAD_DIM);
         } else {
-            prefetch_start(&values[head_cache(heads.start)], positions * HEAD_DIM);
+            prefetch_start(&values[head_cache(heads.start)], most * HEAD_DIM);
         }
-        let scores = &mut scores[i * seq_len..][..positions];
+        let q = q.map(|q| &q[i * HEAD_DIM..][..HEAD_DIM]);
+        let scores = rows(&mut scores, i * seq_len, positions);
         // SAFETY: the caller guarantees K is available.
-        unsafe { K::scores::<HEAD_DIM>(&q[i * HEAD_DIM..][..HEAD_DIM], &keys[head_cache(head)], seq_len, scores) };
-        for score in scores.iter_mut() {
-            *score /= scale;
-        }
+        unsafe { K::scores::<HEAD_DIM, T>(q, &keys[head_cache(head)], seq_len, scores) };
     }
-    // The heads' softmaxes side by side: each one's maximum and sum are chains of dependent
-    // operations, and 4 of them keep 4 in flight.
-    let mut rows = scores.chunks_exact_mut(seq_len).map(|row| &mut row[..positions]);
-    let mut left = count;
-    while left > 0 {
-        let mut next = || rows.next().expect("a row per head");
-        let done = match left {
-            1 => 1,
-            2 | 3 => 2,
-            _ => 4,
-        };
-        // SAFETY: the caller guarantees K is available.
-        unsafe {
-            match done {
-                1 => K::softmax([next()]),
-                2 => K::softmax([next(), next()]),
-                _ => K::softmax([next(), next(), next(), next()]),
+    for (scores, positions) in scores.iter_mut().zip(positions) {
+        for row in scores[..count * seq_len].chunks_exact_mut(seq_len) {
+            for score in &mut row[..positions] {
+                *score /= scale;
             }
         }
-        left -= done;
+        // Each token's heads' softmaxes side by side: each one's maximum and sum are chains of
+        // dependent operations, and 4 of them keep 4 in flight.
+        let mut rows = scores[..count * seq_len].chunks_exact_mut(seq_len).map(|row| &mut row[..positions]);
+        let mut left = count;
+        while left > 0 {
+            let mut next = || rows.next().expect("a row per head");
+            let done = match left {
+                1 => 1,
+                2 | 3 => 2,
+                _ => 4,
+            };
+            // SAFETY: the caller guarantees K is available.
+            unsafe {
+                match done {
+                    1 => K::softmax([next()]),
+                    2 => K::softmax([next(), next()]),
+                    _ => K::softmax([next(), next(), next(), next()]),
+                }
+            }
+            left -= done;
+        }
     }
     for (i, head) in heads.enumerate() {
         if i + 1 < count {
-            prefetch_start(&values[head_cache(head + 1)], positions * HEAD_DIM);
+            prefetch_start(&values[head_cache(head + 1)], most * HEAD_DIM);
         }
-        let (weights, out) = (&scores[i * seq_len..][..positions], &mut out[i * HEAD_DIM..][..HEAD_DIM]);
+        let weights = rows(&mut scores, i * seq_len, positions);
+        let weights = weights.map(|w| &*w);
+        let out = rows(&mut out, i * HEAD_DIM, [HEAD_DIM; T]);
         // SAFETY: the caller guarantees K is available.
-        unsafe { K::weighted_sum::<HEAD_DIM, FUSED_VALUE_SUM>(out, weights, &values[head_cache(head)]) };
+        unsafe { K::weighted_sum::<HEAD_DIM, FUSED_VALUE_SUM, T>(out, weights, &values[head_cache(head)]) };
     }
 }
 
@@ -893,7 +932,7 @@ mod tests {
         let mut scores = vec![0.0; 64];
         // 4 query heads of dim 2 sharing 2 kv heads; seq_len 16 (one key block).
         // SAFETY: the scalar kernels run on any CPU.
-        unsafe { attention::<Scalar, 2, 4, 2, false>(0..4, &mut scores, &mut out, &q, &keys, &values, 1) };
+        unsafe { attention::<Scalar, 2, 4, 2, false, 1>(0..4, [&mut scores], [&mut out], [&q], &keys, &values, [1]) };
         assert_eq!(out, [-0.0, -1.0, -0.0, -1.0, -32.0, -33.0, -32.0, -33.0]);
         // The scores of a known cache: position t's key is (t, 100 + t) (key_offset places it).
         let mut keys = vec![0.0f32; 2 * 32];
