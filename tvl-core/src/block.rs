@@ -189,6 +189,24 @@ impl SharedQuantized {
         unsafe { K::quantize(x, self.group_size, self.values.row(t), self.scales.row(t), self.sums.row(t)) }
     }
 
+    /// Quantizes the first `len` floats of the rows `tokens` of `x` into those tokens' rows,
+    /// then interleaves them into their groups' lanes where [`per_token`] split the `n` tokens
+    /// of the block by whole groups ([`split_by_lanes`]; else [`inputs`] does it).
+    ///
+    /// # Safety
+    /// As [`SharedQuantized::interleave`], and `K::available()` must have returned true.
+    unsafe fn quantize_tokens<K: Isa>(&self, x: &SharedRows<f32>, len: usize, tokens: Range<usize>, n: usize) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            for t in tokens.clone() {
+                self.quantize::<K>(t, &x.row(t)[..len]);
+            }
+            if split_by_lanes(n) {
+                self.interleave(tokens);
+            }
+        }
+    }
+
     /// Interleaves the quantized rows of `tokens` (whole groups of [`LANES`] from a group's
     /// first token, the last one possibly short) into their groups' lanes.
     ///
@@ -612,12 +630,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
                     }
                     rmsnorm_tokens(&xb, &x, tokens.clone(), dim, w.vector(lw.attn_norm), c.norm_eps);
                     if quantized {
-                        for t in tokens.clone() {
-                            xq.quantize::<K>(t, &xb.row(t)[..dim]);
-                        }
-                        if split_by_lanes(n) {
-                            xq.interleave(tokens);
-                        }
+                        xq.quantize_tokens::<K>(&xb, dim, tokens, n);
                     }
                 }
             });
@@ -700,14 +713,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
             per_token(pool, n, step_bytes, &|tokens| {
                 // SAFETY: each token, and each group of lanes where the split is by whole
                 // groups, is one thread's; the buffers outlive the job.
-                unsafe {
-                    for t in tokens.clone() {
-                        xq.quantize::<K>(t, &xb.row(t)[..dim]);
-                    }
-                    if split_by_lanes(n) {
-                        xq.interleave(tokens);
-                    }
-                }
+                unsafe { xq.quantize_tokens::<K>(&xb, dim, tokens, n) };
             });
         }
         let xs = inputs(b.xb, l.xb.stride, n, &mut xq, &l, quantized, split_by_lanes(n));
@@ -731,12 +737,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
                     }
                     rmsnorm_tokens(&xb, &x, tokens.clone(), dim, w.vector(lw.ffn_norm), c.norm_eps);
                     if quantized {
-                        for t in tokens.clone() {
-                            xq.quantize::<K>(t, &xb.row(t)[..dim]);
-                        }
-                        if split_by_lanes(n) {
-                            xq.interleave(tokens);
-                        }
+                        xq.quantize_tokens::<K>(&xb, dim, tokens, n);
                     }
                 }
             });
@@ -759,7 +760,8 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
             per_token(pool, n, step_bytes, &|tokens| {
                 // SAFETY: (the whole job) each token, and each group of lanes where the split is
                 // by whole groups, is one thread's; the buffers outlive the job; the caller
-                // guarantees that K is available on this CPU.
+                // guarantees that K is available on this CPU. (Each token quantized right after
+                // its SwiGLU, while its row is in L1, rather than by `quantize_tokens`.)
                 unsafe {
                     for t in tokens.clone() {
                         let (hb, hb2) = (hb.row(t), hb2.row(t));

@@ -34,16 +34,15 @@ const _: () =
 /// The f32 kernels of every x86_64 path (AVX2 and FMA; the AVX-512 paths differ only in their
 /// int8 kernels, see the README).
 impl F32Kernels for Avx2 {
-    unsafe fn weighted_sum<const HEAD_DIM: usize, const FUSED: bool, const T: usize>(
-        out: [&mut [f32]; T],
-        weights: [&[f32]; T],
+    // (`weighted_sum` of several outputs stays one after the other: a head's 64 floats
+    // already take 8 of the 16 ymm registers.)
+    unsafe fn weighted_sum_one<const HEAD_DIM: usize, const FUSED: bool>(
+        out: &mut [f32],
+        weights: &[f32],
         values: &[f32],
     ) {
-        // (One output at a time: a head's 64 floats already take 8 of the 16 ymm registers.)
-        for (out, weights) in out.into_iter().zip(weights) {
-            // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-            unsafe { weighted_sum_fma::<HEAD_DIM, FUSED>(out, weights, values) }
-        }
+        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
+        unsafe { weighted_sum_fma::<HEAD_DIM, FUSED>(out, weights, values) }
     }
 
     unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -51,16 +50,9 @@ impl F32Kernels for Avx2 {
         unsafe { matvec::<COLS>(out, w, x) }
     }
 
-    unsafe fn scores<const HEAD_DIM: usize, const T: usize>(
-        q: [&[f32]; T],
-        keys: &[f32],
-        seq_len: usize,
-        scores: [&mut [f32]; T],
-    ) {
-        for (q, scores) in q.into_iter().zip(scores) {
-            // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-            unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
-        }
+    unsafe fn scores_one<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
+        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
+        unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
     }
 
     unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {

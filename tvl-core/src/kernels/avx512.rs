@@ -34,6 +34,11 @@ impl F32Kernels for Avx512F32 {
         unsafe { <Avx2 as F32Kernels>::matvec::<COLS>(out, w, x) }
     }
 
+    unsafe fn scores_one<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
+        // SAFETY: the AVX-512 paths' `available()` implies AVX-512F.
+        unsafe { attention_scores_512::<HEAD_DIM, 1>([q], keys, seq_len, [scores]) }
+    }
+
     unsafe fn scores<const HEAD_DIM: usize, const T: usize>(
         q: [&[f32]; T],
         keys: &[f32],
@@ -57,6 +62,15 @@ impl F32Kernels for Avx512F32 {
                 <Avx2 as F32Kernels>::weighted_sum::<HEAD_DIM, FUSED, T>(out, weights, values)
             }
         }
+    }
+
+    unsafe fn weighted_sum_one<const HEAD_DIM: usize, const FUSED: bool>(
+        out: &mut [f32],
+        weights: &[f32],
+        values: &[f32],
+    ) {
+        // SAFETY: as above.
+        unsafe { <Avx2 as F32Kernels>::weighted_sum_one::<HEAD_DIM, FUSED>(out, weights, values) }
     }
 
     unsafe fn matmul<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &BlockInput<'_>) {
@@ -874,15 +888,15 @@ impl Width for Ymm {
 }
 
 /// [`super::quant::quantize_groups`] with 16 values per zmm register for whole groups of a
-/// multiple of 16 (the compiler left much of the portable code's maximum and rounding scalar):
+/// multiple of 16 values (the compiler left much of the portable code's maximum and rounding scalar):
 /// the same operations on each value, so the same bits. A last partial group, the padding
 /// groups and other group sizes go through the portable code.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
 unsafe fn quantize_512(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
     let gs = group_size;
-    let whole = match gs {
-        16 | 32 | 48 | 64 | 128 => (x.len() / gs).min(q.len() / gs).min(scales.len()).min(sums.len()),
-        _ => 0,
+    let whole = match gs > 0 && gs.is_multiple_of(16) {
+        true => (x.len() / gs).min(q.len() / gs).min(scales.len()).min(sums.len()),
+        false => 0,
     };
     for (g, (scale, sum)) in scales.iter_mut().zip(sums.iter_mut()).take(whole).enumerate() {
         // SAFETY: AVX-512F/BW are enabled; the slices are whole groups (g < whole).

@@ -157,26 +157,52 @@ pub trait F32Kernels {
     /// [`key_offset`]`(HEAD_DIM, i, t)` (so that SIMD kernels put one position per lane), laid
     /// out for `seq_len` positions (`KvCache::stride`: at least the positions cached, whole
     /// blocks). Every path adds the HEAD_DIM products of a position in order, unfused, as the
-    /// scalar reference does: all paths give the same bits. T queries over the same keys at
-    /// once (a prompt's consecutive tokens), each with its own count of positions
-    /// (`scores[t].len()`): paths that can load each key once for all of them.
+    /// scalar reference does: all paths give the same bits.
     ///
     /// # Safety
     /// As for [`F32Kernels::matvec`].
+    unsafe fn scores_one<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]);
+
+    /// [`F32Kernels::scores_one`] of T queries over the same keys (a prompt's consecutive
+    /// tokens), each with its own count of positions (`scores[t].len()`): one after the other,
+    /// or, where a path can, each key loaded once for all of them.
+    ///
+    /// # Safety
+    /// As for [`F32Kernels::matvec`].
+    #[inline]
     unsafe fn scores<const HEAD_DIM: usize, const T: usize>(
         q: [&[f32]; T],
         keys: &[f32],
         seq_len: usize,
         scores: [&mut [f32]; T],
-    );
+    ) {
+        for (q, scores) in q.into_iter().zip(scores) {
+            // SAFETY: the caller's contract.
+            unsafe { Self::scores_one::<HEAD_DIM>(q, keys, seq_len, scores) }
+        }
+    }
 
     /// The attention's weighted sum of values, `out = Σ_t weights[t] · values[t]` (each value
     /// HEAD_DIM floats), added position by position in order, element by element: with
     /// FUSED_VALUE_SUM one fused multiply-add per element, else a rounded product then a
     /// rounded sum. Element-wise, so every path gives the same bits; paths with hardware FMA
     /// override this to compile it with that instruction (without it, `mul_add` is a libm call
-    /// per element). T outputs over the same values at once, each with its own weights (as
-    /// many as its positions): paths that can load each value once for all of them.
+    /// per element).
+    ///
+    /// # Safety
+    /// As for [`F32Kernels::matvec`].
+    #[inline]
+    unsafe fn weighted_sum_one<const HEAD_DIM: usize, const FUSED_VALUE_SUM: bool>(
+        out: &mut [f32],
+        weights: &[f32],
+        values: &[f32],
+    ) {
+        weighted_sum_scalar::<HEAD_DIM, FUSED_VALUE_SUM>(out, weights, values)
+    }
+
+    /// [`F32Kernels::weighted_sum_one`] of T outputs over the same values, each with its own
+    /// weights (as many as its positions): one after the other, or, where a path can, each
+    /// value loaded once for all of them.
     ///
     /// # Safety
     /// As for [`F32Kernels::matvec`].
@@ -187,7 +213,8 @@ pub trait F32Kernels {
         values: &[f32],
     ) {
         for (out, weights) in out.into_iter().zip(weights) {
-            weighted_sum_scalar::<HEAD_DIM, FUSED_VALUE_SUM>(out, weights, values)
+            // SAFETY: the caller's contract.
+            unsafe { Self::weighted_sum_one::<HEAD_DIM, FUSED_VALUE_SUM>(out, weights, values) }
         }
     }
 
@@ -582,15 +609,8 @@ impl F32Kernels for Scalar {
         matvec_scalar::<COLS>(out, w, x)
     }
 
-    unsafe fn scores<const HEAD_DIM: usize, const T: usize>(
-        q: [&[f32]; T],
-        keys: &[f32],
-        seq_len: usize,
-        scores: [&mut [f32]; T],
-    ) {
-        for (q, scores) in q.into_iter().zip(scores) {
-            scores_scalar::<HEAD_DIM>(q, keys, seq_len, scores, 0)
-        }
+    unsafe fn scores_one<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
+        scores_scalar::<HEAD_DIM>(q, keys, seq_len, scores, 0)
     }
 }
 

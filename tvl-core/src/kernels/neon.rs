@@ -43,16 +43,9 @@ impl F32Kernels for Neon {
         unsafe { matvec::<COLS>(out, w, x) }
     }
 
-    unsafe fn scores<const HEAD_DIM: usize, const T: usize>(
-        q: [&[f32]; T],
-        keys: &[f32],
-        seq_len: usize,
-        scores: [&mut [f32]; T],
-    ) {
-        for (q, scores) in q.into_iter().zip(scores) {
-            // SAFETY: the caller guarantees NEON (`available()`).
-            unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
-        }
+    unsafe fn scores_one<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_len: usize, scores: &mut [f32]) {
+        // SAFETY: the caller guarantees NEON (`available()`).
+        unsafe { attention_scores::<HEAD_DIM>(q, keys, seq_len, scores) }
     }
 
     unsafe fn matmul<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &BlockInput<'_>) {
