@@ -486,9 +486,14 @@ struct QuantizedBuffer<'a> {
 }
 
 impl QuantizedBuffer<'_> {
-    /// Quantizes `x` (see [`kernels::quant::quantize_groups`]); padding groups become zero.
-    fn quantize(&mut self, x: &[f32]) {
-        kernels::quant::quantize_groups(x, self.group_size, self.values, self.scales, self.sums);
+    /// Quantizes `x` with K's quantizer (the same bits as [`kernels::quant::quantize_groups`]
+    /// on every path); padding groups become zero.
+    ///
+    /// # Safety
+    /// K's instruction set must be available on this CPU.
+    unsafe fn quantize<K: Isa>(&mut self, x: &[f32]) {
+        // SAFETY: the caller guarantees K.
+        unsafe { K::quantize(x, self.group_size, self.values, self.scales, self.sums) };
     }
 
     fn view(&self) -> Quantized<'_> {
@@ -497,9 +502,18 @@ impl QuantizedBuffer<'_> {
 }
 
 /// The input of the next matrix products: `values`, quantized into `xq` if the model is.
-fn input<'a>(values: &'a [f32], len: usize, xq: &'a mut QuantizedBuffer<'_>, quantized: bool) -> Input<'a> {
+///
+/// # Safety
+/// K's instruction set must be available on this CPU.
+unsafe fn input<'a, K: Isa>(
+    values: &'a [f32],
+    len: usize,
+    xq: &'a mut QuantizedBuffer<'_>,
+    quantized: bool,
+) -> Input<'a> {
     if quantized {
-        xq.quantize(&values[..len]);
+        // SAFETY: the caller guarantees K.
+        unsafe { xq.quantize::<K>(&values[..len]) };
     }
     let xq: &'a QuantizedBuffer<'_> = xq;
     Input { values, quantized: xq.view() }
@@ -597,7 +611,8 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
     for (l, lw) in M::LAYERS.iter().enumerate() {
         // Attention: q, k, v of this position; k and v go into the cache.
         kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.attn_norm), c.norm_eps);
-        let x = input(s.xb, dim, &mut xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
+        let x = unsafe { input::<K>(s.xb, dim, &mut xq, quantized) };
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe {
             matvecs(
@@ -630,26 +645,30 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
                 )
             }
         });
-        let x = input(s.xb, dim, &mut xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
+        let x = unsafe { input::<K>(s.xb, dim, &mut xq, quantized) };
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matvecs(pool, [lw.wo.product::<K, M>(s.xb2, w)], x) };
         kernels::add(&mut s.x[..dim], &s.xb2[..dim]);
 
         // Feed-forward: w2 · (silu(w1 · x) * (w3 · x)).
         kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
-        let x = input(s.xb, dim, &mut xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
+        let x = unsafe { input::<K>(s.xb, dim, &mut xq, quantized) };
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matvecs(pool, [lw.w1.product::<K, M>(s.hb, w), lw.w3.product::<K, M>(s.hb2, w)], x) };
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { K::swiglu(&mut s.hb[..hidden], &s.hb2[..hidden]) };
-        let x = input(s.hb, hidden, &mut xq, quantized);
+        // SAFETY: the caller guarantees that K is available on this CPU.
+        let x = unsafe { input::<K>(s.hb, hidden, &mut xq, quantized) };
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matvecs(pool, [lw.w2.product::<K, M>(s.xb, w)], x) };
         kernels::add(&mut s.x[..dim], &s.xb[..dim]);
     }
 
     kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(layout.final_norm), c.norm_eps);
-    let x = input(s.xb, dim, &mut xq, quantized);
+    // SAFETY: the caller guarantees that K is available on this CPU.
+    let x = unsafe { input::<K>(s.xb, dim, &mut xq, quantized) };
     // SAFETY: the caller guarantees that K is available on this CPU.
     unsafe { matvecs(pool, [M::CLASSIFIER.product::<K, M>(s.logits, w)], x) };
     Ok(())
