@@ -2,7 +2,7 @@
 //! ([`Image`]), one sequence's activations and cache ([`State`]), and the forward pass.
 
 use crate::kernels::{self, Input, Isa, IsaChoice, IsaVisitor, Quantized};
-use crate::parallel::{split, Disjoint, Parallel, Serial};
+use crate::parallel::{split, Disjoint, Parallel, Serial, Shares, SHARE_CHUNK_BYTES};
 use crate::tensor::{Layer, MatVec, Product};
 use core::marker::PhantomData;
 use core::ops::Range;
@@ -533,21 +533,27 @@ unsafe fn matvecs<const N: usize, P: Parallel + ?Sized>(pool: &mut P, products: 
     let total_tiles: usize = tiles.iter().sum();
     let total_bytes: usize = products.iter().map(|(_, _, w)| w.len()).sum();
     let products = products.map(|(kernel, out, w)| (kernel, Disjoint::new(out), w));
+    let shares = Shares::new(total_tiles, threads, (SHARE_CHUNK_BYTES * total_tiles).div_ceil(total_bytes.max(1)));
     pool.run_sized(total_bytes, &|thread| {
-        let mine = split(total_tiles, thread, threads);
-        let mut first = 0; // the first tile of the current matrix, counted over all N
-        for ((kernel, out, w), &tiles) in products.iter().zip(&tiles) {
-            let (start, end) = (mine.start.max(first) - first, mine.end.min(first + tiles).saturating_sub(first));
-            if start < end {
-                let tile_bytes = w.len() / tiles;
-                // SAFETY: `split` gives each thread a disjoint range of tiles, hence of rows of
-                // each matrix; the caller guarantees the kernels' instruction set.
-                unsafe {
-                    kernel(out.range(start * TILE_ROWS..end * TILE_ROWS), &w[start * tile_bytes..end * tile_bytes], x)
+        shares.run(thread, |mine| {
+            let mut first = 0; // the first tile of the current matrix, counted over all N
+            for ((kernel, out, w), &tiles) in products.iter().zip(&tiles) {
+                let (start, end) = (mine.start.max(first) - first, mine.end.min(first + tiles).saturating_sub(first));
+                if start < end {
+                    let tile_bytes = w.len() / tiles;
+                    // SAFETY: `Shares` hands each range of tiles to one thread, hence disjoint
+                    // rows of each matrix; the caller guarantees the kernels' instruction set.
+                    unsafe {
+                        kernel(
+                            out.range(start * TILE_ROWS..end * TILE_ROWS),
+                            &w[start * tile_bytes..end * tile_bytes],
+                            x,
+                        )
+                    }
                 }
+                first += tiles;
             }
-            first += tiles;
-        }
+        })
     });
 }
 

@@ -31,6 +31,67 @@ pub fn split(len: usize, index: usize, parts: usize) -> Range<usize> {
     len * index / parts..len * (index + 1) / parts
 }
 
+/// About how many bytes of weights a thread takes at a time from a [`Shares`] of row tiles: an
+/// atomic add per chunk is noise against streaming it, and a thread that finishes first waits
+/// at most about one chunk's time for the others.
+pub const SHARE_CHUNK_BYTES: usize = 32 << 10;
+
+/// Threads whose shares of a job [`Shares`] lets the others take over; a job on more threads
+/// is split statically.
+pub const MAX_SHARING_THREADS: usize = 16;
+
+/// One contiguous share of `len` items per thread, as [`split`] gives, taken chunk by chunk: by
+/// its own thread first, then by any thread that has finished its own share. A static split
+/// leaves every thread waiting for the slowest at the end of each job, and with two cores
+/// streaming from one memory the slowest changes from job to job (a neighbour's traffic, a
+/// preempted thread). Each thread still streams its own share front to back; only the tail of
+/// a slower one moves. Which thread computes an item never changes its value, so results do
+/// not depend on who took what.
+pub struct Shares {
+    len: usize,
+    parts: usize,
+    chunk: usize,
+    /// Chunks handed out of each share, one counter per cache line (a counter is written by
+    /// its owner once per chunk; sharing a line with another's would bounce it between cores).
+    taken: [TakenCount; MAX_SHARING_THREADS],
+}
+
+#[repr(align(64))]
+struct TakenCount(core::sync::atomic::AtomicUsize);
+
+impl Shares {
+    /// `len` items split into `parts` shares, handed out `chunk` items at a time.
+    pub fn new(len: usize, parts: usize, chunk: usize) -> Shares {
+        let taken = core::array::from_fn(|_| TakenCount(core::sync::atomic::AtomicUsize::new(0)));
+        Shares { len, parts: parts.max(1), chunk: chunk.max(1), taken }
+    }
+
+    /// Calls `work(items)` on chunks of items until none is left: this thread's share from the
+    /// front, then the rest of the other shares, each from where its owner has got to.
+    pub fn run(&self, thread: usize, mut work: impl FnMut(Range<usize>)) {
+        if self.parts > MAX_SHARING_THREADS {
+            let mine = split(self.len, thread, self.parts);
+            if !mine.is_empty() {
+                work(mine);
+            }
+            return;
+        }
+        for share in (thread..self.parts).chain(0..thread) {
+            let items = split(self.len, share, self.parts);
+            loop {
+                // Relaxed: the counter only decides who computes which items; the job's end
+                // (the pool waits for every thread) orders their results.
+                let chunk = self.taken[share].0.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                let start = items.start.saturating_add(chunk.saturating_mul(self.chunk));
+                if start >= items.end {
+                    break;
+                }
+                work(start..(start + self.chunk).min(items.end));
+            }
+        }
+    }
+}
+
 /// A `&mut [T]` that threads write at disjoint ranges.
 #[derive(Clone, Copy)]
 pub struct Disjoint<T> {
@@ -91,5 +152,62 @@ impl<T: Copy, const N: usize> StaticArena<T, N> {
         // SAFETY: `taken` was false and is now true, atomically: this is the only reference
         // ever made to the cells, and it lives as long as the static.
         Some(unsafe { &mut *self.cells.get() })
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+    /// Every item is handed out exactly once, whether the threads run one after another (the
+    /// pool's fallback: the first takes everything), at once, or some never come; with more
+    /// threads than `Shares` shares.
+    #[test]
+    fn shares_hand_out_every_item_once() {
+        for (len, parts, chunk) in
+            [(0, 2, 4), (1, 2, 1), (7, 2, 3), (100, 3, 7), (64, 4, 64), (1000, 2, 1), (50, 20, 2)]
+        {
+            let count: Vec<AtomicU32> = (0..len).map(|_| AtomicU32::new(0)).collect();
+            let take = |range: Range<usize>| {
+                for i in range {
+                    count[i].fetch_add(1, Relaxed);
+                }
+            };
+            // One after another: thread 0 takes every share.
+            let shares = Shares::new(len, parts, chunk);
+            let mut first = 0;
+            shares.run(0, |r| {
+                first += r.len();
+                take(r)
+            });
+            for thread in 1..parts {
+                shares.run(thread, take);
+            }
+            if parts <= MAX_SHARING_THREADS {
+                assert_eq!(first, len, "thread 0 alone takes everything ({len}, {parts}, {chunk})");
+            }
+            assert!(count.iter().all(|c| c.swap(0, Relaxed) == 1), "once each, in turn ({len}, {parts}, {chunk})");
+            // At once, repeatedly (the interleavings differ).
+            for _ in 0..20 {
+                let shares = Shares::new(len, parts, chunk);
+                std::thread::scope(|s| {
+                    for thread in 0..parts {
+                        let shares = &shares;
+                        s.spawn(move || shares.run(thread, take));
+                    }
+                });
+                assert!(count.iter().all(|c| c.swap(0, Relaxed) == 1), "once each, at once ({len}, {parts}, {chunk})");
+            }
+        }
+    }
+
+    /// A thread takes its own share first, front to back, in chunks.
+    #[test]
+    fn shares_start_with_the_own_share_in_order() {
+        let shares = Shares::new(10, 2, 3);
+        let mut ranges = Vec::new();
+        shares.run(1, |r| ranges.push(r));
+        assert_eq!(ranges, [5..8, 8..10, 0..3, 3..5]);
     }
 }
