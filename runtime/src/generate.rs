@@ -84,7 +84,7 @@ impl<'m> Session<'m> {
             let next = match prompt_tokens.get(pos + 1) {
                 Some(&forced) => forced,
                 // A NaN or infinity means damaged weights: say so rather than print `<unk>`.
-                None if !logits.iter().all(|l| l.is_finite()) => return Err(Error::NonFiniteLogits { pos }),
+                None if !crate::sampler::all_finite(logits) => return Err(Error::NonFiniteLogits { pos }),
                 None => sampler.sample(logits),
             };
             pos += 1;
@@ -180,7 +180,7 @@ impl<'m> Batch<'m> {
                 let logits = self.states[i].logits(config.vocab_size);
                 let next = match prompt_tokens[i].get(pos + 1) {
                     Some(&forced) => forced,
-                    None if !logits.iter().all(|l| l.is_finite()) => return Err(Error::NonFiniteLogits { pos }),
+                    None if !crate::sampler::all_finite(logits) => return Err(Error::NonFiniteLogits { pos }),
                     None => samplers[i].sample(logits),
                 };
                 let pos = pos + 1;

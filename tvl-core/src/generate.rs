@@ -63,7 +63,7 @@ pub fn generate<M: Model, A: AsRef<[f32]> + AsMut<[f32]>, C: crate::sampler::Can
         let logits = decoder.forward(token, pos).map_err(GenerateError::Forward)?;
         let next = match prompt_tokens.get(pos + 1) {
             Some(&forced) => forced,
-            None if !logits.iter().all(|l| l.is_finite()) => return Err(GenerateError::NonFiniteLogits(pos)),
+            None if !crate::sampler::all_finite(logits) => return Err(GenerateError::NonFiniteLogits(pos)),
             None => sampler.sample(logits),
         };
         pos += 1;

@@ -125,8 +125,12 @@ impl<C: Candidates> Sampler<C> {
     /// Never panics: logits so large that dividing them by the temperature overflows sample
     /// their limit, the argmax (generation refuses non-finite logits before it gets here).
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
-        let largest = logits.iter().fold(0.0f32, |m, l| m.max(l.abs()));
-        if self.temperature == 0.0 || !(largest / self.temperature).is_finite() {
+        if self.temperature == 0.0 {
+            return argmax(logits);
+        }
+        // (`if a > m`, not `f32::max`: the same maximum of what is not NaN, and it vectorizes.)
+        let largest = logits.iter().fold(0.0f32, |m, l| if l.abs() > m { l.abs() } else { m });
+        if !(largest / self.temperature).is_finite() {
             return argmax(logits);
         }
         for l in logits.iter_mut() {
@@ -190,15 +194,39 @@ impl Sampler<alloc::vec::Vec<(f32, u32)>> {
     }
 }
 
-/// The index of the largest value; the first one wins ties.
+/// Whether every value is finite, in one pass that vectorizes (no early exit): generation
+/// checks each token's logits before sampling them.
+pub fn all_finite(values: &[f32]) -> bool {
+    values.iter().fold(true, |finite, v| finite & v.is_finite())
+}
+
+/// The index of the largest value; the first one wins ties. Exactly llama2.c's loop
+/// (`if (v[i] > v[best]) best = i`, so NaN never wins and a NaN first value is never beaten), in two passes that vectorize: the maximum, 16 lanes at a time, then the
+/// first value equal to it. Greedy decoding calls it on every token of every sequence
+/// (32,000 logits), while the other threads wait.
 pub fn argmax(values: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] {
-            best = i;
+    const LANES: usize = 16;
+    match values.first() {
+        None => return 0,
+        Some(first) if first.is_nan() => return 0,
+        Some(_) => {}
+    }
+    // `if v > m { v } else { m }` skips NaN (which compares false), as the reference does.
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    for chunk in chunks {
+        for (m, &v) in lanes.iter_mut().zip(chunk) {
+            *m = if v > *m { v } else { *m };
         }
     }
-    best as u32
+    let max = lanes.iter().chain(rest).fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    // The first value equal to the maximum (-0.0 equals 0.0, as in the reference's `>`).
+    // The first value (not NaN) is at most the maximum, so one is found.
+    let block = values.chunks(4 * LANES).position(|block| block.iter().fold(false, |any, &v| any | (v == max)));
+    let block = block.unwrap_or(0);
+    let within = values[block * 4 * LANES..].iter().position(|&v| v == max).unwrap_or(0);
+    (block * 4 * LANES + within) as u32
 }
 
 /// Samples index i with probability `probs[i]` given a coin in [0, 1).
@@ -224,6 +252,49 @@ mod tests {
         let mut s = Sampler::new(4, 1.0, 0.9, 1).unwrap();
         let state = 0x2000001u64;
         assert_eq!(s.random_u32(), (state.wrapping_mul(0x2545F4914F6CDD1D) >> 32) as u32);
+    }
+
+    /// llama2.c's argmax loop.
+    fn argmax_reference(values: &[f32]) -> u32 {
+        let mut best = 0;
+        for (i, &v) in values.iter().enumerate() {
+            if v > values[best] {
+                best = i;
+            }
+        }
+        best as u32
+    }
+
+    #[test]
+    fn argmax_equals_the_reference_loop() {
+        let mut rng = Sampler::new(1, 0.0, 0.0, 7).expect("a greedy sampler");
+        let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1.0, -1.0, f32::MAX, f32::MIN];
+        let mut cases = 0;
+        for len in [1, 2, 15, 16, 17, 63, 64, 65, 200, 32000] {
+            for kind in 0..12 {
+                let values: Vec<f32> = (0..len)
+                    .map(|_| {
+                        let r = rng.random_u32();
+                        match kind {
+                            // Few distinct values: many ties.
+                            0..=3 => (r % 5) as f32,
+                            // Special values among ordinary ones.
+                            4..=7 if r.is_multiple_of(7) => specials[(r >> 8) as usize % specials.len()],
+                            // Ordinary values, and all-special vectors.
+                            8..=9 => specials[r as usize % specials.len()],
+                            _ => rng.random_f32() * 2.0 - 1.0,
+                        }
+                    })
+                    .collect();
+                assert_eq!(argmax(&values), argmax_reference(&values), "{values:?}");
+                cases += 1;
+            }
+        }
+        assert_eq!(argmax(&[]), 0);
+        assert_eq!(argmax(&[f32::NAN, 1.0, 2.0]), 0, "a NaN first value is never beaten");
+        assert_eq!(argmax(&[-0.0, 0.0, 0.0]), 0, "equal zeros: the first");
+        assert_eq!(argmax(&[1.0, f32::NAN, 2.0, 2.0]), 2);
+        assert!(cases > 100);
     }
 
     #[test]

@@ -726,18 +726,16 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
         for (lanes, val) in lanes.iter_mut().flatten().zip(val.iter().flatten()) {
             Zmm::store_f(lanes.as_mut_ptr(), *val);
         }
-        core::array::from_fn(|i| {
-            let lanes = &lanes[i];
-            if P == 2 {
-                core::array::from_fn(|row| {
-                    core::array::from_fn(|t| if t < LANES / P { lanes[row / 2][2 * t + row % 2] } else { 0.0 })
-                })
-            } else {
-                core::array::from_fn(|row| {
-                    core::array::from_fn(|t| if t < LANES / P { lanes[0][P * t + row] } else { 0.0 })
-                })
+        // (Loops, not `from_fn`: its closures were calls, 1.5% of a batched step.)
+        let mut out = [[[0.0f32; LANES]; TILE_ROWS]; T];
+        for (out, lanes) in out.iter_mut().zip(&lanes) {
+            for (row, out) in out.iter_mut().enumerate() {
+                for (t, out) in out.iter_mut().take(LANES / P).enumerate() {
+                    *out = if P == 2 { lanes[row / 2][2 * t + row % 2] } else { lanes[0][P * t + row] };
+                }
             }
-        })
+        }
+        out
     }
 }
 
