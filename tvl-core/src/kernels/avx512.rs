@@ -608,7 +608,8 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
         let first_lanes: __mmask16 = (0..LANES).filter(|l| l % P == 0).fold(0, |m, l| m | 1 << l);
         // P = 2: lane 2t + p ← lane t of the first (p = 0) or second (p = 1) register.
         let pairs = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-        let mut val = [[_mm512_setzero_ps(); TILE_ROWS]; T];
+        // P = 2: rows 2r and 2r + 1 in val[r]; else all 4 rows in val[0] (val[1] stays zero).
+        let mut val = [[_mm512_setzero_ps(); TILE_ROWS / 2]; T];
         for block in 0..COLS / Q_COL_BLOCK {
             let at: [*const u8; T] = core::array::from_fn(|i| tiles[i].as_ptr().add(block * block_bytes));
             let scales: [*const u8; T] = core::array::from_fn(|i| at[i].add(encoding.scales_offset()));
@@ -722,7 +723,7 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
                 }
             }
         }
-        let mut lanes = [[[0.0f32; LANES]; TILE_ROWS]; T];
+        let mut lanes = [[[0.0f32; LANES]; TILE_ROWS / 2]; T];
         for (lanes, val) in lanes.iter_mut().flatten().zip(val.iter().flatten()) {
             Zmm::store_f(lanes.as_mut_ptr(), *val);
         }
