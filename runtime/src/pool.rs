@@ -3,8 +3,10 @@
 //! per matmul; between jobs workers spin briefly (jobs of one token come microseconds apart),
 //! then sleep on a condition variable.
 //!
-//! The pool degrades gracefully when it does not own the cores. A job splits its work
-//! statically, so a worker that another process has preempted holds everyone up for a
+//! The pool degrades gracefully when it does not own the cores. A job gives each thread its
+//! own part (decoding's matrix products let a thread that finished take over the rest of
+//! another's, `tvl_core::parallel::Shares`, but not a part already started), so a worker that
+//! another process has preempted holds everyone up for a
 //! scheduler slice (milliseconds, against microseconds of work): with one of two cores busy,
 //! two threads decoded 7× slower than one. So the caller measures how long it waits for the
 //! workers after its own part; when, over a window of jobs, that wait exceeds what the workers
