@@ -533,7 +533,8 @@ unsafe fn matvecs<const N: usize, P: Parallel + ?Sized>(pool: &mut P, products: 
     let total_tiles: usize = tiles.iter().sum();
     let total_bytes: usize = products.iter().map(|(_, _, w)| w.len()).sum();
     let products = products.map(|(kernel, out, w)| (kernel, Disjoint::new(out), w));
-    let shares = Shares::new(total_tiles, threads, (SHARE_CHUNK_BYTES * total_tiles).div_ceil(total_bytes.max(1)));
+    let shares =
+        Shares::new(total_tiles, threads, SHARE_CHUNK_BYTES.div_ceil((total_bytes / total_tiles.max(1)).max(1)));
     pool.run_sized(total_bytes, &|thread| {
         shares.run(thread, |mine| {
             let mut first = 0; // the first tile of the current matrix, counted over all N
