@@ -5,10 +5,10 @@
 //!
 //! The pool degrades gracefully when it does not own the cores. A job gives each thread its
 //! own part (decoding's matrix products let a thread that finished take over the rest of
-//! another's, `tvl_core::parallel::Shares`, but not a part already started), so a worker that
-//! another process has preempted holds everyone up for a
-//! scheduler slice (milliseconds, against microseconds of work): with one of two cores busy,
-//! two threads decoded 7× slower than one. So the caller measures how long it waits for the
+//! another's, `tvl_core::parallel::Shares`, but not a chunk already started), so a worker that
+//! another process has preempted holds everyone up for a scheduler slice (milliseconds,
+//! against microseconds of work): with one of two cores busy, two threads decoded 7× slower
+//! than one. So the caller measures how long it waits for the
 //! workers after its own part; when, over a window of jobs, that wait exceeds what the workers
 //! saved, it runs every part itself for a while (the workers sleep) and tries them again
 //! later, waiting longer each time they still lag. Small jobs, where handing off costs more

@@ -161,8 +161,8 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
     /// Every item is handed out exactly once, whether the threads run one after another (the
-    /// pool's fallback: the first takes everything), at once, or some never come; with more
-    /// threads than `Shares` shares.
+    /// pool's fallback: the first takes everything and the others find nothing left) or at
+    /// once; also with more threads than [`MAX_SHARING_THREADS`] (a static split).
     #[test]
     fn shares_hand_out_every_item_once() {
         for (len, parts, chunk) in

@@ -128,8 +128,7 @@ impl<C: Candidates> Sampler<C> {
         if self.temperature == 0.0 {
             return argmax(logits);
         }
-        // (`if a > m`, not `f32::max`: the same maximum of what is not NaN, and it vectorizes.)
-        let largest = logits.iter().fold(0.0f32, |m, l| if l.abs() > m { l.abs() } else { m });
+        let largest = maximum(logits, f32::abs).max(0.0);
         if !(largest / self.temperature).is_finite() {
             return argmax(logits);
         }
@@ -200,33 +199,43 @@ pub fn all_finite(values: &[f32]) -> bool {
     values.iter().fold(true, |finite, v| finite & v.is_finite())
 }
 
-/// The index of the largest value; the first one wins ties. Exactly llama2.c's loop
-/// (`if (v[i] > v[best]) best = i`, so NaN never wins and a NaN first value is never beaten), in two passes that vectorize: the maximum, 16 lanes at a time, then the
-/// first value equal to it. Greedy decoding calls it on every token of every sequence
-/// (32,000 logits), while the other threads wait.
-pub fn argmax(values: &[f32]) -> u32 {
+/// The largest of `f(v)` over `values` by `>`, so NaN is never it (negative infinity if all
+/// are NaN, or there are none): 16 lanes at a time, which vectorizes (one running maximum is
+/// a chain the compiler keeps scalar). The maximum of a set does not depend on the order it is
+/// taken in, so this is the reference's left-to-right loop's value.
+fn maximum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     const LANES: usize = 16;
-    match values.first() {
-        None => return 0,
-        Some(first) if first.is_nan() => return 0,
-        Some(_) => {}
-    }
-    // `if v > m { v } else { m }` skips NaN (which compares false), as the reference does.
+    let greater = |m: f32, v: f32| if v > m { v } else { m };
     let chunks = values.chunks_exact(LANES);
     let rest = chunks.remainder();
     let mut lanes = [f32::NEG_INFINITY; LANES];
     for chunk in chunks {
         for (m, &v) in lanes.iter_mut().zip(chunk) {
-            *m = if v > *m { v } else { *m };
+            *m = greater(*m, f(v));
         }
     }
-    let max = lanes.iter().chain(rest).fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-    // The first value equal to the maximum (-0.0 equals 0.0, as in the reference's `>`).
-    // The first value (not NaN) is at most the maximum, so one is found.
-    let block = values.chunks(4 * LANES).position(|block| block.iter().fold(false, |any, &v| any | (v == max)));
-    let block = block.unwrap_or(0);
-    let within = values[block * 4 * LANES..].iter().position(|&v| v == max).unwrap_or(0);
-    (block * 4 * LANES + within) as u32
+    let lanes = lanes.into_iter().fold(f32::NEG_INFINITY, greater);
+    rest.iter().fold(lanes, |m, &v| greater(m, f(v)))
+}
+
+/// The index of the largest value; the first one wins ties. Exactly llama2.c's loop
+/// (`if (v[i] > v[best]) best = i`, so NaN never wins and a NaN first value is never
+/// beaten), in two passes that vectorize: the maximum, then the first value equal to it
+/// (-0.0 equals 0.0, as in the reference's `>`). Greedy decoding calls it on every token of
+/// every sequence (32,000 logits) while the other threads wait.
+pub fn argmax(values: &[f32]) -> u32 {
+    const BLOCK: usize = 64;
+    match values.first() {
+        None => return 0,
+        Some(first) if first.is_nan() => return 0,
+        Some(_) => {}
+    }
+    let max = maximum(values, |v| v);
+    // The first block holding it (a test of each whole block vectorizes), then its place
+    // there. The first value is not NaN, so the maximum is one of the values and is found.
+    let block = values.chunks(BLOCK).position(|block| block.iter().fold(false, |any, &v| any | (v == max)));
+    let at = block.unwrap_or(0) * BLOCK;
+    (at + values[at..].iter().position(|&v| v == max).unwrap_or(0)) as u32
 }
 
 /// Samples index i with probability `probs[i]` given a coin in [0, 1).
@@ -266,7 +275,7 @@ mod tests {
     }
 
     #[test]
-    fn argmax_equals_the_reference_loop() {
+    fn argmax_and_maximum_equal_the_reference_loops() {
         let mut rng = Sampler::new(1, 0.0, 0.0, 7).expect("a greedy sampler");
         let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1.0, -1.0, f32::MAX, f32::MIN];
         let mut cases = 0;
@@ -278,15 +287,19 @@ mod tests {
                         match kind {
                             // Few distinct values: many ties.
                             0..=3 => (r % 5) as f32,
-                            // Special values among ordinary ones.
+                            // Special values among ordinary ones (the other sevenths, below).
                             4..=7 if r.is_multiple_of(7) => specials[(r >> 8) as usize % specials.len()],
-                            // Ordinary values, and all-special vectors.
+                            // Special values only.
                             8..=9 => specials[r as usize % specials.len()],
+                            // Ordinary values.
                             _ => rng.random_f32() * 2.0 - 1.0,
                         }
                     })
                     .collect();
                 assert_eq!(argmax(&values), argmax_reference(&values), "{values:?}");
+                // The sampler's largest |logit|, against its former running `f32::max`.
+                let largest = values.iter().fold(0.0f32, |m, l| m.max(l.abs()));
+                assert_eq!(maximum(&values, f32::abs).max(0.0).to_bits(), largest.to_bits(), "{values:?}");
                 cases += 1;
             }
         }
