@@ -404,7 +404,8 @@ fn swiglu_and_softmax_equal_the_portable_functions_on_every_path() {
 
 /// `M`'s block kernels on K against K's matrix-vector kernel run token by token: the same bits
 /// for every (row, token), for every matrix type, block sizes 1 to 32 (register tiles of 4 and
-/// 6 tokens, 16 lanes, and their remainders), and a few row tiles (as a thread's share).
+/// 6 tokens, 16 lanes, and their remainders), and up to 7 row tiles (as a thread's share; the
+/// kernels take 4, 2 and 1 tiles at a time).
 fn check_block_kernels<M: Model, K: Isa>() {
     fn check<T: MatVec, K: Isa>(name: &str, panels: Panels) {
         check_block_product(name, K::NAME, panels, T::matvec::<K>, T::matmul::<K>);
@@ -427,7 +428,7 @@ fn check_block_product(name: &str, isa: &str, panels: Panels, matvec: Kernel, ma
         let mut w = vec![0; panels.bytes()];
         let mut rng = Rng(0x5EED ^ (panels.rows * 7 + panels.cols) as u64);
         panels.pack(&rng.vec(panels.rows * panels.cols), &mut w);
-        let rows = panels.padded_rows().min(12);
+        let rows = panels.padded_rows().min(28);
         for tokens in [1usize, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 32] {
             let xs: Vec<Vec<f32>> = (0..tokens)
                 .map(|_| {
@@ -502,7 +503,7 @@ fn check_block_group_sizes<K: Isa>() {
             unsafe { K::matmul_q4::<128, GS>(outs, w, xs) }
         }
     }
-    let panels = |encoding| Panels { offset: 0, rows: 12, cols: 100, encoding };
+    let panels = |encoding| Panels { offset: 0, rows: 28, cols: 100, encoding };
     let q8 = |group_size| panels(Encoding::Q8 { group_size });
     let q4 = |group_size| panels(Encoding::Q4 { group_size });
     check_block_product("q8 g4", K::NAME, q8(4), Kernels::<K, 4>::matvec_q8, Kernels::<K, 4>::matmul_q8);

@@ -355,9 +355,9 @@ unsafe fn row_sums(a: [__m512; TILE_ROWS], b: [__m512; TILE_ROWS]) -> __m512 {
 /// `Σ(w + o)·x − o·Σx` (o = 128 for int8, whose weights go in as unsigned w + 128; o = 8 for
 /// 4-bit, whose nibbles are w + 8 already), then `val += (ival · w_scale) · x_scale` per lane,
 /// group after group: each lane computes exactly the matvec's numbers for its (row, token). At
-/// most 8 tokens (a batch of sequences, a prompt's last block) fill zmm registers with 2, 4 or
-/// 8 quads per token, two row tiles at a time ([`chunk_tile`]), or run on ymm where groups of 4
-/// columns cannot be chunked.
+/// most 8 tokens (a batch of sequences, a prompt's last block) fill zmm registers otherwise:
+/// up to 2 or 4 tokens with 8 or 4 quads per token ([`chunk_tile`]), else two rows × 8 tokens
+/// ([`pair_tile`]).
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bool>(
     outs: &mut [&mut [f32]],
@@ -384,13 +384,41 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
             && lanes.sums.len() >= token_groups * lanes.groups * LANES,
         "block product: slices shorter than the shape"
     );
-    // At most 8 tokens: chunks (see `chunk_tile`), two tiles at a time where there are two.
+    // At most 8 tokens: 1 or 2 tokens of whole groups of 32, or up to 4 of 16, in chunks of 8
+    // or 4 quads (see `chunk_tile`), two tiles at a time where there are two; else pairs of
+    // rows (see `pair_tile`), four tiles at a time while there are four.
     let chunk_quads = match n {
-        _ if n == 0 || n > 8 || !GS.is_multiple_of(8) => 0,
+        _ if n == 0 || n > 8 => 0,
         ..=2 if GS.is_multiple_of(32) => 8,
         ..=4 if GS.is_multiple_of(16) => 4,
         _ => 2,
     };
+    if chunk_quads == 2 {
+        let lanes = (lanes.q, lanes.scales, lanes.sums);
+        let mut tile = 0;
+        while tile < tiles {
+            let tile_w = |i: usize| &w[(tile + i) * tile_len..][..tile_len];
+            let done = match tiles - tile {
+                4.. => 4,
+                2 | 3 => 2,
+                _ => 1,
+            };
+            let next = (tile + 2 * done <= tiles).then(|| w[(tile + done) * tile_len..].as_ptr());
+            // SAFETY: the slices are checked above; the features are enabled here.
+            unsafe {
+                match done {
+                    4 => {
+                        let tiles_w = [tile_w(0), tile_w(1), tile_w(2), tile_w(3)];
+                        store_tiles(outs, tile, pair_tile::<COLS, GS, Q4, 4>(tiles_w, lanes, next))
+                    }
+                    2 => store_tiles(outs, tile, pair_tile::<COLS, GS, Q4, 2>([tile_w(0), tile_w(1)], lanes, next)),
+                    _ => store_tiles(outs, tile, pair_tile::<COLS, GS, Q4, 1>([tile_w(0)], lanes, next)),
+                }
+            }
+            tile += done;
+        }
+        return;
+    }
     if chunk_quads > 0 {
         let lanes = (lanes.q, lanes.scales, lanes.sums);
         let mut tile = 0;
@@ -398,32 +426,22 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
             let pair = tile + 1 < tiles;
             let next = (tile + 2 < tiles).then(|| w[(tile + 2) * tile_len..].as_ptr());
             // SAFETY: the slices are checked above; the features are enabled here.
-            let (val, done) = unsafe {
+            unsafe {
                 if pair {
                     let tiles_w = [&w[tile * tile_len..][..tile_len], &w[(tile + 1) * tile_len..][..tile_len]];
                     match chunk_quads {
-                        8 => (chunk_tile::<COLS, GS, Q4, 8, 2>(tiles_w, xs.tokens, lanes, next), 2),
-                        4 => (chunk_tile::<COLS, GS, Q4, 4, 2>(tiles_w, xs.tokens, lanes, next), 2),
-                        _ => (chunk_tile::<COLS, GS, Q4, 2, 2>(tiles_w, xs.tokens, lanes, next), 2),
+                        8 => store_tiles(outs, tile, chunk_tile::<COLS, GS, Q4, 8, 2>(tiles_w, xs.tokens, lanes, next)),
+                        _ => store_tiles(outs, tile, chunk_tile::<COLS, GS, Q4, 4, 2>(tiles_w, xs.tokens, lanes, next)),
                     }
                 } else {
                     let tile_w = [&w[tile * tile_len..][..tile_len]];
-                    let [val] = match chunk_quads {
-                        8 => chunk_tile::<COLS, GS, Q4, 8, 1>(tile_w, xs.tokens, lanes, next),
-                        4 => chunk_tile::<COLS, GS, Q4, 4, 1>(tile_w, xs.tokens, lanes, next),
-                        _ => chunk_tile::<COLS, GS, Q4, 2, 1>(tile_w, xs.tokens, lanes, next),
-                    };
-                    ([val, val], 1)
-                }
-            };
-            for (i, val) in val.iter().take(done).enumerate() {
-                for (row, val) in val.iter().enumerate() {
-                    for (t, out) in outs.iter_mut().enumerate() {
-                        out[(tile + i) * TILE_ROWS + row] = val[t];
+                    match chunk_quads {
+                        8 => store_tiles(outs, tile, chunk_tile::<COLS, GS, Q4, 8, 1>(tile_w, xs.tokens, lanes, next)),
+                        _ => store_tiles(outs, tile, chunk_tile::<COLS, GS, Q4, 4, 1>(tile_w, xs.tokens, lanes, next)),
                     }
                 }
             }
-            tile += done;
+            tile += if pair { 2 } else { 1 };
         }
         return;
     }
@@ -439,8 +457,8 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
             // The first group fetches the next tile while this one is computed.
             let prefetch = if g == 0 { next } else { None };
             // Two groups of 16 tokens at once where there are more than 16 left (each weight
-            // broadcast serves both), else one group on zmm; at most 8 tokens on ymm where
-            // groups are too short to be chunked (else they took the chunks above).
+            // broadcast serves both), else one group on zmm; a last group of at most 8 tokens
+            // (of a longer block: blocks of at most 8 took the paths above) on ymm.
             // SAFETY: the slices are checked above; the features are enabled here.
             let (val, groups) = unsafe {
                 if tokens > LANES {
@@ -459,6 +477,19 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
                 }
             }
             g += groups;
+        }
+    }
+}
+
+/// Stores T tiles' values (token t's in lane t, as the tile kernels return them) into the
+/// rows of tiles `tile..tile + T` of each token's output.
+#[inline(always)]
+fn store_tiles<const T: usize>(outs: &mut [&mut [f32]], tile: usize, val: [[[f32; LANES]; TILE_ROWS]; T]) {
+    for (i, val) in val.iter().enumerate() {
+        for (row, val) in val.iter().enumerate() {
+            for (t, out) in outs.iter_mut().enumerate() {
+                out[(tile + i) * TILE_ROWS + row] = val[t];
+            }
         }
     }
 }
@@ -552,6 +583,40 @@ unsafe fn unsigned_rows<const Q4: bool>(at: *const u8, row_bytes: usize) -> [[u8
     unsigned
 }
 
+/// A quantized block's 4 rows as in [`unsigned_rows`], each pair of rows (2p, 2p + 1)
+/// interleaved quad by quad: `[a₀, b₀, a₁, b₁, ..]` (4 bytes each), so that one 8-byte
+/// broadcast gives both rows' quad to the lanes of [`pair_tile`].
+#[inline(always)]
+unsafe fn unsigned_row_pairs<const Q4: bool>(
+    at: *const u8,
+    row_bytes: usize,
+    pairs: &mut [[u8; 2 * Q_COL_BLOCK]; TILE_ROWS / 2],
+) {
+    // SAFETY: the caller passes a block of a checked tile (TILE_ROWS rows of `row_bytes`) and
+    // enables AVX-512F/BW.
+    unsafe {
+        let unsigned = |row: usize| {
+            let row_at = at.add(row * row_bytes);
+            if Q4 {
+                let nibbles = _mm256_loadu_si256(row_at.cast());
+                let mask = _mm256_set1_epi8(0x0f);
+                let (low, high) =
+                    (_mm256_and_si256(nibbles, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask));
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
+            } else {
+                _mm512_xor_si512(_mm512_loadu_si512(row_at.cast()), _mm512_set1_epi8(-128))
+            }
+        };
+        let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        for (pair, out) in pairs.iter_mut().enumerate() {
+            let (a, b) = (unsigned(2 * pair), unsigned(2 * pair + 1));
+            _mm512_storeu_si512(out.as_mut_ptr().cast(), _mm512_permutex2var_epi32(a, first, b));
+            _mm512_storeu_si512(out.as_mut_ptr().add(Q_COL_BLOCK).cast(), _mm512_permutex2var_epi32(a, second, b));
+        }
+    }
+}
+
 /// Prefetches the `len` bytes at `at` into L1, one hint per cache line.
 #[inline(always)]
 unsafe fn prefetch_lines(at: *const u8, len: usize) {
@@ -562,30 +627,26 @@ unsafe fn prefetch_lines(at: *const u8, len: usize) {
     }
 }
 
-/// One row tile for at most 16 / P tokens, on zmm registers all the same: a register holds P
-/// quads (4·P columns) of each token, lane P·t + p = quad P·k + p of token t, so that one
-/// broadcast of a row's 4·P weights feeds all 16 lanes (one token per lane would leave 16 − n
-/// lanes empty: 8 sequences decoding together would fill half a zmm). A group's integer sum is
-/// exact in any order, so each token's P lanes are added once at the group's end, and every
-/// (row, token) then takes the float steps of the matvec. Two accumulators per row, for
-/// alternate chunks, keep 8 sums in flight (4 dependent chains leave `vpdpbusd` waiting on its
-/// own latency), or T = 2 tiles at once (8 rows: 8 sums in flight, and each chunk of x, its
-/// permute and the group's scales of x serve twice the rows). Returns token t's values in
-/// lane t, as `lane_tile` does. P is 2 (x from the interleaved lanes, one permute per 2
-/// quads), 4 or 8 (x from each token's own vector, 16 or 32 bytes per token), and a group is
-/// whole chunks (GS a multiple of 4·P).
+/// One row tile for at most 16 / P tokens (P = 4 or 8), on zmm registers all the same: a
+/// register holds P quads (4·P columns) of each token, lane P·t + p = quad P·k + p of token
+/// t (16 or 32 bytes of each token's own vector), so that one broadcast of a row's 4·P
+/// weights feeds all 16 lanes (one token per lane would leave 16 − n lanes empty). A group's
+/// integer sum is exact in any order, so each token's P lanes are added once at the group's
+/// end, and every (row, token) then takes the float steps of the matvec. Two accumulators per
+/// row, for alternate chunks, keep 8 sums in flight (4 dependent chains leave `vpdpbusd`
+/// waiting on its own latency), or T = 2 tiles at once (8 rows: 8 sums in flight, and each
+/// chunk of x and the group's scales of x serve twice the rows). Returns token t's values in
+/// lane t, as `lane_tile` does. A group is whole chunks (GS a multiple of 4·P). (More tokens
+/// go in pairs of rows: [`pair_tile`].)
 #[inline(always)]
 unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P: usize, const T: usize>(
     tiles: [&[u8]; T],
     tokens: &[Input<'_>],
-    (q, x_scales, x_sums): (&[i32], &[f32], &[i32]),
+    (_, x_scales, x_sums): (&[i32], &[f32], &[i32]),
     prefetch: Option<*const u8>,
 ) -> [[[f32; LANES]; TILE_ROWS]; T] {
     // (Constant: folded away where it holds; the caller takes another path where it does not.)
-    assert!(
-        matches!(P, 2 | 4 | 8) && GS.is_multiple_of(4 * P) && matches!(T, 1 | 2),
-        "a group is whole chunks of P quads"
-    );
+    assert!(matches!(P, 4 | 8) && GS.is_multiple_of(4 * P) && matches!(T, 1 | 2), "a group is whole chunks of P quads");
     // Checked once, so that the loads of each token's vector below stay in bounds.
     assert!(
         !tokens.is_empty() && tokens.len() <= LANES / P && tokens.iter().all(|x| x.quantized.q.len() >= COLS),
@@ -606,10 +667,8 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
         let by_token = _mm512_loadu_si512(core::array::from_fn::<i32, LANES, _>(|l| (l / P) as i32).as_ptr().cast());
         // Lanes of each token's first quad.
         let first_lanes: __mmask16 = (0..LANES).filter(|l| l % P == 0).fold(0, |m, l| m | 1 << l);
-        // P = 2: lane 2t + p ← lane t of the first (p = 0) or second (p = 1) register.
-        let pairs = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-        // P = 2: rows 2r and 2r + 1 in val[r]; else all 4 rows in val[0] (val[1] stays zero).
-        let mut val = [[_mm512_setzero_ps(); TILE_ROWS / 2]; T];
+        // All 4 rows in one register.
+        let mut val = [_mm512_setzero_ps(); T];
         for block in 0..COLS / Q_COL_BLOCK {
             let at: [*const u8; T] = core::array::from_fn(|i| tiles[i].as_ptr().add(block * block_bytes));
             let scales: [*const u8; T] = core::array::from_fn(|i| at[i].add(encoding.scales_offset()));
@@ -645,14 +704,6 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
                     // Quads P·k.. of the whole row: bytes 4·P·k.. of each token's vector.
                     let k = block * Q_COL_BLOCK / (4 * P) + chunk;
                     let x = match P {
-                        2 => {
-                            let at = 2 * k * LANES;
-                            _mm512_permutex2var_epi32(
-                                Zmm::load_i(q.as_ptr().add(at)),
-                                pairs,
-                                Zmm::load_i(q.as_ptr().add(at + LANES)),
-                            )
-                        }
                         4 => {
                             let slot = |s: usize| _mm_loadu_si128(x_at[s].add(16 * k).cast());
                             let x = _mm512_inserti32x4::<1>(_mm512_castsi128_si512(slot(0)), slot(1));
@@ -668,7 +719,6 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
                         for (row, unsigned) in unsigned.iter().enumerate() {
                             let w = unsigned.as_ptr().add(4 * P * chunk);
                             let u = match P {
-                                2 => _mm512_set1_epi64(core::ptr::read_unaligned(w.cast::<i64>())),
                                 4 => _mm512_broadcast_i32x4(_mm_loadu_si128(w.cast())),
                                 _ => _mm512_broadcast_i64x4(_mm256_loadu_si256(w.cast())),
                             };
@@ -682,43 +732,116 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
                         1 => _mm512_add_epi32(acc[0][i][row], acc[1][i][row]),
                         _ => acc[0][i][row],
                     });
-                    if P == 2 {
-                        for (pair, val) in val.iter_mut().take(TILE_ROWS / 2).enumerate() {
-                            // Each token's 2 lanes added, for two rows a and b into one register:
-                            // [a0, b1, ..] + [a1, b0, ..] = [a, b] of token 0, then of token 1, ...
-                            let (a, b) = (ival[2 * pair], ival[2 * pair + 1]);
-                            let rows = _mm512_add_epi32(
-                                _mm512_mask_blend_epi32(0xAAAA, a, b),
-                                _mm512_shuffle_epi32::<0xB1>(_mm512_mask_blend_epi32(0x5555, a, b)),
-                            );
-                            // The two rows' scales, in every pair of lanes.
-                            let slot = tvl_layout::layout::scale_slot(group_in_block, 2 * pair);
-                            let w_scale = _mm512_castsi512_ps(_mm512_set1_epi64(core::ptr::read_unaligned(
-                                scales[i].add(4 * slot).cast::<i64>(),
-                            )));
-                            *val = Zmm::add(*val, Zmm::mul(Zmm::mul(Zmm::to_f32(rows), w_scale), x_scale));
+                    // A token's lanes fill whole 128-bit lanes: the 4 rows' sums of each 128-bit
+                    // lane go into its 4 lanes (row r in lane 4L + r), so the float steps run
+                    // once for the whole tile. Rows 0, 1: [a0 + a2, b0 + b2, a1 + a3, b1 + b3].
+                    let ab = _mm512_add_epi32(
+                        _mm512_unpacklo_epi32(ival[0], ival[1]),
+                        _mm512_unpackhi_epi32(ival[0], ival[1]),
+                    );
+                    let cd = _mm512_add_epi32(
+                        _mm512_unpacklo_epi32(ival[2], ival[3]),
+                        _mm512_unpackhi_epi32(ival[2], ival[3]),
+                    );
+                    let mut rows = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+                    if P == 8 {
+                        // A token's two 128-bit lanes added.
+                        rows = _mm512_add_epi32(rows, _mm512_shuffle_i32x4::<0xB1>(rows, rows));
+                    }
+                    // The group's scales of the tile's 4 rows, in every 128-bit lane.
+                    let slot = tvl_layout::layout::scale_slot(group_in_block, 0);
+                    let w_scale = _mm512_broadcast_f32x4(_mm_loadu_ps(scales[i].add(4 * slot).cast()));
+                    *val = Zmm::add(*val, Zmm::mul(Zmm::mul(Zmm::to_f32(rows), w_scale), x_scale));
+                }
+            }
+        }
+        let mut lanes = [[0.0f32; LANES]; T];
+        for (lanes, val) in lanes.iter_mut().zip(&val) {
+            Zmm::store_f(lanes.as_mut_ptr(), *val);
+        }
+        // (Loops, not `from_fn`: its closures were calls, 1.5% of a batched step.)
+        let mut out = [[[0.0f32; LANES]; TILE_ROWS]; T];
+        for (out, lanes) in out.iter_mut().zip(&lanes) {
+            for (row, out) in out.iter_mut().enumerate() {
+                for (t, out) in out.iter_mut().take(LANES / P).enumerate() {
+                    *out = lanes[P * t + row];
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One row tile for at most 8 tokens, T = 1 or 2 tiles at once: lane 2t + r of register p
+/// holds token t's sums for row 2p + r, so one 8-byte broadcast of two rows' quad (see
+/// [`unsigned_row_pairs`]) against each token's quad in both of its lanes fills all 16 lanes
+/// with 8 tokens, and a group's integer sums come out whole — no lanes to add up before the
+/// float steps, which are then the matvec's per (row, token). Two sets of accumulators, for
+/// alternate quads, keep 8 sums in flight for T = 2 (4 for T = 1). Returns token t's values
+/// in lane t, as [`lane_tile`] does.
+#[inline(always)]
+unsafe fn pair_tile<const COLS: usize, const GS: usize, const Q4: bool, const T: usize>(
+    tiles: [&[u8]; T],
+    (q, x_scales, x_sums): (&[i32], &[f32], &[i32]),
+    prefetch: Option<*const u8>,
+) -> [[[f32; LANES]; TILE_ROWS]; T] {
+    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let (block_bytes, row_bytes) = (encoding.block_bytes(), encoding.row_block_bytes());
+    // o = 8 or 128.
+    let offset_shift = if Q4 { 3 } else { 7 };
+    // SAFETY: (the whole body) the caller passes T whole tiles and one group of lanes of at
+    // least COLS / 4 quads and COLS / GS groups; prefetches are hints that never fault;
+    // AVX-512F/BW/VL/VNNI are enabled by the caller.
+    unsafe {
+        // Lane l ← lane l / 2: each token's value in both of its lanes.
+        let by_token = _mm512_loadu_si512(core::array::from_fn::<i32, LANES, _>(|l| (l / 2) as i32).as_ptr().cast());
+        let mut val = [[_mm512_setzero_ps(); TILE_ROWS / 2]; T];
+        let mut pairs = [[[0u8; 2 * Q_COL_BLOCK]; TILE_ROWS / 2]; T];
+        for block in 0..COLS / Q_COL_BLOCK {
+            let at: [*const u8; T] = core::array::from_fn(|i| tiles[i].as_ptr().add(block * block_bytes));
+            let scales: [*const u8; T] = core::array::from_fn(|i| at[i].add(encoding.scales_offset()));
+            // (A loop: see `chunk_tile`.)
+            for (pairs, &at) in pairs.iter_mut().zip(&at) {
+                unsigned_row_pairs::<Q4>(at, row_bytes, pairs);
+            }
+            // Read back from memory, as in `lane_tile`.
+            let pairs = core::hint::black_box(&pairs);
+            for group_in_block in 0..Q_COL_BLOCK / GS {
+                let group = block * (Q_COL_BLOCK / GS) + group_in_block;
+                let sums = _mm512_permutexvar_epi32(by_token, Zmm::load_i(x_sums.as_ptr().add(group * LANES)));
+                // The next tiles' lines of this block, a share per group (as in `chunk_tile`).
+                if let Some(next) = prefetch {
+                    let (groups, lines) = (Q_COL_BLOCK / GS, (T * block_bytes).div_ceil(64));
+                    let (first, end) = (group_in_block * lines / groups, (group_in_block + 1) * lines / groups);
+                    prefetch_lines(next.wrapping_add(T * block * block_bytes + 64 * first), 64 * (end - first));
+                }
+                let mut acc = [
+                    [[Zmm::negated_shift(sums, offset_shift); TILE_ROWS / 2]; T],
+                    [[_mm512_setzero_si512(); TILE_ROWS / 2]; T],
+                ];
+                for quad in group_in_block * GS / 4..(group_in_block + 1) * GS / 4 {
+                    let at = (block * Q_COL_BLOCK / 4 + quad) * LANES;
+                    let x = _mm512_permutexvar_epi32(by_token, Zmm::load_i(q.as_ptr().add(at)));
+                    let set = if T >= 4 { 0 } else { quad % 2 };
+                    for (acc, pairs) in acc[set].iter_mut().zip(pairs) {
+                        for (acc, pair) in acc.iter_mut().zip(pairs) {
+                            let u =
+                                _mm512_set1_epi64(core::ptr::read_unaligned(pair.as_ptr().add(8 * quad).cast::<i64>()));
+                            *acc = Zmm::dpbusd(*acc, u, x);
                         }
-                    } else {
-                        // A token's lanes fill whole 128-bit lanes: the 4 rows' sums of each 128-bit
-                        // lane go into its 4 lanes (row r in lane 4L + r), so the float steps run
-                        // once for the whole tile. Rows 0, 1: [a0 + a2, b0 + b2, a1 + a3, b1 + b3].
-                        let ab = _mm512_add_epi32(
-                            _mm512_unpacklo_epi32(ival[0], ival[1]),
-                            _mm512_unpackhi_epi32(ival[0], ival[1]),
-                        );
-                        let cd = _mm512_add_epi32(
-                            _mm512_unpacklo_epi32(ival[2], ival[3]),
-                            _mm512_unpackhi_epi32(ival[2], ival[3]),
-                        );
-                        let mut rows = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
-                        if P == 8 {
-                            // A token's two 128-bit lanes added.
-                            rows = _mm512_add_epi32(rows, _mm512_shuffle_i32x4::<0xB1>(rows, rows));
-                        }
-                        // The group's scales of the tile's 4 rows, in every 128-bit lane.
-                        let slot = tvl_layout::layout::scale_slot(group_in_block, 0);
-                        let w_scale = _mm512_broadcast_f32x4(_mm_loadu_ps(scales[i].add(4 * slot).cast()));
-                        val[0] = Zmm::add(val[0], Zmm::mul(Zmm::mul(Zmm::to_f32(rows), w_scale), x_scale));
+                    }
+                }
+                let x_scale = _mm512_permutexvar_ps(by_token, Zmm::load_f(x_scales.as_ptr().add(group * LANES)));
+                for (i, val) in val.iter_mut().enumerate() {
+                    for (pair, val) in val.iter_mut().enumerate() {
+                        let ival =
+                            if T >= 4 { acc[0][i][pair] } else { _mm512_add_epi32(acc[0][i][pair], acc[1][i][pair]) };
+                        // The two rows' scales, in every pair of lanes.
+                        let slot = tvl_layout::layout::scale_slot(group_in_block, 2 * pair);
+                        let w_scale = _mm512_castsi512_ps(_mm512_set1_epi64(core::ptr::read_unaligned(
+                            scales[i].add(4 * slot).cast::<i64>(),
+                        )));
+                        *val = Zmm::add(*val, Zmm::mul(Zmm::mul(Zmm::to_f32(ival), w_scale), x_scale));
                     }
                 }
             }
@@ -727,12 +850,11 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
         for (lanes, val) in lanes.iter_mut().flatten().zip(val.iter().flatten()) {
             Zmm::store_f(lanes.as_mut_ptr(), *val);
         }
-        // (Loops, not `from_fn`: its closures were calls, 1.5% of a batched step.)
         let mut out = [[[0.0f32; LANES]; TILE_ROWS]; T];
         for (out, lanes) in out.iter_mut().zip(&lanes) {
             for (row, out) in out.iter_mut().enumerate() {
-                for (t, out) in out.iter_mut().take(LANES / P).enumerate() {
-                    *out = if P == 2 { lanes[row / 2][2 * t + row % 2] } else { lanes[0][P * t + row] };
+                for (t, out) in out.iter_mut().take(LANES / 2).enumerate() {
+                    *out = lanes[row / 2][2 * t + row % 2];
                 }
             }
         }
