@@ -584,8 +584,9 @@ unsafe fn unsigned_rows<const Q4: bool>(at: *const u8, row_bytes: usize) -> [[u8
 }
 
 /// A quantized block's 4 rows as in [`unsigned_rows`], each pair of rows (2p, 2p + 1)
-/// interleaved quad by quad: `[a₀, b₀, a₁, b₁, ..]` (4 bytes each), so that one 8-byte
-/// broadcast gives both rows' quad to the lanes of [`pair_tile`].
+/// interleaved quad by quad: `[a₀, b₀, a₁, b₁, ..]` (4 bytes each; quad q's pair at
+/// [`pair_offset`]), so that one 8-byte broadcast gives both rows' quad to the lanes of
+/// [`pair_tile`].
 #[inline(always)]
 unsafe fn unsigned_row_pairs<const Q4: bool>(
     at: *const u8,
@@ -607,14 +608,19 @@ unsafe fn unsigned_row_pairs<const Q4: bool>(
                 _mm512_xor_si512(_mm512_loadu_si512(row_at.cast()), _mm512_set1_epi8(-128))
             }
         };
-        let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-        let second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        // In-lane unpacks (cheaper than permutes across lanes): see `pair_offset`.
         for (pair, out) in pairs.iter_mut().enumerate() {
             let (a, b) = (unsigned(2 * pair), unsigned(2 * pair + 1));
-            _mm512_storeu_si512(out.as_mut_ptr().cast(), _mm512_permutex2var_epi32(a, first, b));
-            _mm512_storeu_si512(out.as_mut_ptr().add(Q_COL_BLOCK).cast(), _mm512_permutex2var_epi32(a, second, b));
+            _mm512_storeu_si512(out.as_mut_ptr().cast(), _mm512_unpacklo_epi32(a, b));
+            _mm512_storeu_si512(out.as_mut_ptr().add(Q_COL_BLOCK).cast(), _mm512_unpackhi_epi32(a, b));
         }
     }
+}
+
+/// Where [`unsigned_row_pairs`] puts a block's quad q of a pair of rows: the unpacks leave
+/// quads 4L, 4L + 1 in 128-bit lane L of the first 64 bytes, 4L + 2, 4L + 3 in the second.
+const fn pair_offset(quad: usize) -> usize {
+    64 * (quad % 4 / 2) + 16 * (quad / 4) + 8 * (quad % 2)
 }
 
 /// Prefetches the `len` bytes at `at` into L1, one hint per cache line.
@@ -825,8 +831,9 @@ unsafe fn pair_tile<const COLS: usize, const GS: usize, const Q4: bool, const T:
                     let set = if T >= 4 { 0 } else { quad % 2 };
                     for (acc, pairs) in acc[set].iter_mut().zip(pairs) {
                         for (acc, pair) in acc.iter_mut().zip(pairs) {
-                            let u =
-                                _mm512_set1_epi64(core::ptr::read_unaligned(pair.as_ptr().add(8 * quad).cast::<i64>()));
+                            let u = _mm512_set1_epi64(core::ptr::read_unaligned(
+                                pair.as_ptr().add(pair_offset(quad)).cast::<i64>(),
+                            ));
                             *acc = Zmm::dpbusd(*acc, u, x);
                         }
                     }
