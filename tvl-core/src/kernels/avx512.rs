@@ -778,13 +778,13 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
     }
 }
 
-/// One row tile for at most 8 tokens, T = 1 or 2 tiles at once: lane 2t + r of register p
+/// One row tile for at most 8 tokens, T = 1, 2 or 4 tiles at once: lane 2t + r of register p
 /// holds token t's sums for row 2p + r, so one 8-byte broadcast of two rows' quad (see
 /// [`unsigned_row_pairs`]) against each token's quad in both of its lanes fills all 16 lanes
 /// with 8 tokens, and a group's integer sums come out whole — no lanes to add up before the
-/// float steps, which are then the matvec's per (row, token). Two sets of accumulators, for
-/// alternate quads, keep 8 sums in flight for T = 2 (4 for T = 1). Returns token t's values
-/// in lane t, as [`lane_tile`] does.
+/// float steps, which are then the matvec's per (row, token). T = 4 keeps 8 sums in flight;
+/// T = 2 and 1 have two sets of accumulators, for alternate quads (8 and 4 in flight; a
+/// second set for T = 4 spilled). Returns token t's values in lane t, as [`lane_tile`] does.
 #[inline(always)]
 unsafe fn pair_tile<const COLS: usize, const GS: usize, const Q4: bool, const T: usize>(
     tiles: [&[u8]; T],
