@@ -388,12 +388,11 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
     // or 4 quads (see `chunk_tile`), two tiles at a time where there are two; else pairs of
     // rows (see `pair_tile`), four tiles at a time while there are four.
     let chunk_quads = match n {
-        _ if n == 0 || n > 8 => 0,
-        ..=2 if GS.is_multiple_of(32) => 8,
-        ..=4 if GS.is_multiple_of(16) => 4,
-        _ => 2,
+        1..=2 if GS.is_multiple_of(32) => 8,
+        1..=4 if GS.is_multiple_of(16) => 4,
+        _ => 0,
     };
-    if chunk_quads == 2 {
+    if (1..=8).contains(&n) && chunk_quads == 0 {
         let lanes = (lanes.q, lanes.scales, lanes.sums);
         let mut tile = 0;
         while tile < tiles {
@@ -567,20 +566,29 @@ unsafe fn unsigned_rows<const Q4: bool>(at: *const u8, row_bytes: usize) -> [[u8
     // enables AVX-512F/BW.
     unsafe {
         for (row, unsigned) in unsigned.iter_mut().enumerate() {
-            let row_at = at.add(row * row_bytes);
-            let u = if Q4 {
-                let nibbles = _mm256_loadu_si256(row_at.cast());
-                let mask = _mm256_set1_epi8(0x0f);
-                let (low, high) =
-                    (_mm256_and_si256(nibbles, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask));
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
-            } else {
-                _mm512_xor_si512(_mm512_loadu_si512(row_at.cast()), _mm512_set1_epi8(-128))
-            };
-            _mm512_storeu_si512(unsigned.as_mut_ptr().cast(), u);
+            _mm512_storeu_si512(unsigned.as_mut_ptr().cast(), unsigned_row::<Q4>(at.add(row * row_bytes)));
         }
     }
     unsigned
+}
+
+/// One row of a quantized block (at `row_at`) as 64 unsigned bytes in column order: int8
+/// weights + 128, 4-bit ones unpacked (low nibbles, then high: each already w + 8).
+#[inline(always)]
+unsafe fn unsigned_row<const Q4: bool>(row_at: *const u8) -> __m512i {
+    // SAFETY: the caller passes one row of a block of a checked tile (64 bytes of int8, 32 of
+    // 4-bit) and enables AVX-512F/BW.
+    unsafe {
+        if Q4 {
+            let nibbles = _mm256_loadu_si256(row_at.cast());
+            let mask = _mm256_set1_epi8(0x0f);
+            let (low, high) =
+                (_mm256_and_si256(nibbles, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask));
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
+        } else {
+            _mm512_xor_si512(_mm512_loadu_si512(row_at.cast()), _mm512_set1_epi8(-128))
+        }
+    }
 }
 
 /// A quantized block's 4 rows as in [`unsigned_rows`], each pair of rows (2p, 2p + 1)
@@ -596,21 +604,12 @@ unsafe fn unsigned_row_pairs<const Q4: bool>(
     // SAFETY: the caller passes a block of a checked tile (TILE_ROWS rows of `row_bytes`) and
     // enables AVX-512F/BW.
     unsafe {
-        let unsigned = |row: usize| {
-            let row_at = at.add(row * row_bytes);
-            if Q4 {
-                let nibbles = _mm256_loadu_si256(row_at.cast());
-                let mask = _mm256_set1_epi8(0x0f);
-                let (low, high) =
-                    (_mm256_and_si256(nibbles, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask));
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
-            } else {
-                _mm512_xor_si512(_mm512_loadu_si512(row_at.cast()), _mm512_set1_epi8(-128))
-            }
-        };
         // In-lane unpacks (cheaper than permutes across lanes): see `pair_offset`.
         for (pair, out) in pairs.iter_mut().enumerate() {
-            let (a, b) = (unsigned(2 * pair), unsigned(2 * pair + 1));
+            let (a, b) = (
+                unsigned_row::<Q4>(at.add(2 * pair * row_bytes)),
+                unsigned_row::<Q4>(at.add((2 * pair + 1) * row_bytes)),
+            );
             _mm512_storeu_si512(out.as_mut_ptr().cast(), _mm512_unpacklo_epi32(a, b));
             _mm512_storeu_si512(out.as_mut_ptr().add(Q_COL_BLOCK).cast(), _mm512_unpackhi_epi32(a, b));
         }
@@ -621,6 +620,17 @@ unsafe fn unsigned_row_pairs<const Q4: bool>(
 /// quads 4L, 4L + 1 in 128-bit lane L of the first 64 bytes, 4L + 2, 4L + 3 in the second.
 const fn pair_offset(quad: usize) -> usize {
     64 * (quad % 4 / 2) + 16 * (quad / 4) + 8 * (quad % 2)
+}
+
+/// Prefetches group `group_in_block`'s share of block `block` of the next tiles (`next`, whose
+/// blocks are `bytes` apart: T tiles' blocks of `block_bytes` each, as the tile kernels lay
+/// them end to end in the stream they read).
+#[inline(always)]
+unsafe fn prefetch_group_share<const GS: usize>(next: *const u8, bytes: usize, block: usize, group_in_block: usize) {
+    let (groups, lines) = (Q_COL_BLOCK / GS, bytes.div_ceil(64));
+    let (first, end) = (group_in_block * lines / groups, (group_in_block + 1) * lines / groups);
+    // SAFETY: prefetches are hints that never fault (see `prefetch_lines`).
+    unsafe { prefetch_lines(next.wrapping_add(block * bytes + 64 * first), 64 * (end - first)) }
 }
 
 /// Prefetches the `len` bytes at `at` into L1, one hint per cache line.
@@ -697,9 +707,7 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
                 // The next tiles' lines of this block, a share per group: all at the block's
                 // start, the misses queued up behind each other and stalled the arithmetic.
                 if let Some(next) = prefetch {
-                    let (groups, lines) = (Q_COL_BLOCK / GS, (T * block_bytes).div_ceil(64));
-                    let (first, end) = (group_in_block * lines / groups, (group_in_block + 1) * lines / groups);
-                    prefetch_lines(next.wrapping_add(T * block * block_bytes + 64 * first), 64 * (end - first));
+                    prefetch_group_share::<GS>(next, T * block_bytes, block, group_in_block);
                 }
                 // Two sets of accumulators for one tile (for alternate chunks), one for two.
                 let mut acc = [
@@ -817,9 +825,7 @@ unsafe fn pair_tile<const COLS: usize, const GS: usize, const Q4: bool, const T:
                 let sums = _mm512_permutexvar_epi32(by_token, Zmm::load_i(x_sums.as_ptr().add(group * LANES)));
                 // The next tiles' lines of this block, a share per group (as in `chunk_tile`).
                 if let Some(next) = prefetch {
-                    let (groups, lines) = (Q_COL_BLOCK / GS, (T * block_bytes).div_ceil(64));
-                    let (first, end) = (group_in_block * lines / groups, (group_in_block + 1) * lines / groups);
-                    prefetch_lines(next.wrapping_add(T * block * block_bytes + 64 * first), 64 * (end - first));
+                    prefetch_group_share::<GS>(next, T * block_bytes, block, group_in_block);
                 }
                 let mut acc = [
                     [[Zmm::negated_shift(sums, offset_shift); TILE_ROWS / 2]; T],
