@@ -130,14 +130,16 @@ fn a_batch_of_sequences_equals_each_sequence_alone() {
             let options = Options { threads: 2, kernels: Some(isa), block_tokens: 3 };
             let model = tvl::bundled::open(&file, &options).unwrap();
             // Five sequences (two blocks of 3) with prompts of different lengths, so that
-            // they decode at different positions; sequence 4 stops after its prompt.
+            // they decode at different positions; sequence 4 stops after its prompt. Even
+            // sequences ask for logits at every prompt token: their state must hold the last
+            // one's (a block computes only those).
             let sequences: Vec<Vec<u32>> = (0..5).map(|i| tokens(vocab, 12 + 3 * i, 100 + i as u64)).collect();
             let prompts = [5, 1, 8, 3, 15];
             let alone: Vec<_> = sequences.iter().map(|s| one_by_one(model.as_ref(), s).0).collect();
             let mut batch = Batch::new(model.as_ref(), 5);
             for (i, (sequence, &prompt)) in sequences.iter().zip(&prompts).enumerate() {
                 let feeds: Vec<Feed> = (0..prompt)
-                    .map(|pos| Feed { sequence: i, token: sequence[pos], pos, logits: pos + 1 == prompt })
+                    .map(|pos| Feed { sequence: i, token: sequence[pos], pos, logits: pos + 1 == prompt || i % 2 == 0 })
                     .collect();
                 batch.feed(&feeds).unwrap();
                 assert_eq!(bits(batch.logits(i)), alone[i][prompt - 1], "{name}, {}: prompt {i}", isa.name());

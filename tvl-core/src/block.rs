@@ -10,7 +10,7 @@
 use crate::kernels::{self, BlockInput, Input, Isa, IsaChoice, IsaVisitor, Lanes, Quantized, LANES, MAX_BLOCK};
 use crate::model::{check, whole, ArenaError, ForwardError, Image, Model, State};
 use crate::parallel::{split, Disjoint, Parallel};
-use crate::tensor::{BlockProduct, MatVec};
+use crate::tensor::{BlockKernel, BlockProduct, MatVec};
 use core::marker::PhantomData;
 use core::ops::Range;
 use tvl_layout::layout::TILE_ROWS;
@@ -81,7 +81,7 @@ impl<A: AsRef<[f32]> + AsMut<[f32]>> Block<A> {
             region
         };
         let (x, xb, xb2, hb, hb2) = (take(l.x), take(l.xb), take(l.xb2), take(l.hb), take(l.hb2));
-        let (q, k, v, scores, logits) = (take(l.q), take(l.k), take(l.v), take(l.scores), take(l.logits));
+        let (q, k, v, scores) = (take(l.q), take(l.k), take(l.v), take(l.scores));
         let (xq_values, xq_scales, xq_sums) = (take(l.xq_values), take(l.xq_scales), take(l.xq_sums));
         let (lanes_q, lanes_scales, lanes_sums) = (take(l.lanes_q), take(l.lanes_scales), take(l.lanes_sums));
         // SAFETY: as in `State::parts`: i8 and i32 are valid for every bit pattern and no more
@@ -95,7 +95,7 @@ impl<A: AsRef<[f32]> + AsMut<[f32]>> Block<A> {
             )
         };
         let xq = QuantizedParts { values, scales: xq_scales, sums, lanes_q, lanes_scales, lanes_sums };
-        BlockParts { x, xb, xb2, hb, hb2, q, k, v, scores, logits, xq, layout: l }
+        BlockParts { x, xb, xb2, hb, hb2, q, k, v, scores, xq, layout: l }
     }
 }
 
@@ -110,7 +110,6 @@ struct BlockParts<'a> {
     k: &'a mut [f32],
     v: &'a mut [f32],
     scores: &'a mut [f32],
-    logits: &'a mut [f32],
     xq: QuantizedParts<'a>,
     layout: BlockLayout,
 }
@@ -361,34 +360,57 @@ unsafe fn matmuls<const N: usize, P: Parallel + ?Sized>(
     products: [BlockProduct<'_>; N],
     xs: &BlockInput<'_>,
 ) {
-    let (threads, tokens) = (pool.threads(), xs.tokens.len());
-    let tiles = products.each_ref().map(|p| p.rows / TILE_ROWS);
-    let total_tiles: usize = tiles.iter().sum();
-    let total_bytes: usize = products.iter().map(|p| p.w.len()).sum();
+    let tokens = xs.tokens.len();
     let products = products.map(|p| {
         assert!(p.out.len() >= tokens * p.stride, "block product: output rows shorter than the block");
-        (p.kernel, Disjoint::new(p.out), p.stride, p.w)
+        let mut rows = p.out.chunks_mut(p.stride);
+        let outs = core::array::from_fn(|_| Disjoint::new(rows.next().unwrap_or(&mut [])));
+        RowsProduct { kernel: p.kernel, w: p.w, tiles: p.rows / TILE_ROWS, outs }
     });
+    // SAFETY: the caller guarantees the kernels' instruction set.
+    unsafe { run_products(pool, &products, xs) }
+}
+
+/// A block product whose tokens' output rows may lie anywhere (each at least the matrix's rows,
+/// rounded up to whole tiles, long): the classifier writes each sequence's logits straight
+/// into its state.
+struct RowsProduct<'a> {
+    kernel: BlockKernel,
+    w: &'a [u8],
+    tiles: usize,
+    outs: [Disjoint<f32>; MAX_BLOCK],
+}
+
+/// Runs `products` (see [`matmuls`]) for the tokens of `xs`, their row tiles taken one matrix
+/// after another and split into one contiguous range per thread.
+///
+/// # Safety
+/// The kernels' instruction set must be available on this CPU; each product's output rows
+/// are disjoint from every other's and outlive the call.
+unsafe fn run_products<P: Parallel + ?Sized>(pool: &mut P, products: &[RowsProduct<'_>], xs: &BlockInput<'_>) {
+    let (threads, tokens) = (pool.threads(), xs.tokens.len());
+    let total_tiles: usize = products.iter().map(|p| p.tiles).sum();
+    let total_bytes: usize = products.iter().map(|p| p.w.len()).sum();
     pool.run_sized(total_bytes, &|thread| {
         let mine = split(total_tiles, thread, threads);
         let mut first = 0;
-        for ((kernel, out, stride, w), &tiles) in products.iter().zip(&tiles) {
-            let (start, end) = (mine.start.max(first) - first, mine.end.min(first + tiles).saturating_sub(first));
+        for p in products {
+            let (start, end) = (mine.start.max(first) - first, mine.end.min(first + p.tiles).saturating_sub(first));
             if start < end {
-                let tile_bytes = w.len() / tiles;
+                let tile_bytes = p.w.len() / p.tiles;
                 let mut outs: [&mut [f32]; MAX_BLOCK] = core::array::from_fn(|t| {
                     if t < tokens {
                         // SAFETY: threads get disjoint tile ranges, hence disjoint rows of every
-                        // token's output row (rows never overlap: `stride` >= the matrix's rows).
-                        unsafe { out.range(t * stride + start * TILE_ROWS..t * stride + end * TILE_ROWS) }
+                        // token's output row (the caller's contract: rows never overlap).
+                        unsafe { p.outs[t].range(start * TILE_ROWS..end * TILE_ROWS) }
                     } else {
                         &mut []
                     }
                 });
                 // SAFETY: the caller guarantees the kernels' instruction set.
-                unsafe { kernel(&mut outs[..tokens], &w[start * tile_bytes..end * tile_bytes], xs) }
+                unsafe { (p.kernel)(&mut outs[..tokens], &p.w[start * tile_bytes..end * tile_bytes], xs) }
             }
-            first += tiles;
+            first += p.tiles;
         }
     });
 }
@@ -782,31 +804,51 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
         // (Its residual is added by the next layer's first step, or below.)
     }
 
-    // The last residual, then the classifier, only for the tokens that want logits (row i of
-    // xb2: the i-th of them).
-    let mut wanted = 0;
+    // The last residual, then the classifier into the states, only for the last token of each
+    // sequence that wants logits (an earlier one's would be overwritten; row i of xb2: the
+    // i-th of them).
+    let last_wanting =
+        |t: usize| feeds[t].logits && !feeds[t + 1..].iter().any(|f| f.logits && f.sequence == feeds[t].sequence);
+    let mut wanted = [0usize; MAX_BLOCK]; // the sequence of each row of xb2
+    let mut count = 0;
     for (t, feed) in feeds.iter().enumerate() {
         let (x, xb) = (row(b.x, l.x.stride, t), row(b.xb, l.xb.stride, t));
         kernels::add(&mut x[..dim], &xb[..dim]);
-        if feed.logits {
-            let xb2 = row(b.xb2, l.xb2.stride, wanted);
+        if last_wanting(t) {
+            let xb2 = row(b.xb2, l.xb2.stride, count);
             kernels::rmsnorm(&mut xb2[..dim], &row(b.x, l.x.stride, t)[..dim], w.vector(layout.final_norm), c.norm_eps);
             if quantized {
                 let xq = SharedQuantized::new(&mut xq, &l);
                 // SAFETY: one thread; the buffers outlive the call.
-                unsafe { xq.quantize::<K>(wanted, &xb2[..dim]) };
+                unsafe { xq.quantize::<K>(count, &xb2[..dim]) };
             }
-            wanted += 1;
+            wanted[count] = feed.sequence;
+            count += 1;
         }
     }
-    if wanted > 0 {
-        let xs = inputs(b.xb2, l.xb2.stride, wanted, &mut xq, &l, quantized, false);
-        // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe { matmuls(pool, [M::CLASSIFIER.block_product::<K, M>(b.logits, l.logits.stride, w)], &xs.block()) };
-        for (i, feed) in feeds.iter().filter(|f| f.logits).enumerate() {
-            let logits = &row(b.logits, l.logits.stride, i)[..c.vocab_size];
-            states[feed.sequence].logits(c.vocab_size).copy_from_slice(logits);
+    if count > 0 {
+        let mut outs: [Disjoint<f32>; MAX_BLOCK] = core::array::from_fn(|_| Disjoint::new(&mut []));
+        for (sequence, state) in states.iter_mut().enumerate() {
+            if let Some(i) = wanted[..count].iter().position(|&s| s == sequence) {
+                outs[i] = Disjoint::new(state.logits_rows());
+            }
         }
+        let classifier = M::CLASSIFIER.panels();
+        assert!(
+            outs[..count].iter().all(|o| o.len() >= classifier.padded_rows()),
+            "logits shorter than the classifier"
+        );
+        let product = RowsProduct {
+            kernel: <M::Vocab as MatVec>::matmul::<K>,
+            w: w.panels(classifier),
+            tiles: classifier.tiles(),
+            outs,
+        };
+        let xs = inputs(b.xb2, l.xb2.stride, count, &mut xq, &l, quantized, false);
+        // SAFETY: the caller guarantees that K is available on this CPU; each wanted token's
+        // rows are its own sequence's logits (one token per sequence), which `states` lends
+        // for the call.
+        unsafe { run_products(pool, core::slice::from_ref(&product), &xs.block()) };
     }
     Ok(())
 }

@@ -357,6 +357,13 @@ impl<A: AsRef<[f32]> + AsMut<[f32]>> State<A> {
         &self.layout
     }
 
+    /// The whole logits buffer, padded to whole row tiles of the classifier (its kernels write
+    /// the padding rows too).
+    pub(crate) fn logits_rows(&mut self) -> &mut [f32] {
+        let r = self.layout.logits;
+        &mut self.arena.as_mut()[r.start..r.end()]
+    }
+
     /// The logits of the last forward pass.
     pub fn logits(&mut self, vocab_size: usize) -> &mut [f32] {
         let r = self.layout.logits;

@@ -108,6 +108,16 @@ impl<T> Disjoint<T> {
         Disjoint { ptr: slice.as_mut_ptr(), len: slice.len() }
     }
 
+    /// Elements of the slice.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the slice is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// # Safety
     /// Ranges used by concurrent callers must not overlap, and the slice `new` was given must
     /// outlive every use (it is borrowed mutably by the caller for the whole job).

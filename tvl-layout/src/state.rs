@@ -252,8 +252,6 @@ pub struct BlockLayout {
     pub v: Rows,
     /// Attention scores (n_heads × seq_len).
     pub scores: Rows,
-    /// Logits of the tokens that ask for them (vocab_size).
-    pub logits: Rows,
     /// Quantized inputs, four int8 per word (empty for f32 models).
     pub xq_values: Rows,
     /// Their scales per group.
@@ -293,7 +291,6 @@ impl BlockLayout {
             k: Rows::new(&mut at, tokens, one.k.len),
             v: Rows::new(&mut at, tokens, one.v.len),
             scores: Rows::new(&mut at, tokens, one.scores.len),
-            logits: Rows::new(&mut at, tokens, one.logits.len),
             xq_values: Rows::new(&mut at, tokens, one.xq_values.len),
             xq_scales: Rows::new(&mut at, tokens, one.xq_scales.len),
             xq_sums: Rows::new(&mut at, tokens, one.xq_sums.len),
