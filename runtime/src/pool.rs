@@ -56,9 +56,21 @@ pub struct Pool {
     solo_jobs: u32,
     /// How many solo jobs the next fallback lasts (doubles while the workers keep lagging).
     solo_length: u32,
-    /// The current window of parallel jobs: how many, the caller's own time, and the time it
-    /// then waited for the workers.
-    window: (u32, std::time::Duration, std::time::Duration),
+    /// The current window of parallel jobs.
+    window: Window,
+}
+
+/// Parallel jobs judged together (see [`Pool::judge`]).
+#[derive(Default)]
+struct Window {
+    /// How many.
+    jobs: u32,
+    /// The caller's own time.
+    own: std::time::Duration,
+    /// The time it then waited for the workers.
+    lag: std::time::Duration,
+    /// Jobs that lagged ([`LAGGING`]).
+    lagging: u32,
 }
 
 /// Jobs reading fewer bytes than this run on the caller: one thread streams them in a few
@@ -67,6 +79,15 @@ pub const SMALL_JOB: usize = 64 << 10;
 
 /// Parallel jobs over which the workers' lag is judged.
 const WINDOW: u32 = 32;
+/// A job whose wait for the workers exceeds this (and the caller's own part) lagged: a
+/// scheduler's delay, not a few microseconds of uneven parts.
+const LAGGING: std::time::Duration = std::time::Duration::from_micros(100);
+/// Jobs of a window that must lag for the pool to fall back. One is not enough: a virtual
+/// machine's vCPU is taken away now and then for a few milliseconds (a neighbour on the host),
+/// and the fallback that one such stall of a worker triggered cost far more than the stall (512
+/// jobs on one thread: about 8 tokens of the 110M shape at half the speed), several times a
+/// second. A worker that shares its core with a busy process lags in job after job.
+const LAGGING_JOBS: u32 = 4;
 /// First and longest fallbacks, in jobs (a 110M token is about 100 jobs).
 const SOLO_FIRST: u32 = 512;
 const SOLO_LONGEST: u32 = 1 << 16;
@@ -177,18 +198,21 @@ impl Pool {
 
     /// After every [`WINDOW`] parallel jobs: the caller alone would have taken about
     /// `threads × own`, the pool took `own + lag`. If the pool was slower (the lag exceeded
-    /// the gain: a worker missing for scheduler slices, not a late wake-up), run on the caller
-    /// alone for a while, longer each time in a row.
+    /// the gain: a worker missing for scheduler slices, not a late wake-up) in several of the
+    /// jobs ([`LAGGING_JOBS`]), run on the caller alone for a while, longer each time in a row.
     fn judge(&mut self, own: std::time::Duration, lag: std::time::Duration) {
-        let (jobs, total_own, total_lag) = &mut self.window;
+        let Window { jobs, own: total_own, lag: total_lag, lagging } = &mut self.window;
         *jobs += 1;
         *total_own += own;
         *total_lag += lag;
+        if lag > own.max(LAGGING) {
+            *lagging += 1;
+        }
         if *jobs < WINDOW {
             return;
         }
         let gain = *total_own * self.workers.len() as u32;
-        if *total_lag > gain {
+        if *total_lag > gain && *lagging >= LAGGING_JOBS {
             self.solo_jobs = self.solo_length;
             self.solo_length = (self.solo_length * 2).min(SOLO_LONGEST);
         } else {
@@ -342,6 +366,22 @@ mod tests {
                 }
             });
             assert!(!pool.is_falling_back(), "a woken worker was judged lagging");
+        }
+    }
+
+    /// One long stall of a worker in a window (a vCPU taken away by the host for a few
+    /// milliseconds) is not a worker that lags: no fallback.
+    #[test]
+    fn one_stall_is_not_a_lagging_worker() {
+        let mut pool = Pool::new(2).unwrap();
+        let main = std::thread::current().id();
+        for job in 0..2 * WINDOW {
+            pool.run(&|_| {
+                if std::thread::current().id() != main && job % WINDOW == 5 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            });
+            assert!(!pool.is_falling_back(), "one stall made the pool fall back");
         }
     }
 
