@@ -58,6 +58,8 @@ pub struct Pool {
     solo_length: u32,
     /// The current window of parallel jobs.
     window: Window,
+    /// Whether each of the last windows lagged (bit i: i + 1 windows ago).
+    recent: u32,
 }
 
 /// Parallel jobs judged together (see [`Pool::judge`]).
@@ -69,8 +71,6 @@ struct Window {
     own: std::time::Duration,
     /// The time it then waited for the workers.
     lag: std::time::Duration,
-    /// Jobs that lagged ([`LAGGING`]).
-    lagging: u32,
 }
 
 /// Jobs reading fewer bytes than this run on the caller: one thread streams them in a few
@@ -79,15 +79,13 @@ pub const SMALL_JOB: usize = 64 << 10;
 
 /// Parallel jobs over which the workers' lag is judged.
 const WINDOW: u32 = 32;
-/// A job whose wait for the workers exceeds this (and the caller's own part) lagged: a
-/// scheduler's delay, not a few microseconds of uneven parts.
-const LAGGING: std::time::Duration = std::time::Duration::from_micros(100);
-/// Jobs of a window that must lag for the pool to fall back. One is not enough: a virtual
-/// machine's vCPU is taken away now and then for a few milliseconds (a neighbour on the host),
-/// and the fallback that one such stall of a worker triggered cost far more than the stall (512
-/// jobs on one thread: about 8 tokens of the 110M shape at half the speed), several times a
-/// second. A worker that shares its core with a busy process lags in job after job.
-const LAGGING_JOBS: u32 = 4;
+/// The windows before the current one that are remembered: the pool falls back when a window
+/// lags and one of these did too. One lagging window is not enough: a virtual machine's vCPU is
+/// taken away now and then for a few milliseconds (a neighbour on the host), and the fallback
+/// that one such stall of a worker triggered cost far more than the stall (512 jobs on one
+/// thread: about 8 tokens of the 110M shape at half the speed), several times a second. A
+/// worker that shares its core with a busy process lags window after window.
+const RECENT_WINDOWS: u32 = 3;
 /// First and longest fallbacks, in jobs (a 110M token is about 100 jobs).
 const SOLO_FIRST: u32 = 512;
 const SOLO_LONGEST: u32 = 1 << 16;
@@ -116,8 +114,14 @@ impl Pool {
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
         });
-        let mut pool =
-            Pool { shared, workers: Vec::new(), solo_jobs: 0, solo_length: SOLO_FIRST, window: Default::default() };
+        let mut pool = Pool {
+            shared,
+            workers: Vec::new(),
+            solo_jobs: 0,
+            solo_length: SOLO_FIRST,
+            window: Default::default(),
+            recent: 0,
+        };
         for index in 1..threads.max(1) {
             let for_worker = pool.shared.clone();
             let worker = std::thread::Builder::new()
@@ -198,24 +202,25 @@ impl Pool {
 
     /// After every [`WINDOW`] parallel jobs: the caller alone would have taken about
     /// `threads × own`, the pool took `own + lag`. If the pool was slower (the lag exceeded
-    /// the gain: a worker missing for scheduler slices, not a late wake-up) in several of the
-    /// jobs ([`LAGGING_JOBS`]), run on the caller alone for a while, longer each time in a row.
+    /// the gain: a worker missing for scheduler slices, not a late wake-up) in this window and
+    /// in one of the [`RECENT_WINDOWS`] before, run on the caller alone for a while, longer
+    /// each time in a row.
     fn judge(&mut self, own: std::time::Duration, lag: std::time::Duration) {
-        let Window { jobs, own: total_own, lag: total_lag, lagging } = &mut self.window;
+        let Window { jobs, own: total_own, lag: total_lag } = &mut self.window;
         *jobs += 1;
         *total_own += own;
         *total_lag += lag;
-        if lag > own.max(LAGGING) {
-            *lagging += 1;
-        }
         if *jobs < WINDOW {
             return;
         }
-        let gain = *total_own * self.workers.len() as u32;
-        if *total_lag > gain && *lagging >= LAGGING_JOBS {
+        let lagged = *total_lag > *total_own * self.workers.len() as u32;
+        let again = self.recent & ((1 << RECENT_WINDOWS) - 1) != 0;
+        self.recent = (self.recent << 1) | lagged as u32;
+        if lagged && again {
             self.solo_jobs = self.solo_length;
             self.solo_length = (self.solo_length * 2).min(SOLO_LONGEST);
-        } else {
+            self.recent = 0;
+        } else if !lagged {
             self.solo_length = SOLO_FIRST; // the workers keep up (again)
         }
         self.window = Default::default();
@@ -324,14 +329,19 @@ mod tests {
         }
     }
 
+    /// The tests that judge the workers' timing run one at a time (tests run in parallel, and
+    /// another test's threads on the same cores make a worker lag for real).
+    static TIMED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// Workers that lag (simulated by a sleep in their part) make the caller take over every
     /// part; each part still runs exactly once per job, whoever runs it.
     #[test]
     fn lagging_workers_fall_back_to_the_caller() {
+        let _alone = TIMED.lock().unwrap_or_else(|e| e.into_inner());
         let mut pool = Pool::new(2).unwrap();
         let main = std::thread::current().id();
         let mut fell_back = false;
-        for _ in 0..WINDOW + 2 {
+        for _ in 0..2 * WINDOW + 2 {
             let mut out = vec![0usize; 2];
             let target = Disjoint::new(&mut out);
             pool.run(&|t| {
@@ -355,6 +365,7 @@ mod tests {
     /// a sleep in the woken worker's part).
     #[test]
     fn woken_workers_are_not_judged_lagging() {
+        let _alone = TIMED.lock().unwrap_or_else(|e| e.into_inner());
         let mut pool = Pool::new(2).unwrap();
         let main = std::thread::current().id();
         for _ in 0..WINDOW + 2 {
@@ -369,15 +380,22 @@ mod tests {
         }
     }
 
-    /// One long stall of a worker in a window (a vCPU taken away by the host for a few
-    /// milliseconds) is not a worker that lags: no fallback.
+    /// One long stall of a worker (a vCPU taken away by the host for a few milliseconds) is
+    /// not a worker that lags: no fallback.
     #[test]
     fn one_stall_is_not_a_lagging_worker() {
+        let _alone = TIMED.lock().unwrap_or_else(|e| e.into_inner());
         let mut pool = Pool::new(2).unwrap();
         let main = std::thread::current().id();
-        for job in 0..2 * WINDOW {
+        for job in 0..(RECENT_WINDOWS + 2) * WINDOW {
             pool.run(&|_| {
-                if std::thread::current().id() != main && job % WINDOW == 5 {
+                // A part of real work on every thread (a job of a few microseconds is all
+                // hand-off, which may well exceed it).
+                let start = std::time::Instant::now();
+                while start.elapsed() < std::time::Duration::from_micros(200) {
+                    std::hint::spin_loop();
+                }
+                if std::thread::current().id() != main && job == 5 {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
             });
