@@ -396,7 +396,8 @@ mod tests {
                     std::hint::spin_loop();
                 }
                 if std::thread::current().id() != main && job == 5 {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    // Longer than the window's own time (32 × 200 µs): the window lags.
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
             });
             assert!(!pool.is_falling_back(), "one stall made the pool fall back");
