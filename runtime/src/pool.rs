@@ -11,9 +11,11 @@
 //! against microseconds of work): with one of two cores busy, two threads decoded 7× slower
 //! than one. So the caller measures how long it waits for the
 //! workers after its own part; when, over a window of jobs, that wait exceeds what the workers
-//! saved, it runs every part itself for a while (the workers sleep) and tries them again
-//! later, waiting longer each time they still lag; a job that had to wake a sleeping worker is
-//! not judged (its wait is the wake-up, not a preempted worker). Small jobs, where handing off costs more
+//! saved, and did in one of the few windows before (one stall of a few milliseconds, which a
+//! virtual machine's host causes now and then, is not a lagging worker), it runs every part
+//! itself for a while (the workers sleep) and tries them again later, waiting longer each time
+//! they still lag. A job that had to wake a sleeping worker is not judged (its wait is the
+//! wake-up, not a preempted worker). Small jobs, where handing off costs more
 //! than it saves, run on the caller from the start ([`Pool::run_sized`]). (Running jobs on the
 //! caller whenever the workers had fallen asleep was tried and dropped: a worker falls asleep
 //! while the caller runs a long solo step, and the rule then kept it asleep — two threads
@@ -178,9 +180,9 @@ impl Pool {
         unsafe { *shared.job.get() = Some(std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(job)) };
         shared.pending.store(self.workers.len(), SeqCst);
         shared.generation.fetch_add(1, SeqCst);
-        // A worker woken now starts late by a wake-up, which says nothing of whether the
-        // workers keep up: such a job is not judged (one wake-up of a millisecond in a
-        // virtual machine tipped a window of 32 decoding jobs into 512 jobs on one thread).
+        // A worker woken now starts late by a wake-up (in a virtual machine, up to
+        // milliseconds), which says nothing of whether the workers keep up: such a job is not
+        // judged.
         let woken = shared.sleepers.load(SeqCst) > 0;
         if woken {
             let _lock = shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
