@@ -349,14 +349,33 @@ pub const DPBUSD: u8 = 1; // AVX-VNNI: `vpdpbusd` on ymm
 pub(super) const MADDUBS_512: u8 = 2; // AVX-512BW: `vpmaddubsw` + `vpmaddwd` on zmm
 pub(super) const DPBUSD_512: u8 = 3; // AVX-512 VNNI: `vpdpbusd` on zmm
 
+/// What `KIND`'s integer sums of a group exceed Σw·x by, in units of Σx: the weights enter
+/// the multiply-adds unsigned. 4-bit nibbles are w + 8. `vpdpbusd` takes int8 weights as
+/// w + 128 (one xor, against the three steps that move each weight's sign onto x), since it
+/// adds its products in 32 bits; `vpmaddubsw` cannot, its 16-bit pairs of 255 · 127 would
+/// saturate, so it gets |w| and x with w's sign (offset 0), as do groups of fewer than 32
+/// columns, whose lane sums [`add_block`] hands on without subtracting.
+const fn weight_offset<const GS: usize, const Q4: bool, const KIND: u8>() -> i32 {
+    if Q4 {
+        8
+    } else if (KIND == DPBUSD || KIND == DPBUSD_512) && GS >= 32 {
+        128
+    } else {
+        0
+    }
+}
+
 /// Integer sums of 4 consecutive columns of one row block against the 64 values of x at `xb`:
 /// (columns 0–31, 32–63), 8 i32 lanes each, computed with the instructions of `KIND`. Every
 /// kind computes the same exact integers.
 #[inline(always)]
-unsafe fn row_block_lanes<const Q4: bool, const KIND: u8>(row: *const u8, xb: *const i8) -> (__m256i, __m256i) {
+unsafe fn row_block_lanes<const GS: usize, const Q4: bool, const KIND: u8>(
+    row: *const u8,
+    xb: *const i8,
+) -> (__m256i, __m256i) {
     if KIND >= MADDUBS_512 {
         // SAFETY: the caller enabled AVX-512F/BW (and VNNI for DPBUSD_512) for these kinds.
-        return unsafe { row_block_lanes_512::<Q4, KIND>(row, xb) };
+        return unsafe { row_block_lanes_512::<GS, Q4, KIND>(row, xb) };
     }
     // SAFETY: (the whole body) the caller passes a row block inside the checked tile (64 bytes for
     // int8, 32 for 4-bit) and 64 values of x; the rest is register arithmetic under the enabled
@@ -370,7 +389,12 @@ unsafe fn row_block_lanes<const Q4: bool, const KIND: u8>(row: *const u8, xb: *c
             (_mm256_and_si256(nibbles, mask), x0, _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask), x1)
         } else {
             let (w0, w1) = (_mm256_loadu_si256(row.cast()), _mm256_loadu_si256(row.add(32).cast()));
-            (_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0), _mm256_sign_epi8(w1, w1), _mm256_sign_epi8(x1, w1))
+            if weight_offset::<GS, Q4, KIND>() == 128 {
+                let flip = _mm256_set1_epi8(-128);
+                (_mm256_xor_si256(w0, flip), x0, _mm256_xor_si256(w1, flip), x1)
+            } else {
+                (_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0), _mm256_sign_epi8(w1, w1), _mm256_sign_epi8(x1, w1))
+            }
         };
         if KIND == DPBUSD {
             let zero = _mm256_setzero_si256();
@@ -386,19 +410,26 @@ unsafe fn row_block_lanes<const Q4: bool, const KIND: u8>(row: *const u8, xb: *c
 
 /// [`row_block_lanes`] on one zmm register: the whole 64-column row block at once.
 #[inline(always)]
-unsafe fn row_block_lanes_512<const Q4: bool, const KIND: u8>(row: *const u8, xb: *const i8) -> (__m256i, __m256i) {
+unsafe fn row_block_lanes_512<const GS: usize, const Q4: bool, const KIND: u8>(
+    row: *const u8,
+    xb: *const i8,
+) -> (__m256i, __m256i) {
     // SAFETY: as `row_block_sums_512`, whose requirements are the same.
     unsafe {
-        let sums = row_block_sums_512::<Q4, KIND>(row, xb);
+        let sums = row_block_sums_512::<GS, Q4, KIND>(row, xb);
         (_mm512_castsi512_si256(sums), _mm512_extracti64x4_epi64::<1>(sums))
     }
 }
 
 /// The integer sums of a 64-column row block in one zmm register: lanes 0–7 columns 0–31,
-/// lanes 8–15 columns 32–63. AVX-512 has no `vpsignb`, so the sign of an int8 weight moves
-/// onto x with a masked negation.
+/// lanes 8–15 columns 32–63, over by [`weight_offset`] · Σx per group. AVX-512 has no
+/// `vpsignb`, so for `vpmaddubsw` the sign of an int8 weight moves onto x with a masked
+/// negation.
 #[inline(always)]
-unsafe fn row_block_sums_512<const Q4: bool, const KIND: u8>(row: *const u8, xb: *const i8) -> __m512i {
+unsafe fn row_block_sums_512<const GS: usize, const Q4: bool, const KIND: u8>(
+    row: *const u8,
+    xb: *const i8,
+) -> __m512i {
     // SAFETY: (the whole body) as `row_block_lanes`; AVX-512F/BW (and VNNI) enabled by the caller.
     unsafe {
         let x = _mm512_loadu_si512(xb.cast());
@@ -410,8 +441,12 @@ unsafe fn row_block_sums_512<const Q4: bool, const KIND: u8>(row: *const u8, xb:
             (_mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high), x)
         } else {
             let w = _mm512_loadu_si512(row.cast());
-            let negative = _mm512_movepi8_mask(w);
-            (_mm512_abs_epi8(w), _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x))
+            if weight_offset::<GS, Q4, KIND>() == 128 {
+                (_mm512_xor_si512(w, _mm512_set1_epi8(-128)), x)
+            } else {
+                let negative = _mm512_movepi8_mask(w);
+                (_mm512_abs_epi8(w), _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x))
+            }
         };
         if KIND == DPBUSD_512 {
             _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x)
@@ -523,13 +558,14 @@ unsafe fn add_group(val: __m128, ival: __m128i, w_scales: *const u8, x_scale: f3
 }
 
 /// Adds a 64-column block of groups of 32 to `val` (the 4 rows' sums, one per lane) from its
-/// exact integer sums `sums` = [group 0 of rows 0–3 | group 1 of rows 0–3] (the order of the
-/// scales): less 8·Σx per group for 4-bit weights, times the weights' and x's scales, group
-/// by group, each operation rounded, as the reference.
+/// integer sums `sums` = [group 0 of rows 0–3 | group 1 of rows 0–3] (the order of the
+/// scales): less `offset`·Σx per group (see [`weight_offset`]), times the weights' and x's
+/// scales, group by group, each operation rounded, as the reference.
 #[inline(always)]
-unsafe fn add_two_groups<const Q4: bool>(
+unsafe fn add_two_groups(
     val: __m128,
     sums: __m256i,
+    offset: i32,
     scales: *const u8,
     xs: &[f32],
     xsums: &[i32],
@@ -538,23 +574,28 @@ unsafe fn add_two_groups<const Q4: bool>(
     // SAFETY: `scales` points at the block's 8 scales and `group + 2 <= xs.len()` (the
     // caller's block); register arithmetic under the caller's AVX2.
     unsafe {
-        let (offset0, offset1) = if Q4 { (8 * xsums[group], 8 * xsums[group + 1]) } else { (0, 0) };
-        let sums = _mm256_sub_epi32(sums, _mm256_set_m128i(_mm_set1_epi32(offset1), _mm_set1_epi32(offset0)));
+        let sums = if offset == 0 {
+            sums
+        } else {
+            let (offset0, offset1) = (offset * xsums[group], offset * xsums[group + 1]);
+            _mm256_sub_epi32(sums, _mm256_set_m128i(_mm_set1_epi32(offset1), _mm_set1_epi32(offset0)))
+        };
         let terms = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_loadu_ps(scales.cast()));
         let val = _mm_add_ps(val, _mm_mul_ps(_mm256_castps256_ps128(terms), _mm_set1_ps(xs[group])));
         _mm_add_ps(val, _mm_mul_ps(_mm256_extractf128_ps::<1>(terms), _mm_set1_ps(xs[group + 1])))
     }
 }
 
-/// Adds one 64-column block of a tile to `val` (the 4 rows' sums, one per lane): its exact
+/// Adds one 64-column block of a tile to `val` (the 4 rows' sums, one per lane): its
 /// integer sums `lanes` (per row: columns 0–31, 32–63, as [`row_block_lanes`] gives them),
-/// less 8·Σx per group for 4-bit weights, times the weights' and x's scales, group by group
-/// in column order, each operation rounded, as the reference. `group` is the block's first
-/// group; `scales` the block's weight scales.
+/// less `offset`·Σx per group (see [`weight_offset`]; a constant once inlined), times the
+/// weights' and x's scales, group by group in column order, each operation rounded, as the
+/// reference. `group` is the block's first group; `scales` the block's weight scales.
 #[inline(always)]
-pub(super) unsafe fn add_block<const GS: usize, const Q4: bool>(
+pub(super) unsafe fn add_block<const GS: usize>(
     mut val: __m128,
     lanes: [(__m256i, __m256i); TILE_ROWS],
+    offset: i32,
     scales: *const u8,
     xs: &[f32],
     xsums: &[i32],
@@ -565,8 +606,8 @@ pub(super) unsafe fn add_block<const GS: usize, const Q4: bool>(
     // `group + groups_per_block <= xs.len()` (the caller's block); register arithmetic
     // under the caller's AVX2.
     unsafe {
-        // Σu·x − 8·Σx for 4-bit groups; nothing to subtract for int8.
-        let offset0 = _mm_set1_epi32(if Q4 { 8 * xsums[group] } else { 0 });
+        // Σu·x − offset·Σx.
+        let offset0 = _mm_set1_epi32(offset * xsums[group]);
         match GS {
             64 => {
                 let [(a0, b0), (a1, b1), (a2, b2), (a3, b3)] = lanes;
@@ -580,10 +621,12 @@ pub(super) unsafe fn add_block<const GS: usize, const Q4: bool>(
             }
             32 => {
                 let [(a0, b0), (a1, b1), (a2, b2), (a3, b3)] = lanes;
-                val = add_two_groups::<Q4>(val, sum_8([a0, a1, a2, a3, b0, b1, b2, b3]), scales, xs, xsums, group);
+                val = add_two_groups(val, sum_8([a0, a1, a2, a3, b0, b1, b2, b3]), offset, scales, xs, xsums, group);
             }
             _ => {
-                // Small groups (llama2.c exports of small models): lane sums through memory.
+                // Small groups (llama2.c exports of small models): lane sums through memory,
+                // of signed weights (`weight_offset`).
+                debug_assert_eq!(offset, 0);
                 let mut sums = [[0i32; 16]; TILE_ROWS];
                 for (sums, (a, b)) in sums.iter_mut().zip(lanes) {
                     _mm256_storeu_si256(sums.as_mut_ptr().cast(), a);
@@ -699,21 +742,22 @@ pub unsafe fn tile_block<const GS: usize, const Q4: bool, const KIND: u8>(
                 q4_block_sums_512::<KIND>(bytes, row_bytes, xb)
             } else {
                 sum_4_rows_512([
-                    row_block_sums_512::<Q4, KIND>(bytes, xb),
-                    row_block_sums_512::<Q4, KIND>(bytes.add(row_bytes), xb),
-                    row_block_sums_512::<Q4, KIND>(bytes.add(2 * row_bytes), xb),
-                    row_block_sums_512::<Q4, KIND>(bytes.add(3 * row_bytes), xb),
+                    row_block_sums_512::<GS, Q4, KIND>(bytes, xb),
+                    row_block_sums_512::<GS, Q4, KIND>(bytes.add(row_bytes), xb),
+                    row_block_sums_512::<GS, Q4, KIND>(bytes.add(2 * row_bytes), xb),
+                    row_block_sums_512::<GS, Q4, KIND>(bytes.add(3 * row_bytes), xb),
                 ])
             };
-            return add_two_groups::<Q4>(val, sums, scales, xs, xsums, block * groups_per_block);
+            let offset = weight_offset::<GS, Q4, KIND>();
+            return add_two_groups(val, sums, offset, scales, xs, xsums, block * groups_per_block);
         }
         let lanes = [
-            row_block_lanes::<Q4, KIND>(bytes, xb),
-            row_block_lanes::<Q4, KIND>(bytes.add(row_bytes), xb),
-            row_block_lanes::<Q4, KIND>(bytes.add(2 * row_bytes), xb),
-            row_block_lanes::<Q4, KIND>(bytes.add(3 * row_bytes), xb),
+            row_block_lanes::<GS, Q4, KIND>(bytes, xb),
+            row_block_lanes::<GS, Q4, KIND>(bytes.add(row_bytes), xb),
+            row_block_lanes::<GS, Q4, KIND>(bytes.add(2 * row_bytes), xb),
+            row_block_lanes::<GS, Q4, KIND>(bytes.add(3 * row_bytes), xb),
         ];
-        add_block::<GS, Q4>(val, lanes, scales, xs, xsums, block * groups_per_block)
+        add_block::<GS>(val, lanes, weight_offset::<GS, Q4, KIND>(), scales, xs, xsums, block * groups_per_block)
     }
 }
 
