@@ -6,7 +6,7 @@
 //!
 //! The pool degrades gracefully when it does not own the cores. A job gives each thread its
 //! own part (decoding's matrix products let a thread that finished take over the rest of
-//! another's, `tvl_core::parallel::Shares`, but not a chunk already started), so a worker that
+//! another's, `tvl_core::parallel::Shares`, but not a claim already started), so a worker that
 //! another process has preempted holds everyone up for a scheduler slice (milliseconds,
 //! against microseconds of work): with one of two cores busy, two threads decoded 7× slower
 //! than one. So the caller measures how long it waits for the
