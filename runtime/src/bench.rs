@@ -37,16 +37,22 @@ pub struct Report {
     /// Bytes read per token × tokens per second, in GB/s (10^9 bytes).
     pub achieved_gb_per_s: f64,
     /// Streaming read bandwidth of this machine over a working set of the model's bytes per
-    /// token, same threads, measured in this run: the roofline of this model (see
-    /// [`read_bandwidth`]; from the caches where the model fits in them).
+    /// token, same threads, timed right after each repetition of the decode (median): the
+    /// roofline of this model (from the caches where the model fits in them).
     pub probe_gb_per_s: f64,
-    /// Achieved tokens per second over what the probe's bandwidth allows.
+    /// The median over the repetitions of each one's achieved bandwidth over the probe's timed
+    /// right after it (paired, so that a shared machine's busy and quiet moments cancel out).
     pub roofline_fraction: f64,
+    /// The probe's fastest timing.
+    pub best_probe_gb_per_s: f64,
+    /// The fastest repetition's achieved bandwidth over the probe's fastest timing: the
+    /// fraction where both had the machine at its quietest.
+    pub best_fraction: f64,
     /// Streaming read bandwidth from DRAM (a working set twice the last-level cache, at least
-    /// 1 GiB), same threads, measured in this run.
+    /// 1 GiB), same threads, timed right after each repetition of the decode (median).
     pub dram_probe_gb_per_s: f64,
-    /// Achieved tokens per second over what the DRAM probe's bandwidth allows (over 1 where
-    /// the model decodes from the caches).
+    /// As `roofline_fraction`, against the DRAM probe (over 1 where the model decodes from the
+    /// caches).
     pub dram_fraction: f64,
     /// Tokens of the prompt fed in blocks (128, or the context less one if shorter).
     pub prompt_tokens: usize,
@@ -80,8 +86,8 @@ impl Report {
             "{{\"model\": \"{}\", \"kernels\": \"{}\", \"threads\": {}, \"tokens\": {}, \"repetitions\": {}, \
              \"load_ms\": {}, \"first_token_ms\": {}, \"tokens_per_second\": {}, \"ms_per_token\": {}, \
              \"weight_bytes_per_token\": {}, \"kv_bytes_per_token\": {}, \"achieved_gb_per_s\": {}, \
-             \"probe_gb_per_s\": {}, \"roofline_fraction\": {}, \"dram_probe_gb_per_s\": {}, \
-             \"dram_fraction\": {}, \"prompt_tokens\": {}, \
+             \"probe_gb_per_s\": {}, \"roofline_fraction\": {}, \"best_probe_gb_per_s\": {}, \
+             \"best_fraction\": {}, \"dram_probe_gb_per_s\": {}, \"dram_fraction\": {}, \"prompt_tokens\": {}, \
              \"prefill_tokens_per_second\": {}, \"time_to_first_token_ms\": {}, \"prefill_macs_per_token\": {}, \
              \"peak_macs_per_second\": {}, \"prefill_peak_fraction\": {}, \"sequences\": {}, \
              \"batch_tokens_per_second\": {}, \"batch_speedup\": {}}}",
@@ -99,6 +105,8 @@ impl Report {
             json_number(self.achieved_gb_per_s),
             json_number(self.probe_gb_per_s),
             json_number(self.roofline_fraction),
+            json_number(self.best_probe_gb_per_s),
+            json_number(self.best_fraction),
             json_number(self.dram_probe_gb_per_s),
             json_number(self.dram_fraction),
             self.prompt_tokens,
@@ -118,7 +126,7 @@ impl Report {
         let text = self.to_text_measured();
         if self.probe_gb_per_s.is_nan() {
             // `--no-probes`: say so rather than print NaN.
-            let unmeasured = ["roofline (probe)", "fraction  ", "DRAM (probe)", "arithmetic peak"];
+            let unmeasured = ["roofline (probe)", "fraction ", "DRAM (probe)", "arithmetic peak"];
             return text
                 .lines()
                 .filter(|line| !unmeasured.iter().any(|p| line.starts_with(p)))
@@ -139,8 +147,9 @@ impl Report {
              bytes per token    {:.1} MB weights + {:.2} MB KV cache\n\
              achieved           {:.1} GB/s\n\
              roofline (probe)   {:.1} GB/s streaming the model's bytes → {:.1} tok/s at 100%\n\
-             fraction           {:.1}% of the roofline\n\
-             DRAM (probe)       {:.1} GB/s streaming {:.1} GB → decode at {:.1}% of it\n\
+             fraction           {:.1}% of the roofline (median of each repetition's over the probe after it)\n\
+             fraction (best)    {:.1}% (fastest repetition over the probe's fastest, {:.1} GB/s)\n\
+             DRAM (probe)       {:.1} GB/s streaming {:.1} GB → decode at {:.1}% of it (paired)\n\
              prompt             {:.1} tok/s over {} tokens in blocks, first token after {:.1} ms\n\
              arithmetic peak    {:.1} G multiply-adds/s (probe) → prompt at {:.1}% of it\n\
              {} sequences        {:.1} tok/s in total, decoding together: {:.2}× one sequence (paired)\n",
@@ -159,6 +168,8 @@ impl Report {
             self.probe_gb_per_s,
             self.probe_gb_per_s * 1e9 / (self.weight_bytes_per_token + self.kv_bytes_per_token) as f64,
             self.roofline_fraction * 100.0,
+            self.best_fraction * 100.0,
+            self.best_probe_gb_per_s,
             self.dram_probe_gb_per_s,
             beyond_caches() as f64 / 1e9,
             self.dram_fraction * 100.0,
@@ -240,25 +251,37 @@ pub fn run(
         }
         Ok((first, start.elapsed()))
     };
-    let (first_token, _) = decode(&mut state)?;
-    let mut times: Vec<Duration> =
-        (0..repetitions.max(1)).map(|_| decode(&mut state).map(|t| t.1)).collect::<Result<_>>()?;
-    times.sort();
-    let median = times[times.len() / 2];
     let layout = Layout::new(&c);
     let weight_bytes = weight_bytes_per_token(&layout);
     // Positions 0..tokens read on average (tokens + 1) / 2 cached keys and values per layer.
     let kv_bytes = (c.n_layers * c.kv_dim() * 4 * 2 * (tokens + 1) / 2) as u64;
-    let tokens_per_second = tokens as f64 / median.as_secs_f64();
-    let achieved = (weight_bytes + kv_bytes) as f64 * tokens_per_second / 1e9;
-    let (probe, dram_probe) = if probes {
-        (
-            read_bandwidth(model.threads(), (weight_bytes + kv_bytes) as usize),
-            read_bandwidth(model.threads(), beyond_caches()),
-        )
-    } else {
-        (f64::NAN, f64::NAN)
-    };
+    let bytes_per_token = weight_bytes + kv_bytes;
+    // The probes, each timed right after every repetition of the decode, so that a shared
+    // machine's busy and quiet moments reach both alike (paired, as the batch speedup is).
+    let mut bandwidth = probes
+        .then(|| (Probe::new(model.threads(), bytes_per_token as usize), Probe::new(model.threads(), beyond_caches())));
+    let (first_token, _) = decode(&mut state)?;
+    let (mut times, mut paired) = (Vec::new(), Vec::new());
+    for _ in 0..repetitions.max(1) {
+        let time = decode(&mut state)?.1;
+        let achieved = bytes_per_token as f64 * tokens as f64 / time.as_secs_f64() / 1e9;
+        let (probe, dram_probe) = match &mut bandwidth {
+            Some((model_size, dram)) => (model_size.gb_per_s(), dram.gb_per_s()),
+            None => (f64::NAN, f64::NAN),
+        };
+        times.push(time);
+        paired.push((achieved, probe, dram_probe));
+    }
+    times.sort();
+    let median_time = times[times.len() / 2];
+    let tokens_per_second = tokens as f64 / median_time.as_secs_f64();
+    let achieved = bytes_per_token as f64 * tokens_per_second / 1e9;
+    let column = |f: fn(&(f64, f64, f64)) -> f64| median(paired.iter().map(f).collect());
+    let (probe, dram_probe) = (column(|p| p.1), column(|p| p.2));
+    let (roofline_fraction, dram_fraction) = (column(|p| p.0 / p.1), column(|p| p.0 / p.2));
+    let best = |f: fn(&(f64, f64, f64)) -> f64| paired.iter().map(f).fold(f64::NAN, f64::max);
+    let (best_achieved, best_probe) = (best(|p| p.0), best(|p| p.1));
+    drop(bandwidth); // (its buffers and threads)
 
     // The prompt: median of the repetitions, each on a fresh cache.
     let prompt = bench_prompt(c.vocab_size, 128.min(c.seq_len - 1).max(1));
@@ -320,9 +343,11 @@ pub fn run(
         kv_bytes_per_token: kv_bytes,
         achieved_gb_per_s: achieved,
         probe_gb_per_s: probe,
-        roofline_fraction: achieved / probe,
+        roofline_fraction,
+        best_probe_gb_per_s: best_probe,
+        best_fraction: best_achieved / best_probe,
         dram_probe_gb_per_s: dram_probe,
-        dram_fraction: achieved / dram_probe,
+        dram_fraction,
         prompt_tokens: prompt.len(),
         prefill_tokens_per_second: prefill_tps,
         time_to_first_token_ms: prefill_median.as_secs_f64() * 1e3,
@@ -335,41 +360,67 @@ pub fn run(
     })
 }
 
-/// Streaming read bandwidth in GB/s with `threads` threads over a working set of `bytes` (the
-/// model's bytes per token): each thread sums its own contiguous part, pass after pass, as
-/// decoding streams the weights once per token. The working set has the model's size so that
-/// the probe reads from where the weights are: a model that fits in the last-level cache
-/// (stories110M q8_0, 123 MB, on a Xeon with 480 MiB of L3) streams from it, faster than from
-/// DRAM, and a probe over a larger buffer would put the roofline below what decoding reaches.
-/// Timings of at least 256 MiB of reads each, best of 8: half with the kernels' software
-/// prefetch ([`tvl_core::kernels::PREFETCH_BYTES`] ahead), half without, so that the probe
-/// reads at least as fast as either way of streaming.
-pub fn read_bandwidth(threads: usize, bytes: usize) -> f64 {
-    let threads = threads.max(1);
-    let lines = bytes.max(1 << 20).div_ceil(64).div_ceil(threads) * threads;
-    let buffer = vec![1.0f32; lines * 16];
-    let passes = (256usize << 20).div_ceil(lines * 64);
-    let Ok(mut pool) = Pool::new(threads) else { return f64::NAN };
-    let mut best = Duration::MAX;
-    for timing in 0..9 {
-        let prefetch = timing % 2 == 0;
-        let sums: Vec<std::sync::atomic::AtomicU32> = (0..threads).map(|_| Default::default()).collect();
-        let start = Instant::now();
-        pool.run(&|thread| {
-            let mine = split(lines, thread, threads);
-            let part = &buffer[mine.start * 16..mine.end * 16];
-            let mut sum = 0.0;
-            for _ in 0..passes {
-                sum += sum_lines(part, prefetch);
-            }
-            sums[thread].store(sum.to_bits(), std::sync::atomic::Ordering::Relaxed);
-        });
-        if timing > 0 {
-            best = best.min(start.elapsed()); // the first timing only warms the caches up
-        }
-        std::hint::black_box(&sums);
+/// A streaming read probe with `threads` threads over a working set of `bytes` (the model's
+/// bytes per token, or more than the caches hold): each thread sums its own contiguous part,
+/// pass after pass, as decoding streams the weights once per token. The working set has the
+/// model's size so that the probe reads from where the weights are: a model that fits in the
+/// last-level cache (stories110M q8_0, 123 MB, on a Xeon with 480 MiB of L3) streams from it,
+/// faster than from DRAM, and a probe over a larger buffer would put the roofline below what
+/// decoding reaches.
+struct Probe {
+    threads: usize,
+    buffer: Vec<f32>,
+    lines: usize,
+    passes: usize,
+}
+
+impl Probe {
+    fn new(threads: usize, bytes: usize) -> Probe {
+        let threads = threads.max(1);
+        let lines = bytes.max(1 << 20).div_ceil(64).div_ceil(threads) * threads;
+        let mut probe =
+            Probe { threads, buffer: vec![1.0f32; lines * 16], lines, passes: (256usize << 20).div_ceil(lines * 64) };
+        probe.gb_per_s(); // the first timing only warms the caches up
+        probe
     }
-    (passes * lines * 64) as f64 / best.as_secs_f64() / 1e9
+
+    /// GB/s of one timing of at least 256 MiB of reads with the kernels' software prefetch
+    /// ([`tvl_core::kernels::PREFETCH_BYTES`] ahead) and one without, the better of the two, so
+    /// that the probe reads at least as fast as either way of streaming. NaN if its threads
+    /// cannot be started.
+    fn gb_per_s(&mut self) -> f64 {
+        // Threads of its own, started after the model's workers have gone to sleep and gone
+        // before the model runs again, so that neither's idle threads take the other's cores.
+        std::thread::sleep(Duration::from_millis(5));
+        let Ok(mut pool) = Pool::new(self.threads) else { return f64::NAN };
+        let (threads, lines, passes, buffer) = (self.threads, self.lines, self.passes, &self.buffer);
+        let mut best = Duration::MAX;
+        for prefetch in [true, false] {
+            let sums: Vec<std::sync::atomic::AtomicU32> = (0..threads).map(|_| Default::default()).collect();
+            let start = Instant::now();
+            pool.run(&|thread| {
+                let mine = split(lines, thread, threads);
+                let part = &buffer[mine.start * 16..mine.end * 16];
+                let mut sum = 0.0;
+                for _ in 0..passes {
+                    sum += sum_lines(part, prefetch);
+                }
+                sums[thread].store(sum.to_bits(), std::sync::atomic::Ordering::Relaxed);
+            });
+            best = best.min(start.elapsed());
+            std::hint::black_box(&sums);
+        }
+        (passes * lines * 64) as f64 / best.as_secs_f64() / 1e9
+    }
+}
+
+/// The median of `values` (NaN if there are none or any is NaN).
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() || values.iter().any(|v| v.is_nan()) {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// A working set that no cache holds: twice the largest cache Linux reports for CPU 0, and at
