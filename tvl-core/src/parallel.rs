@@ -49,10 +49,11 @@ pub const MAX_SHARING_THREADS: usize = 16;
 /// do not depend on who took what.
 ///
 /// A claim is a locked compare-and-swap, which waits for the loads in flight before it: at
-/// one per 32 KiB it took 2.5–3% of each thread's decoding time. So a claim takes a quarter of
-/// what is left of its share per thread (`left / (2 · parts)`, as OpenMP's guided schedule),
-/// at least `chunk` items: a few large claims first and `chunk`-sized ones at the tail, where
-/// a thread that finished early takes over.
+/// one per 32 KiB it took 2.5–3% of each thread's decoding time. So a claim takes
+/// `left / (2 · parts)` of what is left of its share (a quarter with two threads; OpenMP's
+/// guided schedule takes `left / parts` of a whole loop), at least `chunk` items: a few large
+/// claims first and `chunk`-sized ones at the tail, where a thread that finished early takes
+/// over.
 pub struct Shares {
     len: usize,
     parts: usize,
