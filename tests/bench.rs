@@ -4,6 +4,16 @@ mod common;
 
 use common::*;
 
+/// What the bandwidth probes measure: numbers with them, null with `--no-probes`.
+const PROBE_FIELDS: [&str; 6] = [
+    "probe_gb_per_s",
+    "roofline_fraction",
+    "best_probe_gb_per_s",
+    "best_fraction",
+    "dram_probe_gb_per_s",
+    "dram_fraction",
+];
+
 #[test]
 fn bench_json_report_is_well_formed() {
     let Some(models) = models() else { return };
@@ -24,17 +34,14 @@ fn bench_json_report_is_well_formed() {
         "tokens_per_second",
         "ms_per_token",
         "achieved_gb_per_s",
-        "probe_gb_per_s",
-        "roofline_fraction",
-        "best_probe_gb_per_s",
-        "best_fraction",
-        "dram_probe_gb_per_s",
-        "dram_fraction",
         "prefill_tokens_per_second",
         "time_to_first_token_ms",
         "batch_tokens_per_second",
         "batch_speedup",
-    ] {
+    ]
+    .into_iter()
+    .chain(PROBE_FIELDS)
+    {
         let v = report[field].as_f64().unwrap_or_else(|| panic!("{field} missing: {report}"));
         assert!(v.is_finite() && v > 0.0, "{field} = {v}");
     }
@@ -91,15 +98,7 @@ fn bench_without_probes_leaves_them_unmeasured() {
         String::from_utf8(out.stdout).unwrap()
     };
     let report: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
-    for field in [
-        "probe_gb_per_s",
-        "roofline_fraction",
-        "best_probe_gb_per_s",
-        "best_fraction",
-        "dram_probe_gb_per_s",
-        "dram_fraction",
-        "peak_macs_per_second",
-    ] {
+    for field in PROBE_FIELDS.into_iter().chain(["peak_macs_per_second"]) {
         assert!(report[field].is_null(), "{field} = {}", report[field]);
     }
     assert!(report["tokens_per_second"].as_f64().unwrap() > 0.0);

@@ -326,7 +326,6 @@ pub fn run(
         batch_times.push(together);
     }
     batch_times.sort();
-    speedups.sort_by(f64::total_cmp);
     let batch_tps = (sequences * tokens) as f64 / batch_times[batch_times.len() / 2].as_secs_f64();
 
     Ok(Report {
@@ -356,7 +355,7 @@ pub fn run(
         prefill_peak_fraction: prefill_macs as f64 * prefill_tps / peak,
         sequences,
         batch_tokens_per_second: batch_tps,
-        batch_speedup: speedups[speedups.len() / 2],
+        batch_speedup: median(speedups),
     })
 }
 

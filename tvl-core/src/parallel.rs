@@ -32,8 +32,9 @@ pub fn split(len: usize, index: usize, parts: usize) -> Range<usize> {
 }
 
 /// About how many bytes of weights a thread takes at least at a time from a [`Shares`] of row
-/// tiles: an atomic add per claim is noise against streaming it, and a thread that finishes
-/// first waits at most about one such claim's time for the others.
+/// tiles: a locked compare-and-swap per claim is noise against streaming it, and at a share's
+/// tail, where claims are this small, a thread that finishes first waits at most about one
+/// such claim's time for the others.
 pub const SHARE_CHUNK_BYTES: usize = 32 << 10;
 
 /// Threads whose shares of a job [`Shares`] lets the others take over; a job on more threads
