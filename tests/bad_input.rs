@@ -101,7 +101,8 @@ fn damaged_tvl_files_are_refused_before_mapping_any_tensor() {
     let m = open_error(&write("magic.tvl", &patched(0, b"GGUF")));
     assert!(m.contains("not a TVL file"), "{m}");
     let m = open_error(&write("version.tvl", &patched(8, &1u32.to_le_bytes())));
-    assert!(m.contains("format version 1, but this build reads version 3"), "{m}");
+    let version = tvl::layout_def::layout::FORMAT_VERSION;
+    assert!(m.contains(&format!("format version 1, but this build reads version {version}")), "{m}");
     let m = open_error(&write("weights.tvl", &patched(32, &9u32.to_le_bytes())));
     assert!(m.contains("unknown weights code 9"), "{m}");
     let m = open_error(&write("fingerprint.tvl", &patched(16, &[0xde, 0xad])));

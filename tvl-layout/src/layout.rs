@@ -11,6 +11,13 @@
 //! contiguous stream front to back, each block of `x` loaded once for [`TILE_ROWS`] rows. Rows
 //! and columns are padded with zeros up to whole tiles and blocks (a quantized tile also up to a
 //! whole cache line), so kernels have no remainder loop.
+//!
+//! Within a quantized block the tile's rows take turns every [`Q_PIECE_COLS`] columns (see
+//! [`Encoding::weight_byte`]): each cache line holds 16 bytes of each of the 4 rows, so that one
+//! 64-byte register multiplied by the same 16 values of `x` in each 128-bit lane gives each
+//! row's sums in its own lane, and the sums of a group add up vertically, register on register.
+//! Rows one after the other left each row's 16 sums of a group in one register, to be added
+//! across its lanes.
 
 use crate::config::{Config, Weights};
 #[cfg(feature = "alloc")]
@@ -37,7 +44,7 @@ pub const fn static_layers(layers: &'static [LayerLayout]) -> Layers {
 }
 
 /// Version of the TVL file format; bump it when the header or the layout rules change.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Bytes of the file header; the first tensor starts here.
 pub const HEADER_BYTES: usize = 256;
 /// Every tensor starts at a multiple of this (a cache line on every CPU we target).
@@ -48,6 +55,10 @@ pub const TILE_ROWS: usize = 4;
 pub const COL_BLOCK: usize = 16;
 /// Columns per quantized panel block: one cache line of int8, half a line of 4-bit values.
 pub const Q_COL_BLOCK: usize = 64;
+/// Columns of a quantized block that one row holds in 16 consecutive bytes before the next row
+/// of its tile takes over (int8; 4-bit rows hold twice as many, low nibbles then high):
+/// see [`Encoding::weight_byte`].
+pub const Q_PIECE_COLS: usize = 16;
 
 // 32-bit targets (a Cortex-M) run models whose compiled layout fits their address space: the
 // macro's constants are literals, which do not compile if they overflow `usize`. Reading
@@ -64,9 +75,9 @@ pub enum Encoding {
         /// Columns per scale.
         group_size: usize,
     },
-    /// 4-bit values `q + 8` (q in -8..=7), one f32 scale per `group_size` columns. Within a row's
-    /// 32-byte block, byte j holds column j in its low nibble and column j + 32 in its high one,
-    /// so one 32-byte load unpacks with a mask and a shift into columns 0–31 and 32–63.
+    /// 4-bit values `q + 8` (q in -8..=7), one f32 scale per `group_size` columns. A row's 16
+    /// bytes of a cache line hold 32 columns: 16 in the low nibbles, the next 16 in the high
+    /// ones (see [`Encoding::weight_byte`]), so a mask and a shift unpack them.
     Q4 {
         /// Columns per scale.
         group_size: usize,
@@ -123,6 +134,20 @@ impl Encoding {
         TILE_ROWS * self.row_block_bytes()
     }
 
+    /// Where, within a block of a tile, the weight of (row within the tile, column within the
+    /// block) of a quantized encoding is: its byte, and whether it is the high nibble (4-bit).
+    /// Each 64-byte line of a block holds [`Q_PIECE_COLS`] bytes of each row in turn: int8
+    /// line `l` columns `16 l ..`, 4-bit line `l` columns `32 l ..` in the low nibbles and the
+    /// next 16 in the high ones.
+    pub const fn weight_byte(self, row: usize, col: usize) -> (usize, bool) {
+        let piece = col / Q_PIECE_COLS;
+        let (line, high) = match self {
+            Encoding::Q4 { .. } => (piece / 2, piece % 2 == 1),
+            _ => (piece, false),
+        };
+        (line * TILE_ROWS * Q_PIECE_COLS + row * Q_PIECE_COLS + col % Q_PIECE_COLS, high)
+    }
+
     /// Where, within a block of a tile, the f32 scale of (group within the block, row within
     /// the tile) is.
     pub const fn scale_offset(self, group: usize, row: usize) -> usize {
@@ -159,17 +184,6 @@ pub struct Panels {
     pub cols: usize,
     /// How the values are stored.
     pub encoding: Encoding,
-}
-
-/// Columns of a 4-bit block in the low nibbles: within a row's 32-byte block, byte `j` holds
-/// column `j` in its low nibble and column `j + Q4_LOW_COLUMNS` in its high nibble (so that a
-/// SIMD kernel unpacks a block with one mask and one shift).
-pub const Q4_LOW_COLUMNS: usize = 32;
-
-/// The byte of a 4-bit row block holding column `col` (of the block), and whether it is the
-/// high nibble; the value stored is the weight + 8.
-pub const fn q4_nibble(col: usize) -> (usize, bool) {
-    (col % Q4_LOW_COLUMNS, col >= Q4_LOW_COLUMNS)
 }
 
 /// Where, in f32 elements from the start of f32 panels of `cols` (padded) columns, row `row`
@@ -217,10 +231,18 @@ impl Panels {
         self.tiles() * self.tile_bytes()
     }
 
-    /// Byte offset (within the panels) of row `row`'s part of block `block`.
+    /// Byte offset (within the panels) of row `row`'s part of block `block` (f32).
     const fn row_block_at(&self, row: usize, block: usize) -> usize {
         let (tile, row_in_tile) = (row / TILE_ROWS, row % TILE_ROWS);
         tile * self.tile_bytes() + block * self.encoding.block_bytes() + row_in_tile * self.encoding.row_block_bytes()
+    }
+
+    /// Byte offset (within the panels) of the quantized weight of `row`, column `col` (of the
+    /// whole row), and whether it is the high nibble.
+    const fn weight_at(&self, row: usize, col: usize) -> (usize, bool) {
+        let (tile, block) = (row / TILE_ROWS, col / Q_COL_BLOCK);
+        let (byte, high) = self.encoding.weight_byte(row % TILE_ROWS, col % Q_COL_BLOCK);
+        (tile * self.tile_bytes() + block * self.encoding.block_bytes() + byte, high)
     }
 
     /// Byte offset of the scale of (row, group within block) of block `block`.
@@ -294,16 +316,14 @@ impl Panels {
     fn put_group(&self, row: usize, g: usize, q: &[i8], scale: f32, out: &mut [u8]) {
         let group_size = self.encoding.group_size();
         let (block, group) = (g / self.encoding.groups_per_block(), g % self.encoding.groups_per_block());
-        let at = self.row_block_at(row, block);
         for (i, &q) in q.iter().enumerate() {
-            let col = group * group_size + i; // within the block
+            let (at, high) = self.weight_at(row, g * group_size + i);
             match self.encoding {
                 Encoding::Q4 { .. } => {
                     let nibble = (q + 8) as u8 & 0x0f;
-                    let (byte, high) = q4_nibble(col);
-                    out[at + byte] |= if high { nibble << 4 } else { nibble };
+                    out[at] |= if high { nibble << 4 } else { nibble };
                 }
-                _ => out[at + col] = q as u8,
+                _ => out[at] = q as u8,
             }
         }
         let s = self.scale_at(row, block, group);
@@ -317,15 +337,14 @@ impl Panels {
         let group_size = self.encoding.group_size();
         for (col, out) in out.iter_mut().enumerate().take(self.cols) {
             let (block, in_block) = (col / self.encoding.block_cols(), col % self.encoding.block_cols());
-            let at = self.row_block_at(row, block);
+            let (at, high) = self.weight_at(row, col);
             *out = match self.encoding {
-                Encoding::F32 => f32_at(at + 4 * in_block),
+                Encoding::F32 => f32_at(self.row_block_at(row, block) + 4 * in_block),
                 Encoding::Q8 { .. } => {
-                    packed[at + in_block] as i8 as f32 * f32_at(self.scale_at(row, block, in_block / group_size))
+                    packed[at] as i8 as f32 * f32_at(self.scale_at(row, block, in_block / group_size))
                 }
                 Encoding::Q4 { .. } => {
-                    let (byte, high) = q4_nibble(in_block);
-                    let nibble = if high { packed[at + byte] >> 4 } else { packed[at + byte] & 0x0f };
+                    let nibble = if high { packed[at] >> 4 } else { packed[at] & 0x0f };
                     (nibble as i8 - 8) as f32 * f32_at(self.scale_at(row, block, in_block / group_size))
                 }
             };
@@ -645,7 +664,7 @@ impl Layout {
     pub fn fingerprint_of(&self) -> u64 {
         let mut hash = Fnv::new();
         hash.bytes(b"tvl-layout");
-        for v in [FORMAT_VERSION as usize, HEADER_BYTES, ALIGN, TILE_ROWS, COL_BLOCK, Q_COL_BLOCK] {
+        for v in [FORMAT_VERSION as usize, HEADER_BYTES, ALIGN, TILE_ROWS, COL_BLOCK, Q_COL_BLOCK, Q_PIECE_COLS] {
             hash.word(v);
         }
         for tensor in self.tensors() {
@@ -743,6 +762,32 @@ mod tests {
         assert_eq!(p.unpack(&packed), m);
         assert_eq!(f32::from_le_bytes(packed[4 * 17..4 * 18].try_into().unwrap()), 21.0); // (1, 1)
         assert_eq!(packed.chunks_exact(4).filter(|v| *v == [0; 4]).count(), p.bytes() / 4 - 120 + 1);
+    }
+
+    #[test]
+    fn quantized_rows_take_turns_every_16_columns() {
+        let q8 = Encoding::Q8 { group_size: 32 };
+        assert_eq!(q8.weight_byte(0, 0), (0, false));
+        assert_eq!(q8.weight_byte(0, 15), (15, false));
+        assert_eq!(q8.weight_byte(1, 0), (16, false)); // the next row's first 16 columns
+        assert_eq!(q8.weight_byte(0, 16), (64, false)); // the next cache line
+        assert_eq!(q8.weight_byte(3, 63), (255, false));
+        let q4 = Encoding::Q4 { group_size: 32 };
+        assert_eq!(q4.weight_byte(0, 0), (0, false));
+        assert_eq!(q4.weight_byte(0, 16), (0, true)); // 16 columns on: the same byte's high nibble
+        assert_eq!(q4.weight_byte(2, 5), (37, false));
+        assert_eq!(q4.weight_byte(0, 32), (64, false));
+        assert_eq!(q4.weight_byte(3, 63), (127, true));
+        // Every weight of a block has a byte (a nibble) of its own.
+        for encoding in [q8, q4] {
+            let mut seen = std::collections::HashSet::new();
+            for row in 0..TILE_ROWS {
+                for col in 0..Q_COL_BLOCK {
+                    let (byte, _) = encoding.weight_byte(row, col);
+                    assert!(byte < encoding.scales_offset() && seen.insert(encoding.weight_byte(row, col)));
+                }
+            }
+        }
     }
 
     #[test]

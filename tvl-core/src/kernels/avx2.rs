@@ -4,17 +4,20 @@
 //! rows × 2 ymm registers = 8 independent accumulators, enough to cover the FMA latency
 //! (4 cycles × 2 ports). Each block of `x` (2 ymm) is loaded once for the 4 rows.
 //!
-//! Quantized tiles: per row and 32 columns, `maddubs` (u8 × i8 → pairs of i16) and `madd`
-//! (→ i32 sums of 4 columns); `hadd`s then reduce 4 rows at once to one exact integer per (row,
+//! Quantized tiles: a block's lines hold 16 bytes of each of the 4 rows in turn (see
+//! [`Encoding::weight_byte`]), so a register of them times x's 16 values in each 128-bit lane
+//! (`vpdpbusd`, or `maddubs` + `madd`, on ymm or zmm) gives each row's sums of 4 columns in its
+//! own lane; a group's pieces add up register on register, starting from −offset·Σx / 4 per
+//! lane (see `weight_offset`), one reduction per group leaves one exact integer per (row,
 //! group), and the float part runs with the 4 rows in the 4 lanes of an xmm, in the reference
 //! order. `maddubs` needs one unsigned operand: int8 weights go in as |w| with the sign moved
 //! onto x (exact for every int8 w, as x is never -128); 4-bit weights go in as their unsigned
-//! nibbles u = q + 8, and 8·Σx is subtracted per group.
+//! nibbles u = q + 8; `vpdpbusd` takes int8 weights as w + 128.
 
 use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
 use super::{F32Kernels, Isa};
 use core::arch::x86_64::*;
-use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
+use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q_COL_BLOCK, Q_PIECE_COLS, TILE_ROWS};
 use tvl_layout::{key_offset, KEY_BLOCK};
 
 /// AVX2 with FMA: f32 tiles of 4 rows × 16 columns in 8 accumulators; int8 through
@@ -27,9 +30,8 @@ pub struct Avx2;
 pub struct AvxVnni;
 
 const _: () = assert!(TILE_ROWS == 4 && COL_BLOCK == 16, "the register tile below is written for 4 × 16 panels");
-// The 4-bit unpacking below takes a block's low nibbles as its first 32 columns.
-const _: () =
-    assert!(Q4_LOW_COLUMNS == 32 && Q_COL_BLOCK == 64, "the 4-bit unpacking is written for this nibble order");
+// A quantized block's line holds 16 bytes of each of the 4 rows: one 128-bit lane per row.
+const _: () = assert!(Q_PIECE_COLS == 16 && Q_COL_BLOCK == 64, "the quantized kernels are written for 16-byte pieces");
 
 /// The f32 kernels of every x86_64 path (AVX2 and FMA; the AVX-512 paths differ only in their
 /// int8 kernels, see the README).
@@ -353,94 +355,45 @@ pub(super) const DPBUSD_512: u8 = 3; // AVX-512 VNNI: `vpdpbusd` on zmm
 /// the multiply-adds unsigned. 4-bit nibbles are w + 8. `vpdpbusd` takes int8 weights as
 /// w + 128 (one xor, against the three steps that move each weight's sign onto x), since it
 /// adds its products in 32 bits; `vpmaddubsw` cannot, its 16-bit pairs of 255 · 127 would
-/// saturate, so it gets |w| and x with w's sign (offset 0), as do groups of fewer than 32
-/// columns, whose lane sums [`add_block`] hands on without subtracting.
+/// saturate, so it gets |w| and x with w's sign (offset 0), as do groups of fewer than 16
+/// columns (see [`small_groups`]).
 const fn weight_offset<const GS: usize, const Q4: bool, const KIND: u8>() -> i32 {
     if Q4 {
         8
-    } else if (KIND == DPBUSD || KIND == DPBUSD_512) && GS >= 32 {
+    } else if (KIND == DPBUSD || KIND == DPBUSD_512) && GS >= Q_PIECE_COLS {
         128
     } else {
         0
     }
 }
 
-/// Integer sums of 4 consecutive columns of one row block against the 64 values of x at `xb`:
-/// (columns 0–31, 32–63), 8 i32 lanes each, computed with the instructions of `KIND`. Every
-/// kind computes the same exact integers.
-#[inline(always)]
-unsafe fn row_block_lanes<const GS: usize, const Q4: bool, const KIND: u8>(
-    row: *const u8,
-    xb: *const i8,
-) -> (__m256i, __m256i) {
-    if KIND >= MADDUBS_512 {
-        // SAFETY: the caller enabled AVX-512F/BW (and VNNI for DPBUSD_512) for these kinds.
-        return unsafe { row_block_lanes_512::<GS, Q4, KIND>(row, xb) };
-    }
-    // SAFETY: (the whole body) the caller passes a row block inside the checked tile (64 bytes for
-    // int8, 32 for 4-bit) and 64 values of x; the rest is register arithmetic under the enabled
-    // features.
-    unsafe {
-        let (x0, x1) = (_mm256_loadu_si256(xb.cast()), _mm256_loadu_si256(xb.add(32).cast()));
-        let ones = _mm256_set1_epi16(1);
-        let (w0, x0, w1, x1) = if Q4 {
-            let nibbles = _mm256_loadu_si256(row.cast());
-            let mask = _mm256_set1_epi8(0x0f);
-            (_mm256_and_si256(nibbles, mask), x0, _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask), x1)
-        } else {
-            let (w0, w1) = (_mm256_loadu_si256(row.cast()), _mm256_loadu_si256(row.add(32).cast()));
-            if weight_offset::<GS, Q4, KIND>() == 128 {
-                let flip = _mm256_set1_epi8(-128);
-                (_mm256_xor_si256(w0, flip), x0, _mm256_xor_si256(w1, flip), x1)
-            } else {
-                (_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0), _mm256_sign_epi8(w1, w1), _mm256_sign_epi8(x1, w1))
-            }
-        };
-        if KIND == DPBUSD {
-            let zero = _mm256_setzero_si256();
-            (_mm256_dpbusd_avx_epi32(zero, w0, x0), _mm256_dpbusd_avx_epi32(zero, w1, x1))
-        } else {
-            (
-                _mm256_madd_epi16(_mm256_maddubs_epi16(w0, x0), ones),
-                _mm256_madd_epi16(_mm256_maddubs_epi16(w1, x1), ones),
-            )
-        }
-    }
-}
+/// Bytes of one line of a quantized block: [`Q_PIECE_COLS`] bytes of each of its 4 rows.
+const LINE: usize = TILE_ROWS * Q_PIECE_COLS;
 
-/// [`row_block_lanes`] on one zmm register: the whole 64-column row block at once.
+/// Adds the integer sums of piece `p` of a block (columns 16p..16p + 15 of its 4 rows, see
+/// [`Encoding::weight_byte`]) against x's 16 values there to `acc`: 128-bit lane r gets row
+/// r's 4 column quads, over by [`weight_offset`] · Σx of their columns. x's 16 bytes are
+/// broadcast to the 4 lanes by a load; AVX-512 has no `vpsignb`, so for `vpmaddubsw` the sign
+/// of an int8 weight moves onto x with a masked negation.
 #[inline(always)]
-unsafe fn row_block_lanes_512<const GS: usize, const Q4: bool, const KIND: u8>(
-    row: *const u8,
-    xb: *const i8,
-) -> (__m256i, __m256i) {
-    // SAFETY: as `row_block_sums_512`, whose requirements are the same.
-    unsafe {
-        let sums = row_block_sums_512::<GS, Q4, KIND>(row, xb);
-        (_mm512_castsi512_si256(sums), _mm512_extracti64x4_epi64::<1>(sums))
-    }
-}
-
-/// The integer sums of a 64-column row block in one zmm register: lanes 0–7 columns 0–31,
-/// lanes 8–15 columns 32–63, over by [`weight_offset`] · Σx per group. AVX-512 has no
-/// `vpsignb`, so for `vpmaddubsw` the sign of an int8 weight moves onto x with a masked
-/// negation.
-#[inline(always)]
-unsafe fn row_block_sums_512<const GS: usize, const Q4: bool, const KIND: u8>(
-    row: *const u8,
+unsafe fn piece_sums_512<const GS: usize, const Q4: bool, const KIND: u8>(
+    acc: __m512i,
+    block: *const u8,
+    p: usize,
     xb: *const i8,
 ) -> __m512i {
-    // SAFETY: (the whole body) as `row_block_lanes`; AVX-512F/BW (and VNNI) enabled by the caller.
+    // SAFETY: (the whole body) the caller passes a block inside the checked tile, p < 4 (the
+    // loads stay inside the block's lines) and 64 values of x at `xb`; AVX-512F/BW (and VNNI
+    // for DPBUSD_512) are enabled by the caller.
     unsafe {
-        let x = _mm512_loadu_si512(xb.cast());
+        let x = _mm512_broadcast_i32x4(_mm_loadu_si128(xb.add(Q_PIECE_COLS * p).cast()));
         let (w, x) = if Q4 {
-            let nibbles = _mm256_loadu_si256(row.cast());
-            let mask = _mm256_set1_epi8(0x0f);
-            let (low, high) =
-                (_mm256_and_si256(nibbles, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask));
-            (_mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high), x)
+            // Line p / 2: columns 32 (p / 2) .. in the low nibbles, the next 16 in the high.
+            let line = _mm512_loadu_si512(block.add(LINE * (p / 2)).cast());
+            let nibbles = if p.is_multiple_of(2) { line } else { _mm512_srli_epi16::<4>(line) };
+            (_mm512_and_si512(nibbles, _mm512_set1_epi8(0x0f)), x)
         } else {
-            let w = _mm512_loadu_si512(row.cast());
+            let w = _mm512_loadu_si512(block.add(LINE * p).cast());
             if weight_offset::<GS, Q4, KIND>() == 128 {
                 (_mm512_xor_si512(w, _mm512_set1_epi8(-128)), x)
             } else {
@@ -449,100 +402,114 @@ unsafe fn row_block_sums_512<const GS: usize, const Q4: bool, const KIND: u8>(
             }
         };
         if KIND == DPBUSD_512 {
-            _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x)
+            _mm512_dpbusd_epi32(acc, w, x)
         } else {
-            _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), _mm512_set1_epi16(1))
+            _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), _mm512_set1_epi16(1)))
         }
     }
 }
 
-/// The integer sums of a 4-bit block's 4 rows in [`sum_4_rows_512`]'s order, two rows per zmm
-/// register: rows r and r + 1 are 64 consecutive bytes, whose low nibbles are both rows'
-/// columns 0–31 and whose high nibbles are their columns 32–63, multiplied by x's halves
-/// broadcast to both 256-bit halves. Half the loads and unpacking of one row per register;
-/// the sums are exact, so they are the same integers in any order.
+/// [`piece_sums_512`] on two ymm registers: rows 0 and 1, rows 2 and 3 (128-bit lane = row).
 #[inline(always)]
-unsafe fn q4_block_sums_512<const KIND: u8>(bytes: *const u8, row_bytes: usize, xb: *const i8) -> __m256i {
-    assert_eq!(row_bytes, 32, "4-bit rows of a block are 32 consecutive bytes");
-    // SAFETY: (the whole body) the caller passes a block inside the checked tile (4 rows of
-    // 32 bytes) and 64 values of x; AVX-512F/BW (and VNNI for DPBUSD_512) are enabled by the
-    // caller.
+unsafe fn piece_sums_256<const GS: usize, const Q4: bool, const KIND: u8>(
+    acc: [__m256i; 2],
+    block: *const u8,
+    p: usize,
+    xb: *const i8,
+) -> [__m256i; 2] {
+    // SAFETY: as `piece_sums_512` (AVX2, and AVX-VNNI for DPBUSD, enabled by the caller).
     unsafe {
-        let mask = _mm512_set1_epi8(0x0f);
-        let x_low = _mm512_broadcast_i64x4(_mm256_loadu_si256(xb.cast()));
-        let x_high = _mm512_broadcast_i64x4(_mm256_loadu_si256(xb.add(32).cast()));
-        let (rows01, rows23) = (_mm512_loadu_si512(bytes.cast()), _mm512_loadu_si512(bytes.add(64).cast()));
-        // [row 0 group 0 | row 1 group 0], [rows 0, 1 group 1], and likewise rows 2, 3.
-        let a = dot_512::<KIND>(_mm512_and_si512(rows01, mask), x_low);
-        let b = dot_512::<KIND>(_mm512_and_si512(_mm512_srli_epi16::<4>(rows01), mask), x_high);
-        let c = dot_512::<KIND>(_mm512_and_si512(rows23, mask), x_low);
-        let d = dot_512::<KIND>(_mm512_and_si512(_mm512_srli_epi16::<4>(rows23), mask), x_high);
-        // Per chunk: [a lanes 0+2, c 0+2, a 1+3, c 1+3], and the same of b, d.
-        let t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(a, c), _mm512_unpackhi_epi32(a, c));
-        let t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(b, d), _mm512_unpackhi_epi32(b, d));
-        // Per chunk: [Σa, Σc, Σb, Σd] over its 4 lanes; chunks 0, 1 hold rows 0 and 2, chunks
-        // 2, 3 rows 1 and 3.
-        let u = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
-        // Chunk 0: [r0 g0, r2 g0, r0 g1, r2 g1]; chunk 2: [r1 g0, r3 g0, r1 g1, r3 g1].
-        let s = _mm512_add_epi32(u, _mm512_shuffle_i32x4::<0b10_11_00_01>(u, u));
-        let order = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 0, 0, 0, 0, 0, 0, 0, 0);
-        _mm512_castsi512_si256(_mm512_permutexvar_epi32(order, s))
+        let x = _mm256_broadcastsi128_si256(_mm_loadu_si128(xb.add(Q_PIECE_COLS * p).cast()));
+        let line = if Q4 { block.add(LINE * (p / 2)) } else { block.add(LINE * p) };
+        [
+            rows_pair_sums::<GS, Q4, KIND>(acc[0], line, p % 2 == 1, x),
+            rows_pair_sums::<GS, Q4, KIND>(acc[1], line.add(LINE / 2), p % 2 == 1, x),
+        ]
     }
 }
 
-/// Σ u·x of each 4 bytes into the 16 i32 lanes (`u` unsigned, `x` signed), with `KIND`'s
-/// instructions.
+/// Two rows' 16 bytes at `at` (4-bit: their high nibbles if `high`) against x's 16 values in
+/// both 128-bit lanes, added to `acc`.
 #[inline(always)]
-unsafe fn dot_512<const KIND: u8>(u: __m512i, x: __m512i) -> __m512i {
-    // SAFETY: register-only intrinsics under the caller's AVX-512F/BW (and VNNI).
+unsafe fn rows_pair_sums<const GS: usize, const Q4: bool, const KIND: u8>(
+    acc: __m256i,
+    at: *const u8,
+    high: bool,
+    x: __m256i,
+) -> __m256i {
+    // SAFETY: (the whole body) the caller passes 32 bytes inside the checked tile; register
+    // arithmetic under the caller's AVX2 (and AVX-VNNI for DPBUSD).
     unsafe {
-        if KIND == DPBUSD_512 {
-            _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x)
+        let (w, x) = if Q4 {
+            let bytes = _mm256_loadu_si256(at.cast());
+            let nibbles = if high { _mm256_srli_epi16::<4>(bytes) } else { bytes };
+            (_mm256_and_si256(nibbles, _mm256_set1_epi8(0x0f)), x)
         } else {
-            _mm512_madd_epi16(_mm512_maddubs_epi16(u, x), _mm512_set1_epi16(1))
+            let w = _mm256_loadu_si256(at.cast());
+            if weight_offset::<GS, Q4, KIND>() == 128 {
+                (_mm256_xor_si256(w, _mm256_set1_epi8(-128)), x)
+            } else {
+                (_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
+            }
+        };
+        if KIND == DPBUSD {
+            _mm256_dpbusd_avx_epi32(acc, w, x)
+        } else {
+            _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)))
         }
     }
 }
 
-/// The 4 rows' sums of [`row_block_sums_512`] reduced to one integer per (group of 32 columns,
-/// row), in [`sum_8`]'s order: [group 0 of rows 0–3 | group 1 of rows 0–3]. Two rounds of
-/// unpack-and-add leave each 128-bit chunk holding its 4 lanes' sums of the 4 rows, then
-/// neighbouring chunks (the two halves of a group) are added: 12 operations where extracting
-/// 8 ymm halves and `sum_8`'s `hadd`s take about twice as many.
+/// One group's sums of [`piece_sums_512`] (row r's 4 lanes in 128-bit lane r) as one integer
+/// per row: [row 0, .., row 3].
 #[inline(always)]
-unsafe fn sum_4_rows_512(r: [__m512i; 4]) -> __m256i {
+unsafe fn rows_of_512(a: __m512i) -> __m128i {
     // SAFETY: register-only intrinsics under the caller's AVX-512F.
     unsafe {
-        // Per chunk: [r0 lanes 0+2, r1 0+2, r0 1+3, r1 1+3], and the same of r2, r3.
-        let t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(r[0], r[1]), _mm512_unpackhi_epi32(r[0], r[1]));
-        let t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(r[2], r[3]), _mm512_unpackhi_epi32(r[2], r[3]));
-        // Per chunk: [Σ r0, Σ r1, Σ r2, Σ r3] over the chunk's 4 lanes.
-        let u = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
-        // Chunks 0 + 1 (group 0) and 2 + 3 (group 1), then those two chunks side by side.
-        let s = _mm512_add_epi32(u, _mm512_shuffle_i32x4::<0b10_11_00_01>(u, u));
-        _mm512_castsi512_si256(_mm512_shuffle_i32x4::<0b00_00_10_00>(s, s))
+        // [a0 + a2, a1 + a3, ..], then every lane of a row its sum.
+        let t = _mm512_add_epi32(a, _mm512_shuffle_epi32::<0b01_00_11_10>(a));
+        let u = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b10_11_00_01>(t));
+        _mm512_castsi512_si128(_mm512_permutexvar_epi32(
+            _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+            u,
+        ))
     }
 }
 
-/// Sums of all 8 lanes of each of 4 vectors, as one xmm: [Σv0, Σv1, Σv2, Σv3].
+/// Two groups' sums of [`piece_sums_512`] as [group a of rows 0–3 | group b of rows 0–3] (the
+/// order of the scales).
 #[inline(always)]
-unsafe fn sum_4_rows(v: [__m256i; 4]) -> __m128i {
-    // SAFETY: register-only intrinsics under the caller's AVX2.
+unsafe fn rows_of_pair_512(a: __m512i, b: __m512i) -> __m256i {
+    // SAFETY: register-only intrinsics under the caller's AVX-512F.
     unsafe {
-        let h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-        _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+        // Per row: [a0 + a2, b0 + b2, a1 + a3, b1 + b3], then [Σa, Σb, Σa, Σb].
+        let t = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+        let u = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b01_00_11_10>(t));
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+        _mm512_castsi512_si256(_mm512_permutexvar_epi32(order, u))
     }
 }
 
-/// Sums of all 8 lanes of each of 8 vectors: [Σv0, ..., Σv7].
+/// [`rows_of_512`] of [`piece_sums_256`]'s registers.
 #[inline(always)]
-unsafe fn sum_8(v: [__m256i; 8]) -> __m256i {
+unsafe fn rows_of_256(a: [__m256i; 2]) -> __m128i {
     // SAFETY: register-only intrinsics under the caller's AVX2.
     unsafe {
-        let low = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-        let high = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-        // low = [Σ of the low halves of v0..v3 | Σ of their high halves]; high likewise.
-        _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(low, high), _mm256_permute2x128_si256::<0x31>(low, high))
+        // Per 128-bit lane: [r0, r2, r0, r2] and [r1, r3, r1, r3].
+        let h = _mm256_hadd_epi32(a[0], a[1]);
+        let h = _mm256_hadd_epi32(h, h);
+        _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)))
+    }
+}
+
+/// [`rows_of_pair_512`] of [`piece_sums_256`]'s registers.
+#[inline(always)]
+unsafe fn rows_of_pair_256(a: [__m256i; 2], b: [__m256i; 2]) -> __m256i {
+    // SAFETY: register-only intrinsics under the caller's AVX2.
+    unsafe {
+        // Per 128-bit lane: [a r0, a r2, b r0, b r2] and [a r1, a r3, b r1, b r3].
+        let h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(b[0], b[1]));
+        _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
     }
 }
 
@@ -557,89 +524,54 @@ unsafe fn add_group(val: __m128, ival: __m128i, w_scales: *const u8, x_scale: f3
     }
 }
 
-/// Adds a 64-column block of groups of 32 to `val` (the 4 rows' sums, one per lane) from its
-/// integer sums `sums` = [group 0 of rows 0–3 | group 1 of rows 0–3] (the order of the
-/// scales): less `offset`·Σx per group (see [`weight_offset`]), times the weights' and x's
-/// scales, group by group, each operation rounded, as the reference.
+/// [`add_group`] of two consecutive groups from their sums [group 0 of rows 0–3 | group 1 of
+/// rows 0–3] (the order of the scales at `scales`), group by group, each operation rounded.
 #[inline(always)]
-unsafe fn add_two_groups(
-    val: __m128,
-    sums: __m256i,
-    offset: i32,
-    scales: *const u8,
-    xs: &[f32],
-    xsums: &[i32],
-    group: usize,
-) -> __m128 {
-    // SAFETY: `scales` points at the block's 8 scales and `group + 2 <= xs.len()` (the
-    // caller's block); register arithmetic under the caller's AVX2.
+unsafe fn add_two_groups(val: __m128, sums: __m256i, scales: *const u8, x_scales: [f32; 2]) -> __m128 {
+    // SAFETY: `scales` points at the two groups' 8 scales inside the checked tile; register
+    // arithmetic under the caller's AVX2.
     unsafe {
-        let sums = if offset == 0 {
-            sums
-        } else {
-            let (offset0, offset1) = (offset * xsums[group], offset * xsums[group + 1]);
-            _mm256_sub_epi32(sums, _mm256_set_m128i(_mm_set1_epi32(offset1), _mm_set1_epi32(offset0)))
-        };
         let terms = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_loadu_ps(scales.cast()));
-        let val = _mm_add_ps(val, _mm_mul_ps(_mm256_castps256_ps128(terms), _mm_set1_ps(xs[group])));
-        _mm_add_ps(val, _mm_mul_ps(_mm256_extractf128_ps::<1>(terms), _mm_set1_ps(xs[group + 1])))
+        let val = _mm_add_ps(val, _mm_mul_ps(_mm256_castps256_ps128(terms), _mm_set1_ps(x_scales[0])));
+        _mm_add_ps(val, _mm_mul_ps(_mm256_extractf128_ps::<1>(terms), _mm_set1_ps(x_scales[1])))
     }
 }
 
-/// Adds one 64-column block of a tile to `val` (the 4 rows' sums, one per lane): its
-/// integer sums `lanes` (per row: columns 0–31, 32–63, as [`row_block_lanes`] gives them),
-/// less `offset`·Σx per group (see [`weight_offset`]; a constant once inlined), times the
-/// weights' and x's scales, group by group in column order, each operation rounded, as the
-/// reference. `group` is the block's first group; `scales` the block's weight scales.
+/// A block of groups of fewer than 16 columns (llama2.c's int8 exports of small models): each
+/// piece's lane sums through memory, of signed weights (offset 0, see [`weight_offset`]), then
+/// the reference's float steps.
 #[inline(always)]
-pub(super) unsafe fn add_block<const GS: usize>(
-    mut val: __m128,
-    lanes: [(__m256i, __m256i); TILE_ROWS],
-    offset: i32,
+unsafe fn small_groups<const GS: usize, const Q4: bool, const KIND: u8>(
+    val: __m128,
+    block: *const u8,
     scales: *const u8,
-    xs: &[f32],
-    xsums: &[i32],
-    group: usize,
+    xb: *const i8,
+    x_scales: &[f32],
 ) -> __m128 {
-    let groups_per_block = Q_COL_BLOCK / GS;
-    // SAFETY: (the whole body) `scales` points at the block's 4 · groups_per_block scales and
-    // `group + groups_per_block <= xs.len()` (the caller's block); register arithmetic
-    // under the caller's AVX2.
+    debug_assert_eq!(weight_offset::<GS, Q4, KIND>(), 0, "small groups take signed weights");
+    // SAFETY: (the whole body) as `piece_sums_512`; `scales` points at the block's 4 · 64 / GS
+    // scales and `x_scales` has the block's 64 / GS.
     unsafe {
-        // Σu·x − offset·Σx.
-        let offset0 = _mm_set1_epi32(offset * xsums[group]);
-        match GS {
-            64 => {
-                let [(a0, b0), (a1, b1), (a2, b2), (a3, b3)] = lanes;
-                let rows = [
-                    _mm256_add_epi32(a0, b0),
-                    _mm256_add_epi32(a1, b1),
-                    _mm256_add_epi32(a2, b2),
-                    _mm256_add_epi32(a3, b3),
-                ];
-                val = add_group(val, _mm_sub_epi32(sum_4_rows(rows), offset0), scales, xs[group]);
-            }
-            32 => {
-                let [(a0, b0), (a1, b1), (a2, b2), (a3, b3)] = lanes;
-                val = add_two_groups(val, sum_8([a0, a1, a2, a3, b0, b1, b2, b3]), offset, scales, xs, xsums, group);
-            }
-            _ => {
-                // Small groups (llama2.c exports of small models): lane sums through memory,
-                // of signed weights (`weight_offset`).
-                debug_assert_eq!(offset, 0);
-                let mut sums = [[0i32; 16]; TILE_ROWS];
-                for (sums, (a, b)) in sums.iter_mut().zip(lanes) {
-                    _mm256_storeu_si256(sums.as_mut_ptr().cast(), a);
-                    _mm256_storeu_si256(sums.as_mut_ptr().add(8).cast(), b);
-                }
-                let mut v = [0.0f32; TILE_ROWS];
-                _mm_storeu_ps(v.as_mut_ptr(), val);
-                let scale_bytes = core::slice::from_raw_parts(scales, 4 * TILE_ROWS * groups_per_block);
-                add_block_from_lanes::<GS>(&sums, scale_bytes, &xs[group..group + groups_per_block], &mut v);
-                val = _mm_loadu_ps(v.as_ptr());
+        // by_piece[p][4 r + i]: row r's quad i of piece p.
+        let mut by_piece = [[0i32; 16]; 4];
+        for (p, sums) in by_piece.iter_mut().enumerate() {
+            if KIND >= MADDUBS_512 {
+                let piece = piece_sums_512::<GS, Q4, KIND>(_mm512_setzero_si512(), block, p, xb);
+                _mm512_storeu_si512(sums.as_mut_ptr().cast(), piece);
+            } else {
+                let zero = _mm256_setzero_si256();
+                let [a, b] = piece_sums_256::<GS, Q4, KIND>([zero, zero], block, p, xb);
+                _mm256_storeu_si256(sums.as_mut_ptr().cast(), a);
+                _mm256_storeu_si256(sums.as_mut_ptr().add(8).cast(), b);
             }
         }
-        val
+        let lanes: [[i32; 16]; TILE_ROWS] =
+            core::array::from_fn(|r| core::array::from_fn(|i| by_piece[i / 4][4 * r + i % 4]));
+        let mut v = [0.0f32; TILE_ROWS];
+        _mm_storeu_ps(v.as_mut_ptr(), val);
+        let scale_bytes = core::slice::from_raw_parts(scales, 4 * TILE_ROWS * (Q_COL_BLOCK / GS));
+        add_block_from_lanes::<GS>(&lanes, scale_bytes, x_scales, &mut v);
+        _mm_loadu_ps(v.as_ptr())
     }
 }
 
@@ -678,7 +610,7 @@ pub(super) unsafe fn prefetch_ahead(at: *const u8, len: usize) {
 }
 
 /// The quantized matvec over whole tiles, its integer sums computed by `KIND` (see
-/// [`row_block_lanes`]); inlined into a function that enables `KIND`'s features.
+/// [`tile_block`]); inlined into a function that enables `KIND`'s features.
 #[inline(always)]
 pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, const KIND: u8>(
     out: &mut [f32],
@@ -709,8 +641,11 @@ pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q
 }
 
 /// One 64-column block of a tile of [`quantized_tiles`] added to `val` (the tile's 4 rows,
-/// one per lane). Public (hidden) for the written-out variant that `benches/kernels.rs`
-/// measures against the loop.
+/// one per lane): each group's pieces summed register on register, starting from
+/// −offset·Σx / 4 in every lane (a row's 4 lanes then add up to Σw·x, exactly: the offset is
+/// a multiple of 4), reduced to one integer per row, then the float steps of the reference.
+/// Public (hidden) for the written-out variant that `benches/kernels.rs` measures against the
+/// loop.
 ///
 /// # Safety
 /// `tile` must be a whole tile of at least `block + 1` blocks, `x` at least `64 · (block + 1)`
@@ -725,8 +660,9 @@ pub unsafe fn tile_block<const GS: usize, const Q4: bool, const KIND: u8>(
     x: Quantized<'_>,
 ) -> __m128 {
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
-    let (block_bytes, row_bytes) = (encoding.block_bytes(), encoding.row_block_bytes());
+    let block_bytes = encoding.block_bytes();
     let groups_per_block = Q_COL_BLOCK / GS;
+    let pieces = GS / Q_PIECE_COLS;
     // SAFETY: every pointer below is inside `tile` (block b spans `b * block_bytes..(b + 1) *
     // block_bytes`) or `x`, as the caller guarantees; unaligned loads have no alignment
     // requirement; the caller's features are enabled.
@@ -735,29 +671,48 @@ pub unsafe fn tile_block<const GS: usize, const Q4: bool, const KIND: u8>(
         prefetch_ahead(bytes, block_bytes);
         let scales = bytes.add(encoding.scales_offset());
         let xb = x.q.as_ptr().add(block * Q_COL_BLOCK);
-        let (xs, xsums) = (x.scales, x.sums);
+        let group = block * groups_per_block;
+        let (xs, xsums) = (&x.scales[group..group + groups_per_block], &x.sums[group..group + groups_per_block]);
         // (No closures here: they would not inherit the target features of the caller.)
-        if KIND >= MADDUBS_512 && GS == 32 {
-            let sums = if Q4 {
-                q4_block_sums_512::<KIND>(bytes, row_bytes, xb)
-            } else {
-                sum_4_rows_512([
-                    row_block_sums_512::<GS, Q4, KIND>(bytes, xb),
-                    row_block_sums_512::<GS, Q4, KIND>(bytes.add(row_bytes), xb),
-                    row_block_sums_512::<GS, Q4, KIND>(bytes.add(2 * row_bytes), xb),
-                    row_block_sums_512::<GS, Q4, KIND>(bytes.add(3 * row_bytes), xb),
-                ])
-            };
-            let offset = weight_offset::<GS, Q4, KIND>();
-            return add_two_groups(val, sums, offset, scales, xs, xsums, block * groups_per_block);
+        if GS < Q_PIECE_COLS {
+            return small_groups::<GS, Q4, KIND>(val, bytes, scales, xb, xs);
         }
-        let lanes = [
-            row_block_lanes::<GS, Q4, KIND>(bytes, xb),
-            row_block_lanes::<GS, Q4, KIND>(bytes.add(row_bytes), xb),
-            row_block_lanes::<GS, Q4, KIND>(bytes.add(2 * row_bytes), xb),
-            row_block_lanes::<GS, Q4, KIND>(bytes.add(3 * row_bytes), xb),
-        ];
-        add_block::<GS>(val, lanes, weight_offset::<GS, Q4, KIND>(), scales, xs, xsums, block * groups_per_block)
+        let start = |g: usize| -(weight_offset::<GS, Q4, KIND>() / 4) * xsums[g];
+        let mut val = val;
+        if KIND >= MADDUBS_512 {
+            let mut sums = [_mm512_setzero_si512(); 4];
+            for (g, sums) in sums.iter_mut().enumerate().take(groups_per_block) {
+                *sums = _mm512_set1_epi32(start(g));
+                for p in g * pieces..(g + 1) * pieces {
+                    *sums = piece_sums_512::<GS, Q4, KIND>(*sums, bytes, p, xb);
+                }
+            }
+            if groups_per_block == 1 {
+                return add_group(val, rows_of_512(sums[0]), scales, xs[0]);
+            }
+            for pair in 0..groups_per_block / 2 {
+                let (a, b) = (sums[2 * pair], sums[2 * pair + 1]);
+                let w_scales = scales.add(2 * pair * 4 * TILE_ROWS);
+                val = add_two_groups(val, rows_of_pair_512(a, b), w_scales, [xs[2 * pair], xs[2 * pair + 1]]);
+            }
+        } else {
+            let mut sums = [[_mm256_setzero_si256(); 2]; 4];
+            for (g, sums) in sums.iter_mut().enumerate().take(groups_per_block) {
+                *sums = [_mm256_set1_epi32(start(g)); 2];
+                for p in g * pieces..(g + 1) * pieces {
+                    *sums = piece_sums_256::<GS, Q4, KIND>(*sums, bytes, p, xb);
+                }
+            }
+            if groups_per_block == 1 {
+                return add_group(val, rows_of_256(sums[0]), scales, xs[0]);
+            }
+            for pair in 0..groups_per_block / 2 {
+                let (a, b) = (sums[2 * pair], sums[2 * pair + 1]);
+                let w_scales = scales.add(2 * pair * 4 * TILE_ROWS);
+                val = add_two_groups(val, rows_of_pair_256(a, b), w_scales, [xs[2 * pair], xs[2 * pair + 1]]);
+            }
+        }
+        val
     }
 }
 

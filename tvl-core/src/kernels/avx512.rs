@@ -1,25 +1,26 @@
-//! x86_64 AVX-512 kernels for quantized weights: a whole 64-column row block of a tile in one
-//! zmm register (`vpdpbusd` with AVX-512 VNNI, `vpmaddubsw` + `vpmaddwd` with AVX-512BW alone),
-//! then the same reduction and float part as the AVX2 kernels, so they give the same bits as
-//! every other path. f32 matrix-vector products are memory-bound and stay on the AVX2+FMA
-//! kernels (one core already streams at the memory's speed with them), as do the attention's
-//! weighted sums; the attention scores and the activations' quantizer have zmm versions.
+//! x86_64 AVX-512 kernels for quantized weights: a block's 64-byte lines (16 bytes of each
+//! of a tile's 4 rows, one 128-bit lane each) in zmm registers (`vpdpbusd` with AVX-512 VNNI,
+//! `vpmaddubsw` + `vpmaddwd` with AVX-512BW alone), then the same reduction and float part as
+//! the AVX2 kernels ([`super::avx2`]'s `tile_block`), so they give the same bits as every
+//! other path. f32 matrix-vector products are memory-bound and stay on the AVX2+FMA kernels
+//! (one core already streams at the memory's speed with them), as do the attention's weighted
+//! sums; the attention scores and the activations' quantizer have zmm versions.
 //!
 //! Block products (prompts, batches; see [`super::F32Kernels::matmul`]) are compute-bound, and
 //! have register tiles of 4 rows × up to [`TOKENS`] tokens in the 32 zmm registers:
 //! - f32: one zmm accumulator per (row, token) holds both ymm accumulators of the AVX2 matvec
 //!   (lanes 0–7: columns 0–7 of each block, lanes 8–15: columns 8–15), so each lane adds the
 //!   same products in the same order with the same FMAs, and the final sum is the matvec's.
-//! - int8: the tile's 4 row blocks are loaded (4-bit: unpacked) once for the token group; x
-//!   goes in as the unsigned x + 128 (`vpdpbusd` needs one unsigned operand) and each row's
-//!   128·Σw is taken off by starting its sums at −128·Σw: the same exact integers as the matvec,
-//!   then its float part ([`super::avx2`]'s `add_block`).
+//! - int8: the tile's block is loaded (4-bit: unpacked) once for the token group, as unsigned
+//!   w + 128 (4-bit: w + 8), and rearranged in L1 for broadcasting (as it lies for quads of a
+//!   row, transposed into rows, or rows interleaved in pairs); each (row, token, group) sum
+//!   starts at −offset·Σx: the same exact integers as the matvec, then its float steps.
 
 use super::avx2::{quantized_tiles, Avx2, DPBUSD_512, MADDUBS_512};
 use super::quant::{tile_bytes, Quantized};
 use super::{check_block, BlockInput, F32Kernels, Input, Isa, LANES};
 use core::arch::x86_64::*;
-use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
+use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q_COL_BLOCK, Q_PIECE_COLS, TILE_ROWS};
 use tvl_layout::{key_offset, KEY_BLOCK};
 
 /// Tokens of a block product's register tile.
@@ -92,7 +93,7 @@ impl F32Kernels for Avx512F32 {
 /// AVX-512F/BW: quantized tiles with `vpmaddubsw` on zmm (Intel Skylake-X+, AMD Zen 4+).
 pub struct Avx512;
 
-/// AVX-512 with VNNI: quantized tiles with one `vpdpbusd` on zmm per row block (Intel Ice
+/// AVX-512 with VNNI: quantized tiles with one `vpdpbusd` on zmm per 64-byte line (Intel Ice
 /// Lake+, AMD Zen 4+).
 pub struct Avx512Vnni;
 
@@ -364,7 +365,7 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
     w: &[u8],
     xs: &BlockInput<'_>,
 ) {
-    const { assert!(COLS.is_multiple_of(Q_COL_BLOCK) && GS.is_multiple_of(4) && (!Q4 || GS >= 32) && Q4_LOW_COLUMNS == 32) };
+    const { assert!(COLS.is_multiple_of(Q_COL_BLOCK) && GS.is_multiple_of(4) && (!Q4 || GS >= 32)) };
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
     let tile_len = tile_bytes(encoding, COLS);
     let lanes = xs.lanes;
@@ -503,7 +504,7 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
     prefetch: Option<*const u8>,
 ) -> [[[f32; LANES]; TILE_ROWS]; G] {
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
-    let (block_bytes, row_bytes) = (encoding.block_bytes(), encoding.row_block_bytes());
+    let block_bytes = encoding.block_bytes();
     // o = 8 or 128.
     let offset_shift = if Q4 { 3 } else { 7 };
     // SAFETY: (the whole body) the caller passes one whole tile and G groups' lanes of at
@@ -519,7 +520,8 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
             }
             // Read back from memory, not taken apart in registers: a broadcast from memory is
             // a load, one from a register a shuffle (the scarcer port).
-            let unsigned = unsigned_rows::<Q4>(at, row_bytes);
+            // As the block's lines hold them (see `unsigned_pieces`): no transpose.
+            let unsigned = unsigned_pieces::<Q4>(at);
             let unsigned = core::hint::black_box(&unsigned);
             for group_in_block in 0..Q_COL_BLOCK / GS {
                 let group = block * (Q_COL_BLOCK / GS) + group_in_block;
@@ -530,8 +532,9 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
                 for quad in group_in_block * GS / 4..(group_in_block + 1) * GS / 4 {
                     let at = (block * Q_COL_BLOCK / 4 + quad) * LANES;
                     let x: [V::I; G] = core::array::from_fn(|g| V::load_i(q.as_ptr().add(g * q_stride + at)));
-                    for (row, unsigned) in unsigned.iter().enumerate() {
-                        let u = V::splat_i(core::ptr::read_unaligned(unsigned.as_ptr().add(4 * quad).cast::<i32>()));
+                    // Row r's 16 bytes of the quad's piece are at 16 r.
+                    for (row, piece) in unsigned[quad / 4].chunks_exact(Q_PIECE_COLS).enumerate() {
+                        let u = V::splat_i(core::ptr::read_unaligned(piece.as_ptr().add(4 * (quad % 4)).cast::<i32>()));
                         for g in 0..G {
                             acc[g][row] = V::dpbusd(acc[g][row], u, x[g]);
                         }
@@ -557,69 +560,109 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
     }
 }
 
-/// A quantized block's 4 rows (at `at`, `row_bytes` apart) as unsigned bytes in column order:
-/// int8 weights + 128, 4-bit ones unpacked (each nibble is already w + 8), for broadcasting.
+/// A quantized block's 4 rows (at `at`) as unsigned bytes in column order: int8 weights +
+/// 128, 4-bit ones unpacked (each nibble is already w + 8), for broadcasting.
 #[inline(always)]
-unsafe fn unsigned_rows<const Q4: bool>(at: *const u8, row_bytes: usize) -> [[u8; Q_COL_BLOCK]; TILE_ROWS] {
+unsafe fn unsigned_rows<const Q4: bool>(at: *const u8) -> [[u8; Q_COL_BLOCK]; TILE_ROWS] {
     let mut unsigned = [[0u8; Q_COL_BLOCK]; TILE_ROWS];
-    // SAFETY: the caller passes a block of a checked tile (TILE_ROWS rows of `row_bytes`) and
-    // enables AVX-512F/BW.
+    // SAFETY: the caller passes a block of a checked tile and enables AVX-512F/BW.
     unsafe {
-        for (row, unsigned) in unsigned.iter_mut().enumerate() {
-            _mm512_storeu_si512(unsigned.as_mut_ptr().cast(), unsigned_row::<Q4>(at.add(row * row_bytes)));
+        for (unsigned, row) in unsigned.iter_mut().zip(unsigned_row_registers::<Q4>(at)) {
+            _mm512_storeu_si512(unsigned.as_mut_ptr().cast(), row);
         }
     }
     unsigned
 }
 
-/// One row of a quantized block (at `row_at`) as 64 unsigned bytes in column order: int8
-/// weights + 128, 4-bit ones unpacked (low nibbles, then high: each already w + 8).
+/// A quantized block's 4 pieces of 16 columns as unsigned bytes, in the order of the block's
+/// lines (piece p: row r's columns 16p..16p + 15 at 16r): int8 weights + 128, 4-bit ones
+/// unpacked. Each 4 columns of a row are 4 consecutive bytes, all a broadcast needs.
 #[inline(always)]
-unsafe fn unsigned_row<const Q4: bool>(row_at: *const u8) -> __m512i {
-    // SAFETY: the caller passes one row of a block of a checked tile (64 bytes of int8, 32 of
-    // 4-bit) and enables AVX-512F/BW.
+unsafe fn unsigned_pieces<const Q4: bool>(at: *const u8) -> [[u8; Q_COL_BLOCK]; 4] {
+    let mut unsigned = [[0u8; Q_COL_BLOCK]; 4];
+    // SAFETY: the caller passes a block of a checked tile and enables AVX-512F/BW.
+    unsafe {
+        for (unsigned, piece) in unsigned.iter_mut().zip(unsigned_piece_registers::<Q4>(at)) {
+            _mm512_storeu_si512(unsigned.as_mut_ptr().cast(), piece);
+        }
+    }
+    unsigned
+}
+
+/// [`unsigned_pieces`] in registers: 128-bit lane r of piece p is row r's columns 16p.. .
+#[inline(always)]
+unsafe fn unsigned_piece_registers<const Q4: bool>(at: *const u8) -> [__m512i; 4] {
+    // SAFETY: (the whole body) the caller passes a block of a checked tile (4 lines of int8, 2
+    // of 4-bit) and enables AVX-512F/BW.
     unsafe {
         if Q4 {
-            let nibbles = _mm256_loadu_si256(row_at.cast());
-            let mask = _mm256_set1_epi8(0x0f);
-            let (low, high) =
-                (_mm256_and_si256(nibbles, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(nibbles), mask));
-            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
+            let mask = _mm512_set1_epi8(0x0f);
+            let (l0, l1) = (_mm512_loadu_si512(at.cast()), _mm512_loadu_si512(at.add(64).cast()));
+            [
+                _mm512_and_si512(l0, mask),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(l0), mask),
+                _mm512_and_si512(l1, mask),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(l1), mask),
+            ]
         } else {
-            _mm512_xor_si512(_mm512_loadu_si512(row_at.cast()), _mm512_set1_epi8(-128))
+            let flip = _mm512_set1_epi8(-128);
+            [
+                _mm512_xor_si512(_mm512_loadu_si512(at.cast()), flip),
+                _mm512_xor_si512(_mm512_loadu_si512(at.add(64).cast()), flip),
+                _mm512_xor_si512(_mm512_loadu_si512(at.add(128).cast()), flip),
+                _mm512_xor_si512(_mm512_loadu_si512(at.add(192).cast()), flip),
+            ]
         }
+    }
+}
+
+/// A quantized block's 4 rows (at `at`) as 64 unsigned bytes each in column order: int8
+/// weights + 128, 4-bit ones unpacked. The block's lines hold 16 columns of each row in turn
+/// (see [`Encoding::weight_byte`]): its 4 pieces of 16 columns (128-bit lane r = row r) are
+/// transposed, lane by lane, into rows.
+#[inline(always)]
+unsafe fn unsigned_row_registers<const Q4: bool>(at: *const u8) -> [__m512i; TILE_ROWS] {
+    // SAFETY: the caller passes a block of a checked tile and enables AVX-512F/BW.
+    unsafe {
+        let [p0, p1, p2, p3] = unsigned_piece_registers::<Q4>(at);
+        // [p0 r0, p0 r1, p1 r0, p1 r1], [p0 r2, p0 r3, p1 r2, p1 r3], and the same of p2, p3.
+        let t0 = _mm512_shuffle_i64x2::<0b01_00_01_00>(p0, p1);
+        let t1 = _mm512_shuffle_i64x2::<0b11_10_11_10>(p0, p1);
+        let t2 = _mm512_shuffle_i64x2::<0b01_00_01_00>(p2, p3);
+        let t3 = _mm512_shuffle_i64x2::<0b11_10_11_10>(p2, p3);
+        [
+            _mm512_shuffle_i64x2::<0b10_00_10_00>(t0, t2),
+            _mm512_shuffle_i64x2::<0b11_01_11_01>(t0, t2),
+            _mm512_shuffle_i64x2::<0b10_00_10_00>(t1, t3),
+            _mm512_shuffle_i64x2::<0b11_01_11_01>(t1, t3),
+        ]
     }
 }
 
 /// A quantized block's 4 rows as in [`unsigned_rows`], each pair of rows (2p, 2p + 1)
 /// interleaved quad by quad: `[a₀, b₀, a₁, b₁, ..]` (4 bytes each; quad q's pair at
 /// [`pair_offset`]), so that one 8-byte broadcast gives both rows' quad to the lanes of
-/// [`pair_tile`].
+/// [`pair_tile`]. Straight from the block's pieces (rows in 128-bit lanes): one two-source
+/// permute per 64 bytes.
 #[inline(always)]
-unsafe fn unsigned_row_pairs<const Q4: bool>(
-    at: *const u8,
-    row_bytes: usize,
-    pairs: &mut [[u8; 2 * Q_COL_BLOCK]; TILE_ROWS / 2],
-) {
-    // SAFETY: the caller passes a block of a checked tile (TILE_ROWS rows of `row_bytes`) and
-    // enables AVX-512F/BW.
+unsafe fn unsigned_row_pairs<const Q4: bool>(at: *const u8, pairs: &mut [[u8; 2 * Q_COL_BLOCK]; TILE_ROWS / 2]) {
+    // SAFETY: the caller passes a block of a checked tile and enables AVX-512F/BW.
     unsafe {
-        // In-lane unpacks (cheaper than permutes across lanes): see `pair_offset`.
-        for (pair, out) in pairs.iter_mut().enumerate() {
-            let (a, b) = (
-                unsigned_row::<Q4>(at.add(2 * pair * row_bytes)),
-                unsigned_row::<Q4>(at.add((2 * pair + 1) * row_bytes)),
-            );
-            _mm512_storeu_si512(out.as_mut_ptr().cast(), _mm512_unpacklo_epi32(a, b));
-            _mm512_storeu_si512(out.as_mut_ptr().add(Q_COL_BLOCK).cast(), _mm512_unpackhi_epi32(a, b));
+        let pieces = unsigned_piece_registers::<Q4>(at);
+        // Dword i of pieces p, p + 1 (0..16, 16..32): rows 2j, 2j + 1 are lanes 2j, 2j + 1.
+        let order0 = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 16, 20, 17, 21, 18, 22, 19, 23);
+        let order1 = _mm512_setr_epi32(8, 12, 9, 13, 10, 14, 11, 15, 24, 28, 25, 29, 26, 30, 27, 31);
+        for half in 0..2 {
+            let (a, b) = (pieces[2 * half], pieces[2 * half + 1]);
+            _mm512_storeu_si512(pairs[0].as_mut_ptr().add(64 * half).cast(), _mm512_permutex2var_epi32(a, order0, b));
+            _mm512_storeu_si512(pairs[1].as_mut_ptr().add(64 * half).cast(), _mm512_permutex2var_epi32(a, order1, b));
         }
     }
 }
 
-/// Where [`unsigned_row_pairs`] puts a block's quad q of a pair of rows: the unpacks leave
-/// quads 4L, 4L + 1 in 128-bit lane L of the first 64 bytes, 4L + 2, 4L + 3 in the second.
+/// Where [`unsigned_row_pairs`] puts a block's quad q of a pair of rows: in column order.
 const fn pair_offset(quad: usize) -> usize {
-    64 * (quad % 4 / 2) + 16 * (quad / 4) + 8 * (quad % 2)
+    8 * quad
 }
 
 /// Prefetches group `group_in_block`'s share of block `block` of the next tiles (`next`, whose
@@ -669,7 +712,7 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
         "block product: slices shorter than the shape"
     );
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
-    let (block_bytes, row_bytes) = (encoding.block_bytes(), encoding.row_block_bytes());
+    let block_bytes = encoding.block_bytes();
     // o = 8 or 128.
     let offset_shift = if Q4 { 3 } else { 7 };
     // Each register slot's token (the last one again past the tokens: those lanes are dropped).
@@ -693,7 +736,7 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
             // intrinsics in them would become calls.)
             let mut unsigned = [[[0; Q_COL_BLOCK]; TILE_ROWS]; T];
             for (unsigned, &at) in unsigned.iter_mut().zip(&at) {
-                *unsigned = unsigned_rows::<Q4>(at, row_bytes);
+                *unsigned = unsigned_rows::<Q4>(at);
             }
             let unsigned = core::hint::black_box(&unsigned);
             for group_in_block in 0..Q_COL_BLOCK / GS {
@@ -800,7 +843,7 @@ unsafe fn pair_tile<const COLS: usize, const GS: usize, const Q4: bool, const T:
     prefetch: Option<*const u8>,
 ) -> [[[f32; LANES]; TILE_ROWS]; T] {
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
-    let (block_bytes, row_bytes) = (encoding.block_bytes(), encoding.row_block_bytes());
+    let block_bytes = encoding.block_bytes();
     // o = 8 or 128.
     let offset_shift = if Q4 { 3 } else { 7 };
     // SAFETY: (the whole body) the caller passes T whole tiles and one group of lanes of at
@@ -816,7 +859,7 @@ unsafe fn pair_tile<const COLS: usize, const GS: usize, const Q4: bool, const T:
             let scales: [*const u8; T] = core::array::from_fn(|i| at[i].add(encoding.scales_offset()));
             // (A loop: see `chunk_tile`.)
             for (pairs, &at) in pairs.iter_mut().zip(&at) {
-                unsigned_row_pairs::<Q4>(at, row_bytes, pairs);
+                unsigned_row_pairs::<Q4>(at, pairs);
             }
             // Read back from memory, as in `lane_tile`.
             let pairs = core::hint::black_box(&pairs);

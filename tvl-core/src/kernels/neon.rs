@@ -23,7 +23,7 @@ use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
 use super::{check_block, tile_by_tile, BlockInput, F32Kernels, Input, Isa};
 use core::arch::aarch64::*;
 use tvl_layout::key_offset;
-use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_LOW_COLUMNS, Q_COL_BLOCK, TILE_ROWS};
+use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q_COL_BLOCK, Q_PIECE_COLS, TILE_ROWS};
 
 /// NEON: f32 tiles of 4 rows × 16 columns in 16 accumulators; int8 through widening `smull`.
 pub struct Neon;
@@ -32,9 +32,8 @@ pub struct Neon;
 pub struct NeonDotprod;
 
 const _: () = assert!(TILE_ROWS == 4 && COL_BLOCK == 16, "the register tile below is written for 4 × 16 panels");
-// The 4-bit unpacking below takes a block's low nibbles as its first 32 columns.
-const _: () =
-    assert!(Q4_LOW_COLUMNS == 32 && Q_COL_BLOCK == 64, "the 4-bit unpacking is written for this nibble order");
+// A quantized row's 16 consecutive bytes are 16 columns (int8) or 2 × 16 (4-bit): one register.
+const _: () = assert!(Q_PIECE_COLS == 16 && Q_COL_BLOCK == 64, "the kernels load 16 columns of a row at a time");
 
 /// The f32 kernels of both aarch64 paths.
 impl F32Kernels for Neon {
@@ -186,19 +185,22 @@ unsafe fn attention_scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_l
     super::scores_scalar::<HEAD_DIM>(q, keys, seq_len, scores, t);
 }
 
-/// Columns `16 c .. 16 c + 16` of a row block as signed int8 (4-bit values unpacked and
-/// re-centred: within a 32-byte block, byte j holds column j low and column j + 32 high).
+/// Columns `16 c .. 16 c + 16` of row `row` of the block at `block` as signed int8 (4-bit
+/// values unpacked and re-centred): 16 consecutive bytes (see [`Encoding::weight_byte`]).
 #[inline(always)]
-unsafe fn weights_16<const Q4: bool>(row: *const u8, c: usize) -> int8x16_t {
-    // SAFETY: (the whole body) the caller passes a row block inside the checked tile (64 bytes for
-    // int8, 32 for 4-bit) and c < 4.
+unsafe fn weights_16<const Q4: bool>(block: *const u8, row: usize, c: usize) -> int8x16_t {
+    // SAFETY: (the whole body) the caller passes a block inside the checked tile, row < 4 and
+    // c < 4: the 16 bytes start at `weight_byte(row, 16 c)`, inside the block.
     unsafe {
+        let q4 = Encoding::Q4 { group_size: 32 };
         if Q4 {
-            let bytes = vld1q_u8(row.add(16 * (c % 2)));
-            let nibbles = if c < 2 { vandq_u8(bytes, vdupq_n_u8(0x0f)) } else { vshrq_n_u8::<4>(bytes) };
+            let (at, high) = q4.weight_byte(row, Q_PIECE_COLS * c);
+            let bytes = vld1q_u8(block.add(at));
+            let nibbles = if high { vshrq_n_u8::<4>(bytes) } else { vandq_u8(bytes, vdupq_n_u8(0x0f)) };
             vsubq_s8(vreinterpretq_s8_u8(nibbles), vdupq_n_s8(8))
         } else {
-            vld1q_s8(row.add(16 * c).cast())
+            let (at, _) = Encoding::Q8 { group_size: 32 }.weight_byte(row, Q_PIECE_COLS * c);
+            vld1q_s8(block.add(at).cast())
         }
     }
 }
@@ -229,8 +231,7 @@ unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, co
 ) {
     const { assert!(COLS % Q_COL_BLOCK == 0) };
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
-    let (tile_bytes, block_bytes, row_bytes) =
-        (tile_bytes(encoding, COLS), encoding.block_bytes(), encoding.row_block_bytes());
+    let (tile_bytes, block_bytes) = (tile_bytes(encoding, COLS), encoding.block_bytes());
     let groups_per_block = Q_COL_BLOCK / GS;
     let tiles = out.len() / TILE_ROWS;
     // Checked once per call, so the loads below stay in bounds.
@@ -244,12 +245,11 @@ unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, co
             let xb = &xq[block * Q_COL_BLOCK..][..Q_COL_BLOCK];
             let mut lanes = [[0i32; 16]; TILE_ROWS];
             for (r, lanes) in lanes.iter_mut().enumerate() {
-                let row = bytes[r * row_bytes..][..row_bytes].as_ptr();
                 for c in 0..4 {
-                    // SAFETY: `row` is a whole row block of `bytes`, `xb` has 64 values, c < 4,
-                    // and the caller's features are enabled.
+                    // SAFETY: `bytes` is a whole block, `xb` has 64 values, r, c < 4, and the
+                    // caller's features are enabled.
                     unsafe {
-                        let (wv, xv) = (weights_16::<Q4>(row, c), vld1q_s8(xb.as_ptr().add(16 * c)));
+                        let (wv, xv) = (weights_16::<Q4>(bytes.as_ptr(), r, c), vld1q_s8(xb.as_ptr().add(16 * c)));
                         let sums = if DOT {
                             sdot(vdupq_n_s32(0), wv, xv)
                         } else {
@@ -418,14 +418,13 @@ unsafe fn quantized_tile<const COLS: usize, const GS: usize, const Q4: bool, con
     tile_index: usize,
 ) {
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
-    let (block_bytes, row_bytes) = (encoding.block_bytes(), encoding.row_block_bytes());
+    let block_bytes = encoding.block_bytes();
     // SAFETY: (the whole body) the caller checked that `tile` is whole and every input has
     // COLS int8 values and COLS / GS scales; its features are enabled.
     unsafe {
         let mut val = [vdupq_n_f32(0.0); T];
         for block in 0..COLS / Q_COL_BLOCK {
             let at = tile.as_ptr().add(block * block_bytes);
-            let rows: [*const u8; TILE_ROWS] = core::array::from_fn(|r| at.add(r * row_bytes));
             for group_in_block in 0..Q_COL_BLOCK / GS {
                 let mut acc = [[vdupq_n_s32(0); T]; TILE_ROWS];
                 for c in group_in_block * GS / 16..(group_in_block + 1) * GS / 16 {
@@ -433,7 +432,7 @@ unsafe fn quantized_tile<const COLS: usize, const GS: usize, const Q4: bool, con
                         vld1q_s8(xs[t].quantized.q.as_ptr().add(block * Q_COL_BLOCK + 16 * c))
                     });
                     for (r, acc) in acc.iter_mut().enumerate() {
-                        let wv = weights_16::<Q4>(rows[r], c);
+                        let wv = weights_16::<Q4>(at, r, c);
                         for t in 0..T {
                             acc[t] = if DOT {
                                 sdot(acc[t], wv, xv[t])

@@ -10,7 +10,7 @@
 
 #[cfg(feature = "alloc")]
 use tvl_layout::layout::round_up;
-use tvl_layout::layout::{q4_nibble, scale_slot, Encoding, Panels, Q_COL_BLOCK, TILE_ROWS};
+use tvl_layout::layout::{scale_slot, Encoding, Panels, Q_COL_BLOCK, TILE_ROWS};
 use tvl_layout::quant::quantize_q8;
 
 /// Quantizes `x` to int8 in groups of `group_size` into `q` (padding groups past `x` become
@@ -142,8 +142,7 @@ fn matvec_quantized_scalar<const COLS: usize, const GS: usize, const Q4: bool>(
     x: Quantized<'_>,
 ) {
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
-    let (tile_bytes, block_bytes, row_bytes) =
-        (tile_bytes(encoding, COLS), encoding.block_bytes(), encoding.row_block_bytes());
+    let (tile_bytes, block_bytes) = (tile_bytes(encoding, COLS), encoding.block_bytes());
     let groups_per_block = Q_COL_BLOCK / GS;
     let (xq, xs) = (&x.q[..COLS], &x.scales[..COLS / GS]);
     for (tile, out) in w.chunks_exact(tile_bytes).zip(out.chunks_exact_mut(TILE_ROWS)) {
@@ -152,14 +151,13 @@ fn matvec_quantized_scalar<const COLS: usize, const GS: usize, const Q4: bool>(
             let bytes = &tile[block * block_bytes..][..block_bytes];
             for g in 0..groups_per_block {
                 for (r, val) in val.iter_mut().enumerate() {
-                    let row = &bytes[r * row_bytes..][..row_bytes];
                     let mut ival = 0i32;
                     for k in g * GS..(g + 1) * GS {
+                        let (byte, high) = encoding.weight_byte(r, k);
                         let w = if Q4 {
-                            let (byte, high) = q4_nibble(k);
-                            (if high { row[byte] >> 4 } else { row[byte] & 0x0f }) as i32 - 8
+                            (if high { bytes[byte] >> 4 } else { bytes[byte] & 0x0f }) as i32 - 8
                         } else {
-                            row[k] as i8 as i32
+                            bytes[byte] as i8 as i32
                         };
                         ival += w * xq[block * Q_COL_BLOCK + k] as i32;
                     }
