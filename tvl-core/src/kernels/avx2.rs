@@ -356,7 +356,7 @@ pub(super) const DPBUSD_512: u8 = 3; // AVX-512 VNNI: `vpdpbusd` on zmm
 /// w + 128 (one xor, against the three steps that move each weight's sign onto x), since it
 /// adds its products in 32 bits; `vpmaddubsw` cannot, its 16-bit pairs of 255 · 127 would
 /// saturate, so it gets |w| and x with w's sign (offset 0), as do groups of fewer than 16
-/// columns (see [`small_groups`]).
+/// columns (see [`block_sums`]).
 const fn weight_offset<const GS: usize, const Q4: bool, const KIND: u8>() -> i32 {
     if Q4 {
         8
@@ -370,61 +370,159 @@ const fn weight_offset<const GS: usize, const Q4: bool, const KIND: u8>() -> i32
 /// Bytes of one line of a quantized block: [`Q_PIECE_COLS`] bytes of each of its 4 rows.
 const LINE: usize = TILE_ROWS * Q_PIECE_COLS;
 
-/// Adds the integer sums of piece `p` of a block (columns 16p..16p + 15 of its 4 rows, see
-/// [`Encoding::weight_byte`]) against x's 16 values there to `acc`: 128-bit lane r gets row
-/// r's 4 column quads, over by [`weight_offset`] · Σx of their columns. x's 16 bytes are
-/// broadcast to the 4 lanes by a load; AVX-512 has no `vpsignb`, so for `vpmaddubsw` the sign
-/// of an int8 weight moves onto x with a masked negation.
-#[inline(always)]
-unsafe fn piece_sums_512<const GS: usize, const Q4: bool, const KIND: u8>(
-    acc: __m512i,
-    block: *const u8,
-    p: usize,
-    xb: *const i8,
-) -> __m512i {
-    // SAFETY: (the whole body) the caller passes a block inside the checked tile, p < 4 (the
-    // loads stay inside the block's lines) and 64 values of x at `xb`; AVX-512F/BW (and VNNI
-    // for DPBUSD_512) are enabled by the caller.
-    unsafe {
-        let x = _mm512_broadcast_i32x4(_mm_loadu_si128(xb.add(Q_PIECE_COLS * p).cast()));
-        let (w, x) = if Q4 {
-            // Line p / 2: columns 32 (p / 2) .. in the low nibbles, the next 16 in the high.
-            let line = _mm512_loadu_si512(block.add(LINE * (p / 2)).cast());
-            let nibbles = if p.is_multiple_of(2) { line } else { _mm512_srli_epi16::<4>(line) };
-            (_mm512_and_si512(nibbles, _mm512_set1_epi8(0x0f)), x)
-        } else {
-            let w = _mm512_loadu_si512(block.add(LINE * p).cast());
-            if weight_offset::<GS, Q4, KIND>() == 128 {
-                (_mm512_xor_si512(w, _mm512_set1_epi8(-128)), x)
+/// A block's integer sums of one group (or piece) for the tile's 4 rows, in registers whose
+/// 128-bit lane r is row r (4 lanes of column quads per row): one zmm on the AVX-512 kinds,
+/// two ymm (rows 0–1, rows 2–3) on the AVX2 ones. What [`block_sums`] is generic over; every
+/// method is register arithmetic (or loads the caller vouches for) under the caller's features.
+trait RowSums: Copy {
+    /// Every lane `v`.
+    unsafe fn splat(v: i32) -> Self;
+    /// Adds the integer sums of piece `p` of a block (columns 16p..16p + 15 of its 4 rows, see
+    /// [`Encoding::weight_byte`]) against x's 16 values there: row r's 4 column quads go to
+    /// its lanes, over by [`weight_offset`] · Σx of their columns. x's 16 bytes are broadcast
+    /// to every 128-bit lane by a load. The caller passes a block inside the checked tile,
+    /// p < 4 and 64 values of x at `xb`.
+    unsafe fn add_piece<const GS: usize, const Q4: bool, const KIND: u8>(
+        self,
+        block: *const u8,
+        p: usize,
+        xb: *const i8,
+    ) -> Self;
+    /// One group's sums as one integer per row: [row 0, .., row 3].
+    unsafe fn rows(self) -> __m128i;
+    /// Two groups' sums as [group a of rows 0–3 | group b of rows 0–3] (the order of the
+    /// scales).
+    unsafe fn rows_of_pair(a: Self, b: Self) -> __m256i;
+    /// The lanes into `out`: row r's 4 at 4r.
+    unsafe fn store(self, out: &mut [i32; 16]);
+}
+
+impl RowSums for __m512i {
+    #[inline(always)]
+    unsafe fn splat(v: i32) -> Self {
+        // SAFETY: a register operation under the caller's AVX-512F.
+        unsafe { _mm512_set1_epi32(v) }
+    }
+
+    /// AVX-512 has no `vpsignb`, so for `vpmaddubsw` the sign of an int8 weight moves onto x
+    /// with a masked negation.
+    #[inline(always)]
+    unsafe fn add_piece<const GS: usize, const Q4: bool, const KIND: u8>(
+        self,
+        block: *const u8,
+        p: usize,
+        xb: *const i8,
+    ) -> Self {
+        // SAFETY: (the whole body) the loads stay inside the block's lines and x's 64 values,
+        // as the caller guarantees; AVX-512F/BW (and VNNI for DPBUSD_512) are enabled by it.
+        unsafe {
+            let x = _mm512_broadcast_i32x4(_mm_loadu_si128(xb.add(Q_PIECE_COLS * p).cast()));
+            let (w, x) = if Q4 {
+                // Line p / 2: columns 32 (p / 2) .. in the low nibbles, the next 16 in the high.
+                let line = _mm512_loadu_si512(block.add(LINE * (p / 2)).cast());
+                let nibbles = if p.is_multiple_of(2) { line } else { _mm512_srli_epi16::<4>(line) };
+                (_mm512_and_si512(nibbles, _mm512_set1_epi8(0x0f)), x)
             } else {
-                let negative = _mm512_movepi8_mask(w);
-                (_mm512_abs_epi8(w), _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x))
+                let w = _mm512_loadu_si512(block.add(LINE * p).cast());
+                if weight_offset::<GS, Q4, KIND>() == 128 {
+                    (_mm512_xor_si512(w, _mm512_set1_epi8(-128)), x)
+                } else {
+                    let negative = _mm512_movepi8_mask(w);
+                    (_mm512_abs_epi8(w), _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x))
+                }
+            };
+            if KIND == DPBUSD_512 {
+                _mm512_dpbusd_epi32(self, w, x)
+            } else {
+                _mm512_add_epi32(self, _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), _mm512_set1_epi16(1)))
             }
-        };
-        if KIND == DPBUSD_512 {
-            _mm512_dpbusd_epi32(acc, w, x)
-        } else {
-            _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), _mm512_set1_epi16(1)))
         }
+    }
+
+    #[inline(always)]
+    unsafe fn rows(self) -> __m128i {
+        // SAFETY: register-only intrinsics under the caller's AVX-512F.
+        unsafe {
+            // [a0 + a2, a1 + a3, ..], then every lane of a row its sum.
+            let t = _mm512_add_epi32(self, _mm512_shuffle_epi32::<0b01_00_11_10>(self));
+            let u = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b10_11_00_01>(t));
+            let order = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+            _mm512_castsi512_si128(_mm512_permutexvar_epi32(order, u))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn rows_of_pair(a: Self, b: Self) -> __m256i {
+        // SAFETY: register-only intrinsics under the caller's AVX-512F.
+        unsafe {
+            // Per row: [a0 + a2, b0 + b2, a1 + a3, b1 + b3], then [Σa, Σb, Σa, Σb].
+            let t = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+            let u = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b01_00_11_10>(t));
+            let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+            _mm512_castsi512_si256(_mm512_permutexvar_epi32(order, u))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, out: &mut [i32; 16]) {
+        // SAFETY: 64 bytes into `out`, under the caller's AVX-512F.
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), self) }
     }
 }
 
-/// [`piece_sums_512`] on two ymm registers: rows 0 and 1, rows 2 and 3 (128-bit lane = row).
-#[inline(always)]
-unsafe fn piece_sums_256<const GS: usize, const Q4: bool, const KIND: u8>(
-    acc: [__m256i; 2],
-    block: *const u8,
-    p: usize,
-    xb: *const i8,
-) -> [__m256i; 2] {
-    // SAFETY: as `piece_sums_512` (AVX2, and AVX-VNNI for DPBUSD, enabled by the caller).
-    unsafe {
-        let x = _mm256_broadcastsi128_si256(_mm_loadu_si128(xb.add(Q_PIECE_COLS * p).cast()));
-        let line = if Q4 { block.add(LINE * (p / 2)) } else { block.add(LINE * p) };
-        [
-            rows_pair_sums::<GS, Q4, KIND>(acc[0], line, p % 2 == 1, x),
-            rows_pair_sums::<GS, Q4, KIND>(acc[1], line.add(LINE / 2), p % 2 == 1, x),
-        ]
+impl RowSums for [__m256i; 2] {
+    #[inline(always)]
+    unsafe fn splat(v: i32) -> Self {
+        // SAFETY: a register operation under the caller's AVX2.
+        unsafe { [_mm256_set1_epi32(v); 2] }
+    }
+
+    #[inline(always)]
+    unsafe fn add_piece<const GS: usize, const Q4: bool, const KIND: u8>(
+        self,
+        block: *const u8,
+        p: usize,
+        xb: *const i8,
+    ) -> Self {
+        // SAFETY: as for zmm (AVX2, and AVX-VNNI for DPBUSD, enabled by the caller).
+        unsafe {
+            let x = _mm256_broadcastsi128_si256(_mm_loadu_si128(xb.add(Q_PIECE_COLS * p).cast()));
+            let line = if Q4 { block.add(LINE * (p / 2)) } else { block.add(LINE * p) };
+            [
+                rows_pair_sums::<GS, Q4, KIND>(self[0], line, p % 2 == 1, x),
+                rows_pair_sums::<GS, Q4, KIND>(self[1], line.add(LINE / 2), p % 2 == 1, x),
+            ]
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn rows(self) -> __m128i {
+        // SAFETY: register-only intrinsics under the caller's AVX2.
+        unsafe {
+            // Per 128-bit lane: [r0, r2, r0, r2] and [r1, r3, r1, r3].
+            let h = _mm256_hadd_epi32(self[0], self[1]);
+            let h = _mm256_hadd_epi32(h, h);
+            _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn rows_of_pair(a: Self, b: Self) -> __m256i {
+        // SAFETY: register-only intrinsics under the caller's AVX2.
+        unsafe {
+            // Per 128-bit lane: [a r0, a r2, b r0, b r2] and [a r1, a r3, b r1, b r3].
+            let h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(b[0], b[1]));
+            _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, out: &mut [i32; 16]) {
+        // SAFETY: 2 × 32 bytes into `out`, under the caller's AVX2.
+        unsafe {
+            _mm256_storeu_si256(out.as_mut_ptr().cast(), self[0]);
+            _mm256_storeu_si256(out.as_mut_ptr().add(8).cast(), self[1]);
+        }
     }
 }
 
@@ -460,59 +558,6 @@ unsafe fn rows_pair_sums<const GS: usize, const Q4: bool, const KIND: u8>(
     }
 }
 
-/// One group's sums of [`piece_sums_512`] (row r's 4 lanes in 128-bit lane r) as one integer
-/// per row: [row 0, .., row 3].
-#[inline(always)]
-unsafe fn rows_of_512(a: __m512i) -> __m128i {
-    // SAFETY: register-only intrinsics under the caller's AVX-512F.
-    unsafe {
-        // [a0 + a2, a1 + a3, ..], then every lane of a row its sum.
-        let t = _mm512_add_epi32(a, _mm512_shuffle_epi32::<0b01_00_11_10>(a));
-        let u = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b10_11_00_01>(t));
-        _mm512_castsi512_si128(_mm512_permutexvar_epi32(
-            _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-            u,
-        ))
-    }
-}
-
-/// Two groups' sums of [`piece_sums_512`] as [group a of rows 0–3 | group b of rows 0–3] (the
-/// order of the scales).
-#[inline(always)]
-unsafe fn rows_of_pair_512(a: __m512i, b: __m512i) -> __m256i {
-    // SAFETY: register-only intrinsics under the caller's AVX-512F.
-    unsafe {
-        // Per row: [a0 + a2, b0 + b2, a1 + a3, b1 + b3], then [Σa, Σb, Σa, Σb].
-        let t = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
-        let u = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b01_00_11_10>(t));
-        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
-        _mm512_castsi512_si256(_mm512_permutexvar_epi32(order, u))
-    }
-}
-
-/// [`rows_of_512`] of [`piece_sums_256`]'s registers.
-#[inline(always)]
-unsafe fn rows_of_256(a: [__m256i; 2]) -> __m128i {
-    // SAFETY: register-only intrinsics under the caller's AVX2.
-    unsafe {
-        // Per 128-bit lane: [r0, r2, r0, r2] and [r1, r3, r1, r3].
-        let h = _mm256_hadd_epi32(a[0], a[1]);
-        let h = _mm256_hadd_epi32(h, h);
-        _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)))
-    }
-}
-
-/// [`rows_of_pair_512`] of [`piece_sums_256`]'s registers.
-#[inline(always)]
-unsafe fn rows_of_pair_256(a: [__m256i; 2], b: [__m256i; 2]) -> __m256i {
-    // SAFETY: register-only intrinsics under the caller's AVX2.
-    unsafe {
-        // Per 128-bit lane: [a r0, a r2, b r0, b r2] and [a r1, a r3, b r1, b r3].
-        let h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(b[0], b[1]));
-        _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
-    }
-}
-
 /// `val += (ival · w_scale) · x_scale` for the 4 rows of a tile at once (one per lane), each
 /// operation rounded, as the reference.
 #[inline(always)]
@@ -537,41 +582,58 @@ unsafe fn add_two_groups(val: __m128, sums: __m256i, scales: *const u8, x_scales
     }
 }
 
-/// A block of groups of fewer than 16 columns (llama2.c's int8 exports of small models): each
-/// piece's lane sums through memory, of signed weights (offset 0, see [`weight_offset`]), then
-/// the reference's float steps.
+/// One 64-column block of a tile added to `val` (the 4 rows, one per lane), its integer sums
+/// in registers `S`: each group's pieces summed register on register, starting from
+/// −offset·Σx / 4 in every lane (a row's 4 lanes then add up to Σw·x, exactly: the offset is a
+/// multiple of 4), reduced to one integer per row, then the float steps of the reference.
+/// Groups of fewer than 16 columns (llama2.c's int8 exports of small models) take each
+/// piece's lane sums through memory, of signed weights (offset 0, see [`weight_offset`]).
 #[inline(always)]
-unsafe fn small_groups<const GS: usize, const Q4: bool, const KIND: u8>(
-    val: __m128,
+unsafe fn block_sums<S: RowSums, const GS: usize, const Q4: bool, const KIND: u8>(
+    mut val: __m128,
     block: *const u8,
-    scales: *const u8,
     xb: *const i8,
     x_scales: &[f32],
+    x_sums: &[i32],
 ) -> __m128 {
-    debug_assert_eq!(weight_offset::<GS, Q4, KIND>(), 0, "small groups take signed weights");
-    // SAFETY: (the whole body) as `piece_sums_512`; `scales` points at the block's 4 · 64 / GS
-    // scales and `x_scales` has the block's 64 / GS.
+    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let (groups, pieces, offset) = (Q_COL_BLOCK / GS, GS / Q_PIECE_COLS, weight_offset::<GS, Q4, KIND>());
+    // SAFETY: (the whole body) `block` is a whole block of the checked tile (its scales at
+    // `scales_offset`), `xb` has its 64 values of x and `x_scales`, `x_sums` its groups, as the
+    // caller guarantees; the caller's features are enabled.
     unsafe {
-        // by_piece[p][4 r + i]: row r's quad i of piece p.
-        let mut by_piece = [[0i32; 16]; 4];
-        for (p, sums) in by_piece.iter_mut().enumerate() {
-            if KIND >= MADDUBS_512 {
-                let piece = piece_sums_512::<GS, Q4, KIND>(_mm512_setzero_si512(), block, p, xb);
-                _mm512_storeu_si512(sums.as_mut_ptr().cast(), piece);
-            } else {
-                let zero = _mm256_setzero_si256();
-                let [a, b] = piece_sums_256::<GS, Q4, KIND>([zero, zero], block, p, xb);
-                _mm256_storeu_si256(sums.as_mut_ptr().cast(), a);
-                _mm256_storeu_si256(sums.as_mut_ptr().add(8).cast(), b);
+        let scales = block.add(encoding.scales_offset());
+        if GS < Q_PIECE_COLS {
+            debug_assert_eq!(offset, 0, "small groups take signed weights");
+            // by_piece[p][4 r + i]: row r's quad i of piece p.
+            let mut by_piece = [[0i32; 16]; 4];
+            for (p, sums) in by_piece.iter_mut().enumerate() {
+                S::splat(0).add_piece::<GS, Q4, KIND>(block, p, xb).store(sums);
+            }
+            let lanes: [[i32; 16]; TILE_ROWS] =
+                core::array::from_fn(|r| core::array::from_fn(|i| by_piece[i / 4][4 * r + i % 4]));
+            let mut v = [0.0f32; TILE_ROWS];
+            _mm_storeu_ps(v.as_mut_ptr(), val);
+            let scale_bytes = core::slice::from_raw_parts(scales, 4 * TILE_ROWS * groups);
+            add_block_from_lanes::<GS>(&lanes, scale_bytes, x_scales, &mut v);
+            return _mm_loadu_ps(v.as_ptr());
+        }
+        let mut sums = [S::splat(0); 4];
+        for (g, sums) in sums.iter_mut().enumerate().take(groups) {
+            *sums = S::splat(-(offset / 4) * x_sums[g]);
+            for p in g * pieces..(g + 1) * pieces {
+                *sums = sums.add_piece::<GS, Q4, KIND>(block, p, xb);
             }
         }
-        let lanes: [[i32; 16]; TILE_ROWS] =
-            core::array::from_fn(|r| core::array::from_fn(|i| by_piece[i / 4][4 * r + i % 4]));
-        let mut v = [0.0f32; TILE_ROWS];
-        _mm_storeu_ps(v.as_mut_ptr(), val);
-        let scale_bytes = core::slice::from_raw_parts(scales, 4 * TILE_ROWS * (Q_COL_BLOCK / GS));
-        add_block_from_lanes::<GS>(&lanes, scale_bytes, x_scales, &mut v);
-        _mm_loadu_ps(v.as_ptr())
+        if groups == 1 {
+            return add_group(val, sums[0].rows(), scales, x_scales[0]);
+        }
+        for pair in 0..groups / 2 {
+            let pair_sums = S::rows_of_pair(sums[2 * pair], sums[2 * pair + 1]);
+            let w_scales = scales.add(2 * pair * 4 * TILE_ROWS);
+            val = add_two_groups(val, pair_sums, w_scales, [x_scales[2 * pair], x_scales[2 * pair + 1]]);
+        }
+        val
     }
 }
 
@@ -641,10 +703,8 @@ pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q
 }
 
 /// One 64-column block of a tile of [`quantized_tiles`] added to `val` (the tile's 4 rows,
-/// one per lane): each group's pieces summed register on register, starting from
-/// −offset·Σx / 4 in every lane (a row's 4 lanes then add up to Σw·x, exactly: the offset is
-/// a multiple of 4), reduced to one integer per row, then the float steps of the reference.
-/// Public (hidden) for the written-out variant that `benches/kernels.rs` measures against the
+/// one per lane), on zmm for the AVX-512 kinds and ymm otherwise (see [`block_sums`]), after
+/// prefetching ahead. Public (hidden) for the written-out variant that `benches/kernels.rs` measures against the
 /// loop.
 ///
 /// # Safety
@@ -662,57 +722,20 @@ pub unsafe fn tile_block<const GS: usize, const Q4: bool, const KIND: u8>(
     let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
     let block_bytes = encoding.block_bytes();
     let groups_per_block = Q_COL_BLOCK / GS;
-    let pieces = GS / Q_PIECE_COLS;
     // SAFETY: every pointer below is inside `tile` (block b spans `b * block_bytes..(b + 1) *
     // block_bytes`) or `x`, as the caller guarantees; unaligned loads have no alignment
     // requirement; the caller's features are enabled.
     unsafe {
         let bytes = tile.as_ptr().add(block * block_bytes);
         prefetch_ahead(bytes, block_bytes);
-        let scales = bytes.add(encoding.scales_offset());
         let xb = x.q.as_ptr().add(block * Q_COL_BLOCK);
         let group = block * groups_per_block;
         let (xs, xsums) = (&x.scales[group..group + groups_per_block], &x.sums[group..group + groups_per_block]);
-        // (No closures here: they would not inherit the target features of the caller.)
-        if GS < Q_PIECE_COLS {
-            return small_groups::<GS, Q4, KIND>(val, bytes, scales, xb, xs);
-        }
-        let start = |g: usize| -(weight_offset::<GS, Q4, KIND>() / 4) * xsums[g];
-        let mut val = val;
         if KIND >= MADDUBS_512 {
-            let mut sums = [_mm512_setzero_si512(); 4];
-            for (g, sums) in sums.iter_mut().enumerate().take(groups_per_block) {
-                *sums = _mm512_set1_epi32(start(g));
-                for p in g * pieces..(g + 1) * pieces {
-                    *sums = piece_sums_512::<GS, Q4, KIND>(*sums, bytes, p, xb);
-                }
-            }
-            if groups_per_block == 1 {
-                return add_group(val, rows_of_512(sums[0]), scales, xs[0]);
-            }
-            for pair in 0..groups_per_block / 2 {
-                let (a, b) = (sums[2 * pair], sums[2 * pair + 1]);
-                let w_scales = scales.add(2 * pair * 4 * TILE_ROWS);
-                val = add_two_groups(val, rows_of_pair_512(a, b), w_scales, [xs[2 * pair], xs[2 * pair + 1]]);
-            }
+            block_sums::<__m512i, GS, Q4, KIND>(val, bytes, xb, xs, xsums)
         } else {
-            let mut sums = [[_mm256_setzero_si256(); 2]; 4];
-            for (g, sums) in sums.iter_mut().enumerate().take(groups_per_block) {
-                *sums = [_mm256_set1_epi32(start(g)); 2];
-                for p in g * pieces..(g + 1) * pieces {
-                    *sums = piece_sums_256::<GS, Q4, KIND>(*sums, bytes, p, xb);
-                }
-            }
-            if groups_per_block == 1 {
-                return add_group(val, rows_of_256(sums[0]), scales, xs[0]);
-            }
-            for pair in 0..groups_per_block / 2 {
-                let (a, b) = (sums[2 * pair], sums[2 * pair + 1]);
-                let w_scales = scales.add(2 * pair * 4 * TILE_ROWS);
-                val = add_two_groups(val, rows_of_pair_256(a, b), w_scales, [xs[2 * pair], xs[2 * pair + 1]]);
-            }
+            block_sums::<[__m256i; 2], GS, Q4, KIND>(val, bytes, xb, xs, xsums)
         }
-        val
     }
 }
 
