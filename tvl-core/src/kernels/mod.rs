@@ -376,11 +376,17 @@ pub trait Isa: Send + Sync + 'static {
 /// their weights, in bytes. The hardware prefetcher alone leaves them well short of the
 /// bandwidth (more arithmetic per byte than f32, so fewer loads in flight): stories110M q8_0
 /// decoded at 64–73% of the DRAM bandwidth without it, 86–96% with it. Distances of 2–12 KiB
-/// were swept (stories110M q8_0 and q4_0, 1 and 2 threads, alternating runs): 2 KiB was
-/// clearly short, 4–8 KiB best within the noise. The f32 matvec streams at the bandwidth
+/// were first swept with slower kernels (stories110M q8_0 and q4_0, 1 and 2 threads,
+/// alternating runs): 2 KiB was clearly short, 4–8 KiB best within the noise. Once the
+/// kernels computed a line in about half the time (format 4), 4 KiB was short: with tokens
+/// alternating every 8 between 4 KiB and a longer distance in one process (Zen 5, 2 cores),
+/// 8 KiB took 9–11% less time for q4_0 (one thread, or two while the memory was otherwise
+/// idle), 4–9% less for q8_0, and 0–2% more on two threads while a neighbour loaded the
+/// memory (medians of 7 runs of 256 tokens each); 12–16 KiB gained as much or a little more
+/// for q4_0 with the memory idle but lost 2–5% with a neighbour, and 32 KiB lost for q8_0. The f32 matvec streams at the bandwidth
 /// without it (no gain beyond the noise was measured), so it has none. `tvl bench`'s
 /// bandwidth probes prefetch as far ahead.
-pub const PREFETCH_BYTES: usize = 4096;
+pub const PREFETCH_BYTES: usize = 8192;
 
 /// Tokens of a block at most: what a block product takes (prompts are fed in blocks of at
 /// most this many tokens; [`crate::block::forward_block`]).
