@@ -192,14 +192,14 @@ unsafe fn weights_16<const Q4: bool>(block: *const u8, row: usize, c: usize) -> 
     // SAFETY: (the whole body) the caller passes a block inside the checked tile, row < 4 and
     // c < 4: the 16 bytes start at `weight_byte(row, 16 c)`, inside the block.
     unsafe {
-        let q4 = Encoding::Q4 { group_size: 32 };
+        // (Where a weight lies within a block does not depend on the group size.)
+        let encoding = if Q4 { Encoding::Q4 { group_size: 32 } } else { Encoding::Q8 { group_size: 32 } };
+        let (at, high) = encoding.weight_byte(row, Q_PIECE_COLS * c);
         if Q4 {
-            let (at, high) = q4.weight_byte(row, Q_PIECE_COLS * c);
             let bytes = vld1q_u8(block.add(at));
             let nibbles = if high { vshrq_n_u8::<4>(bytes) } else { vandq_u8(bytes, vdupq_n_u8(0x0f)) };
             vsubq_s8(vreinterpretq_s8_u8(nibbles), vdupq_n_s8(8))
         } else {
-            let (at, _) = Encoding::Q8 { group_size: 32 }.weight_byte(row, Q_PIECE_COLS * c);
             vld1q_s8(block.add(at).cast())
         }
     }
