@@ -383,9 +383,9 @@ pub trait Isa: Send + Sync + 'static {
 /// 8 KiB took 9–11% less time for q4_0 (one thread, or two while the memory was otherwise
 /// idle), 4–9% less for q8_0, and 0–2% more on two threads while a neighbour loaded the
 /// memory (medians of 7 runs of 256 tokens each); 12–16 KiB gained as much or a little more
-/// for q4_0 with the memory idle but lost 2–5% with a neighbour, and 32 KiB lost for q8_0. The f32 matvec streams at the bandwidth
-/// without it (no gain beyond the noise was measured), so it has none. `tvl bench`'s
-/// bandwidth probes prefetch as far ahead.
+/// for q4_0 with the memory idle but lost 2–5% with a neighbour, and 32 KiB lost for q8_0.
+/// The f32 matvec streams at the bandwidth without it (no gain beyond the noise was
+/// measured), so it has none. `tvl bench`'s bandwidth probes prefetch as far ahead.
 pub const PREFETCH_BYTES: usize = 8192;
 
 /// Tokens of a block at most: what a block product takes (prompts are fed in blocks of at
