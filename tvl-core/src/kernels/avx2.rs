@@ -759,21 +759,8 @@ unsafe fn matmul_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
     let tile_len = tile_bytes(encoding, COLS);
     let lanes = xs.lanes;
     let n = xs.tokens.len();
-    let token_groups = n.div_ceil(LANES);
-    let rows = outs.first().map_or(0, |o| o.len());
-    let tiles = rows / TILE_ROWS;
     // Checked once, so that the loads below stay in bounds.
-    assert!(
-        outs.len() == n
-            && outs.iter().all(|o| o.len() == rows)
-            && w.len() >= tiles * tile_len
-            && lanes.quads >= COLS / 4
-            && lanes.groups >= COLS / GS
-            && lanes.q.len() >= token_groups * lanes.quads * LANES
-            && lanes.scales.len() >= token_groups * lanes.groups * LANES
-            && lanes.sums.len() >= token_groups * lanes.groups * LANES,
-        "block product: slices shorter than the shape"
-    );
+    let tiles = check_lanes::<COLS, GS>(outs, w, tile_len, xs);
     let (q_stride, group_stride) = (lanes.quads * LANES, lanes.groups * LANES);
     for tile in 0..tiles {
         let tile_w = &w[tile * tile_len..][..tile_len];
@@ -799,6 +786,34 @@ unsafe fn matmul_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
             }
         }
     }
+}
+
+/// Checks a block product's slices for the kernels that read the tokens' interleaved inputs
+/// ([`super::Lanes`]), once per product: one output per token, all as long (whole tiles), `w`
+/// holding those tiles of `tile_len` bytes, and the lanes of every token group holding COLS /
+/// 4 quads and COLS / GS groups. Returns the number of tiles.
+pub(super) fn check_lanes<const COLS: usize, const GS: usize>(
+    outs: &[&mut [f32]],
+    w: &[u8],
+    tile_len: usize,
+    xs: &BlockInput<'_>,
+) -> usize {
+    let (lanes, n) = (xs.lanes, xs.tokens.len());
+    let token_groups = n.div_ceil(LANES);
+    let rows = outs.first().map_or(0, |o| o.len());
+    let tiles = rows / TILE_ROWS;
+    assert!(
+        outs.len() == n
+            && outs.iter().all(|o| o.len() == rows)
+            && w.len() >= tiles * tile_len
+            && lanes.quads >= COLS / 4
+            && lanes.groups >= COLS / GS
+            && lanes.q.len() >= token_groups * lanes.quads * LANES
+            && lanes.scales.len() >= token_groups * lanes.groups * LANES
+            && lanes.sums.len() >= token_groups * lanes.groups * LANES,
+        "block product: slices shorter than the shape"
+    );
+    tiles
 }
 
 /// One row tile of [`matmul_quantized`] for 8 tokens: row r's values in register r, token i's

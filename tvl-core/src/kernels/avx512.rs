@@ -16,7 +16,7 @@
 //!   row, transposed into rows, or rows interleaved in pairs); each (row, token, group) sum
 //!   starts at −offset·Σx: the same exact integers as the matvec, then its float steps.
 
-use super::avx2::{quantized_tiles, Avx2, DPBUSD_512, MADDUBS_512};
+use super::avx2::{check_lanes, quantized_tiles, Avx2, DPBUSD_512, MADDUBS_512};
 use super::quant::{tile_bytes, Quantized};
 use super::{check_block, BlockInput, F32Kernels, Input, Isa, LANES};
 use core::arch::x86_64::*;
@@ -371,20 +371,8 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
     let lanes = xs.lanes;
     let n = xs.tokens.len();
     let token_groups = n.div_ceil(LANES);
-    let rows = outs.first().map_or(0, |o| o.len());
-    let tiles = rows / TILE_ROWS;
     // Checked once, so that the loads below stay in bounds.
-    assert!(
-        outs.len() == n
-            && outs.iter().all(|o| o.len() == rows)
-            && w.len() >= tiles * tile_len
-            && lanes.quads >= COLS / 4
-            && lanes.groups >= COLS / GS
-            && lanes.q.len() >= token_groups * lanes.quads * LANES
-            && lanes.scales.len() >= token_groups * lanes.groups * LANES
-            && lanes.sums.len() >= token_groups * lanes.groups * LANES,
-        "block product: slices shorter than the shape"
-    );
+    let tiles = check_lanes::<COLS, GS>(outs, w, tile_len, xs);
     // At most 8 tokens: 1 or 2 tokens of whole groups of 32, or up to 4 of 16, in chunks of 8
     // or 4 quads (see `chunk_tile`), two tiles at a time where there are two; else pairs of
     // rows (see `pair_tile`), four tiles at a time while there are four.
