@@ -6,7 +6,8 @@
 # (dotprod detected wrongly would stop them with an illegal instruction), and the path chosen
 # at load (the `tvl bench` line is checked). The second pass once ran the rest of the kernel
 # suite and the int8 reference port too: the same scalar and NEON code the first pass tests.
-# Emulation proves correctness, never speed. Installs Debian's cross toolchain if it is missing (needs root).
+# Emulation proves correctness, never speed. Installs Debian's cross toolchain if it is
+# missing (needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

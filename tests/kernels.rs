@@ -1,4 +1,5 @@
-//! Every SIMD kernel against the scalar reference, for every shape of every bundled config.
+//! Every SIMD kernel against the scalar reference, for every shape of every bundled config
+//! (each matrix on its first [`ROWS_CHECKED`] rows).
 //!
 //! Quantized kernels must equal the reference bit for bit: their integer sums are exact in
 //! any order, and their float part runs in the reference's order (see `kernels::quant`).
@@ -42,8 +43,8 @@ fn random_case(panels: Panels, seed: u64) -> (Vec<f32>, Vec<u8>, Vec<f32>, Quant
 }
 
 /// Rows of a matrix that [`check_matvec`] multiplies: a kernel is specialized to its column
-/// count and loops over row tiles, so the first 512 rows run all of its code, and the rest of
-/// a 32,000-row classifier only made the test slow (3.6 minutes under qemu, of CI's 30).
+/// count and loops over row tiles, so the first 512 rows run all of its code; the rest of a
+/// 32,000-row classifier only made the test slow (3.6 minutes of CI's time under qemu).
 const ROWS_CHECKED: usize = 512;
 
 fn check_matvec(name: &str, isa: &str, panels: Panels, scalar: Kernel, simd: Kernel) {
