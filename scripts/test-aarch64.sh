@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Runs the test suite for aarch64-unknown-linux-gnu under qemu user-mode emulation: the whole
-# suite with qemu's default CPU (which has dotprod, so the kernel tests run the scalar, NEON and
-# NEON dotprod paths), then with QEMU_CPU=cortex-a72 (plain NEON) what depends on what the CPU
-# has: the kernel paths it detects (scalar and NEON, tested), the golden stories on each of them
-# (dotprod detected wrongly would stop them with an illegal instruction), and the path chosen
-# at load (the `tvl bench` line is checked). The second pass once ran the rest of the kernel
-# suite and the int8 reference port too: the same scalar and NEON code the first pass tests.
+# Runs the test suite for aarch64-unknown-linux-gnu under qemu user-mode emulation: what
+# depends on the architecture (all but the host-side code generator, proc macro and fuzz
+# harness, whose tests run in the native suite) with qemu's default CPU (which has dotprod, so
+# the kernel tests run the scalar, NEON and NEON dotprod paths), then with QEMU_CPU=cortex-a72
+# (plain NEON) what depends on what the CPU has: the kernel paths it detects (scalar and NEON,
+# tested), the golden stories on each of them (dotprod detected wrongly would stop them with an
+# illegal instruction), and the path chosen at load (the `tvl bench` line is checked).
 # Emulation proves correctness, never speed. Installs Debian's cross toolchain if it is
 # missing (needs root).
 set -euo pipefail
@@ -34,6 +34,17 @@ export TVL_TEST_RUNNER=qemu-aarch64-static
 export CARGO_TARGET_DIR=target/aarch64
 target=aarch64-unknown-linux-gnu
 
+# The same selection in every cargo command below (so nothing is compiled twice). The code
+# generator and the proc macro run on the host; the fuzz harness's targets are the runtime's
+# parsers, which the hostile and bad-input tests run here. (Their tests would also have
+# compiled syn, toml and the harness for the target, for nothing.)
+cargo_test=(/usr/bin/cargo test --target $target --workspace --exclude tvl-codegen --exclude tvl-macros
+  --exclude tvl-fuzz --all-features)
+# Under emulation the slowest tests check a subset that runs the same code (`TVL_TEST_RUNNER`
+# below tells them; `tests/common/mod.rs`, `emulated`). Test binaries run one at a time: the
+# thread pool's workers spin while they wait, so tests of two binaries at once on 2 cores took
+# longer in all (and the pool's timing tests can fail when its workers lag for real).
+
 # The kernel test that says which paths it tested runs on its own, with its output shown (so
 # once per CPU, not also in the suite).
 paths_test=simd_kernels_match_scalar_for_every_bundled_shape
@@ -48,15 +59,13 @@ for cpu in default cortex-a72; do
   fi
   echo "== aarch64 under qemu, CPU: $cpu"
   if [ "$cpu" = default ]; then
-    /usr/bin/cargo test --target $target --workspace --all-features -- --skip $paths_test
+    "${cargo_test[@]}" -- --skip $paths_test
   else
-    # (--workspace as above: the same features, so nothing is compiled again.)
-    /usr/bin/cargo test --target $target --workspace --all-features --test golden
+    "${cargo_test[@]}" --test golden
   fi
   # Show which kernels ran: this test fails unless a SIMD path was tested.
   log="$CARGO_TARGET_DIR/kernel-paths-$cpu.log"
-  if ! /usr/bin/cargo test --target $target --workspace --all-features --test kernels \
-    -- --exact $paths_test --nocapture >"$log" 2>&1; then
+  if ! "${cargo_test[@]}" --test kernels -- --exact $paths_test --nocapture >"$log" 2>&1; then
     cat "$log"
     exit 1
   fi

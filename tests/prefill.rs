@@ -38,11 +38,8 @@ fn make_files() -> Vec<(String, PathBuf)> {
         files.push(("260K-q80-g4".into(), out));
     }
     // Under emulation (the aarch64 suite, qemu) one wide shape, not three: they dominate its time.
-    let wide: &[&str] = if cfg!(target_arch = "aarch64") {
-        &["stories15M-q8_0"]
-    } else {
-        &["stories15M", "stories15M-q8_0", "stories15M-q4_0"]
-    };
+    let wide: &[&str] =
+        if common::emulated() { &["stories15M-q8_0"] } else { &["stories15M", "stories15M-q8_0", "stories15M-q4_0"] };
     for &name in wide {
         let config = tvl::bundled::BUNDLED.iter().find(|b| b.config.name == name).unwrap().config;
         let out = dir.join(format!("{name}.tvl"));
@@ -56,7 +53,7 @@ fn make_files() -> Vec<(String, PathBuf)> {
 /// where this test is the slowest) a subset that still covers 1 token, odd blocks and the
 /// largest one.
 fn configurations() -> &'static [(usize, usize)] {
-    if cfg!(target_arch = "aarch64") {
+    if common::emulated() {
         &[(1, 1), (2, 5), (3, 32)]
     } else {
         &[(1, 1), (2, 2), (1, 3), (2, 5), (3, 8), (1, 16), (2, 32)]
@@ -220,11 +217,8 @@ fn golden_stories_with_prompts_in_blocks() {
     }
     let mut checked = 0;
     // Under emulation the best path only (the golden tests cover the others one token at a time).
-    let isas: Vec<_> = if cfg!(target_arch = "aarch64") {
-        vec![tvl::IsaChoice::best()]
-    } else {
-        tvl::IsaChoice::available_here().collect()
-    };
+    let isas: Vec<_> =
+        if common::emulated() { vec![tvl::IsaChoice::best()] } else { tvl::IsaChoice::available_here().collect() };
     for isa in isas {
         for (path, case) in &cases {
             let options = Options { threads: 2, kernels: Some(isa), block_tokens: 3 };

@@ -94,12 +94,15 @@ mod tests {
     fn round_to_i8_is_roundf_as_i8() {
         let mut checked = 0u64;
         // Every float in [-300, 300] whose bits are a multiple of 7 (and so every exponent,
-        // both signs, many halves), every half and near-half, and the special values.
+        // both signs, many halves), every half and near-half, and the special values. Under
+        // emulation (`scripts/test-aarch64.sh`, qemu: 40 s for all of them) every 64th of those.
+        let emulated = std::env::var_os("TVL_TEST_RUNNER").is_some();
+        let step = if emulated { 7 * 64 } else { 7 };
         let mut check = |y: f32| {
             assert_eq!(super::round_to_i8(y), crate::math::round(y) as i8, "{y:e} ({:#x})", y.to_bits());
             checked += 1;
         };
-        for bits in (0..0x4396_0000u32).step_by(7) {
+        for bits in (0..0x4396_0000u32).step_by(step) {
             check(f32::from_bits(bits));
             check(-f32::from_bits(bits));
         }
@@ -112,7 +115,7 @@ mod tests {
         for y in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30, 3e9, -3e9, 0.49999997, -0.49999997] {
             check(y);
         }
-        assert!(checked > 300_000_000);
+        assert!(checked > if emulated { 4_000_000 } else { 300_000_000 });
     }
 
     use super::*;
