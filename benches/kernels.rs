@@ -3,10 +3,10 @@
 //! the AVX2 kernel with the column count known only at run time, which prices specialization.
 //!
 //! Block products (prompts, batches) are measured apart, in multiply-adds per second (criterion's
-//! elements/s), with the matrix in cache: `cargo bench --features bundled --bench kernels -- tokens`
+//! elements/s), with the matrix in cache: `cargo bench -p tvl-benches -- tokens`
 //! (`TVL_BENCH_BLOCK_STREAM=1`: streamed from memory instead, as when sequences decode together).
 //!
-//! `cargo bench --features bundled --bench kernels [-- FILTER]`. Each matrix is replicated over
+//! `cargo bench -p tvl-benches [-- FILTER]`. Each matrix is replicated over
 //! ≥ 256 MiB and the copies are used in turn, so the weights come from memory, not from cache,
 //! as in decoding.
 

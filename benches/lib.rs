@@ -1,0 +1,1 @@
+//! Empty: this package is its benchmark, `kernels.rs` (`cargo bench -p tvl-benches`).
