@@ -30,11 +30,16 @@ if ! installed; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustc-web cargo-web rust-web-src lld-16 qemu-system-arm
 fi
 
-# The weights, converted on the host by tvl itself.
+# The weights, converted on the host by tvl itself: $TVL if set (`.ci/run` passes the `tvl`
+# its test suite has just built), else this checkout's, built now (a release build of every
+# bundled model: minutes).
 out=$root/target/firmware
 mkdir -p "$out"
-cargo run -q --release --features cli -- convert "$models/stories260K.bin" -o "$out/stories260K.tvl"
-cargo run -q --release --features cli -- convert "$models/stories260K-q80.bin" -o "$out/stories260K-q80.tvl"
+tvl() {
+  if [ -n "${TVL:-}" ]; then "$TVL" "$@"; else cargo run -q --release --features cli -- "$@"; fi
+}
+tvl convert "$models/stories260K.bin" -o "$out/stories260K.tvl"
+tvl convert "$models/stories260K-q80.bin" -o "$out/stories260K-q80.tvl"
 export TVL_F32_WEIGHTS=$out/stories260K.tvl TVL_Q80_WEIGHTS=$out/stories260K-q80.tvl TVL_TOKENIZER=$models/tok512.bin
 
 # Debian's Rust 1.96 with its library source builds `core` for targets without std.
@@ -49,24 +54,34 @@ aarch64=$(build aarch64-virt aarch64-unknown-none)
 echo "== building firmware/cortex-m"
 cortex_m=$(build cortex-m thumbv7em-none-eabihf)
 
+# The three machines run at once (each qemu-system is one thread; -icount makes their
+# output independent of the host's speed), then each output is shown and compared in turn.
 status=0
-run() { # label, command...
+labels=()
+start() { # label, command...
   local label=$1 log=$out/$1.txt
   shift
-  echo "== $label: $*"
-  if ! timeout 600 "$@" >"$log" 2>&1; then
-    echo "FAILED: $label exited with an error" >&2
+  echo "$*" >"$out/$label.command"
+  (timeout 600 "$@" >"$log" 2>&1 && code=0 || code=$?; echo $code >"$out/$label.status") &
+  labels+=("$label")
+}
+# -icount shift=0: the virtual clock advances 1 ns per instruction, so the firmware's timer
+# readings count instructions (deterministic, unlike time; the compare script prints them).
+start aarch64-cortex-a72 qemu-system-aarch64 -M virt -cpu cortex-a72 -icount shift=0 -nographic -semihosting -kernel "$aarch64"
+start aarch64-max qemu-system-aarch64 -M virt -cpu max -icount shift=0 -nographic -semihosting -kernel "$aarch64"
+start cortex-m4 qemu-system-arm -M mps2-an386 -cpu cortex-m4 -nographic \
+  -semihosting-config enable=on,target=native -kernel "$cortex_m"
+wait
+for label in "${labels[@]}"; do
+  log=$out/$label.txt
+  echo "== $label: $(cat "$out/$label.command")"
+  if [ "$(cat "$out/$label.status")" != 0 ]; then
+    echo "FAILED: $label exited with an error (status $(cat "$out/$label.status"))" >&2
     status=1
   fi
   cat "$log"
   python3 scripts/compare-firmware-output.py "$golden" "$log" || status=1
-}
-# -icount shift=0: the virtual clock advances 1 ns per instruction, so the firmware's timer
-# readings count instructions (deterministic, unlike time; the compare script prints them).
-run aarch64-cortex-a72 qemu-system-aarch64 -M virt -cpu cortex-a72 -icount shift=0 -nographic -semihosting -kernel "$aarch64"
-run aarch64-max qemu-system-aarch64 -M virt -cpu max -icount shift=0 -nographic -semihosting -kernel "$aarch64"
-run cortex-m4 qemu-system-arm -M mps2-an386 -cpu cortex-m4 -nographic \
-  -semihosting-config enable=on,target=native -kernel "$cortex_m"
+done
 
 echo "== sizes in bytes (.text code; .rodata read-only data, the weights included; .bss the static arena and buffers)"
 for elf in "$aarch64" "$cortex_m"; do
