@@ -61,7 +61,7 @@ for cpu in default cortex-a72; do
   if [ "$cpu" = default ]; then
     "${cargo_test[@]}" -- --skip $paths_test
   else
-    "${cargo_test[@]}" --test golden
+    "${cargo_test[@]}" --test suite golden::
   fi
   # Show which kernels ran: this test fails unless a SIMD path was tested.
   log="$CARGO_TARGET_DIR/kernel-paths-$cpu.log"

@@ -1,15 +1,11 @@
 //! Bad input gets an error that names the problem: never a panic, a crash or a wrong answer.
 
-mod common;
-
-use common::*;
+use crate::common::*;
+use crate::Stories260K;
 use std::path::Path;
 use std::process::Output;
 use tvl::convert;
 use tvl::{Error, Forward, Sampler, Session, Tokenizer};
-
-#[tvl::tvl_model("model-configs/stories260K.toml")]
-pub struct Stories260K;
 
 #[tvl::tvl_model("tests/configs/tiny.toml")]
 pub struct Tiny;

@@ -1,8 +1,6 @@
 //! `tvl bench` prints a well-formed report. Speed itself is never asserted by a test.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// What the bandwidth probes measure: numbers with them, null with `--no-probes`.
 const PROBE_FIELDS: [&str; 6] = [
@@ -49,7 +47,7 @@ fn bench_json_report_is_well_formed() {
     assert!(report["probe_gb_per_s"].as_f64() <= report["best_probe_gb_per_s"].as_f64(), "{report}");
     // Weights read per token: the whole file but the header (the classifier is the embedding).
     let weights = report["weight_bytes_per_token"].as_u64().unwrap();
-    let config = tvl::Config::from_toml(include_str!("../model-configs/stories260K.toml")).unwrap();
+    let config = tvl::Config::from_toml(include_str!("../../model-configs/stories260K.toml")).unwrap();
     let layout = tvl::Layout::new(&config);
     assert!(weights > (layout.file_size as u64) * 9 / 10 && weights <= layout.file_size as u64, "{weights}");
     // 5 layers × kv_dim 32 × 4 bytes × (keys + values) × 8.5 positions on average.

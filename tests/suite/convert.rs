@@ -1,15 +1,11 @@
 //! The converter and the TVL format: round trips, equivalent inputs, synthetic weights.
 
-mod common;
-
-use common::*;
+use crate::common::*;
+use crate::Stories260K;
 use std::path::Path;
 use tvl::convert::{self, Checkpoint};
 use tvl::layout_def::{Storage, TensorKind};
 use tvl::{Forward, Layout};
-
-#[tvl::tvl_model("model-configs/stories260K.toml")]
-pub struct Stories260K;
 
 #[tvl::tvl_model("tests/configs/stories260K-unshared.toml")]
 pub struct Stories260KUnshared;
@@ -194,7 +190,7 @@ fn config_command_prints_the_bundled_config() {
     let out = tvl_command().arg("config").arg(models.join("stories260K.bin")).output().unwrap();
     assert!(out.status.success());
     let printed = tvl::Config::from_toml(&String::from_utf8(out.stdout).unwrap()).unwrap();
-    let bundled = tvl::Config::from_toml(include_str!("../model-configs/stories260K.toml")).unwrap();
+    let bundled = tvl::Config::from_toml(include_str!("../../model-configs/stories260K.toml")).unwrap();
     assert_eq!(printed, bundled);
 }
 

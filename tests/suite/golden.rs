@@ -1,16 +1,8 @@
 //! The reference C implementation's outputs (../shared/golden), reproduced exactly.
 
-// The attribute's expansion must compile without a single warning.
-#![deny(warnings)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
+use crate::Stories260K;
 use tvl::{Forward, IsaChoice, Sampler, Session, Tokenizer};
-
-// As a user crate would write it: the model type compiled from its config.
-#[tvl::tvl_model("model-configs/stories260K.toml")]
-pub struct Stories260K;
 
 #[test]
 fn generate_golden_text_through_the_library_on_every_path() {

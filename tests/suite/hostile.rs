@@ -1,16 +1,12 @@
 //! Hostile files, flags and faults (one test per class of failure found by mutating files and
 //! flags): a clear error and exit 1, bounded time and memory, and no file ever destroyed.
 
-mod common;
-
-use common::*;
+use crate::common::*;
+use crate::Stories260K;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 use tvl::{convert, Error, Forward, Sampler, Session, Tokenizer};
-
-#[tvl::tvl_model("model-configs/stories260K.toml")]
-pub struct Stories260K;
 
 /// `tvl ARGS` with its own cache, killed (and the test failed) if it runs longer than `limit`:
 /// every case here used to hang, abort or take minutes.

@@ -4,9 +4,7 @@
 //! It must tell the golden stories exactly — f32 and int8, every instruction set — and `Vocab`
 //! must encode as the std `Tokenizer` does.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tvl::bare::tokenizer::Vocab;
 use tvl::bundled::{Stories260K, Stories260KQ80G4};
 use tvl::{Decoder, Image, IsaChoice, Model, StateLayout, Tokenizer};

@@ -6,9 +6,7 @@
 //! group by group with every operation rounded (see `matmul`), and the attention's weighted
 //! sum of values as fused multiply-adds — the one statement the reference build contracted.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tvl::convert::Checkpoint;
 use tvl::kernels::{rmsnorm, rope, softmax, swiglu};
 use tvl::layout_def::TensorKind::{self, *};

@@ -3,9 +3,7 @@
 //!
 //! Run with `--nocapture` to see the quality table that the README reports.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use tvl::bundled::{Stories260KQ40, Stories260KQ40Pure, Stories260KQ80, Stories260KQ80G4};
