@@ -123,8 +123,8 @@ pub fn emulated() -> bool {
     std::env::var_os("TVL_TEST_RUNNER").is_some_and(|runner| !runner.is_empty())
 }
 
-/// Every kernel path this CPU has, with 1, 2 and 3 threads; under emulation with 1 and 3 (3
-/// splits the rows unevenly, which 2 does not add to, and the pool's code is the same on every
+/// Every kernel path this CPU has, with 1, 2 and 3 threads; under emulation with 1 and 3 (the
+/// row splits differ from 2's, uneven ones included, and the pool's code is the same on every
 /// architecture: the native suite runs all three).
 pub fn every_path() -> Vec<tvl::Options> {
     let threads: &[usize] = if emulated() { &[1, 3] } else { &[1, 2, 3] };

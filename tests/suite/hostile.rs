@@ -310,7 +310,7 @@ fn class_7_damaged_files_are_detected_and_cache_entries_rebuilt() {
 
 #[test]
 fn class_7_a_model_truncated_while_mapped_is_an_error_not_a_crash() {
-    if std::env::var_os("TVL_TEST_RUNNER").is_some() {
+    if emulated() {
         skipped("SIGBUS from a truncated mapping is not tested under emulation (qemu-user)");
         return;
     }

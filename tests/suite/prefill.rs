@@ -2,7 +2,7 @@
 //! the same tokens one by one: the same logits and the same key/value cache, on every kernel
 //! path, thread count and block size, for every encoding.
 
-use crate::common::{models, scratch, skipped};
+use crate::common::{emulated, first_difference, generate_cases, int8_cases, models, scratch, skipped, GenerateCase};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use tvl::{convert, Batch, Feed, Forward, Options, Sampler, Session, Tokenizer, Weights};
@@ -36,11 +36,8 @@ fn make_files() -> Vec<(String, PathBuf)> {
         files.push(("260K-q80-g4".into(), out));
     }
     // Under emulation (the aarch64 suite, qemu) one wide shape, not three: they dominate its time.
-    let wide: &[&str] = if crate::common::emulated() {
-        &["stories15M-q8_0"]
-    } else {
-        &["stories15M", "stories15M-q8_0", "stories15M-q4_0"]
-    };
+    let wide: &[&str] =
+        if emulated() { &["stories15M-q8_0"] } else { &["stories15M", "stories15M-q8_0", "stories15M-q4_0"] };
     for &name in wide {
         let config = tvl::bundled::BUNDLED.iter().find(|b| b.config.name == name).unwrap().config;
         let out = dir.join(format!("{name}.tvl"));
@@ -54,7 +51,7 @@ fn make_files() -> Vec<(String, PathBuf)> {
 /// where this test is the slowest) a subset that still covers 1 token, odd blocks and the
 /// largest one.
 fn configurations() -> &'static [(usize, usize)] {
-    if crate::common::emulated() {
+    if emulated() {
         &[(1, 1), (2, 5), (3, 32)]
     } else {
         &[(1, 1), (2, 2), (1, 3), (2, 5), (3, 8), (1, 16), (2, 32)]
@@ -209,20 +206,17 @@ fn golden_stories_with_prompts_in_blocks() {
     let Some(models) = models() else { return };
     let files = files();
     let file = |name: &str| &files.iter().find(|(n, _)| n == name).unwrap().1;
-    let mut cases: Vec<(&PathBuf, crate::common::GenerateCase)> = Vec::new();
-    for case in crate::common::generate_cases("stories260K-generate.jsonl") {
+    let mut cases: Vec<(&PathBuf, GenerateCase)> = Vec::new();
+    for case in generate_cases("stories260K-generate.jsonl") {
         cases.push((file("260K-f32"), case));
     }
-    for case in crate::common::int8_cases() {
+    for case in int8_cases() {
         cases.push((file("260K-q80-g4"), case));
     }
     let mut checked = 0;
     // Under emulation the best path only (the golden tests cover the others one token at a time).
-    let isas: Vec<_> = if crate::common::emulated() {
-        vec![tvl::IsaChoice::best()]
-    } else {
-        tvl::IsaChoice::available_here().collect()
-    };
+    let isas: Vec<_> =
+        if emulated() { vec![tvl::IsaChoice::best()] } else { tvl::IsaChoice::available_here().collect() };
     for isa in isas {
         for (path, case) in &cases {
             let options = Options { threads: 2, kernels: Some(isa), block_tokens: 3 };
@@ -234,7 +228,7 @@ fn golden_stories_with_prompts_in_blocks() {
                 .generate(&tokenizer, &mut sampler, &case.prompt, case.steps, |p| text.extend_from_slice(p))
                 .unwrap();
             let text = String::from_utf8(text).unwrap();
-            let at = crate::common::first_difference(&text, &case.text);
+            let at = first_difference(&text, &case.text);
             assert!(text == case.text, "{} prompt {:?}: differs at byte {at}", isa.name(), case.prompt);
             checked += usize::from(generation.prefilled > 3);
         }
