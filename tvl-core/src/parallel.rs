@@ -141,6 +141,15 @@ impl<T> Disjoint<T> {
         // SAFETY: in bounds (checked), disjoint from other users' ranges (caller's contract).
         unsafe { core::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
     }
+
+    /// Writes element `index`.
+    ///
+    /// # Safety
+    /// As [`Disjoint::range`], for the one element.
+    pub unsafe fn set(&self, index: usize, value: T) {
+        // SAFETY: the caller's contract is `range`'s.
+        unsafe { self.range(index..index + 1)[0] = value }
+    }
 }
 
 /// A buffer in a `static` that is handed out once, as `&'static mut`: how firmware without a

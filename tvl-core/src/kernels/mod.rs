@@ -903,19 +903,30 @@ pub fn add(x: &mut [f32], y: &[f32]) {
 /// Rotary position embedding of the query and key vectors for one position; `rope` holds the
 /// (cos, sin) pairs of that position, one per pair of dimensions in a head, interleaved.
 pub fn rope(q: &mut [f32], k: &mut [f32], rope: &[f32]) {
+    rope_rows(q, 0, rope);
+    rope_rows(k, 0, rope);
+}
+
+/// [`rope`] of some rows of a query or key vector: `rows` are its elements from `first` on
+/// (`first` even, so that no pair is split), each pair rotated as `rope` does it.
+pub fn rope_rows(rows: &mut [f32], first: usize, rope: &[f32]) {
     let head_dim = rope.len() & !1;
     if head_dim == 0 {
         return;
     }
+    debug_assert!(first.is_multiple_of(2), "RoPE rows must start on a pair");
     // Head by head (a chunk of `rope`'s length), each pair with its rotation: the loop the
     // compiler vectorizes (through `cycle()` over the rotations it stayed one pair at a time).
-    for head in q.chunks_mut(head_dim).chain(k.chunks_mut(head_dim)) {
-        for (pair, cos_sin) in head.chunks_exact_mut(2).zip(rope.chunks_exact(2)) {
+    let (mut rest, mut at) = (rows, first % head_dim);
+    while !rest.is_empty() {
+        let (head, tail) = rest.split_at_mut((head_dim - at).min(rest.len()));
+        for (pair, cos_sin) in head.chunks_exact_mut(2).zip(rope[at..].chunks_exact(2)) {
             let (cos, sin) = (cos_sin[0], cos_sin[1]);
             let (v0, v1) = (pair[0], pair[1]);
             pair[0] = v0 * cos - v1 * sin;
             pair[1] = v0 * sin + v1 * cos;
         }
+        (rest, at) = (tail, 0);
     }
 }
 
