@@ -526,11 +526,11 @@ unsafe fn input<'a, K: Isa>(
     Input { values, quantized: xq.view() }
 }
 
-/// `out = W · x` for N matrices W that read the same x (wq, wk and wv; w1 and w3), as one job
-/// of the pool: their row tiles, taken one matrix after another, are split into one
-/// contiguous range per thread, so that each thread streams its own part of the panels front
-/// to back and one hand-off serves all N products. Every output is computed by one thread with
-/// its matrix's kernel, so the result does not depend on the thread count.
+/// `out = W · x` for N matrices W that read the same x (wq, wk and wv), as one job of the pool:
+/// their row tiles, taken one matrix after another, are split into one contiguous range per
+/// thread, so that each thread streams its own part of the panels front to back and one
+/// hand-off serves all N products. Every output is computed by one thread with its matrix's
+/// kernel, so the result does not depend on the thread count.
 ///
 /// `then(matrix, first_row, rows)` runs on the thread that computed `rows` (of product
 /// `matrix`, starting at row `first_row`, whole tiles) right after it did: per-row work that
@@ -545,31 +545,64 @@ unsafe fn matvecs<const N: usize, P: Parallel + ?Sized>(
     x: Input<'_>,
     then: impl Fn(usize, usize, &mut [f32]) + Sync,
 ) {
-    let threads = pool.threads();
     let tiles = products.each_ref().map(|(_, out, _)| out.len() / TILE_ROWS);
-    let total_tiles: usize = tiles.iter().sum();
     let total_bytes: usize = products.iter().map(|(_, _, w)| w.len()).sum();
     let products = products.map(|(kernel, out, w)| (kernel, Disjoint::new(out), w));
-    let shares =
-        Shares::new(total_tiles, threads, SHARE_CHUNK_BYTES.div_ceil((total_bytes / total_tiles.max(1)).max(1)));
-    pool.run_sized(total_bytes, &|thread| {
-        shares.run(thread, |mine| {
-            let mut first = 0; // the first tile of the current matrix, counted over all N
-            for (matrix, ((kernel, out, w), &tiles)) in products.iter().zip(&tiles).enumerate() {
-                let (start, end) = (mine.start.max(first) - first, mine.end.min(first + tiles).saturating_sub(first));
-                if start < end {
-                    let tile_bytes = w.len() / tiles;
-                    // SAFETY: `Shares` hands each range of tiles to one thread, hence disjoint
-                    // rows of each matrix; the caller guarantees the kernels' instruction set.
-                    let rows = unsafe { out.range(start * TILE_ROWS..end * TILE_ROWS) };
-                    // SAFETY: as above.
-                    unsafe { kernel(rows, &w[start * tile_bytes..end * tile_bytes], x) };
-                    then(matrix, start * TILE_ROWS, rows);
-                }
-                first += tiles;
+    share_tiles(pool, tiles.iter().sum(), total_bytes, |mine| {
+        let mut first = 0; // the first tile of the current matrix, counted over all N
+        for (matrix, ((kernel, out, w), &tiles)) in products.iter().zip(&tiles).enumerate() {
+            let (start, end) = (mine.start.max(first) - first, mine.end.min(first + tiles).saturating_sub(first));
+            if start < end {
+                let tile_bytes = w.len() / tiles;
+                // SAFETY: `share_tiles` hands each range of tiles to one thread, hence disjoint
+                // rows of each matrix; the caller guarantees the kernels' instruction set.
+                let rows = unsafe { out.range(start * TILE_ROWS..end * TILE_ROWS) };
+                // SAFETY: as above.
+                unsafe { kernel(rows, &w[start * tile_bytes..end * tile_bytes], x) };
+                then(matrix, start * TILE_ROWS, rows);
             }
-        })
+            first += tiles;
+        }
     });
+}
+
+/// [`matvecs`] of N matrices of the same rows (w1 and w3) taken side by side: a thread's claim
+/// is the same row tiles of every matrix, one after the other, and `then(first_row, rows)`
+/// gets those rows of all N outputs, for work that needs them together (SwiGLU). Each thread
+/// then streams N parts of the panels at once, claim by claim.
+///
+/// # Safety
+/// The kernels' instruction set must be available on this CPU.
+unsafe fn matvecs_side_by_side<const N: usize, P: Parallel + ?Sized>(
+    pool: &mut P,
+    products: [Product<'_>; N],
+    x: Input<'_>,
+    then: impl Fn(usize, [&mut [f32]; N]) + Sync,
+) {
+    let tiles = products[0].1.len() / TILE_ROWS;
+    assert!(products.iter().all(|(_, out, _)| out.len() / TILE_ROWS == tiles), "side by side: rows differ");
+    let total_bytes: usize = products.iter().map(|(_, _, w)| w.len()).sum();
+    let products = products.map(|(kernel, out, w)| (kernel, Disjoint::new(out), w));
+    share_tiles(pool, tiles, total_bytes, |mine| {
+        let rows = products.each_ref().map(|(kernel, out, w)| {
+            let tile_bytes = w.len() / tiles;
+            // SAFETY: `share_tiles` hands each range of tiles to one thread, hence disjoint
+            // rows of each matrix; the caller guarantees the kernels' instruction set.
+            let rows = unsafe { out.range(mine.start * TILE_ROWS..mine.end * TILE_ROWS) };
+            // SAFETY: as above.
+            unsafe { kernel(rows, &w[mine.start * tile_bytes..mine.end * tile_bytes], x) };
+            rows
+        });
+        then(mine.start * TILE_ROWS, rows);
+    });
+}
+
+/// Runs `work` on ranges of `0..tiles` (of weights of `bytes` in all) on every thread of `pool`,
+/// each tile once: a contiguous share per thread, taken over at its tail by threads that
+/// finished theirs ([`Shares`]).
+fn share_tiles<P: Parallel + ?Sized>(pool: &mut P, tiles: usize, bytes: usize, work: impl Fn(Range<usize>) + Sync) {
+    let shares = Shares::new(tiles, pool.threads(), SHARE_CHUNK_BYTES.div_ceil((bytes / tiles.max(1)).max(1)));
+    pool.run_sized(bytes, &|thread| shares.run(thread, &work));
 }
 
 /// No work after a product's rows.
@@ -706,10 +739,16 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
         kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.ffn_norm), c.norm_eps);
         // SAFETY: the caller guarantees that K is available on this CPU.
         let x = unsafe { input::<K>(s.xb, dim, &mut xq, quantized) };
+        let w13 = [lw.w1.product::<K, M>(s.hb, w), lw.w3.product::<K, M>(s.hb2, w)];
+        // SwiGLU of each claim's rows on the thread that computed them (the rows below
+        // `hidden`: not a tile's padding).
+        let swiglu = |first: usize, [gate, up]: [&mut [f32]; 2]| {
+            let len = gate.len().min(hidden.saturating_sub(first));
+            // SAFETY: the caller guarantees that K is available on this CPU.
+            unsafe { K::swiglu(&mut gate[..len], &up[..len]) }
+        };
         // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe { matvecs(pool, [lw.w1.product::<K, M>(s.hb, w), lw.w3.product::<K, M>(s.hb2, w)], x, nothing_after) };
-        // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe { K::swiglu(&mut s.hb[..hidden], &s.hb2[..hidden]) };
+        unsafe { matvecs_side_by_side(pool, w13, x, swiglu) };
         // SAFETY: the caller guarantees that K is available on this CPU.
         let x = unsafe { input::<K>(s.hb, hidden, &mut xq, quantized) };
         // SAFETY: the caller guarantees that K is available on this CPU.
