@@ -136,6 +136,13 @@ pub struct StateLayout {
     pub xq_scales: Region,
     /// Its Σq per group (i32 words).
     pub xq_sums: Region,
+    /// The feed-forward's hidden vector quantized like `xq_*`, by the w1/w3 job's threads as
+    /// they finish rows (that job still reads its own input from `xq_*`); empty for f32.
+    pub hq_values: Region,
+    /// Its scale per group.
+    pub hq_scales: Region,
+    /// Its Σq per group (i32 words).
+    pub hq_sums: Region,
     /// Keys, see [`KvCache`].
     pub keys: Region,
     /// Values, see [`KvCache`].
@@ -172,6 +179,11 @@ impl StateLayout {
             Some(groups) => groups,
             None => 0,
         };
+        let hq_len = if group_size == 0 { 0 } else { round_up(hidden, Q_COL_BLOCK) };
+        let hq_groups = match hq_len.checked_div(group_size) {
+            Some(groups) => groups,
+            None => 0,
+        };
         let mut at = 0;
         StateLayout {
             x: region(&mut at, round_up(dim, COL_BLOCK)),
@@ -188,6 +200,9 @@ impl StateLayout {
             xq_values: region(&mut at, xq_len / 4),
             xq_scales: region(&mut at, groups),
             xq_sums: region(&mut at, groups),
+            hq_values: region(&mut at, hq_len / 4),
+            hq_scales: region(&mut at, hq_groups),
+            hq_sums: region(&mut at, hq_groups),
             keys: region(&mut at, cache.len()),
             values: region(&mut at, cache.len()),
             cache,
@@ -370,6 +385,9 @@ mod tests {
             s.xq_values,
             s.xq_scales,
             s.xq_sums,
+            s.hq_values,
+            s.hq_scales,
+            s.hq_sums,
             s.keys,
             s.values,
         ];
@@ -378,7 +396,8 @@ mod tests {
         }
         // 100 positions: laid out for 112 (whole key blocks).
         assert_eq!((s.hb.len, s.keys.len, s.xq_values.len, s.xq_scales.len), (176, 5 * 32 * 112, 192 / 4, 12));
-        assert!(s.words >= all[15].end());
+        assert_eq!((s.hq_values.len, s.hq_scales.len, s.hq_sums.len), (192 / 4, 12, 12));
+        assert!(s.words >= all[18].end());
         let cache = s.cache;
         assert_eq!(
             (cache.key_at(1, 2, 3), cache.key_at(1, 2, 37), cache.value_at(1, 3)),
