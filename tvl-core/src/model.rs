@@ -699,6 +699,15 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
     let (cache, stride) = (s.cache, s.cache.stride);
     let rope = &s.rope[pos * head_dim..][..head_dim];
     let quantized = c.weights.group_size().is_some();
+    // The w1/w3 job's claims in whole quantization groups (tiles per claim unit).
+    let group_size = s.hq.group_size.max(1);
+    let unit = if !quantized {
+        1
+    } else if group_size.is_multiple_of(TILE_ROWS) {
+        group_size / TILE_ROWS
+    } else {
+        group_size
+    };
     let mut xq = s.xq;
 
     layout.token_embedding.read_row(w.panels(layout.token_embedding), token as usize, &mut s.x[..dim]);
@@ -755,8 +764,6 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
         // into `hq` (claims are whole groups): the w2 job's input, with no serial step before
         // it (quantizing there took ~35 µs of a two-thread q4_0 token on Zen 3; in the job,
         // tokens alternating in one process: 1.3% less time on two threads, equal on one).
-        let group_size = s.hq.group_size.max(1);
-        let unit = if group_size.is_multiple_of(TILE_ROWS) { group_size / TILE_ROWS } else { group_size };
         let hq = (Disjoint::new(s.hq.values), Disjoint::new(s.hq.scales), Disjoint::new(s.hq.sums));
         let swiglu = |first: usize, [gate, up]: [&mut [f32]; 2]| {
             let len = gate.len().min(hidden.saturating_sub(first));
@@ -779,7 +786,7 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
             }
         };
         // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe { matvecs_side_by_side(pool, w13, x, if quantized { unit } else { 1 }, swiglu) };
+        unsafe { matvecs_side_by_side(pool, w13, x, unit, swiglu) };
         let x = Input { values: s.hb, quantized: s.hq.view() };
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matvecs(pool, [lw.w2.product::<K, M>(s.xb, w)], x, nothing_after) };
