@@ -699,15 +699,11 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
     let (cache, stride) = (s.cache, s.cache.stride);
     let rope = &s.rope[pos * head_dim..][..head_dim];
     let quantized = c.weights.group_size().is_some();
-    // The w1/w3 job's claims in whole quantization groups (tiles per claim unit).
-    let group_size = s.hq.group_size.max(1);
-    let unit = if !quantized {
-        1
-    } else if group_size.is_multiple_of(TILE_ROWS) {
-        group_size / TILE_ROWS
-    } else {
-        group_size
-    };
+    // The w1/w3 job's claims in whole quantization groups: tiles per claim unit (group sizes
+    // are 1 for f32, else multiples of the tile's rows, `Weights::validate`).
+    let group_size = c.weights.group_size().unwrap_or(1);
+    let unit = group_size.div_ceil(TILE_ROWS);
+    assert!((unit * TILE_ROWS).is_multiple_of(group_size), "claims of whole quantization groups");
     let mut xq = s.xq;
 
     layout.token_embedding.read_row(w.panels(layout.token_embedding), token as usize, &mut s.x[..dim]);
@@ -762,7 +758,7 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
         // SwiGLU of each claim's rows on the thread that computed them (the rows below
         // `hidden`: not a tile's padding), then, in a quantized model, their groups quantized
         // into `hq` (claims are whole groups): the w2 job's input, with no serial step before
-        // it (quantizing there took ~35 µs of a two-thread q4_0 token on Zen 3; in the job,
+        // it (quantizing there took ~26 µs of a two-thread q4_0 token on Zen 3; in the job,
         // tokens alternating in one process: 1.3% less time on two threads, equal on one).
         let hq = (Disjoint::new(s.hq.values), Disjoint::new(s.hq.scales), Disjoint::new(s.hq.sums));
         let swiglu = |first: usize, [gate, up]: [&mut [f32]; 2]| {
