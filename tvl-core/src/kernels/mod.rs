@@ -498,7 +498,8 @@ impl IsaChoice {
     /// Every instruction set of this build, least preferred first. AVX-VNNI comes after the
     /// AVX-512 paths: on a Zen 4 with both (which executes 512-bit operations in two halves)
     /// the AVX-512 int8 kernels measured up to 10% slower on one thread and no faster on two
-    /// (README), so they are chosen only where AVX-VNNI is missing (Skylake-X, Ice Lake).
+    /// (docs/PERFORMANCE-LOG.md), so they are chosen only where AVX-VNNI is missing (Skylake-X,
+    /// Ice Lake).
     pub const ALL: &'static [IsaChoice] = &[
         IsaChoice::Scalar,
         #[cfg(target_arch = "x86_64")]
@@ -547,7 +548,7 @@ impl IsaChoice {
     /// The fastest instruction set this CPU has: the last of [`IsaChoice::ALL`] it can run,
     /// except that AVX-512 VNNI goes before AVX-VNNI on a CPU that executes 512-bit operations
     /// whole (AMD Zen 5: 4-bit decoding 4–8% faster on one thread, 3–25% on two, int8 1–8%;
-    /// README), unlike the Zen 4 the order of `ALL` was measured on.
+    /// docs/PERFORMANCE-LOG.md), unlike the Zen 4 the order of `ALL` was measured on.
     pub fn best() -> IsaChoice {
         #[cfg(target_arch = "x86_64")]
         if IsaChoice::Avx512Vnni.available() && x86_full_width_512() {
