@@ -57,7 +57,7 @@ fn paths(name: &str) -> Vec<tvl::IsaChoice> {
 }
 
 /// (threads, tokens per block) to check. Under emulation (the aarch64 suite runs under qemu,
-/// where this test is the slowest) a subset that still covers 1 token, odd blocks and the
+/// where this test was the slowest) a subset that still covers 1 token, odd blocks and the
 /// largest one.
 fn configurations() -> &'static [(usize, usize)] {
     if emulated() {
