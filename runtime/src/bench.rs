@@ -377,8 +377,13 @@ impl Probe {
     fn new(threads: usize, bytes: usize) -> Probe {
         let threads = threads.max(1);
         let lines = bytes.max(1 << 20).div_ceil(64).div_ceil(threads) * threads;
-        let mut probe =
-            Probe { threads, buffer: vec![1.0f32; lines * 16], lines, passes: (256usize << 20).div_ceil(lines * 64) };
+        // On huge pages, advised before the first write: a shared virtual machine (AMD EPYC Zen 3,
+        // transparent huge pages in `madvise` mode) streamed 80 MB 20–25% faster from them than
+        // from 4 KiB pages, and a roofline is the fastest way this machine reads the bytes.
+        let mut buffer = Vec::<f32>::with_capacity(lines * 16);
+        crate::model::advise_huge_pages(buffer.as_mut_ptr().cast(), lines * 64);
+        buffer.resize(lines * 16, 1.0f32);
+        let mut probe = Probe { threads, buffer, lines, passes: (256usize << 20).div_ceil(lines * 64) };
         probe.gb_per_s(); // the first timing only warms the caches up
         probe
     }

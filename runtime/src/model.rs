@@ -209,19 +209,27 @@ pub fn new_state(config: &Config) -> State {
     // Zeroed by the allocator (a large one comes straight from mmap, untouched), advised before
     // `in_arena` first writes it, so that its pages are faulted in huge.
     let mut arena = HeapArena::zeroed(words);
+    advise_huge_pages(arena.as_mut_ptr().cast(), words * 4);
+    State::in_arena(config, config.seq_len, arena).unwrap_or_else(|_| State::new(config))
+}
+
+/// Asks Linux to back the whole 2 MiB pages inside `bytes` bytes from `start` with huge pages
+/// when they are first touched (transparent huge pages in `madvise` mode, the usual default;
+/// in `always` mode they are anyway). Elsewhere, or if the kernel declines, 4 KiB pages stay.
+pub(crate) fn advise_huge_pages(start: *mut u8, bytes: usize) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
-        let (start, end) = (arena.as_mut_ptr() as usize, arena.as_mut_ptr() as usize + words * 4);
-        let (first, last) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+        let (first, last) = ((start as usize).next_multiple_of(HUGE), (start as usize + bytes) / HUGE * HUGE);
         if first < last {
-            // SAFETY: the range is inside the vector's allocation (rounded inwards to whole huge
-            // pages); MADV_HUGEPAGE only changes how its pages are backed, not their contents
-            // or validity. Failure (no THP) leaves 4 KiB pages.
+            // SAFETY: the caller's allocation holds `start..start + bytes`, and the range is
+            // rounded inwards to whole huge pages; MADV_HUGEPAGE only changes how its pages are
+            // backed, not their contents or validity.
             unsafe { libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_HUGEPAGE) };
         }
     }
-    State::in_arena(config, config.seq_len, arena).unwrap_or_else(|_| State::new(config))
+    #[cfg(not(target_os = "linux"))]
+    let _ = (start, bytes);
 }
 
 /// What generation needs of a model, object-safe so that the `tvl` binary can pick a compiled
