@@ -45,6 +45,12 @@ fn bench_json_report_is_well_formed() {
     }
     // The probe is timed after each repetition: its median is at most its fastest timing.
     assert!(report["probe_gb_per_s"].as_f64() <= report["best_probe_gb_per_s"].as_f64(), "{report}");
+    // How much of the probe's buffer has huge pages: a share on Linux (0 where transparent huge
+    // pages are off, or under qemu, whose /proc/self/smaps is the host process's).
+    if cfg!(target_os = "linux") {
+        let huge = report["probe_huge_page_fraction"].as_f64().unwrap_or_else(|| panic!("{report}"));
+        assert!((0.0..=1.0).contains(&huge), "{huge}");
+    }
     // Weights read per token: the whole file but the header (the classifier is the embedding).
     let weights = report["weight_bytes_per_token"].as_u64().unwrap();
     let config = tvl::Config::from_toml(include_str!("../../model-configs/stories260K.toml")).unwrap();
@@ -96,7 +102,7 @@ fn bench_without_probes_leaves_them_unmeasured() {
         String::from_utf8(out.stdout).unwrap()
     };
     let report: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
-    for field in PROBE_FIELDS.into_iter().chain(["peak_macs_per_second"]) {
+    for field in PROBE_FIELDS.into_iter().chain(["peak_macs_per_second", "probe_huge_page_fraction"]) {
         assert!(report[field].is_null(), "{field} = {}", report[field]);
     }
     assert!(report["tokens_per_second"].as_f64().unwrap() > 0.0);
