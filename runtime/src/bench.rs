@@ -291,7 +291,9 @@ pub fn run(
     let (probe, dram_probe) = (column(|p| p.1), column(|p| p.2));
     let (roofline_fraction, dram_fraction) = (column(|p| p.0 / p.1), column(|p| p.0 / p.2));
     let best = |f: fn(&(f64, f64, f64)) -> f64| paired.iter().map(f).fold(f64::NAN, f64::max);
-    let probe_huge_page_fraction = bandwidth.as_ref().map_or(f64::NAN, |(model_size, _)| model_size.huge_page_fraction);
+    let probe_huge_page_fraction = bandwidth.as_ref().map_or(f64::NAN, |(model_size, _)| {
+        huge_page_fraction(model_size.buffer.as_ptr() as usize, model_size.lines * 64)
+    });
     let (best_achieved, best_probe) = (best(|p| p.0), best(|p| p.1));
     drop(bandwidth); // (its buffers and threads)
 
@@ -384,8 +386,6 @@ struct Probe {
     buffer: Vec<f32>,
     lines: usize,
     passes: usize,
-    /// The share of `buffer` on huge pages once written (see [`huge_page_fraction`]).
-    huge_page_fraction: f64,
 }
 
 impl Probe {
@@ -398,9 +398,7 @@ impl Probe {
         let mut buffer = Vec::<f32>::with_capacity(lines * 16);
         crate::model::advise_huge_pages(buffer.as_mut_ptr().cast(), lines * 64);
         buffer.resize(lines * 16, 1.0f32);
-        let huge_page_fraction = huge_page_fraction(buffer.as_ptr() as usize, lines * 64);
-        let mut probe =
-            Probe { threads, buffer, lines, passes: (256usize << 20).div_ceil(lines * 64), huge_page_fraction };
+        let mut probe = Probe { threads, buffer, lines, passes: (256usize << 20).div_ceil(lines * 64) };
         probe.gb_per_s(); // the first timing only warms the caches up
         probe
     }
