@@ -386,6 +386,11 @@ pub trait Isa: Send + Sync + 'static {
 /// for q4_0 with the memory idle but lost 2–5% with a neighbour, and 32 KiB lost for q8_0.
 /// The f32 matvec streams at the bandwidth without it (no gain beyond the noise was
 /// measured), so it has none. `tvl bench`'s bandwidth probes prefetch as far ahead.
+///
+/// Every line is prefetched, none skipped: on Zen 3 prefetching only some lines (one per
+/// block, or only the head of each 4 KiB page) was 1.5–1.7× slower than not prefetching at
+/// all, since the hardware prefetcher trains on consecutive misses; prefetching each next tile
+/// in a burst was 1.12× slower (docs/PERFORMANCE-LOG.md, the eighteenth session).
 pub const PREFETCH_BYTES: usize = 8192;
 
 /// Tokens of a block at most: what a block product takes (prompts are fed in blocks of at
