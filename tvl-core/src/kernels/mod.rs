@@ -388,9 +388,10 @@ pub trait Isa: Send + Sync + 'static {
 /// measured), so it has none. `tvl bench`'s bandwidth probes prefetch as far ahead.
 ///
 /// Every line is prefetched, none skipped: on Zen 3 prefetching only some lines (one per
-/// block, or only the head of each 4 KiB page) was 1.5–1.7× slower than not prefetching at
-/// all, since the hardware prefetcher trains on consecutive misses; prefetching each next tile
-/// in a burst was 1.12× slower (docs/PERFORMANCE-LOG.md, the eighteenth session).
+/// block, or only the head of each 4 KiB page) took 1.5–1.7× the time of prefetching them all,
+/// more than no prefetch at all (1.2–1.3×), since the hardware prefetcher trains on
+/// consecutive misses; each next tile in a burst took 1.12× (docs/PERFORMANCE-LOG.md, the
+/// eighteenth session).
 pub const PREFETCH_BYTES: usize = 8192;
 
 /// Tokens of a block at most: what a block product takes (prompts are fed in blocks of at
