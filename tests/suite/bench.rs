@@ -45,8 +45,9 @@ fn bench_json_report_is_well_formed() {
     }
     // The probe is timed after each repetition: its median is at most its fastest timing.
     assert!(report["probe_gb_per_s"].as_f64() <= report["best_probe_gb_per_s"].as_f64(), "{report}");
-    // How much of the probe's buffer has huge pages: a share on Linux (here 0: stories260K's
-    // 1 MiB buffer holds no whole 2 MiB page; the parsing is unit-tested in the runtime).
+    // How much of the probe's buffer has huge pages: a share on Linux (for stories260K usually
+    // 0: its 1 MiB buffer holds no whole 2 MiB page, though a mapping merged with it may lend it
+    // a share; the parsing is unit-tested in the runtime).
     if cfg!(target_os = "linux") {
         let huge = report["probe_huge_page_fraction"].as_f64().unwrap_or_else(|| panic!("{report}"));
         assert!((0.0..=1.0).contains(&huge), "{huge}");
