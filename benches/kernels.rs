@@ -120,24 +120,42 @@ fn bench_shape(c: &mut Criterion, model: &str, shape: &str, panels: Panels, kern
 #[cfg(target_arch = "x86_64")]
 macro_rules! unrolled_vnni {
     ($name:ident, $cols:literal, $encoding:expr, [$($block:literal)*]) => {
-        #[target_feature(enable = "avx2,fma,avxvnni")]
-        unsafe fn $name(out: &mut [f32], w: &[u8], x: Input<'_>) {
-            use std::arch::x86_64::*;
-            const ENCODING: Encoding = $encoding;
-            const GS: usize = ENCODING.group_size();
-            const Q4: bool = matches!(ENCODING, Encoding::Q4 { .. });
-            const { assert!([$($block),*].len() == $cols / 64) };
-            let tile_len = tvl::kernels::quant::tile_bytes(ENCODING, $cols);
-            let x = x.quantized;
-            assert!(w.len() >= out.len() / 4 * tile_len && x.q.len() >= $cols && x.scales.len() >= $cols / GS);
-            for (tile, out) in out.chunks_exact_mut(4).enumerate() {
-                let tile = &w[tile * tile_len..][..tile_len];
-                // SAFETY: the tile is whole and x long enough (checked above); AVX-VNNI is
-                // enabled here.
+        mod $name {
+            use super::*;
+            /// # Safety
+            /// AVX-VNNI must be available.
+            pub unsafe fn kernel(out: &mut [f32], w: &[u8], x: Input<'_>) {
+                // Prefetching as the loop does on this CPU (see `tvl::kernels::software_prefetch`).
+                // SAFETY: the caller's guarantee.
                 unsafe {
-                    let mut val = _mm_setzero_ps();
-                    $(val = tvl::kernels::avx2::tile_block::<GS, Q4, { tvl::kernels::avx2::DPBUSD }>(val, tile, $block, x);)*
-                    _mm_storeu_ps(out.as_mut_ptr(), val);
+                    if tvl::kernels::software_prefetch() {
+                        blocks::<true>(out, w, x)
+                    } else {
+                        blocks::<false>(out, w, x)
+                    }
+                }
+            }
+            #[target_feature(enable = "avx2,fma,avxvnni")]
+            unsafe fn blocks<const PREFETCH: bool>(out: &mut [f32], w: &[u8], x: Input<'_>) {
+                use std::arch::x86_64::*;
+                const ENCODING: Encoding = $encoding;
+                const GS: usize = ENCODING.group_size();
+                const Q4: bool = matches!(ENCODING, Encoding::Q4 { .. });
+                const { assert!([$($block),*].len() == $cols / 64) };
+                let tile_len = tvl::kernels::quant::tile_bytes(ENCODING, $cols);
+                let x = x.quantized;
+                assert!(w.len() >= out.len() / 4 * tile_len && x.q.len() >= $cols && x.scales.len() >= $cols / GS);
+                for (tile, out) in out.chunks_exact_mut(4).enumerate() {
+                    let tile = &w[tile * tile_len..][..tile_len];
+                    // SAFETY: the tile is whole and x long enough (checked above); AVX-VNNI is
+                    // enabled here.
+                    unsafe {
+                        let mut val = _mm_setzero_ps();
+                        $(val = tvl::kernels::avx2::tile_block::<GS, Q4, { tvl::kernels::avx2::DPBUSD }, PREFETCH>(
+                            val, tile, $block, x,
+                        );)*
+                        _mm_storeu_ps(out.as_mut_ptr(), val);
+                    }
                 }
             }
         }
@@ -160,10 +178,10 @@ mod unrolled {
             return None;
         }
         match (panels.encoding, panels.padded_cols()) {
-            (Encoding::Q8 { group_size: 32 }, 768) => Some(q8_768),
-            (Encoding::Q8 { group_size: 32 }, 2048) => Some(q8_2048),
-            (Encoding::Q4 { group_size: 32 }, 768) => Some(q4_768),
-            (Encoding::Q4 { group_size: 32 }, 2048) => Some(q4_2048),
+            (Encoding::Q8 { group_size: 32 }, 768) => Some(q8_768::kernel),
+            (Encoding::Q8 { group_size: 32 }, 2048) => Some(q8_2048::kernel),
+            (Encoding::Q4 { group_size: 32 }, 768) => Some(q4_768::kernel),
+            (Encoding::Q4 { group_size: 32 }, 2048) => Some(q4_2048::kernel),
             _ => None,
         }
     }

@@ -296,9 +296,16 @@ fn matvec_kernels_agree_on_odd_tile_ranges_and_group_sizes() {
             check_tile_ranges::<K>()
         }
     }
-    for isa in IsaChoice::available_here() {
-        isa.visit(CheckTileRanges);
+    // With the x86_64 quantized matvecs' software prefetch on and off (it is chosen per CPU,
+    // so each CPU would otherwise test one of the two loops): a hint, so the same bits.
+    for prefetch in [true, false] {
+        tvl::kernels::set_software_prefetch(Some(prefetch));
+        for isa in IsaChoice::available_here() {
+            isa.visit(CheckTileRanges);
+        }
+        eprintln!("matvecs checked with software prefetch {}", if prefetch { "on" } else { "off" });
     }
+    tvl::kernels::set_software_prefetch(None);
 }
 
 /// Hostile int8 weights (-128, which no quantizer writes) give the scalar result too.

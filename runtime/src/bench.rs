@@ -16,6 +16,9 @@ pub struct Report {
     pub model: String,
     /// The kernel path that ran (`scalar`, `avx2`, ...).
     pub kernels: &'static str,
+    /// Whether the quantized matvecs prefetched their weights in software
+    /// ([`tvl_core::kernels::software_prefetch`]).
+    pub software_prefetch: bool,
     /// Threads the model ran on.
     pub threads: usize,
     /// Positions decoded per repetition.
@@ -87,7 +90,7 @@ impl Report {
     /// One JSON object (`tvl bench --json`).
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"model\": \"{}\", \"kernels\": \"{}\", \"threads\": {}, \"tokens\": {}, \"repetitions\": {}, \
+            "{{\"model\": \"{}\", \"kernels\": \"{}\", \"software_prefetch\": {}, \"threads\": {}, \"tokens\": {}, \"repetitions\": {}, \
              \"load_ms\": {}, \"first_token_ms\": {}, \"tokens_per_second\": {}, \"ms_per_token\": {}, \
              \"weight_bytes_per_token\": {}, \"kv_bytes_per_token\": {}, \"achieved_gb_per_s\": {}, \
              \"probe_gb_per_s\": {}, \"roofline_fraction\": {}, \"best_probe_gb_per_s\": {}, \
@@ -98,6 +101,7 @@ impl Report {
              \"batch_tokens_per_second\": {}, \"batch_speedup\": {}}}",
             self.model,
             self.kernels,
+            self.software_prefetch,
             self.threads,
             self.tokens,
             self.repetitions,
@@ -147,6 +151,7 @@ impl Report {
         format!(
             "model              {}\n\
              kernels / threads  {} / {}\n\
+             prefetch           {}\n\
              load (open→ready)  {:.2} ms\n\
              first token        {:.2} ms\n\
              decode             {:.1} tok/s, {:.2} ms/token (median of {} × {} tokens)\n\
@@ -163,6 +168,11 @@ impl Report {
             self.model,
             self.kernels,
             self.threads,
+            if self.software_prefetch {
+                "quantized weights prefetched in software (TVL_PREFETCH=off to compare)"
+            } else {
+                "quantized weights left to the hardware prefetcher (TVL_PREFETCH=on to compare)"
+            },
             self.load_ms,
             self.first_token_ms,
             self.tokens_per_second,
@@ -345,6 +355,7 @@ pub fn run(
     Ok(Report {
         model: c.name.to_string(),
         kernels: model.kernels(),
+        software_prefetch: tvl_core::kernels::software_prefetch(),
         threads: model.threads(),
         tokens,
         repetitions: times.len(),

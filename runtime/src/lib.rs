@@ -42,6 +42,20 @@ pub mod kernels {
             }
         }
     }
+
+    /// Applies `TVL_PREFETCH` if set: `on` or `off` turns the quantized matvecs' software
+    /// prefetch on or off for the process ([`set_software_prefetch`]), `auto` gives it back to
+    /// [`software_prefetch_pays`] for this CPU; unset, nothing changes.
+    pub fn apply_prefetch_env() -> Result<(), String> {
+        let Some(value) = std::env::var("TVL_PREFETCH").ok().filter(|v| !v.is_empty()) else { return Ok(()) };
+        set_software_prefetch(match value.as_str() {
+            "on" => Some(true),
+            "off" => Some(false),
+            "auto" => None,
+            _ => return Err(format!("TVL_PREFETCH={value}: expected on, off or auto")),
+        });
+        Ok(())
+    }
 }
 pub mod model;
 pub mod pool;

@@ -151,6 +151,7 @@ impl<M: Model> Transformer<M> {
             Some(isa) => return Err(Error::Invalid(format!("this CPU cannot run the {} kernels", isa.name()))),
             None => crate::kernels::select().map_err(Error::Invalid)?,
         };
+        crate::kernels::apply_prefetch_env().map_err(Error::Invalid)?;
         let forward = forward_for::<M, Pool, HeapArena>(isa);
         let forward_block = forward_block_for::<M, Pool, HeapArena>(isa.for_blocks());
         // A model this small runs faster on one thread: a token takes tens of microseconds,

@@ -110,3 +110,28 @@ fn bench_without_probes_leaves_them_unmeasured() {
     let text = run(false);
     assert!(text.contains("probes             not run (--no-probes)") && !text.contains("NaN"), "{text}");
 }
+
+/// `TVL_PREFETCH=on|off` sets the quantized matvecs' software prefetch, which the report
+/// names; any other value is refused, naming the variable and what it takes.
+#[test]
+fn bench_reports_the_prefetch_that_tvl_prefetch_sets() {
+    let Some(models) = models() else { return };
+    let run = |value: &str| {
+        tvl_command()
+            .env("TVL_CACHE_DIR", scratch("bench-cache-prefetch"))
+            .env("TVL_PREFETCH", value)
+            .args(["bench", "--json", "--tokens", "2", "--repetitions", "1", "--sequences", "1", "--no-probes"])
+            .arg(models.join("stories260K-q80.bin"))
+            .output()
+            .unwrap()
+    };
+    for (value, expected) in [("on", true), ("off", false)] {
+        let out = run(value);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["software_prefetch"], expected, "TVL_PREFETCH={value}: {report}");
+    }
+    let out = run("sometimes");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("TVL_PREFETCH=sometimes: expected on, off or auto"), "{stderr}");
+}

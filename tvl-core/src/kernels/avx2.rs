@@ -930,16 +930,38 @@ pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q
     // Checked once per call, so the loads below stay in bounds.
     assert!(w.len() >= tiles * tile_bytes, "matvec: weights shorter than the shape");
     let x = Quantized { q: &x.q[..COLS], scales: &x.scales[..COLS / GS], sums: &x.sums[..COLS / GS] };
+    // Chosen once per call, each choice its own loop: nothing is added per block.
+    // SAFETY: as this function's (the same arguments, checked above; the same features).
+    unsafe {
+        if super::software_prefetch() {
+            tiles_loop::<COLS, GS, Q4, KIND, true>(out, w, x, tile_bytes)
+        } else {
+            tiles_loop::<COLS, GS, Q4, KIND, false>(out, w, x, tile_bytes)
+        }
+    }
+}
+
+/// [`quantized_tiles`]'s loop over the tiles, prefetching ahead or not (`PREFETCH`).
+///
+/// # Safety
+/// `x` must hold COLS values and COLS / GS groups, and `KIND`'s features be enabled.
+#[inline(always)]
+unsafe fn tiles_loop<const COLS: usize, const GS: usize, const Q4: bool, const KIND: u8, const PREFETCH: bool>(
+    out: &mut [f32],
+    w: &[u8],
+    x: Quantized<'_>,
+    tile_bytes: usize,
+) {
     for (tile, out) in out.chunks_exact_mut(TILE_ROWS).enumerate() {
         let tile = &w[tile * tile_bytes..][..tile_bytes];
-        // SAFETY: `tile` is whole and x has COLS values (checked above); the caller's features
-        // are enabled.
+        // SAFETY: `tile` is whole (sliced with bounds checks) and x has COLS values (the
+        // caller's guarantee, checked by `quantized_tiles`); the caller's features are enabled.
         unsafe {
             let mut val = _mm_setzero_ps();
             // A loop, not the blocks written out: written out (as `#[tvl_model]` could emit
             // them), decoding was 7–21% slower; see `benches/kernels.rs` and the README.
             for block in 0..COLS / Q_COL_BLOCK {
-                val = tile_block::<GS, Q4, KIND>(val, tile, block, x);
+                val = tile_block::<GS, Q4, KIND, PREFETCH>(val, tile, block, x);
             }
             _mm_storeu_ps(out.as_mut_ptr(), val);
         }
@@ -948,7 +970,7 @@ pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q
 
 /// One 64-column block of a tile of [`quantized_tiles`] added to `val` (the tile's 4 rows,
 /// one per lane), on zmm for the AVX-512 kinds and ymm otherwise (see [`block_sums`]), after
-/// prefetching ahead. Public (hidden) for the written-out variant that `benches/kernels.rs` measures against the
+/// prefetching ahead if `PREFETCH`. Public (hidden) for the written-out variant that `benches/kernels.rs` measures against the
 /// loop.
 ///
 /// # Safety
@@ -957,7 +979,7 @@ pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q
 /// function that enables them).
 #[doc(hidden)]
 #[inline(always)]
-pub unsafe fn tile_block<const GS: usize, const Q4: bool, const KIND: u8>(
+pub unsafe fn tile_block<const GS: usize, const Q4: bool, const KIND: u8, const PREFETCH: bool>(
     val: __m128,
     tile: &[u8],
     block: usize,
@@ -971,7 +993,9 @@ pub unsafe fn tile_block<const GS: usize, const Q4: bool, const KIND: u8>(
     // requirement; the caller's features are enabled.
     unsafe {
         let bytes = tile.as_ptr().add(block * block_bytes);
-        prefetch_ahead(bytes, block_bytes);
+        if PREFETCH {
+            prefetch_ahead(bytes, block_bytes);
+        }
         let xb = x.q.as_ptr().add(block * Q_COL_BLOCK);
         let group = block * groups_per_block;
         let (xs, xsums) = (&x.scales[group..group + groups_per_block], &x.sums[group..group + groups_per_block]);

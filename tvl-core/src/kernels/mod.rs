@@ -392,7 +392,58 @@ pub trait Isa: Send + Sync + 'static {
 /// more than no prefetch at all (1.2–1.3×), since the hardware prefetcher trains on
 /// consecutive misses; each next tile in a burst took 1.12× (docs/PERFORMANCE-LOG.md, the
 /// eighteenth session).
+///
+/// Except on AMD Zen 4, where the hardware prefetcher keeps enough lines in flight by itself and
+/// the prefetch instructions only take load slots: there the matvecs decode faster without them
+/// ([`software_prefetch`]).
 pub const PREFETCH_BYTES: usize = 8192;
+
+/// Whether the x86_64 quantized matvecs prefetch their weights in software, [`PREFETCH_BYTES`]
+/// ahead: as [`set_software_prefetch`] last set it, else [`software_prefetch_pays`] for this
+/// CPU. A hint changes no result, only speed; the matvecs read it once per call.
+pub fn software_prefetch() -> bool {
+    use core::sync::atomic::Ordering::Relaxed;
+    match SOFTWARE_PREFETCH.load(Relaxed) {
+        PREFETCH_ON => true,
+        PREFETCH_OFF => false,
+        _ => {
+            let on = software_prefetch_pays();
+            SOFTWARE_PREFETCH.store(if on { PREFETCH_ON } else { PREFETCH_OFF }, Relaxed);
+            on
+        }
+    }
+}
+
+/// Turns the quantized matvecs' software prefetch on or off for the whole process (`None`:
+/// back to [`software_prefetch_pays`]), e.g. to compare the two on a new CPU (`TVL_PREFETCH`).
+pub fn set_software_prefetch(on: Option<bool>) {
+    let state = match on {
+        Some(true) => PREFETCH_ON,
+        Some(false) => PREFETCH_OFF,
+        None => PREFETCH_UNSET,
+    };
+    SOFTWARE_PREFETCH.store(state, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether software prefetch speeds the quantized matvecs up on this CPU, as measured: yes on
+/// Intel (q8_0 decoded at 64–73% of DRAM's bandwidth without it, 86–96% with it), AMD Zen 3
+/// (1.16–1.26× the time without it) and Zen 5 (where its distance was tuned); no on AMD Zen
+/// 4 (family 19h with AVX-512), where stories110M decoded in 0.87–0.90× the time without it
+/// (q8_0, one thread; two threads 0.90, q4_0 0.91 and 1.00; paired in one process, AVX-512
+/// VNNI and AVX2 kernels alike; docs/PERFORMANCE-LOG.md, the nineteenth session). Elsewhere
+/// no kernel prefetches in software.
+pub fn software_prefetch_pays() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return !(amd_family() == Some(0x19) && crate::cpu_has!("avx512f"));
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+const PREFETCH_UNSET: u8 = 0;
+const PREFETCH_ON: u8 = 1;
+const PREFETCH_OFF: u8 = 2;
+/// [`software_prefetch`]'s state: unset until first read or set.
+static SOFTWARE_PREFETCH: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(PREFETCH_UNSET);
 
 /// Tokens of a block at most: what a block product takes (prompts are fed in blocks of at
 /// most this many tokens; [`crate::block::forward_block`]).
@@ -484,11 +535,9 @@ pub trait IsaVisitor {
     fn visit<K: Isa>(self) -> Self::Output;
 }
 
-/// Whether this CPU executes 512-bit vector operations whole rather than in two 256-bit halves,
-/// as far as it is known: AMD from family 1Ah (Zen 5) on; AMD's family 19h (Zen 4) splits them.
-/// Other CPUs keep the order of [`IsaChoice::ALL`].
+/// AMD's CPU family (19h: Zen 3 and Zen 4, 1Ah: Zen 5), or `None` for other vendors.
 #[cfg(target_arch = "x86_64")]
-fn x86_full_width_512() -> bool {
+fn amd_family() -> Option<u32> {
     use core::arch::x86_64::__cpuid;
     // (`cpuid` exists on every x86_64 CPU and only reads identification registers.)
     let (vendor, signature) = (__cpuid(0), __cpuid(1).eax);
@@ -497,7 +546,15 @@ fn x86_full_width_512() -> bool {
         0xf => 0xf + ((signature >> 20) & 0xff),
         base => base,
     };
-    amd && family >= 0x1a
+    amd.then_some(family)
+}
+
+/// Whether this CPU executes 512-bit vector operations whole rather than in two 256-bit halves,
+/// as far as it is known: AMD from family 1Ah (Zen 5) on; AMD's family 19h (Zen 4) splits them.
+/// Other CPUs keep the order of [`IsaChoice::ALL`].
+#[cfg(target_arch = "x86_64")]
+fn x86_full_width_512() -> bool {
+    amd_family().is_some_and(|family| family >= 0x1a)
 }
 
 impl IsaChoice {
