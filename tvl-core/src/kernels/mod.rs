@@ -407,9 +407,12 @@ pub fn software_prefetch() -> bool {
         PREFETCH_ON => true,
         PREFETCH_OFF => false,
         _ => {
-            let on = software_prefetch_pays();
-            SOFTWARE_PREFETCH.store(if on { PREFETCH_ON } else { PREFETCH_OFF }, Relaxed);
-            on
+            let pays = if software_prefetch_pays() { PREFETCH_ON } else { PREFETCH_OFF };
+            // Only if still unset: a `set_software_prefetch` on another thread meanwhile wins.
+            match SOFTWARE_PREFETCH.compare_exchange(PREFETCH_UNSET, pays, Relaxed, Relaxed) {
+                Ok(_) => pays == PREFETCH_ON,
+                Err(set) => set == PREFETCH_ON,
+            }
         }
     }
 }
