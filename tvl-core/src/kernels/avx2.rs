@@ -10,7 +10,9 @@
 //! own lane; a group's pieces add up register on register, starting from −offset·Σx / 4 per
 //! lane (see `weight_offset`), one reduction per group leaves one exact integer per (row,
 //! group), and the float part runs with the 4 rows in the 4 lanes of an xmm, in the reference
-//! order. `maddubs` needs one unsigned operand: int8 weights go in as |w| with the sign moved
+//! order. On zmm, groups of 32 go four at a time (two blocks, `two_blocks_512`): one
+//! transposition reduces them all and their float steps share one register, which is what
+//! most of a 4-bit block's instructions were. `maddubs` needs one unsigned operand: int8 weights go in as |w| with the sign moved
 //! onto x (exact for every int8 w, as x is never -128); 4-bit weights go in as their unsigned
 //! nibbles u = q + 8; `vpdpbusd` takes int8 weights as w + 128.
 //!
@@ -960,7 +962,16 @@ unsafe fn tiles_loop<const COLS: usize, const GS: usize, const Q4: bool, const K
             let mut val = _mm_setzero_ps();
             // A loop, not the blocks written out: written out (as `#[tvl_model]` could emit
             // them), decoding was 7–21% slower; see `benches/kernels.rs` and the README.
-            for block in 0..COLS / Q_COL_BLOCK {
+            let mut block = 0;
+            // On zmm, groups of 32 two blocks at a time (one reduction for their four groups);
+            // an odd last block, and other group sizes, one by one.
+            if KIND >= MADDUBS_512 && GS == 32 {
+                while block + 2 <= COLS / Q_COL_BLOCK {
+                    val = two_blocks_512::<Q4, KIND, PREFETCH>(val, tile, block, x);
+                    block += 2;
+                }
+            }
+            for block in block..COLS / Q_COL_BLOCK {
                 val = tile_block::<GS, Q4, KIND, PREFETCH>(val, tile, block, x);
             }
             _mm_storeu_ps(out.as_mut_ptr(), val);
@@ -1004,6 +1015,75 @@ pub unsafe fn tile_block<const GS: usize, const Q4: bool, const KIND: u8, const 
         } else {
             block_sums::<[__m256i; 2], GS, Q4, KIND>(val, bytes, xb, xs, xsums)
         }
+    }
+}
+
+/// Blocks `block` and `block + 1` of a tile of groups of 32 (four groups) added to `val`, on
+/// zmm: [`tile_block`]'s integer sums, but the four groups reduced together (one
+/// transposition leaves the 16 (row, group) integers in one register, where [`block_sums`]
+/// reduces each pair of groups on its own) and their float steps done in one register, then
+/// added to `val` group by group: each operation rounded as the reference, so the same bits.
+/// Measured in cache on Zen 4 (paired, in one process): 9–14% faster than block by block,
+/// int8 and 4-bit, `vpdpbusd` and `vpmaddubsw`; the reduction and float steps still take
+/// about 40% of a 4-bit block's time (leaving them out, which is wrong, ran 1.6–1.8× faster).
+///
+/// # Safety
+/// As [`tile_block`]'s for `block + 1`, with AVX-512F/BW (and VNNI for DPBUSD_512) enabled.
+#[inline(always)]
+unsafe fn two_blocks_512<const Q4: bool, const KIND: u8, const PREFETCH: bool>(
+    mut val: __m128,
+    tile: &[u8],
+    block: usize,
+    x: Quantized<'_>,
+) -> __m128 {
+    const GS: usize = 32;
+    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let block_bytes = encoding.block_bytes();
+    let offset = weight_offset::<GS, Q4, KIND>();
+    const { assert!(matches!(weight_offset::<GS, Q4, KIND>(), 0 | 8 | 128), "an offset the shifts below know") };
+    // SAFETY: (the whole body) blocks `block` and `block + 1` lie inside `tile`, x holds their
+    // 128 values and 4 groups, as the caller guarantees; the caller's features are enabled.
+    unsafe {
+        let first = tile.as_ptr().add(block * block_bytes);
+        if PREFETCH {
+            prefetch_ahead(first, 2 * block_bytes);
+        }
+        let xb = x.q.as_ptr().add(block * Q_COL_BLOCK);
+        let group = 2 * block;
+        let mut sums = [_mm512_setzero_si512(); 4];
+        for (g, sums) in sums.iter_mut().enumerate() {
+            let (bytes, xb) = (first.add(block_bytes * (g / 2)), xb.add(Q_COL_BLOCK * (g / 2)));
+            for p in 2 * (g % 2)..2 * (g % 2) + 2 {
+                *sums = sums.add_piece::<GS, Q4, KIND>(bytes, p, xb);
+            }
+        }
+        let [a0, a1, a2, a3] = sums;
+        // Lane 4r + g: group g's sum over row r's 4 lanes (a 4 × 4 transposition per row).
+        let t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(a0, a1), _mm512_unpackhi_epi32(a0, a1));
+        let t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(a2, a3), _mm512_unpackhi_epi32(a2, a3));
+        let by_row = _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23));
+        // Less offset · Σx of each group: Σx in the same order in every row's lanes.
+        let x_sums = _mm512_broadcast_i32x4(_mm_loadu_si128(x.sums.as_ptr().add(group).cast()));
+        let by_row = match offset {
+            8 => _mm512_sub_epi32(by_row, _mm512_slli_epi32::<3>(x_sums)),
+            128 => _mm512_sub_epi32(by_row, _mm512_slli_epi32::<7>(x_sums)),
+            _ => by_row,
+        };
+        // Lane 4g + r, the order of the scales: block b's at its scales offset, group by group.
+        let by_group =
+            _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), by_row);
+        let scales =
+            |b: usize| _mm256_castps_pd(_mm256_loadu_ps(first.add(block_bytes * b + encoding.scales_offset()).cast()));
+        let w_scales = _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castpd256_pd512(scales(0)), scales(1)));
+        let x_scales = _mm512_permutexvar_ps(
+            _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+            _mm512_castps128_ps512(_mm_loadu_ps(x.scales.as_ptr().add(group))),
+        );
+        let terms = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(by_group), w_scales), x_scales);
+        val = _mm_add_ps(val, _mm512_castps512_ps128(terms));
+        val = _mm_add_ps(val, _mm512_extractf32x4_ps::<1>(terms));
+        val = _mm_add_ps(val, _mm512_extractf32x4_ps::<2>(terms));
+        _mm_add_ps(val, _mm512_extractf32x4_ps::<3>(terms))
     }
 }
 
