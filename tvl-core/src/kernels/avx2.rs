@@ -11,10 +11,11 @@
 //! lane (see `weight_offset`), one reduction per group leaves one exact integer per (row,
 //! group), and the float part runs with the 4 rows in the 4 lanes of an xmm, in the reference
 //! order. On zmm, groups of 32 go four at a time (two blocks, `two_blocks_512`): one
-//! transposition reduces them all and their float steps share one register, which is what
-//! most of a 4-bit block's instructions were. `maddubs` needs one unsigned operand: int8 weights go in as |w| with the sign moved
-//! onto x (exact for every int8 w, as x is never -128); 4-bit weights go in as their unsigned
-//! nibbles u = q + 8; `vpdpbusd` takes int8 weights as w + 128.
+//! transposition reduces them all and their float steps share one register (the per-group
+//! steps were most of a 4-bit block's time). `maddubs` needs one unsigned operand: int8
+//! weights go in as |w| with the sign moved onto x (exact for every int8 w, as x is never
+//! -128); 4-bit weights go in as their unsigned nibbles u = q + 8; `vpdpbusd` takes int8
+//! weights as w + 128.
 //!
 //! Quantized block products (prompts, batches of sequences; on CPUs without AVX-512, see
 //! `IsaChoice::for_blocks`) put one token per lane instead (`matmul_quantized`).
