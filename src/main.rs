@@ -98,7 +98,8 @@ enum Command {
         no_probes: bool,
     },
     /// Convert a llama2.c checkpoint (legacy, version 1 fp32, version 2 int8) to a TVL file
-    #[command(after_help = "Quantization (--quant), one f32 scale per group of --group-size weights of a row:\n  \
+    #[command(
+        after_help = "Quantization (--quant), one scale per group of --group-size weights of a row (f32 for int8, f16 for 4-bit):\n  \
         q8_0  every matrix int8, scale = max|w| / 127 (llama.cpp Q8_0, llama2.c runq.c)\n  \
         q4_0  the layers' matrices 4-bit (llama.cpp Q4_0: the largest |w| maps to -8), the token\n        \
               embedding / classifier int8 (its error goes straight into the logits)\n  \
@@ -108,7 +109,8 @@ enum Command {
         checkpoint keeps its exact values and group size. The output is written beside its final name and\n\
         renamed into place, read back and verified; it never replaces the input, a link or a device.\n\
         The binary runs a converted file only if its shape and quantization are compiled in\n\
-        (model-configs/*.toml; `tvl inspect` tells, `tvl config` prints the config to add).")]
+        (model-configs/*.toml; `tvl inspect` tells, `tvl config` prints the config to add)."
+    )]
     Convert {
         /// llama2.c checkpoint
         input: PathBuf,

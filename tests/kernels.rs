@@ -342,6 +342,65 @@ fn int8_kernels_are_exact_for_every_byte_value() {
     }
 }
 
+/// 4-bit scales are f16, widened by each path its own way (F16C, `fcvtl`, or the portable
+/// bit manipulation the scalar reference uses): every finite f16, subnormals and ±65504
+/// included, as the scale of some (row, group) of a 64-row, 256-column panel (4 blocks, so
+/// AVX-512's two-block path runs too), gives every path the scalar result, bit for bit.
+#[test]
+fn four_bit_kernels_widen_every_finite_f16_scale_exactly() {
+    const ROWS: usize = 64;
+    let panels = Panels { offset: 0, rows: ROWS, cols: 256, encoding: Encoding::Q4 { group_size: 32 } };
+    let finite: Vec<u16> = (0..=u16::MAX).filter(|h| h & 0x7c00 != 0x7c00).collect();
+    let x: Vec<f32> = (0..256).map(|i| ((i * 37 % 255) as f32 - 127.0) / 100.0).collect();
+    let mut xq = QuantizedVector::new(256, 32);
+    xq.quantize(&x);
+    let block_bytes = panels.encoding.block_bytes();
+    let scales_at = panels.encoding.scales_offset();
+    struct Four<'a>(&'a [u8], &'a QuantizedVector);
+    impl IsaVisitor for Four<'_> {
+        type Output = Vec<f32>;
+        fn visit<K: Isa>(self) -> Vec<f32> {
+            let mut got = vec![0.0; ROWS];
+            // SAFETY: only instruction sets this CPU has are visited (see below).
+            unsafe { K::matvec_q4::<256, 32>(&mut got, self.0, self.1.view()) };
+            got
+        }
+    }
+    let mut w = vec![0u8; panels.bytes()];
+    let (mut next, mut calls) = (0, 0);
+    while next < finite.len() {
+        for (b, block) in w.chunks_exact_mut(block_bytes).enumerate() {
+            for (i, byte) in block[..scales_at].iter_mut().enumerate() {
+                *byte = (i * 7 + b * 13 + calls) as u8; // every nibble pair
+            }
+            for scale in block[scales_at..].chunks_exact_mut(2) {
+                scale.copy_from_slice(&finite[next % finite.len()].to_le_bytes());
+                next += 1;
+            }
+        }
+        let mut expected = vec![0.0; ROWS];
+        tvl::kernels::quant::matvec_q4_scalar::<256, 32>(&mut expected, &w, xq.view());
+        for isa in IsaChoice::available_here() {
+            let got = isa.visit(Four(&w, &xq));
+            let (got, expected): (Vec<u32>, Vec<u32>) =
+                (got.iter().map(|v| v.to_bits()).collect(), expected.iter().map(|v| v.to_bits()).collect());
+            assert_eq!(
+                got,
+                expected,
+                "{}, scales from {:#x}",
+                isa.name(),
+                finite[(next - 2 * ROWS * 4) % finite.len()]
+            );
+        }
+        calls += 1;
+    }
+    eprintln!(
+        "4-bit scales: {} f16 values in {calls} products on {} paths",
+        finite.len(),
+        IsaChoice::available_here().count()
+    );
+}
+
 /// Every path's SwiGLU and softmax (whose exponentials some compute several at a time) give
 /// the portable functions' bits: for a spread of every float in [-120, 120] (the special cases
 /// of `exp` past ±88 included), infinities, NaN, and slices of every length up to 40 (the

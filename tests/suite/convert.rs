@@ -254,22 +254,22 @@ fn inspect_shows_the_header_and_offset_table() {
 #[test]
 fn bundled_fingerprints_are_fixed_numbers() {
     let expected = [
-        ("stories110M-q4_0-pure", 0x1d7669938d190435u64),
-        ("stories110M-q4_0", 0x5c764a03f0fdc19f),
-        ("stories110M-q8_0-g64", 0xed1d79218b080209),
-        ("stories110M-q8_0", 0x7ee8d322fa96fe12),
-        ("stories110M", 0xa3c4cc822d67ab8b),
-        ("stories15M-q4_0", 0x27ee2580ee55c2d9),
-        ("stories15M-q8_0", 0x355c15198eedcc94),
-        ("stories15M", 0x04470099dec42939),
-        ("stories260K-q4_0-pure", 0xef0bd8ba5876aef6),
-        ("stories260K-q4_0", 0x48b03b4916d1aa87),
-        ("stories260K-q8_0-g4", 0x55df37138c69525f),
-        ("stories260K-q8_0", 0x0129baf1c17c5a6c),
-        ("stories260K", 0x6a10b1871292dc17),
-        ("stories42M-q4_0", 0x0a5d66607a266225),
-        ("stories42M-q8_0", 0x211f57eba8bccf20),
-        ("stories42M", 0x1ce626e40a3f3f5c),
+        ("stories110M-q4_0-pure", 0xc616eba3df3d60a7u64),
+        ("stories110M-q4_0", 0xd2f5928a14516dec),
+        ("stories110M-q8_0-g64", 0x95060451b3cd7b88),
+        ("stories110M-q8_0", 0xec9074a10490447b),
+        ("stories110M", 0xbd80101d28be34fe),
+        ("stories15M-q4_0", 0xec9f17d15eb4783d),
+        ("stories15M-q8_0", 0x7f820ffd47e51e85),
+        ("stories15M", 0x52c91d61f935e824),
+        ("stories260K-q4_0-pure", 0xb511d74ba1138daa),
+        ("stories260K-q4_0", 0xe54388969ec99457),
+        ("stories260K-q8_0-g4", 0x516cf1b82f671572),
+        ("stories260K-q8_0", 0xfd273f498cfe1961),
+        ("stories260K", 0x8b0816e9273dc69e),
+        ("stories42M-q4_0", 0xc407c66a97a56112),
+        ("stories42M-q8_0", 0xcd60577330c644d9),
+        ("stories42M", 0x5365cb036b999105),
     ];
     let bundled: Vec<(&str, u64)> =
         tvl::bundled::BUNDLED.iter().map(|b| (b.config.name.as_ref(), b.fingerprint)).collect();

@@ -44,7 +44,7 @@ pub const fn static_layers(layers: &'static [LayerLayout]) -> Layers {
 }
 
 /// Version of the TVL file format; bump it when the header or the layout rules change.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Bytes of the file header; the first tensor starts here.
 pub const HEADER_BYTES: usize = 256;
 /// Every tensor starts at a multiple of this (a cache line on every CPU we target).
@@ -75,9 +75,10 @@ pub enum Encoding {
         /// Columns per scale.
         group_size: usize,
     },
-    /// 4-bit values `q + 8` (q in -8..=7), one f32 scale per `group_size` columns. A row's 16
-    /// bytes of a cache line hold 32 columns: 16 in the low nibbles, the next 16 in the high
-    /// ones (see [`Encoding::weight_byte`]), so a mask and a shift unpack them.
+    /// 4-bit values `q + 8` (q in -8..=7), one f16 scale per `group_size` columns (as
+    /// llama.cpp's Q4_0: f32 scales were a tenth of the bytes a token reads). A row's 16 bytes
+    /// of a cache line hold 32 columns: 16 in the low nibbles, the next 16 in the high ones
+    /// (see [`Encoding::weight_byte`]), so a mask and a shift unpack them.
     Q4 {
         /// Columns per scale.
         group_size: usize,
@@ -123,9 +124,17 @@ impl Encoding {
             Encoding::Q8 { group_size } | Encoding::Q4 { group_size } => Q_COL_BLOCK / group_size,
         }
     }
+    /// Bytes of one scale: 4 (f32) for int8, whose scales are llama2.c's, kept exactly; 2
+    /// (f16) for 4-bit.
+    pub const fn scale_bytes(self) -> usize {
+        match self {
+            Encoding::Q4 { .. } => 2,
+            _ => 4,
+        }
+    }
     /// Bytes of one block of a tile: its rows, then its scales `[group][row]`.
     pub const fn block_bytes(self) -> usize {
-        TILE_ROWS * (self.row_block_bytes() + 4 * self.groups_per_block())
+        TILE_ROWS * (self.row_block_bytes() + self.scale_bytes() * self.groups_per_block())
     }
 
     /// Where, within a block of a tile, the scales start: after the tile's [`TILE_ROWS`] row
@@ -148,10 +157,19 @@ impl Encoding {
         (line * TILE_ROWS * Q_PIECE_COLS + row * Q_PIECE_COLS + col % Q_PIECE_COLS, high)
     }
 
-    /// Where, within a block of a tile, the f32 scale of (group within the block, row within
-    /// the tile) is.
+    /// Where, within a block of a tile, the scale of (group within the block, row within the
+    /// tile) is.
     pub const fn scale_offset(self, group: usize, row: usize) -> usize {
-        self.scales_offset() + 4 * scale_slot(group, row)
+        self.scales_offset() + self.scale_bytes() * scale_slot(group, row)
+    }
+
+    /// The scale at `bytes[at..]`: f32, or f16 for 4-bit ([`Encoding::scale_bytes`]).
+    #[inline(always)]
+    pub fn scale(self, bytes: &[u8], at: usize) -> f32 {
+        match self {
+            Encoding::Q4 { .. } => crate::math::f16_to_f32(u16::from_le_bytes([bytes[at], bytes[at + 1]])),
+            _ => f32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]),
+        }
     }
 
     /// `f32`, `q8` or `q4`, as `tvl inspect` prints it.
@@ -193,7 +211,7 @@ pub const fn f32_line_at(cols: usize, tile: usize, block: usize, row: usize) -> 
     tile * TILE_ROWS * cols + block * TILE_ROWS * COL_BLOCK + row * COL_BLOCK
 }
 
-/// Which f32 of a block's scales belongs to (group within the block, row within the tile):
+/// Which scale of a block's scales belongs to (group within the block, row within the tile):
 /// scales are stored `[group][row]`, so that one vector load gives a group's scales for the
 /// tile's rows.
 pub const fn scale_slot(group: usize, row: usize) -> usize {
@@ -327,7 +345,10 @@ impl Panels {
             }
         }
         let s = self.scale_at(row, block, group);
-        out[s..s + 4].copy_from_slice(&scale.to_le_bytes());
+        match self.encoding {
+            Encoding::Q4 { .. } => out[s..s + 2].copy_from_slice(&crate::math::f32_to_f16(scale).to_le_bytes()),
+            _ => out[s..s + 4].copy_from_slice(&scale.to_le_bytes()),
+        }
     }
 
     /// Row `row`, dequantized, into `out` (`out.len() == self.cols`): how the token embedding
@@ -341,11 +362,13 @@ impl Panels {
             *out = match self.encoding {
                 Encoding::F32 => f32_at(self.row_block_at(row, block) + 4 * in_block),
                 Encoding::Q8 { .. } => {
-                    packed[at] as i8 as f32 * f32_at(self.scale_at(row, block, in_block / group_size))
+                    packed[at] as i8 as f32
+                        * self.encoding.scale(packed, self.scale_at(row, block, in_block / group_size))
                 }
                 Encoding::Q4 { .. } => {
                     let nibble = if high { packed[at] >> 4 } else { packed[at] & 0x0f };
-                    (nibble as i8 - 8) as f32 * f32_at(self.scale_at(row, block, in_block / group_size))
+                    (nibble as i8 - 8) as f32
+                        * self.encoding.scale(packed, self.scale_at(row, block, in_block / group_size))
                 }
             };
         }
@@ -743,10 +766,10 @@ mod tests {
         let q = Layout::new(&Config { weights: Weights::Q8_0 { group_size: 4 }, ..config(64, 172, 8, 4, false) });
         let w2 = q.layers[0].w2;
         assert_eq!((w2.padded_cols(), w2.tile_bytes(), w2.bytes()), (192, 3 * 512, 16 * 3 * 512));
-        // 4-bit, groups of 32: a block is 4 × 32 bytes + 2 × 4 scales = 160 bytes; 3 blocks are
-        // 480 bytes, padded to 512 so that every tile starts a cache line.
+        // 4-bit, groups of 32: a block is 4 × 32 bytes + 2 × 4 two-byte scales = 144 bytes; 3
+        // blocks are 432 bytes, padded to 448 so that every tile starts a cache line.
         let q = Layout::new(&Config { weights: Weights::Q4_0 { group_size: 32 }, ..config(64, 172, 8, 4, false) });
-        assert_eq!((q.layers[0].w2.tile_bytes(), q.token_embedding.encoding), (512, Encoding::Q8 { group_size: 32 }));
+        assert_eq!((q.layers[0].w2.tile_bytes(), q.token_embedding.encoding), (448, Encoding::Q8 { group_size: 32 }));
     }
 
     #[test]

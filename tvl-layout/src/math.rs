@@ -97,6 +97,48 @@ pub fn mul_add(a: f32, b: f32, c: f32) -> f32 {
     imp::mul_add(a, b, c)
 }
 
+/// The f32 of IEEE half-precision bits `h`, exactly (every f16 is an f32): 4-bit weights'
+/// scales are stored as f16, as llama.cpp's Q4_0 stores them. NaNs come out quiet, as
+/// x86's `vcvtph2ps` and Arm's `fcvtl` make them, so every path reads the same bits.
+#[inline(always)]
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = (h as u32 & 0x8000) << 16;
+    let (exponent, mantissa) = ((h as u32 >> 10) & 0x1f, h as u32 & 0x3ff);
+    let magnitude = match exponent {
+        // Zero and subnormals: mantissa · 2^-24, exact (a normal f32).
+        0 => (mantissa as f32 * f32::from_bits(0x3380_0000)).to_bits(),
+        0x1f if mantissa != 0 => 0x7fc0_0000 | (mantissa << 13),
+        0x1f => 0x7f80_0000,
+        // Rebias the exponent (15 → 127).
+        _ => ((exponent + 112) << 23) | (mantissa << 13),
+    };
+    f32::from_bits(sign | magnitude)
+}
+
+/// The IEEE half-precision bits nearest `x` (ties to even; beyond 65504 infinity, NaN stays
+/// NaN), as `vcvtps2ph` with rounding to nearest.
+pub fn f32_to_f16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let magnitude = bits & 0x7fff_ffff;
+    let half = if magnitude > 0x7f80_0000 {
+        0x7e00 | ((magnitude >> 13) & 0x3ff) as u16
+    } else if magnitude >= 0x477f_f000 {
+        0x7c00 // 65520 and above (infinity too) round to infinity
+    } else if magnitude >= 0x3880_0000 {
+        // Normal: rebias (127 → 15), then round the 13 dropped bits to nearest, ties to even;
+        // a carry out of the mantissa correctly moves to the next exponent.
+        let rebased = magnitude - (112 << 23);
+        ((rebased + 0xfff + ((rebased >> 13) & 1)) >> 13) as u16
+    } else {
+        // Below 2^-14: a multiple of 2^-24. Scaling by 2^24 is exact; adding and taking away
+        // 2^23 rounds to an integer, ties to even (1024 is the smallest normal, correctly).
+        let scaled = f32::from_bits(magnitude) * 16_777_216.0;
+        ((scaled + 8_388_608.0) - 8_388_608.0) as u16
+    };
+    sign | half
+}
+
 /// 2^(i/32) rounded to the nearest double, minus `i << 47`, so that adding `k << 47` to the
 /// bits of entry `k % 32` gives 2^(k/32) for any integer k of an f32 exponent's range.
 #[rustfmt::skip]
@@ -192,6 +234,74 @@ mod imp_f64 {
 
 #[cfg(test)]
 mod tests {
+    /// Every f16 converts to an f32 and back to itself; rounding an f32 picks the nearer of
+    /// its two f16 neighbours, ties to the even one.
+    #[test]
+    fn f16_conversions_round_trip_and_round_to_nearest_even() {
+        use super::{f16_to_f32, f32_to_f16};
+        for h in 0..=u16::MAX {
+            let x = f16_to_f32(h);
+            if x.is_nan() {
+                assert!(f32_to_f16(x) & 0x7c00 == 0x7c00 && f32_to_f16(x) & 0x3ff != 0, "{h:#x}");
+            } else {
+                assert_eq!(f32_to_f16(x), h, "{h:#x} = {x:e}");
+            }
+        }
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert_eq!(f16_to_f32(0xfbff), -65504.0);
+        assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
+        // Between each pair of neighbouring positive f16 values: the ends, the midpoint and
+        // either side of it.
+        for h in 0..0x7bffu16 {
+            let (lo, hi) = (f16_to_f32(h), f16_to_f32(h + 1));
+            let mid = (lo + hi) / 2.0; // exact: both are f32 with spare bits
+            let even = if h % 2 == 0 { h } else { h + 1 };
+            for (x, expected) in
+                [(mid, even), (f32::from_bits(mid.to_bits() - 1), h), (f32::from_bits(mid.to_bits() + 1), h + 1)]
+            {
+                assert_eq!(f32_to_f16(x), expected, "{x:e} between {h:#x} and {:#x}", h + 1);
+                assert_eq!(f32_to_f16(-x), expected | 0x8000, "-{x:e}");
+            }
+        }
+        assert_eq!(f32_to_f16(65519.0), 0x7bff);
+        assert_eq!(f32_to_f16(65520.0), 0x7c00);
+        assert_eq!(f32_to_f16(1e-9), 0);
+        assert_eq!(f32_to_f16(f32::NEG_INFINITY), 0xfc00);
+    }
+
+    /// On x86_64 with F16C, the conversions are the hardware's (`vcvtph2ps`, `vcvtps2ph`),
+    /// which the AVX2 and AVX-512 kernels use: on every f16, and on every 997th f32.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn f16_conversions_are_the_hardware_ones() {
+        use core::arch::x86_64::*;
+        if !std::is_x86_feature_detected!("f16c") {
+            eprintln!("SKIPPED f16_conversions_are_the_hardware_ones: no F16C here");
+            return;
+        }
+        #[target_feature(enable = "f16c")]
+        fn hardware(h: u16, x: f32) -> (u32, u16) {
+            let wide = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)));
+            let narrow = _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))) as u16;
+            (wide.to_bits(), narrow)
+        }
+        for h in 0..=u16::MAX {
+            // SAFETY: F16C was detected above.
+            let (wide, _) = unsafe { hardware(h, 0.0) };
+            assert_eq!(super::f16_to_f32(h).to_bits(), wide, "{h:#x}");
+        }
+        for bits in (0..=u32::MAX).step_by(997) {
+            let x = f32::from_bits(bits);
+            // SAFETY: F16C was detected above.
+            let (_, narrow) = unsafe { hardware(0, x) };
+            if x.is_nan() {
+                continue; // payloads aside, both give NaN (checked above for f16 → f32)
+            }
+            assert_eq!(super::f32_to_f16(x), narrow, "{x:e}");
+        }
+    }
+
     /// Where the C library is glibc, `expf_glibc` must be it: every 61st float of [-110, 90]
     /// (the exhaustive check, all 2.26e9 of them, found no difference).
     #[test]

@@ -55,13 +55,16 @@ pub fn round_to_i8(y: f32) -> i8 {
     unsafe { rounded.to_int_unchecked::<i32>() as i8 }
 }
 
-/// Q4_0, llama.cpp's scheme: the value of largest magnitude `m` maps to -8, `scale = m / -8`,
-/// `q = round(x / scale)` clamped to -8..=7, so `x ≈ q · scale` within `|scale| / 2` (within
-/// `|scale|` for the one value that would round to +8). Returns the scale.
+/// Q4_0, llama.cpp's scheme: the value of largest magnitude `m` maps to -8, `scale = m / -8`
+/// rounded to f16 (how it is stored; within ±65504), `q = round(x / scale)` clamped to
+/// -8..=7, so `x ≈ q · scale` within `|scale| / 2` (within `|scale|` for the one value that
+/// would round to +8, and up to the f16 rounding of the scale). Dividing by the stored scale,
+/// not by the exact one as llama.cpp does, rounds each value to its nearest representable one.
+/// Returns the scale, an f16 value.
 #[inline]
 pub fn quantize_q4(group: &[f32], q: &mut [i8]) -> f32 {
     let m = group.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
-    let scale = m / -8.0;
+    let scale = crate::math::f16_to_f32(crate::math::f32_to_f16((m / -8.0).clamp(-65504.0, 65504.0)));
     for (q, &x) in q.iter_mut().zip(group) {
         *q = round_to_i8(x / scale).clamp(-8, 7);
     }

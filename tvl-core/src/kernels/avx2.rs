@@ -121,7 +121,7 @@ unsafe fn exp4(x: __m128) -> __m128 {
 
 /// [`super::swiglu`] 8 values at a time: `g · (1 / (1 + e^−g)) · u`, each operation rounded
 /// as there.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
     let n = gate.len().min(up.len());
     let (gate, up) = (&mut gate[..n], &up[..n]);
@@ -146,7 +146,7 @@ unsafe fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
 
 /// [`super::exp_shifted`] 8 values at a time (those 8 one by one where one needs `exp`'s
 /// special cases).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn exp_shifted_avx2(x: &mut [f32], max: f32) {
     let mut chunks = x.chunks_exact_mut(8);
     for chunk in &mut chunks {
@@ -171,7 +171,7 @@ impl Isa for Avx2 {
     type F32 = Avx2;
 
     fn available() -> bool {
-        crate::cpu_has!("avx2") && crate::cpu_has!("fma")
+        crate::cpu_has!("avx2") && crate::cpu_has!("fma") && crate::cpu_has!("f16c")
     }
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
@@ -237,7 +237,7 @@ impl Isa for AvxVnni {
 ///
 /// # Safety
 /// AVX2 and FMA must be available.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn weighted_sum_fma<const HEAD_DIM: usize, const FUSED: bool>(out: &mut [f32], weights: &[f32], values: &[f32]) {
     super::weighted_sum_scalar::<HEAD_DIM, FUSED>(out, weights, values)
 }
@@ -253,7 +253,7 @@ unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
     const { assert!(COLS.is_multiple_of(COL_BLOCK)) };
     // SAFETY: the caller's guarantee (AVX2 and FMA) is passed on.
@@ -265,7 +265,7 @@ unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `cols` must be a multiple of [`COL_BLOCK`].
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn matvec_runtime_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
     assert!(cols.is_multiple_of(COL_BLOCK));
     // SAFETY: the caller's guarantee (AVX2 and FMA) is passed on.
@@ -305,7 +305,7 @@ unsafe fn matvec_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
 /// form one dependency chain per position: 4 registers keep 4 in flight); each lane adds its
 /// products in order, multiply then add, as the reference. The last block is computed whole
 /// (the cache holds whole key blocks) and stored under a mask, rather than one by one.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn attention_scores<const HEAD_DIM: usize>(
     q: &[f32],
     keys: &[f32],
@@ -633,13 +633,59 @@ unsafe fn rows_pair_sums<const GS: usize, const Q4: bool, const KIND: u8>(
     }
 }
 
+/// The 4 scales at `at` (one group's, rows 0–3) as f32: 4-bit panels' f16 widened (exactly,
+/// F16C), int8's f32 loaded.
+///
+/// # Safety
+/// 4 scales at `at` are readable; F16C is enabled (every AVX2 path checks it).
+#[inline(always)]
+pub(super) unsafe fn scales_4<const Q4: bool>(at: *const u8) -> __m128 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match Q4 {
+            true => _mm_cvtph_ps(_mm_loadl_epi64(at.cast())),
+            false => _mm_loadu_ps(at.cast()),
+        }
+    }
+}
+
+/// The 8 scales at `at` (two groups') as f32, as [`scales_4`].
+///
+/// # Safety
+/// As [`scales_4`], for 8 scales.
+#[inline(always)]
+unsafe fn scales_8<const Q4: bool>(at: *const u8) -> __m256 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match Q4 {
+            true => _mm256_cvtph_ps(_mm_loadu_si128(at.cast())),
+            false => _mm256_loadu_ps(at.cast()),
+        }
+    }
+}
+
+/// The scale at `at` as f32, as [`scales_4`].
+///
+/// # Safety
+/// As [`scales_4`], for 1 scale.
+#[inline(always)]
+pub(super) unsafe fn scale_1<const Q4: bool>(at: *const u8) -> f32 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match Q4 {
+            true => _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(at.cast::<u16>().read_unaligned() as i32))),
+            false => at.cast::<f32>().read_unaligned(),
+        }
+    }
+}
+
 /// `val += (ival · w_scale) · x_scale` for the 4 rows of a tile at once (one per lane), each
 /// operation rounded, as the reference.
 #[inline(always)]
-unsafe fn add_group(val: __m128, ival: __m128i, w_scales: *const u8, x_scale: f32) -> __m128 {
-    // SAFETY: the caller passes 16 bytes of scales inside the checked tile.
+unsafe fn add_group<const Q4: bool>(val: __m128, ival: __m128i, w_scales: *const u8, x_scale: f32) -> __m128 {
+    // SAFETY: the caller passes the group's 4 scales inside the checked tile; F16C is enabled.
     unsafe {
-        let term = _mm_mul_ps(_mm_cvtepi32_ps(ival), _mm_loadu_ps(w_scales.cast()));
+        let term = _mm_mul_ps(_mm_cvtepi32_ps(ival), scales_4::<Q4>(w_scales));
         _mm_add_ps(val, _mm_mul_ps(term, _mm_set1_ps(x_scale)))
     }
 }
@@ -647,11 +693,11 @@ unsafe fn add_group(val: __m128, ival: __m128i, w_scales: *const u8, x_scale: f3
 /// [`add_group`] of two consecutive groups from their sums [group 0 of rows 0–3 | group 1 of
 /// rows 0–3] (the order of the scales at `scales`), group by group, each operation rounded.
 #[inline(always)]
-unsafe fn add_two_groups(val: __m128, sums: __m256i, scales: *const u8, x_scales: [f32; 2]) -> __m128 {
+unsafe fn add_two_groups<const Q4: bool>(val: __m128, sums: __m256i, scales: *const u8, x_scales: [f32; 2]) -> __m128 {
     // SAFETY: `scales` points at the two groups' 8 scales inside the checked tile; register
-    // arithmetic under the caller's AVX2.
+    // arithmetic under the caller's AVX2 and F16C.
     unsafe {
-        let terms = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_loadu_ps(scales.cast()));
+        let terms = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), scales_8::<Q4>(scales));
         let val = _mm_add_ps(val, _mm_mul_ps(_mm256_castps256_ps128(terms), _mm_set1_ps(x_scales[0])));
         _mm_add_ps(val, _mm_mul_ps(_mm256_extractf128_ps::<1>(terms), _mm_set1_ps(x_scales[1])))
     }
@@ -689,8 +735,8 @@ unsafe fn block_sums<S: RowSums, const GS: usize, const Q4: bool, const KIND: u8
                 core::array::from_fn(|r| core::array::from_fn(|i| by_piece[i / 4][4 * r + i % 4]));
             let mut v = [0.0f32; TILE_ROWS];
             _mm_storeu_ps(v.as_mut_ptr(), val);
-            let scale_bytes = core::slice::from_raw_parts(scales, 4 * TILE_ROWS * groups);
-            add_block_from_lanes::<GS>(&lanes, scale_bytes, x_scales, &mut v);
+            let scale_bytes = core::slice::from_raw_parts(scales, encoding.scale_bytes() * TILE_ROWS * groups);
+            add_block_from_lanes::<GS, Q4>(&lanes, scale_bytes, x_scales, &mut v);
             return _mm_loadu_ps(v.as_ptr());
         }
         let mut sums = [S::splat(0); 4];
@@ -705,18 +751,18 @@ unsafe fn block_sums<S: RowSums, const GS: usize, const Q4: bool, const KIND: u8
             }
         }
         if groups == 1 {
-            return add_group(val, sums[0].rows(), scales, x_scales[0]);
+            return add_group::<Q4>(val, sums[0].rows(), scales, x_scales[0]);
         }
         for pair in 0..groups / 2 {
             let pair_sums = S::rows_of_pair(sums[2 * pair], sums[2 * pair + 1]);
-            let w_scales = scales.add(2 * pair * 4 * TILE_ROWS);
-            val = add_two_groups(val, pair_sums, w_scales, [x_scales[2 * pair], x_scales[2 * pair + 1]]);
+            let w_scales = scales.add(2 * pair * TILE_ROWS * encoding.scale_bytes());
+            val = add_two_groups::<Q4>(val, pair_sums, w_scales, [x_scales[2 * pair], x_scales[2 * pair + 1]]);
         }
         val
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
     out: &mut [f32],
     w: &[u8],
@@ -726,7 +772,7 @@ unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
     unsafe { quantized_tiles::<COLS, GS, Q4, MADDUBS>(out, w, x) }
 }
 
-#[target_feature(enable = "avx2,fma,avxvnni")]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bool>(
     out: &mut [f32],
     w: &[u8],
@@ -751,7 +797,7 @@ const YMM_TOKENS: usize = 8;
 /// the matvec run tile by tile for each token, read the prompt of the 110M shape at 200–260
 /// tok/s on one Zen 3 core (AVX2 without VNNI); this reads it at 280–370 (int8) and 400–530
 /// (4-bit) in the same runs (README, Prompts and batches).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn matmul_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
     outs: &mut [&mut [f32]],
     w: &[u8],
@@ -894,7 +940,7 @@ unsafe fn tile_tokens<const COLS: usize, const GS: usize, const Q4: bool>(
                 }
                 let x_scale = _mm256_loadu_ps(x_scales.as_ptr().add(group * LANES));
                 for (r, (val, sums)) in val.iter_mut().zip(sums).enumerate() {
-                    let w_scale = w_scales.add(4 * scale_slot(g, r)).cast::<f32>().read_unaligned();
+                    let w_scale = scale_1::<Q4>(w_scales.add(encoding.scale_bytes() * scale_slot(g, r)));
                     let term = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(w_scale));
                     *val = _mm256_add_ps(*val, _mm256_mul_ps(term, x_scale));
                 }
@@ -1073,9 +1119,15 @@ unsafe fn two_blocks_512<const Q4: bool, const KIND: u8, const PREFETCH: bool>(
         // Lane 4g + r, the order of the scales: block b's at its scales offset, group by group.
         let by_group =
             _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), by_row);
-        let scales =
-            |b: usize| _mm256_castps_pd(_mm256_loadu_ps(first.add(block_bytes * b + encoding.scales_offset()).cast()));
-        let w_scales = _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castpd256_pd512(scales(0)), scales(1)));
+        let scales = |b: usize| first.add(block_bytes * b + encoding.scales_offset());
+        let w_scales = match Q4 {
+            // Both blocks' 8 f16 scales, widened in one conversion.
+            true => _mm512_cvtph_ps(_mm256_loadu2_m128i(scales(1).cast(), scales(0).cast())),
+            false => {
+                let scales = |b: usize| _mm256_castps_pd(_mm256_loadu_ps(scales(b).cast()));
+                _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castpd256_pd512(scales(0)), scales(1)))
+            }
+        };
         let x_scales = _mm512_permutexvar_ps(
             _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
             _mm512_castps128_ps512(_mm_loadu_ps(x.scales.as_ptr().add(group))),
@@ -1089,7 +1141,7 @@ unsafe fn two_blocks_512<const Q4: bool, const KIND: u8, const PREFETCH: bool>(
 }
 
 /// [`super::quant::quantize_groups`] compiled with AVX2 (the same code: the same bits).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_avx2(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
     super::quant::quantize_groups(x, group_size, q, scales, sums)
 }
@@ -1098,7 +1150,7 @@ unsafe fn quantize_avx2(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut
 mod tests {
     use super::*;
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn exp8_of(x: [f32; 8]) -> Option<[f32; 8]> {
         let mut out = [0.0f32; 8];
         // SAFETY: AVX2 and FMA are enabled here; the arrays hold 8 floats.

@@ -16,7 +16,7 @@
 //!   row, transposed into rows, or rows interleaved in pairs); each (row, token, group) sum
 //!   starts at −offset·Σx: the same exact integers as the matvec, then its float steps.
 
-use super::avx2::{check_lanes, quantized_tiles, Avx2, DPBUSD_512, MADDUBS_512};
+use super::avx2::{check_lanes, quantized_tiles, scale_1, scales_4, Avx2, DPBUSD_512, MADDUBS_512};
 use super::quant::{tile_bytes, Quantized};
 use super::{check_block, BlockInput, F32Kernels, Input, Isa, LANES};
 use core::arch::x86_64::*;
@@ -159,7 +159,7 @@ impl Isa for Avx512Vnni {
     }
 }
 
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
 unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
     out: &mut [f32],
     w: &[u8],
@@ -169,7 +169,7 @@ unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
     unsafe { quantized_tiles::<COLS, GS, Q4, MADDUBS_512>(out, w, x) }
 }
 
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bool>(
     out: &mut [f32],
     w: &[u8],
@@ -179,7 +179,7 @@ unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
     unsafe { quantized_tiles::<COLS, GS, Q4, DPBUSD_512>(out, w, x) }
 }
 
-#[target_feature(enable = "avx2,fma,avx512f")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
 unsafe fn matmul_f32<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &BlockInput<'_>) {
     const { assert!(TILE_ROWS == 4 && COL_BLOCK == 16 && COLS.is_multiple_of(COL_BLOCK)) };
     let xs = xs.tokens;
@@ -359,7 +359,7 @@ unsafe fn row_sums(a: [__m512; TILE_ROWS], b: [__m512; TILE_ROWS]) -> __m512 {
 /// most 8 tokens (a batch of sequences, a prompt's last block) fill zmm registers otherwise:
 /// up to 2 or 4 tokens with 8 or 4 quads per token ([`chunk_tile`]), else two rows × 8 tokens
 /// ([`pair_tile`]).
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bool>(
     outs: &mut [&mut [f32]],
     w: &[u8],
@@ -530,7 +530,7 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
                 }
                 for row in 0..TILE_ROWS {
                     let slot = tvl_layout::layout::scale_slot(group_in_block, row);
-                    let w_scale = V::splat_f(core::ptr::read_unaligned(scales.add(4 * slot).cast::<f32>()));
+                    let w_scale = V::splat_f(scale_1::<Q4>(scales.add(encoding.scale_bytes() * slot)));
                     for g in 0..G {
                         let x_scale = V::load_f(x_scales.as_ptr().add(g * group_stride + group * LANES));
                         val[g][row] = V::add(val[g][row], V::mul(V::mul(V::to_f32(acc[g][row]), w_scale), x_scale));
@@ -795,7 +795,7 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
                     }
                     // The group's scales of the tile's 4 rows, in every 128-bit lane.
                     let slot = tvl_layout::layout::scale_slot(group_in_block, 0);
-                    let w_scale = _mm512_broadcast_f32x4(_mm_loadu_ps(scales[i].add(4 * slot).cast()));
+                    let w_scale = _mm512_broadcast_f32x4(scales_4::<Q4>(scales[i].add(encoding.scale_bytes() * slot)));
                     *val = Zmm::add(*val, Zmm::mul(Zmm::mul(Zmm::to_f32(rows), w_scale), x_scale));
                 }
             }
@@ -882,9 +882,12 @@ unsafe fn pair_tile<const COLS: usize, const GS: usize, const Q4: bool, const T:
                             if T >= 4 { acc[0][i][pair] } else { _mm512_add_epi32(acc[0][i][pair], acc[1][i][pair]) };
                         // The two rows' scales, in every pair of lanes.
                         let slot = tvl_layout::layout::scale_slot(group_in_block, 2 * pair);
-                        let w_scale = _mm512_castsi512_ps(_mm512_set1_epi64(core::ptr::read_unaligned(
-                            scales[i].add(4 * slot).cast::<i64>(),
-                        )));
+                        let at = scales[i].add(encoding.scale_bytes() * slot);
+                        let two = match Q4 {
+                            true => _mm_cvtph_ps(_mm_cvtsi32_si128(core::ptr::read_unaligned(at.cast::<i32>()))),
+                            false => _mm_castsi128_ps(_mm_loadl_epi64(at.cast())),
+                        };
+                        let w_scale = _mm512_castpd_ps(_mm512_broadcastsd_pd(_mm_castps_pd(two)));
                         *val = Zmm::add(*val, Zmm::mul(Zmm::mul(Zmm::to_f32(ival), w_scale), x_scale));
                     }
                 }
@@ -1056,7 +1059,7 @@ impl Width for Ymm {
 /// multiple of 16 values (the compiler left much of the portable code's maximum and rounding scalar):
 /// the same operations on each value, so the same bits. A last partial group, the padding
 /// groups and other group sizes go through the portable code.
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 unsafe fn quantize_512(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
     let gs = group_size;
     let whole = match gs > 0 && gs.is_multiple_of(16) {
@@ -1077,7 +1080,7 @@ unsafe fn quantize_512(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut 
 /// scale and rounded as `round_to_i8` does (NaN → 0, clamped to ±200, truncated, ±1 where the
 /// exact remainder is at least ½, clamped to i8). Returns the scale and Σq.
 #[inline]
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 unsafe fn quantize_group_512(values: &[f32], q: &mut [i8]) -> (f32, i32) {
     assert!(values.len().is_multiple_of(16) && q.len() >= values.len(), "quantize: whole vectors");
     let magnitude = _mm512_set1_epi32(0x7fff_ffff);

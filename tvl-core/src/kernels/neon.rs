@@ -222,6 +222,30 @@ unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     acc
 }
 
+/// The 4 scales at `at` (one group's, rows 0–3) as f32: 4-bit panels' f16 widened (exactly,
+/// `fcvtl`, base NEON; Rust's f16 vector types are unstable, so it is `asm!`), int8's loaded.
+///
+/// # Safety
+/// 4 scales at `at` are readable; NEON is enabled.
+#[inline(always)]
+unsafe fn scales_4<const Q4: bool>(at: *const u8) -> float32x4_t {
+    // SAFETY: the caller's contract; `fcvtl` only reads and writes registers.
+    unsafe {
+        if !Q4 {
+            return vld1q_f32(at.cast());
+        }
+        let halves = vreinterpret_u16_u8(vld1_u8(at));
+        let widened: float32x4_t;
+        core::arch::asm!(
+            "fcvtl {widened:v}.4s, {halves:v}.4h",
+            widened = lateout(vreg) widened,
+            halves = in(vreg) halves,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        widened
+    }
+}
+
 /// The shared body: `DOT` chooses how 16 columns become 4 lanes of 4-column sums.
 #[inline(always)]
 unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, const DOT: bool>(
@@ -262,12 +286,19 @@ unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, co
                 }
             }
             let group = block * groups_per_block;
-            add_block_from_lanes::<GS>(
-                &lanes,
-                &bytes[encoding.scales_offset()..],
-                &xs[group..group + groups_per_block],
-                &mut val,
-            );
+            let scales = &bytes[encoding.scales_offset()..];
+            if Q4 {
+                // The block's f16 scales widened 4 at a time, then the int8 float part: the
+                // same numbers (widening is exact), without a conversion per scale.
+                let mut widened = [0u8; 4 * TILE_ROWS * Q_COL_BLOCK / 4];
+                for (g, to) in widened.chunks_exact_mut(4 * TILE_ROWS).take(groups_per_block).enumerate() {
+                    // SAFETY: group g's 4 f16 scales lie inside the block; 16 bytes into `to`.
+                    unsafe { vst1q_f32(to.as_mut_ptr().cast(), scales_4::<true>(scales[8 * g..].as_ptr())) };
+                }
+                add_block_from_lanes::<GS, false>(&lanes, &widened, &xs[group..group + groups_per_block], &mut val);
+            } else {
+                add_block_from_lanes::<GS, false>(&lanes, scales, &xs[group..group + groups_per_block], &mut val);
+            }
         }
         out.copy_from_slice(&val);
     }
@@ -444,7 +475,7 @@ unsafe fn quantized_tile<const COLS: usize, const GS: usize, const Q4: bool, con
                     }
                 }
                 let group = block * (Q_COL_BLOCK / GS) + group_in_block;
-                let w_scales = vld1q_f32(at.add(encoding.scale_offset(group_in_block, 0)).cast());
+                let w_scales = scales_4::<Q4>(at.add(encoding.scale_offset(group_in_block, 0)));
                 for t in 0..T {
                     // Row r's sum in lane r.
                     let ival = vpaddq_s32(vpaddq_s32(acc[0][t], acc[1][t]), vpaddq_s32(acc[2][t], acc[3][t]));

@@ -119,12 +119,6 @@ pub const fn tile_bytes(encoding: Encoding, cols: usize) -> usize {
     Panels { offset: 0, rows: TILE_ROWS, cols, encoding }.tile_bytes()
 }
 
-/// The f32 scale at byte `at` of a tile.
-#[inline(always)]
-pub fn scale_at(tile: &[u8], at: usize) -> f32 {
-    f32::from_le_bytes(tile[at..at + 4].try_into().unwrap())
-}
-
 /// `out = W · x` over int8 panels (see [`tvl_layout::layout`]), the reference order.
 pub fn matvec_q8_scalar<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
     matvec_quantized_scalar::<COLS, GS, false>(out, w, x)
@@ -161,7 +155,7 @@ fn matvec_quantized_scalar<const COLS: usize, const GS: usize, const Q4: bool>(
                         };
                         ival += w * xq[block * Q_COL_BLOCK + k] as i32;
                     }
-                    let w_scale = scale_at(bytes, encoding.scale_offset(g, r));
+                    let w_scale = encoding.scale(bytes, encoding.scale_offset(g, r));
                     *val += (ival as f32 * w_scale) * xs[block * groups_per_block + g];
                 }
             }
@@ -172,20 +166,22 @@ fn matvec_quantized_scalar<const COLS: usize, const GS: usize, const Q4: bool>(
 
 /// The float half of a quantized tile, for kernels that produce integer sums of 4 consecutive
 /// columns (`lanes[row][i]` = Σ over columns 4i..4i+3 of one 64-column block): adds the block's
-/// groups to `val` in column order, exactly as the reference does.
+/// groups to `val` in column order, exactly as the reference does. `Q4`: the scales are 4-bit
+/// panels' (f16).
 #[inline(always)]
-pub fn add_block_from_lanes<const GS: usize>(
+pub fn add_block_from_lanes<const GS: usize, const Q4: bool>(
     lanes: &[[i32; 16]; TILE_ROWS],
     w_scales: &[u8],
     x_scales: &[f32],
     val: &mut [f32; TILE_ROWS],
 ) {
     const { assert!(GS >= 4 && Q_COL_BLOCK.is_multiple_of(GS)) };
+    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
     for (g, &x_scale) in x_scales[..Q_COL_BLOCK / GS].iter().enumerate() {
         for (r, (val, lanes)) in val.iter_mut().zip(lanes).enumerate() {
             let ival: i32 = lanes[g * GS / 4..(g + 1) * GS / 4].iter().sum();
             // `w_scales` starts at the block's scales (`Encoding::scales_offset`).
-            *val += (ival as f32 * scale_at(w_scales, 4 * scale_slot(g, r))) * x_scale;
+            *val += (ival as f32 * encoding.scale(w_scales, encoding.scale_bytes() * scale_slot(g, r))) * x_scale;
         }
     }
 }
