@@ -17,6 +17,9 @@
 //! -128); 4-bit weights go in as their unsigned nibbles u = q + 8; `vpdpbusd` takes int8
 //! weights as w + 128.
 //!
+//! 4-bit panels' scales are f16 (int8's f32): F16C widens them exactly (`scales_4`,
+//! `scales_8`, `scale_1`), part of every path here (`Avx2::available` checks it).
+//!
 //! Quantized block products (prompts, batches of sequences; on CPUs without AVX-512, see
 //! `IsaChoice::for_blocks`) put one token per lane instead (`matmul_quantized`).
 
