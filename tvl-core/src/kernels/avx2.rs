@@ -124,7 +124,7 @@ unsafe fn exp4(x: __m128) -> __m128 {
 
 /// [`super::swiglu`] 8 values at a time: `g · (1 / (1 + e^−g)) · u`, each operation rounded
 /// as there.
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
     let n = gate.len().min(up.len());
     let (gate, up) = (&mut gate[..n], &up[..n]);
@@ -149,7 +149,7 @@ unsafe fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
 
 /// [`super::exp_shifted`] 8 values at a time (those 8 one by one where one needs `exp`'s
 /// special cases).
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn exp_shifted_avx2(x: &mut [f32], max: f32) {
     let mut chunks = x.chunks_exact_mut(8);
     for chunk in &mut chunks {
@@ -240,7 +240,7 @@ impl Isa for AvxVnni {
 ///
 /// # Safety
 /// AVX2 and FMA must be available.
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn weighted_sum_fma<const HEAD_DIM: usize, const FUSED: bool>(out: &mut [f32], weights: &[f32], values: &[f32]) {
     super::weighted_sum_scalar::<HEAD_DIM, FUSED>(out, weights, values)
 }
@@ -256,7 +256,7 @@ unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
     const { assert!(COLS.is_multiple_of(COL_BLOCK)) };
     // SAFETY: the caller's guarantee (AVX2 and FMA) is passed on.
@@ -268,7 +268,7 @@ unsafe fn matvec<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `cols` must be a multiple of [`COL_BLOCK`].
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma")]
 pub unsafe fn matvec_runtime_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
     assert!(cols.is_multiple_of(COL_BLOCK));
     // SAFETY: the caller's guarantee (AVX2 and FMA) is passed on.
@@ -308,7 +308,7 @@ unsafe fn matvec_cols(out: &mut [f32], w: &[f32], x: &[f32], cols: usize) {
 /// form one dependency chain per position: 4 registers keep 4 in flight); each lane adds its
 /// products in order, multiply then add, as the reference. The last block is computed whole
 /// (the cache holds whole key blocks) and stored under a mask, rather than one by one.
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn attention_scores<const HEAD_DIM: usize>(
     q: &[f32],
     keys: &[f32],
@@ -1144,7 +1144,7 @@ unsafe fn two_blocks_512<const Q4: bool, const KIND: u8, const PREFETCH: bool>(
 }
 
 /// [`super::quant::quantize_groups`] compiled with AVX2 (the same code: the same bits).
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn quantize_avx2(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
     super::quant::quantize_groups(x, group_size, q, scales, sums)
 }
@@ -1153,7 +1153,7 @@ unsafe fn quantize_avx2(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut
 mod tests {
     use super::*;
 
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn exp8_of(x: [f32; 8]) -> Option<[f32; 8]> {
         let mut out = [0.0f32; 8];
         // SAFETY: AVX2 and FMA are enabled here; the arrays hold 8 floats.

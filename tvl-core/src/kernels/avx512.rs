@@ -179,7 +179,7 @@ unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
     unsafe { quantized_tiles::<COLS, GS, Q4, DPBUSD_512>(out, w, x) }
 }
 
-#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+#[target_feature(enable = "avx2,fma,avx512f")]
 unsafe fn matmul_f32<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &BlockInput<'_>) {
     const { assert!(TILE_ROWS == 4 && COL_BLOCK == 16 && COLS.is_multiple_of(COL_BLOCK)) };
     let xs = xs.tokens;
@@ -1059,7 +1059,7 @@ impl Width for Ymm {
 /// multiple of 16 values (the compiler left much of the portable code's maximum and rounding scalar):
 /// the same operations on each value, so the same bits. A last partial group, the padding
 /// groups and other group sizes go through the portable code.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
 unsafe fn quantize_512(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
     let gs = group_size;
     let whole = match gs > 0 && gs.is_multiple_of(16) {
@@ -1080,7 +1080,7 @@ unsafe fn quantize_512(x: &[f32], group_size: usize, q: &mut [i8], scales: &mut 
 /// scale and rounded as `round_to_i8` does (NaN → 0, clamped to ±200, truncated, ±1 where the
 /// exact remainder is at least ½, clamped to i8). Returns the scale and Σq.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
 unsafe fn quantize_group_512(values: &[f32], q: &mut [i8]) -> (f32, i32) {
     assert!(values.len().is_multiple_of(16) && q.len() >= values.len(), "quantize: whole vectors");
     let magnitude = _mm512_set1_epi32(0x7fff_ffff);
