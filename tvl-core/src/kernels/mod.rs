@@ -509,7 +509,7 @@ pub(crate) fn check_block(
 pub enum IsaChoice {
     /// Portable Rust, the reference order of additions.
     Scalar,
-    /// x86_64 AVX2 with FMA.
+    /// x86_64 AVX2 with FMA (and F16C, which widens 4-bit weights' f16 scales).
     #[cfg(target_arch = "x86_64")]
     Avx2,
     /// AVX2 with AVX-VNNI for the int8 kernels.
