@@ -369,9 +369,10 @@ fn four_bit_kernels_widen_every_finite_f16_scale_exactly() {
     let mut w = vec![0u8; panels.bytes()];
     let (mut next, mut calls) = (0, 0);
     while next < finite.len() {
+        let first = next;
         for (b, block) in w.chunks_exact_mut(block_bytes).enumerate() {
             for (i, byte) in block[..scales_at].iter_mut().enumerate() {
-                *byte = (i * 7 + b * 13 + calls) as u8; // every nibble pair
+                *byte = (i * 7 + b * 13 + calls) as u8; // every byte value over the calls
             }
             for scale in block[scales_at..].chunks_exact_mut(2) {
                 scale.copy_from_slice(&finite[next % finite.len()].to_le_bytes());
@@ -384,13 +385,7 @@ fn four_bit_kernels_widen_every_finite_f16_scale_exactly() {
             let got = isa.visit(Four(&w, &xq));
             let (got, expected): (Vec<u32>, Vec<u32>) =
                 (got.iter().map(|v| v.to_bits()).collect(), expected.iter().map(|v| v.to_bits()).collect());
-            assert_eq!(
-                got,
-                expected,
-                "{}, scales from {:#x}",
-                isa.name(),
-                finite[(next - 2 * ROWS * 4) % finite.len()]
-            );
+            assert_eq!(got, expected, "{}, scales from {:#x}", isa.name(), finite[first]);
         }
         calls += 1;
     }

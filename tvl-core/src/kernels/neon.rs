@@ -286,19 +286,18 @@ unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, co
                 }
             }
             let group = block * groups_per_block;
-            let scales = &bytes[encoding.scales_offset()..];
+            let mut scales = &bytes[encoding.scales_offset()..];
+            // 4-bit: the block's f16 scales widened 4 at a time, then the int8 float part on
+            // them: the same numbers (widening is exact), without a conversion per scale.
+            let mut widened = [0u8; 4 * TILE_ROWS * Q_COL_BLOCK / 4];
             if Q4 {
-                // The block's f16 scales widened 4 at a time, then the int8 float part: the
-                // same numbers (widening is exact), without a conversion per scale.
-                let mut widened = [0u8; 4 * TILE_ROWS * Q_COL_BLOCK / 4];
                 for (g, to) in widened.chunks_exact_mut(4 * TILE_ROWS).take(groups_per_block).enumerate() {
                     // SAFETY: group g's 4 f16 scales lie inside the block; 16 bytes into `to`.
                     unsafe { vst1q_f32(to.as_mut_ptr().cast(), scales_4::<true>(scales[8 * g..].as_ptr())) };
                 }
-                add_block_from_lanes::<GS, false>(&lanes, &widened, &xs[group..group + groups_per_block], &mut val);
-            } else {
-                add_block_from_lanes::<GS, false>(&lanes, scales, &xs[group..group + groups_per_block], &mut val);
+                scales = &widened;
             }
+            add_block_from_lanes::<GS, false>(&lanes, scales, &xs[group..group + groups_per_block], &mut val);
         }
         out.copy_from_slice(&val);
     }
