@@ -17,7 +17,15 @@ use tvl::{Config, Header, Layout, Sampler, Session, Tokenizer};
         Convert llama2.c checkpoints with `tvl convert` (or let `tvl run` convert and cache them). \
         This binary runs the models compiled from model-configs/ when it was built; `tvl inspect` \
         tells which file needs which.",
-    after_help = "Example:\n  tvl run stories260K.bin -z tok512.bin -i \"Once upon a time\" -t 0"
+    after_help = "Example:\n  tvl run stories260K.bin -z tok512.bin -i \"Once upon a time\" -t 0\n\n\
+        Environment:\n  \
+        TVL_KERNELS=NAME         kernels: scalar, avx2, avx-vnni, avx512, avx512-vnni, neon, neon-dotprod \
+        (default: the best this CPU has)\n  \
+        TVL_PREFETCH=on|off|auto software prefetch in the quantized products (default auto: off on AMD Zen 4)\n  \
+        TVL_HUGE_PAGES=on|off    weights on 2 MiB pages (default on: the mapping is advised, and a file the \
+        page cache holds in small pieces is dropped at open and read again at the first token)\n  \
+        TVL_CACHE_DIR=DIR        converted checkpoints and synthetic weights (default $XDG_CACHE_HOME/tvl, \
+        else ~/.cache/tvl)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -60,7 +68,8 @@ enum Command {
     #[command(after_help = "Reports load time, time to first token, decode tok/s (median), bytes read per token, \
         achieved GB/s, the streaming read bandwidth of this machine measured in the same run with the same threads \
         (over a working set of the model's size, which the caches may hold, and over DRAM), and the fraction of \
-        each roofline (MB and GB are 10^6 and 10^9 bytes); then a 128-token prompt fed in blocks and --sequences \
+        each roofline (MB and GB are 10^6 and 10^9 bytes), and how much of the mapped weights sits on 2 MiB pages \
+        (see TVL_HUGE_PAGES in `tvl --help`); then a 128-token prompt fed in blocks and --sequences \
         sequences decoding together.\n\
         Without MODEL, benchmarks the stories110M shape on deterministic random weights (synthesized once into \
         the cache, see `tvl cache`).")]

@@ -61,6 +61,12 @@ pub struct Report {
     /// `/proc/self/smaps` reports it (NaN where it cannot be read): a probe on 4 KiB pages can
     /// read 20–25% slower than one on 2 MiB pages, which would put the roofline too low.
     pub probe_huge_page_fraction: f64,
+    /// The share of the mapped weights on huge pages after the decode (`/proc/self/smaps`;
+    /// NaN where unknown): 4 KiB pages decoded 1.3× slower than 2 MiB ones on one Zen 4 core
+    /// (see [`crate::pages`]).
+    pub weights_huge_page_fraction: f64,
+    /// What open found and did about the weights' page size ([`crate::pages::WeightPages::describe`]).
+    pub weight_pages: String,
     /// Tokens of the prompt fed in blocks (128, or the context less one if shorter).
     pub prompt_tokens: usize,
     /// Prompt tokens per second (median), fed in blocks ([`Forward::prefill`]).
@@ -95,7 +101,7 @@ impl Report {
              \"weight_bytes_per_token\": {}, \"kv_bytes_per_token\": {}, \"achieved_gb_per_s\": {}, \
              \"probe_gb_per_s\": {}, \"roofline_fraction\": {}, \"best_probe_gb_per_s\": {}, \
              \"best_fraction\": {}, \"dram_probe_gb_per_s\": {}, \"dram_fraction\": {}, \"probe_huge_page_fraction\": {}, \
-             \"prompt_tokens\": {}, \
+             \"weights_huge_page_fraction\": {}, \"weight_pages\": \"{}\", \"prompt_tokens\": {}, \
              \"prefill_tokens_per_second\": {}, \"time_to_first_token_ms\": {}, \"prefill_macs_per_token\": {}, \
              \"peak_macs_per_second\": {}, \"prefill_peak_fraction\": {}, \"sequences\": {}, \
              \"batch_tokens_per_second\": {}, \"batch_speedup\": {}}}",
@@ -119,6 +125,8 @@ impl Report {
             json_number(self.dram_probe_gb_per_s),
             json_number(self.dram_fraction),
             json_number(self.probe_huge_page_fraction),
+            json_number(self.weights_huge_page_fraction),
+            self.weight_pages,
             self.prompt_tokens,
             json_number(self.prefill_tokens_per_second),
             json_number(self.time_to_first_token_ms),
@@ -161,6 +169,7 @@ impl Report {
              fraction           {:.1}% of the roofline (median of each repetition's over the probe after it)\n\
              fraction (best)    {:.1}% (fastest repetition over the probe's fastest, {:.1} GB/s)\n\
              probe pages        {}\n\
+             weight pages       {}\n\
              DRAM (probe)       {:.1} GB/s streaming {:.1} GB → decode at {:.1}% of it (paired)\n\
              prompt             {:.1} tok/s over {} tokens in blocks, first token after {:.1} ms\n\
              arithmetic peak    {:.1} G multiply-adds/s (probe) → prompt at {:.1}% of it\n\
@@ -190,6 +199,10 @@ impl Report {
             match self.probe_huge_page_fraction {
                 f if f.is_nan() => "page sizes unknown (no /proc/self/smaps)".to_string(),
                 f => format!("{:.0}% of its buffer on huge pages", f * 100.0),
+            },
+            match self.weights_huge_page_fraction {
+                f if f.is_nan() => format!("sizes unknown; {}", self.weight_pages),
+                f => format!("{:.0}% on huge pages; {}", f * 100.0, self.weight_pages),
             },
             self.dram_probe_gb_per_s,
             beyond_caches() as f64 / 1e9,
@@ -302,8 +315,9 @@ pub fn run(
     let (roofline_fraction, dram_fraction) = (column(|p| p.0 / p.1), column(|p| p.0 / p.2));
     let best = |f: fn(&(f64, f64, f64)) -> f64| paired.iter().map(f).fold(f64::NAN, f64::max);
     let probe_huge_page_fraction = bandwidth.as_ref().map_or(f64::NAN, |(model_size, _)| {
-        huge_page_fraction(model_size.buffer.as_ptr() as usize, model_size.lines * 64)
+        crate::pages::huge_page_fraction(model_size.buffer.as_ptr() as usize, model_size.lines * 64)
     });
+    let (weight_pages, weights_huge_page_fraction) = model.weight_pages();
     let (best_achieved, best_probe) = (best(|p| p.0), best(|p| p.1));
     drop(bandwidth); // (its buffers and threads)
 
@@ -373,6 +387,8 @@ pub fn run(
         dram_probe_gb_per_s: dram_probe,
         dram_fraction,
         probe_huge_page_fraction,
+        weights_huge_page_fraction,
+        weight_pages: weight_pages.describe(),
         prompt_tokens: prompt.len(),
         prefill_tokens_per_second: prefill_tps,
         time_to_first_token_ms: prefill_median.as_secs_f64() * 1e3,
@@ -407,7 +423,7 @@ impl Probe {
         // transparent huge pages in `madvise` mode) streamed 80 MB 20–25% faster from them than
         // from 4 KiB pages, and a roofline is the fastest way this machine reads the bytes.
         let mut buffer = Vec::<f32>::with_capacity(lines * 16);
-        crate::model::advise_huge_pages(buffer.as_mut_ptr().cast(), lines * 64);
+        crate::pages::advise_huge_pages(buffer.as_mut_ptr().cast(), lines * 64);
         buffer.resize(lines * 16, 1.0f32);
         let mut probe = Probe { threads, buffer, lines, passes: (256usize << 20).div_ceil(lines * 64) };
         probe.gb_per_s(); // the first timing only warms the caches up
@@ -442,36 +458,6 @@ impl Probe {
         }
         (passes * lines * 64) as f64 / best.as_secs_f64() / 1e9
     }
-}
-
-/// The share of the `bytes` bytes from `start` that Linux backs with huge pages, from
-/// `/proc/self/smaps` (NaN where it cannot be read). smaps counts huge pages per mapping, and a
-/// mapping may hold more than this range (the kernel merges neighbours with the same flags),
-/// so each mapping's count is taken in proportion to its overlap with the range.
-fn huge_page_fraction(start: usize, bytes: usize) -> f64 {
-    std::fs::read_to_string("/proc/self/smaps").map_or(f64::NAN, |smaps| huge_page_fraction_in(&smaps, start, bytes))
-}
-
-/// [`huge_page_fraction`] of a text in the format of `/proc/self/smaps`.
-fn huge_page_fraction_in(smaps: &str, start: usize, bytes: usize) -> f64 {
-    let end = start + bytes;
-    let (mut huge, mut overlap) = (0.0, 0.0);
-    for line in smaps.lines() {
-        // A mapping starts with its range in hex, "start-end perms ..."; its fields follow.
-        let range = line.split_once(' ').and_then(|(range, _)| range.split_once('-'));
-        if let Some((Ok(first), Ok(last))) =
-            range.map(|(a, b)| (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)))
-        {
-            let shared = last.min(end).saturating_sub(first.max(start));
-            overlap = if last > first { shared as f64 / (last - first) as f64 } else { 0.0 };
-            continue;
-        }
-        let field = line.strip_prefix("AnonHugePages:").or_else(|| line.strip_prefix("FilePmdMapped:"));
-        if let Some(kb) = field.and_then(|f| f.trim().strip_suffix("kB")).and_then(|kb| kb.trim().parse::<f64>().ok()) {
-            huge += kb * 1024.0 * overlap;
-        }
-    }
-    (huge / bytes as f64).min(1.0)
 }
 
 /// The median of `values` (NaN if there are none or any is NaN).
@@ -670,41 +656,3 @@ arithmetic_probe!(
     |acc| _mm512_dpbusd_epi32(*acc, a, b),
     64
 );
-
-#[cfg(test)]
-mod tests {
-    use super::huge_page_fraction_in;
-
-    /// Three mappings as /proc/self/smaps lists them: 4 MiB of anonymous huge pages in an 8 MiB
-    /// mapping, a file mapping with 2 MiB mapped by PMD, and one with none.
-    const SMAPS: &str = "\
-7f0000000000-7f0000800000 rw-p 00000000 00:00 0
-Size:               8192 kB
-AnonHugePages:      4096 kB
-FilePmdMapped:         0 kB
-7f0000800000-7f0000c00000 r--s 00000000 fd:01 1234                       /tmp/model.tvl
-Size:               4096 kB
-AnonHugePages:         0 kB
-FilePmdMapped:      2048 kB
-7f0000c00000-7f0001000000 rw-p 00000000 00:00 0
-Size:               4096 kB
-AnonHugePages:         0 kB
-";
-
-    #[test]
-    fn huge_pages_are_counted_in_proportion_to_the_range() {
-        let mib = 1 << 20;
-        let at = 0x7f00_0000_0000usize;
-        // The whole first mapping: half of it.
-        assert_eq!(huge_page_fraction_in(SMAPS, at, 8 * mib), 0.5);
-        // Its second half: half of its 4 MiB taken in proportion, over 4 MiB.
-        assert_eq!(huge_page_fraction_in(SMAPS, at + 4 * mib, 4 * mib), 0.5);
-        // The file mapping: PMD-mapped pages count.
-        assert_eq!(huge_page_fraction_in(SMAPS, at + 8 * mib, 4 * mib), 0.5);
-        // The last mapping, and a range no mapping holds.
-        assert_eq!(huge_page_fraction_in(SMAPS, at + 12 * mib, 4 * mib), 0.0);
-        assert_eq!(huge_page_fraction_in(SMAPS, 0x1000, 4 * mib), 0.0);
-        // All three: (4 + 2) of 16 MiB.
-        assert_eq!(huge_page_fraction_in(SMAPS, at, 16 * mib), 6.0 / 16.0);
-    }
-}

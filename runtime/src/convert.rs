@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::files::{self, PartialFile};
 use memmap2::Mmap;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use tvl_layout::layout::HEADER_BYTES;
@@ -390,14 +390,57 @@ pub fn write_tvl(
     files::check_output(output, inputs)?;
     let (partial, file) = PartialFile::create(output)?;
     let io = Error::io(&partial.path);
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out = HugePieceWriter::new(file);
     let header = write_tvl_to(&mut out, config, fill, progress).map_err(|e| match e {
         WriteError::Io(e) => io(e),
         WriteError::Fill(e) => e,
     })?;
-    out.into_inner().map_err(|e| Error::io(&partial.path)(e.into_error()))?;
+    out.flush().map_err(Error::io(&partial.path))?;
     partial.commit(output, inputs)?;
     Ok(header)
+}
+
+/// A buffered writer that hands the file whole 2 MiB pieces at 2 MiB offsets (the last one
+/// shorter), so that Linux's page cache holds a freshly written file in 2 MiB pieces, which its
+/// mappings get as 2 MiB pages (see [`crate::pages`]): written through a 1 MiB `BufWriter`, a
+/// file sat in the cache in small pieces, and one thread decoded it 1.3× slower until open
+/// dropped them.
+struct HugePieceWriter {
+    file: std::fs::File,
+    buffer: Vec<u8>,
+}
+
+impl HugePieceWriter {
+    const PIECE: usize = 2 << 20;
+
+    fn new(file: std::fs::File) -> Self {
+        HugePieceWriter { file, buffer: Vec::with_capacity(Self::PIECE) }
+    }
+}
+
+impl Write for HugePieceWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = bytes.len().min(Self::PIECE - self.buffer.len());
+        self.buffer.extend_from_slice(&bytes[..n]);
+        if self.buffer.len() == Self::PIECE {
+            self.file.write_all(&self.buffer)?;
+            self.buffer.clear();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.write_all(&self.buffer)?;
+        self.buffer.clear();
+        self.file.flush()
+    }
+}
+
+impl Seek for HugePieceWriter {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.flush()?;
+        self.file.seek(to)
+    }
 }
 
 /// Why [`write_tvl_to`] failed: the writer, or the source of the values.

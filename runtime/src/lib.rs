@@ -58,6 +58,7 @@ pub mod kernels {
     }
 }
 pub mod model;
+pub mod pages;
 pub mod pool;
 pub mod sampler;
 pub mod tokenizer;

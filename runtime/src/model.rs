@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::IsaChoice;
+use crate::pages::WeightPages;
 use crate::pool::Pool;
 use memmap2::Mmap;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,8 @@ pub const SMALL_MODEL_BYTES: usize = 8 << 20;
 /// mapping. `Send + Sync`; any number of [`Session`](crate::Session)s can share one.
 pub struct Transformer<M: Model> {
     map: Mmap,
+    /// What open found and did about the mapping's page size.
+    pages: WeightPages,
     path: PathBuf,
     /// `M::CONFIG`, kept here so that it can be borrowed (a `Cow` constant cannot be).
     config: Config,
@@ -121,6 +124,12 @@ impl<M: Model> Transformer<M> {
         // (`files::install_signal_handlers`); a rewrite in place cannot be detected per access
         // (`tvl verify` checks the content hash).
         let map = unsafe { Mmap::map(&file) }.map_err(Error::io(path))?;
+        // Before any page is touched (the header's included): what is not cached yet enters
+        // the cache in 2 MiB pieces, mapped with 2 MiB pages (see `pages`).
+        let huge_pages = crate::pages::huge_pages_env().map_err(Error::Invalid)?;
+        if huge_pages {
+            crate::pages::advise_mapping(&map);
+        }
         let header = Header::decode(&map).map_err(|cause| Error::Header { path: path.into(), cause })?;
         let expected = Layout::new(&M::CONFIG);
         let difference = header.config.first_difference(&M::CONFIG).or_else(|| {
@@ -146,6 +155,10 @@ impl<M: Model> Transformer<M> {
             return Err(Error::BadLayout { path: path.into(), problem });
         }
         Image::<M>::new(&map).map_err(|e| Error::BadLayout { path: path.into(), problem: e.to_string() })?;
+        let pages = match huge_pages {
+            true => crate::pages::prefer_huge_pages(&map, &file),
+            false => WeightPages { off: true, ..WeightPages::default() },
+        };
         let isa = match options.kernels {
             Some(isa) if isa.available() => isa,
             Some(isa) => return Err(Error::Invalid(format!("this CPU cannot run the {} kernels", isa.name()))),
@@ -172,7 +185,17 @@ impl<M: Model> Transformer<M> {
             0 => BLOCK_TOKENS,
             n => n.min(BLOCK_TOKENS),
         };
-        Ok(Transformer { map, path: path.into(), config: M::CONFIG, isa, forward, forward_block, engine, block_tokens })
+        Ok(Transformer {
+            map,
+            pages,
+            path: path.into(),
+            config: M::CONFIG,
+            isa,
+            forward,
+            forward_block,
+            engine,
+            block_tokens,
+        })
     }
 
     /// The mapped file.
@@ -210,27 +233,8 @@ pub fn new_state(config: &Config) -> State {
     // Zeroed by the allocator (a large one comes straight from mmap, untouched), advised before
     // `in_arena` first writes it, so that its pages are faulted in huge.
     let mut arena = HeapArena::zeroed(words);
-    advise_huge_pages(arena.as_mut_ptr().cast(), words * 4);
+    crate::pages::advise_huge_pages(arena.as_mut_ptr().cast(), words * 4);
     State::in_arena(config, config.seq_len, arena).unwrap_or_else(|_| State::new(config))
-}
-
-/// Asks Linux to back the whole 2 MiB pages inside `bytes` bytes from `start` with huge pages
-/// when they are first touched (transparent huge pages in `madvise` mode, the usual default;
-/// in `always` mode they are anyway). Elsewhere, or if the kernel declines, 4 KiB pages stay.
-pub(crate) fn advise_huge_pages(start: *mut u8, bytes: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let (first, last) = ((start as usize).next_multiple_of(HUGE), (start as usize + bytes) / HUGE * HUGE);
-        if first < last {
-            // SAFETY: the caller's allocation holds `start..start + bytes`, and the range is
-            // rounded inwards to whole huge pages; MADV_HUGEPAGE only changes how its pages are
-            // backed, not their contents or validity.
-            unsafe { libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_HUGEPAGE) };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (start, bytes);
 }
 
 /// What generation needs of a model, object-safe so that the `tvl` binary can pick a compiled
@@ -262,6 +266,11 @@ pub trait Forward: Send + Sync {
     fn kernels(&self) -> &'static str;
     /// The threads it runs on.
     fn threads(&self) -> usize;
+    /// What open found and did about the weights' page size, and the share of the mapped
+    /// weights on huge pages now (from `/proc/self/smaps`; NaN where unknown or not mapped).
+    fn weight_pages(&self) -> (WeightPages, f64) {
+        (WeightPages::default(), f64::NAN)
+    }
 }
 
 impl<M: Model> Forward for Transformer<M> {
@@ -309,6 +318,10 @@ impl<M: Model> Forward for Transformer<M> {
 
     fn threads(&self) -> usize {
         self.engine.lock().unwrap_or_else(|e| e.into_inner()).pool.threads()
+    }
+
+    fn weight_pages(&self) -> (WeightPages, f64) {
+        (self.pages, crate::pages::huge_page_fraction(self.map.as_ptr() as usize, self.map.len()))
     }
 }
 

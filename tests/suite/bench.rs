@@ -51,7 +51,11 @@ fn bench_json_report_is_well_formed() {
     if cfg!(target_os = "linux") {
         let huge = report["probe_huge_page_fraction"].as_f64().unwrap_or_else(|| panic!("{report}"));
         assert!((0.0..=1.0).contains(&huge), "{huge}");
+        // The weights' share likewise (stories260K's 1 MB file holds no whole 2 MiB page).
+        let weights = report["weights_huge_page_fraction"].as_f64().unwrap_or_else(|| panic!("{report}"));
+        assert!((0.0..=1.0).contains(&weights), "{weights}");
     }
+    assert!(report["weight_pages"].as_str().is_some_and(|s| s.contains("2 MiB")), "{report}");
     // Weights read per token: the whole file but the header (the classifier is the embedding).
     let weights = report["weight_bytes_per_token"].as_u64().unwrap();
     let config = tvl::Config::from_toml(include_str!("../../model-configs/stories260K.toml")).unwrap();
@@ -134,4 +138,29 @@ fn bench_reports_the_prefetch_that_tvl_prefetch_sets() {
     let out = run("sometimes");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("TVL_PREFETCH=sometimes: expected on, off or auto"), "{stderr}");
+}
+
+/// `TVL_HUGE_PAGES=off` leaves the weights' pages alone, which the report says; any value but
+/// on and off is refused, naming the variable and what it takes.
+#[test]
+fn bench_reports_the_weight_pages_that_tvl_huge_pages_sets() {
+    let Some(models) = models() else { return };
+    let run = |value: &str| {
+        tvl_command()
+            .env("TVL_CACHE_DIR", scratch("bench-cache-huge-pages"))
+            .env("TVL_HUGE_PAGES", value)
+            .args(["bench", "--json", "--tokens", "2", "--repetitions", "1", "--sequences", "1", "--no-probes"])
+            .arg(models.join("stories260K.bin"))
+            .output()
+            .unwrap()
+    };
+    for (value, says) in [("on", "advised onto 2 MiB pages"), ("off", "TVL_HUGE_PAGES=off")] {
+        let out = run(value);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(report["weight_pages"].as_str().is_some_and(|s| s.contains(says)), "TVL_HUGE_PAGES={value}: {report}");
+    }
+    let out = run("always");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("TVL_HUGE_PAGES=always: expected on or off"), "{stderr}");
 }

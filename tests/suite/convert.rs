@@ -282,3 +282,31 @@ fn bundled_fingerprints_are_fixed_numbers() {
     }
     assert_eq!(bundled.len(), expected.len(), "a bundled model without a pinned fingerprint: add it here");
 }
+
+/// A file tvl writes sits in the page cache in 2 MiB pieces, so that its first open maps it
+/// with 2 MiB pages and drops nothing (see `tvl::pages`); with the earlier 1 MiB `BufWriter`
+/// most of it sat in small pieces, and opening it dropped them to read them again.
+#[test]
+fn a_file_tvl_writes_opens_on_huge_pages_without_reading_it_again() {
+    let config = tvl::bundled::BUNDLED.iter().find(|b| b.config.name == "stories15M-q8_0").unwrap().config;
+    let path = scratch("written-in-huge-pieces").join("stories15M-q8_0.tvl");
+    convert::synthesize(&config, &path, 7, &mut |_, _| {}).unwrap();
+    let opened = || tvl::bundled::open(&path, &tvl::Options::threads(1)).unwrap();
+    let model = opened();
+    let (pages, _) = model.weight_pages();
+    let mut state = model.new_state();
+    model.forward(&mut state, 1, 0).unwrap(); // reads every weight
+    let (_, huge) = model.weight_pages();
+    println!("{pages:?}; {:.0}% on huge pages after a token", huge * 100.0);
+    assert!(pages.sampled >= 8 && !pages.off, "{pages:?}: the file was just written, so cached");
+    if pages.small > 0 {
+        // Either the writer's pieces or this filesystem: after dropping, a second open tells.
+        let (again, _) = opened().weight_pages();
+        if again.small == again.sampled {
+            skipped("this kernel or filesystem caches no file in 2 MiB pieces");
+            return;
+        }
+        panic!("written by tvl, {} of {} sampled regions were cached in small pieces", pages.small, pages.sampled);
+    }
+    assert!(!pages.dropped && huge > 0.9, "{pages:?}, {:.0}% on huge pages after a token", huge * 100.0);
+}
