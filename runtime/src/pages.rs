@@ -16,8 +16,7 @@
 //! file on ext4.) So `Transformer::open` looks at a sample of the cached file and, where
 //! the cache holds it in small pieces, drops them (after writing back any not yet written:
 //! nothing is lost, they are read again from the file at their first use, then in 2 MiB
-//! pieces). `TVL_HUGE_PAGES=off`
-//! leaves the mapping and the page cache as they are.
+//! pieces). `TVL_HUGE_PAGES=off` leaves the mapping and the page cache as they are.
 
 use memmap2::Mmap;
 use std::fs::File;
@@ -107,9 +106,11 @@ pub(crate) fn prefer_huge_pages(map: &Mmap, file: &File) -> WeightPages {
             // 2 MiB boundary); a volatile read so that the fault is not optimized away.
             unsafe { std::ptr::read_volatile(at as *const u8) };
         }
-        let huge_bytes = huge_page_fraction(first, last - first) * (last - first) as f64;
-        // The sampled regions are the only ones touched since the advice, so every PMD-mapped
-        // region is one of them.
+        // Over the whole mapping, whatever smaps splits it into (the advice covers the whole
+        // regions only, so a partial last one is a mapping of its own there), so that every
+        // count is taken whole. Besides the header's page, the sampled regions are the only
+        // ones touched since the advice, so the PMD-mapped regions are among them.
+        let huge_bytes = huge_page_fraction(start, map.len()) * map.len() as f64;
         let huge_regions = ((huge_bytes / HUGE as f64).round() as usize).min(sampled.len());
         let mut report =
             WeightPages { sampled: sampled.len(), small: sampled.len() - huge_regions, ..Default::default() };
@@ -229,16 +230,16 @@ AnonHugePages:         0 kB
         assert_eq!(huge_page_fraction_in(SMAPS, at, 16 * mib), 6.0 / 16.0);
     }
 
-    /// 16 MiB written `piece` bytes at a time and on disk (clean pages: only those can be
+    /// `len` bytes written `piece` bytes at a time and on disk (clean pages: only those can be
     /// dropped), then mapped and advised as the weights are; `check` gets the mapping and the
     /// file, and the file is removed after.
     #[cfg(target_os = "linux")]
-    fn with_file_written_in(piece: usize, check: impl FnOnce(&Mmap, &File)) {
+    fn with_file_written_in(len: usize, piece: usize, check: impl FnOnce(&Mmap, &File)) {
         use std::io::Write;
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pages-test");
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("pieces-of-{piece}-{}.bin", std::process::id()));
-        let bytes: Vec<u8> = (0..16usize << 20).map(|i| (i / 4096 % 251) as u8).collect();
+        let path = dir.join(format!("{len}-in-pieces-of-{piece}-{}.bin", std::process::id()));
+        let bytes: Vec<u8> = (0..len).map(|i| (i / 4096 % 251) as u8).collect();
         let mut file = File::create(&path).unwrap();
         for piece in bytes.chunks(piece) {
             file.write_all(piece).unwrap();
@@ -268,13 +269,13 @@ AnonHugePages:         0 kB
     #[test]
     fn a_file_cached_in_small_pieces_comes_back_on_huge_pages() {
         let mut written_huge = f64::NAN;
-        with_file_written_in(2 << 20, |map, _| written_huge = huge_after_reading(map));
+        with_file_written_in(16 << 20, 2 << 20, |map, _| written_huge = huge_after_reading(map));
         if written_huge.is_nan() || written_huge == 0.0 {
             println!("NOT TESTED: this kernel or filesystem maps no file with 2 MiB pages (written in 2 MiB pieces: {written_huge})");
             return;
         }
         assert!(written_huge > 0.4, "written in 2 MiB pieces: {:.0}% on huge pages", written_huge * 100.0);
-        with_file_written_in(4096, |map, file| {
+        with_file_written_in(16 << 20, 4096, |map, file| {
             let report = prefer_huge_pages(map, file);
             let huge = huge_after_reading(map);
             println!(
@@ -285,6 +286,23 @@ AnonHugePages:         0 kB
             assert!(!report.off && report.sampled >= 7, "{report:?}: 16 MiB, at least 7 whole regions, all cached");
             assert!(report.small > 0 && report.dropped, "{report:?}: cached in small pieces, dropped");
             assert!(huge > 0.4, "{:.0}% on huge pages after dropping the small pieces", huge * 100.0);
+        });
+    }
+
+    /// A file cached in 2 MiB pieces is left alone, also when its last 2 MiB are partial (two
+    /// whole regions in a 6 MB mapping, whose tail smaps lists apart).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_cached_in_2_mib_pieces_is_left_alone() {
+        with_file_written_in((6 << 20) - (64 << 10), 2 << 20, |map, file| {
+            let report = prefer_huge_pages(map, file);
+            let huge = huge_after_reading(map);
+            println!("{report:?}, then {:.0}% on huge pages", huge * 100.0);
+            if huge == 0.0 || huge.is_nan() {
+                println!("NOT TESTED: this kernel or filesystem maps no file with 2 MiB pages");
+                return;
+            }
+            assert!(report.sampled >= 2 && report.small == 0 && !report.dropped, "{report:?}");
         });
     }
 }
