@@ -238,6 +238,15 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
             let tvl_path = resolve_model(&model)?;
             let model = tvl::bundled::open(&tvl_path, &threads_option(threads))?;
             let tokenizer = load_tokenizer(&tokenizer)?;
+            let (pages, _) = model.weight_pages();
+            if pages.dropped {
+                // The first token reads the file again: say why it takes longer this once.
+                eprintln!(
+                    "{}: the page cache held it in small pieces; dropped them so that it is read again \
+                     in 2 MiB pages, which decode faster (TVL_HUGE_PAGES=off to keep them)",
+                    tvl_path.display()
+                );
+            }
             if fresh {
                 eprintln!("seed {seed} (repeat this run with -s {seed})");
             }
