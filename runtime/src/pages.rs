@@ -36,7 +36,9 @@ pub struct WeightPages {
     /// Those of them the page cache held in small pieces (mapped with 4 KiB pages).
     pub small: usize,
     /// Whether the cached pieces were dropped so that the weights are read again in 2 MiB
-    /// pieces (at their first use: the first token after open reads the file).
+    /// pieces (at their first use: the first token after open reads the file). False where
+    /// they stayed (a file in memory, on tmpfs, or one another process maps): then the
+    /// small pieces are mapped with 4 KiB pages.
     pub dropped: bool,
     /// `TVL_HUGE_PAGES=off`: nothing was advised or looked at.
     pub off: bool,
@@ -49,6 +51,11 @@ impl WeightPages {
             (true, _) => "left as they are (TVL_HUGE_PAGES=off)".into(),
             (false, true) => format!(
                 "the page cache held {} of {} sampled 2 MiB regions in small pieces: dropped at open, read again in 2 MiB pieces",
+                self.small, self.sampled
+            ),
+            (false, false) if self.small > 0 => format!(
+                "the page cache holds {} of {} sampled 2 MiB regions in small pieces and kept them (a file in memory, or \
+                 mapped by another process): 4 KiB pages",
                 self.small, self.sampled
             ),
             (false, false) if self.sampled == 0 => "advised onto 2 MiB pages; no whole 2 MiB region of it was cached at open".into(),
@@ -123,7 +130,15 @@ pub(crate) fn prefer_huge_pages(map: &Mmap, file: &File) -> WeightPages {
             // write them now, as Linux would within half a minute anyway.
             let _ = file.sync_data();
             // SAFETY: a plain system call on an open descriptor: advice about cached pages.
-            report.dropped = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) } == 0;
+            let advised = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) } == 0;
+            // Whether any sampled page left the cache: a file in memory (tmpfs) keeps them all,
+            // and so does one that another process maps.
+            let left = sampled.iter().any(|&at| {
+                let mut resident = 0u8;
+                // SAFETY: one page of the mapping (page-aligned, inside it), one byte written.
+                unsafe { libc::mincore(at as *mut libc::c_void, page, &mut resident) == 0 && resident & 1 == 0 }
+            });
+            report.dropped = advised && left;
         }
         report
     }
@@ -235,9 +250,15 @@ AnonHugePages:         0 kB
     /// file, and the file is removed after.
     #[cfg(target_os = "linux")]
     fn with_file_written_in(len: usize, piece: usize, check: impl FnOnce(&Mmap, &File)) {
-        use std::io::Write;
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pages-test");
-        std::fs::create_dir_all(&dir).unwrap();
+        with_file_in(&dir, len, piece, check)
+    }
+
+    /// [`with_file_written_in`] in `dir`.
+    #[cfg(target_os = "linux")]
+    fn with_file_in(dir: &std::path::Path, len: usize, piece: usize, check: impl FnOnce(&Mmap, &File)) {
+        use std::io::Write;
+        std::fs::create_dir_all(dir).unwrap();
         let path = dir.join(format!("{len}-in-pieces-of-{piece}-{}.bin", std::process::id()));
         let bytes: Vec<u8> = (0..len).map(|i| (i / 4096 % 251) as u8).collect();
         let mut file = File::create(&path).unwrap();
@@ -304,5 +325,26 @@ AnonHugePages:         0 kB
             }
             assert!(report.sampled >= 2 && report.small == 0 && !report.dropped, "{report:?}");
         });
+    }
+
+    /// A file in memory (tmpfs) cannot be dropped from the page cache: open says so rather than
+    /// claiming to have dropped it, every time.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_in_memory_is_not_reported_dropped() {
+        let shm = std::path::Path::new("/dev/shm");
+        let on_tmpfs = std::fs::read_to_string("/proc/mounts").is_ok_and(|mounts| {
+            mounts.lines().any(|l| l.split(' ').nth(1) == Some("/dev/shm") && l.contains(" tmpfs "))
+        });
+        if !on_tmpfs {
+            println!("NOT TESTED: no tmpfs at /dev/shm");
+            return;
+        }
+        with_file_in(&shm.join(format!("tvl-pages-test-{}", std::process::id())), 16 << 20, 4096, |map, file| {
+            let report = prefer_huge_pages(map, file);
+            println!("{report:?}");
+            assert!(report.sampled >= 7 && !report.dropped, "{report:?}");
+        });
+        let _ = std::fs::remove_dir(shm.join(format!("tvl-pages-test-{}", std::process::id())));
     }
 }
