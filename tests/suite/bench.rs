@@ -115,20 +115,24 @@ fn bench_without_probes_leaves_them_unmeasured() {
     assert!(text.contains("probes             not run (--no-probes)") && !text.contains("NaN"), "{text}");
 }
 
+/// A two-token `tvl bench --json --no-probes` of `model` with one environment variable set (and
+/// a cache of its own, named after `test`).
+fn quick_bench_with((var, value): (&str, &str), model: &std::path::Path, test: &str) -> std::process::Output {
+    tvl_command()
+        .env("TVL_CACHE_DIR", scratch(&format!("bench-cache-{test}")))
+        .env(var, value)
+        .args(["bench", "--json", "--tokens", "2", "--repetitions", "1", "--sequences", "1", "--no-probes"])
+        .arg(model)
+        .output()
+        .unwrap()
+}
+
 /// `TVL_PREFETCH=on|off` sets the quantized matvecs' software prefetch, which the report
 /// names; any other value is refused, naming the variable and what it takes.
 #[test]
 fn bench_reports_the_prefetch_that_tvl_prefetch_sets() {
     let Some(models) = models() else { return };
-    let run = |value: &str| {
-        tvl_command()
-            .env("TVL_CACHE_DIR", scratch("bench-cache-prefetch"))
-            .env("TVL_PREFETCH", value)
-            .args(["bench", "--json", "--tokens", "2", "--repetitions", "1", "--sequences", "1", "--no-probes"])
-            .arg(models.join("stories260K-q80.bin"))
-            .output()
-            .unwrap()
-    };
+    let run = |value: &str| quick_bench_with(("TVL_PREFETCH", value), &models.join("stories260K-q80.bin"), "prefetch");
     for (value, expected) in [("on", true), ("off", false)] {
         let out = run(value);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -145,15 +149,7 @@ fn bench_reports_the_prefetch_that_tvl_prefetch_sets() {
 #[test]
 fn bench_reports_the_weight_pages_that_tvl_huge_pages_sets() {
     let Some(models) = models() else { return };
-    let run = |value: &str| {
-        tvl_command()
-            .env("TVL_CACHE_DIR", scratch("bench-cache-huge-pages"))
-            .env("TVL_HUGE_PAGES", value)
-            .args(["bench", "--json", "--tokens", "2", "--repetitions", "1", "--sequences", "1", "--no-probes"])
-            .arg(models.join("stories260K.bin"))
-            .output()
-            .unwrap()
-    };
+    let run = |value: &str| quick_bench_with(("TVL_HUGE_PAGES", value), &models.join("stories260K.bin"), "huge-pages");
     for (value, says) in [("on", "advised onto 2 MiB pages"), ("off", "TVL_HUGE_PAGES=off")] {
         let out = run(value);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
