@@ -140,7 +140,6 @@ macro_rules! unrolled_vnni {
                 use std::arch::x86_64::*;
                 const ENCODING: Encoding = $encoding;
                 const GS: usize = ENCODING.group_size();
-                const Q4: bool = matches!(ENCODING, Encoding::Q4 { .. });
                 const { assert!([$($block),*].len() == $cols / 64) };
                 let tile_len = tvl::kernels::quant::tile_bytes(ENCODING, $cols);
                 let x = x.quantized;
@@ -151,7 +150,7 @@ macro_rules! unrolled_vnni {
                     // enabled here.
                     unsafe {
                         let mut val = _mm_setzero_ps();
-                        $(val = tvl::kernels::avx2::tile_block::<GS, Q4, { tvl::kernels::avx2::DPBUSD }, PREFETCH>(
+                        $(val = tvl::kernels::avx2::tile_block::<GS, { tvl::kernels::avx2::DPBUSD }, PREFETCH>(
                             val, tile, $block, x,
                         );)*
                         _mm_storeu_ps(out.as_mut_ptr(), val);
@@ -168,9 +167,6 @@ mod unrolled {
     unrolled_vnni!(q8_768, 768, Encoding::Q8 { group_size: 32 }, [0 1 2 3 4 5 6 7 8 9 10 11]);
     unrolled_vnni!(q8_2048, 2048, Encoding::Q8 { group_size: 32 },
         [0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31]);
-    unrolled_vnni!(q4_768, 768, Encoding::Q4 { group_size: 32 }, [0 1 2 3 4 5 6 7 8 9 10 11]);
-    unrolled_vnni!(q4_2048, 2048, Encoding::Q4 { group_size: 32 },
-        [0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31]);
 
     /// The unrolled kernel for a 110M shape, if there is one.
     pub fn for_shape(panels: Panels) -> Option<Kernel> {
@@ -180,8 +176,7 @@ mod unrolled {
         match (panels.encoding, panels.padded_cols()) {
             (Encoding::Q8 { group_size: 32 }, 768) => Some(q8_768::kernel),
             (Encoding::Q8 { group_size: 32 }, 2048) => Some(q8_2048::kernel),
-            (Encoding::Q4 { group_size: 32 }, 768) => Some(q4_768::kernel),
-            (Encoding::Q4 { group_size: 32 }, 2048) => Some(q4_2048::kernel),
+            // (4-bit tiles have had kernels of their own since format 6: nothing to unroll.)
             _ => None,
         }
     }

@@ -508,7 +508,7 @@ fn check_block_product(name: &str, isa: &str, panels: Panels, matvec: Kernel, ma
         let mut w = vec![0; panels.bytes()];
         let mut rng = Rng(0x5EED ^ (panels.rows * 7 + panels.cols) as u64);
         panels.pack(&rng.vec(panels.rows * panels.cols), &mut w);
-        let rows = panels.padded_rows().min(28);
+        let rows = panels.padded_rows().min(48); // whole tiles of 4 and of 16 rows
         for tokens in [1usize, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 32] {
             let xs: Vec<Vec<f32>> = (0..tokens)
                 .map(|_| {

@@ -13,7 +13,6 @@ use crate::parallel::{split, Disjoint, Parallel};
 use crate::tensor::{BlockKernel, BlockProduct, MatVec};
 use core::marker::PhantomData;
 use core::ops::Range;
-use tvl_layout::layout::TILE_ROWS;
 use tvl_layout::state::Rows;
 use tvl_layout::{BlockLayout, Config};
 
@@ -365,7 +364,7 @@ unsafe fn matmuls<const N: usize, P: Parallel + ?Sized>(
         assert!(p.out.len() >= tokens * p.stride, "block product: output rows shorter than the block");
         let mut rows = p.out.chunks_mut(p.stride);
         let outs = core::array::from_fn(|_| Disjoint::new(rows.next().unwrap_or(&mut [])));
-        RowsProduct { kernel: p.kernel, w: p.w, tiles: p.rows / TILE_ROWS, outs }
+        RowsProduct { kernel: p.kernel, w: p.w, tiles: p.rows / p.tile_rows, tile_rows: p.tile_rows, outs }
     });
     // SAFETY: the caller guarantees the kernels' instruction set.
     unsafe { run_products(pool, &products, xs) }
@@ -378,6 +377,7 @@ struct RowsProduct<'a> {
     kernel: BlockKernel,
     w: &'a [u8],
     tiles: usize,
+    tile_rows: usize,
     outs: [Disjoint<f32>; MAX_BLOCK],
 }
 
@@ -402,7 +402,7 @@ unsafe fn run_products<P: Parallel + ?Sized>(pool: &mut P, products: &[RowsProdu
                     if t < tokens {
                         // SAFETY: threads get disjoint tile ranges, hence disjoint rows of every
                         // token's output row (the caller's contract: rows never overlap).
-                        unsafe { p.outs[t].range(start * TILE_ROWS..end * TILE_ROWS) }
+                        unsafe { p.outs[t].range(start * p.tile_rows..end * p.tile_rows) }
                     } else {
                         &mut []
                     }
@@ -842,6 +842,7 @@ pub unsafe fn forward_block<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f3
             kernel: <M::Vocab as MatVec>::matmul::<K>,
             w: w.panels(classifier),
             tiles: classifier.tiles(),
+            tile_rows: classifier.encoding.tile_rows(),
             outs,
         };
         let xs = inputs(b.xb2, l.xb2.stride, count, &mut xq, &l, quantized, false);

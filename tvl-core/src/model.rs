@@ -6,7 +6,7 @@ use crate::parallel::{split, Disjoint, Parallel, Serial, Shares, SHARE_CHUNK_BYT
 use crate::tensor::{Layer, MatVec, Product};
 use core::marker::PhantomData;
 use core::ops::Range;
-use tvl_layout::layout::{ALIGN, TILE_ROWS};
+use tvl_layout::layout::{round_up, ALIGN};
 use tvl_layout::state::{rope_pair, Region};
 use tvl_layout::{check_image, Config, ImageError, KvCache, Layout, Panels, Span, StateLayout};
 
@@ -552,21 +552,21 @@ unsafe fn matvecs<const N: usize, P: Parallel + ?Sized>(
     x: Input<'_>,
     then: impl Fn(usize, usize, &mut [f32]) + Sync,
 ) {
-    let tiles = products.each_ref().map(|(_, out, _)| out.len() / TILE_ROWS);
-    let total_bytes: usize = products.iter().map(|(_, _, w)| w.len()).sum();
-    let products = products.map(|(kernel, out, w)| (kernel, Disjoint::new(out), w));
+    let tiles = products.each_ref().map(|(_, out, _, tile_rows)| out.len() / tile_rows);
+    let total_bytes: usize = products.iter().map(|(_, _, w, _)| w.len()).sum();
+    let products = products.map(|(kernel, out, w, tile_rows)| (kernel, Disjoint::new(out), w, tile_rows));
     share_tiles(pool, tiles.iter().sum(), total_bytes, |mine| {
         let mut first = 0; // the first tile of the current matrix, counted over all N
-        for (matrix, ((kernel, out, w), &tiles)) in products.iter().zip(&tiles).enumerate() {
+        for (matrix, ((kernel, out, w, tile_rows), &tiles)) in products.iter().zip(&tiles).enumerate() {
             let (start, end) = (mine.start.max(first) - first, mine.end.min(first + tiles).saturating_sub(first));
             if start < end {
                 let tile_bytes = w.len() / tiles;
                 // SAFETY: `share_tiles` hands each range of tiles to one thread, hence disjoint
                 // rows of each matrix; the caller guarantees the kernels' instruction set.
-                let rows = unsafe { out.range(start * TILE_ROWS..end * TILE_ROWS) };
+                let rows = unsafe { out.range(start * tile_rows..end * tile_rows) };
                 // SAFETY: as above.
                 unsafe { kernel(rows, &w[start * tile_bytes..end * tile_bytes], x) };
-                then(matrix, start * TILE_ROWS, rows);
+                then(matrix, start * tile_rows, rows);
             }
             first += tiles;
         }
@@ -574,9 +574,9 @@ unsafe fn matvecs<const N: usize, P: Parallel + ?Sized>(
 }
 
 /// [`matvecs`] of N matrices of the same rows (w1 and w3) taken side by side: a thread's claim
-/// is the same row tiles of every matrix, one after the other, whole units of `unit` tiles,
-/// and `then(first_row, rows)` gets those rows of all N outputs, for work that needs them
-/// together (SwiGLU) or whole groups of them (quantizing). Each thread then streams N parts of
+/// is the same row tiles of every matrix, one after the other, whole units of `unit_rows` rows
+/// (a multiple of the tiles' rows), and `then(first_row, rows)` gets those rows of all N
+/// outputs, for work that needs them together (SwiGLU) or whole groups of them (quantizing). Each thread then streams N parts of
 /// the panels at once, claim by claim.
 ///
 /// # Safety
@@ -585,25 +585,27 @@ unsafe fn matvecs_side_by_side<const N: usize, P: Parallel + ?Sized>(
     pool: &mut P,
     products: [Product<'_>; N],
     x: Input<'_>,
-    unit: usize,
+    unit_rows: usize,
     then: impl Fn(usize, [&mut [f32]; N]) + Sync,
 ) {
-    let tiles = products[0].1.len() / TILE_ROWS;
-    assert!(products.iter().all(|(_, out, _)| out.len() / TILE_ROWS == tiles), "side by side: rows differ");
-    let total_bytes: usize = products.iter().map(|(_, _, w)| w.len()).sum();
-    let products = products.map(|(kernel, out, w)| (kernel, Disjoint::new(out), w));
+    let (rows, tile_rows) = (products[0].1.len(), products[0].3);
+    assert!(products.iter().all(|p| (p.1.len(), p.3) == (rows, tile_rows)), "side by side: rows differ");
+    assert!(unit_rows.is_multiple_of(tile_rows), "side by side: claims of part of a tile");
+    let (tiles, unit) = (rows / tile_rows, unit_rows / tile_rows);
+    let total_bytes: usize = products.iter().map(|(_, _, w, _)| w.len()).sum();
+    let products = products.map(|(kernel, out, w, _)| (kernel, Disjoint::new(out), w));
     share_tiles(pool, tiles.div_ceil(unit), total_bytes, |units| {
         let mine = units.start * unit..(units.end * unit).min(tiles);
         let rows = products.each_ref().map(|(kernel, out, w)| {
             let tile_bytes = w.len() / tiles;
             // SAFETY: `share_tiles` hands each range of units to one thread, hence disjoint
             // rows of each matrix; the caller guarantees the kernels' instruction set.
-            let rows = unsafe { out.range(mine.start * TILE_ROWS..mine.end * TILE_ROWS) };
+            let rows = unsafe { out.range(mine.start * tile_rows..mine.end * tile_rows) };
             // SAFETY: as above.
             unsafe { kernel(rows, &w[mine.start * tile_bytes..mine.end * tile_bytes], x) };
             rows
         });
-        then(mine.start * TILE_ROWS, rows);
+        then(mine.start * tile_rows, rows);
     });
 }
 
@@ -624,7 +626,7 @@ fn nothing_after(_: usize, _: usize, _: &mut [f32]) {}
 /// this took 7 µs per layer of the 110M shape on Zen 3 (a cached key's elements are 16
 /// positions apart, so storing one key misses on 768 lines): 2% of a two-thread 4-bit token.
 /// Here the stores overlap the streaming of the weights, on every thread. The values are the
-/// same: RoPE rotates each pair on its own, and `first_row`, a multiple of [`TILE_ROWS`], is
+/// same: RoPE rotates each pair on its own, and `first_row`, a multiple of a tile's rows, is
 /// even, as every head's start is, so no pair is split.
 ///
 /// # Safety
@@ -699,11 +701,7 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
     let (cache, stride) = (s.cache, s.cache.stride);
     let rope = &s.rope[pos * head_dim..][..head_dim];
     let quantized = c.weights.group_size().is_some();
-    // The w1/w3 job's claims in whole quantization groups: tiles per claim unit (group sizes
-    // are 1 for f32, else multiples of the tile's rows, `Weights::validate`).
     let group_size = c.weights.group_size().unwrap_or(1);
-    let unit = group_size.div_ceil(TILE_ROWS);
-    assert!((unit * TILE_ROWS).is_multiple_of(group_size), "claims of whole quantization groups");
     let mut xq = s.xq;
 
     layout.token_embedding.read_row(w.panels(layout.token_embedding), token as usize, &mut s.x[..dim]);
@@ -755,6 +753,10 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
         // SAFETY: the caller guarantees that K is available on this CPU.
         let x = unsafe { input::<K>(s.xb, dim, &mut xq, quantized) };
         let w13 = [lw.w1.product::<K, M>(s.hb, w), lw.w3.product::<K, M>(s.hb2, w)];
+        // Claims of whole tiles and whole quantization groups (group sizes are 1 for f32, else
+        // multiples of 4-row tiles, `Weights::validate`, and of 32 for 4-bit's 16-row ones).
+        let unit_rows = round_up(group_size, w13[0].3);
+        assert!(unit_rows.is_multiple_of(group_size), "claims of whole quantization groups");
         // SwiGLU of each claim's rows on the thread that computed them (the rows below
         // `hidden`: not a tile's padding), then, in a quantized model, their groups quantized
         // into `hq` (claims are whole groups): the w2 job's input, with no serial step before
@@ -782,7 +784,7 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
             }
         };
         // SAFETY: the caller guarantees that K is available on this CPU.
-        unsafe { matvecs_side_by_side(pool, w13, x, unit, swiglu) };
+        unsafe { matvecs_side_by_side(pool, w13, x, unit_rows, swiglu) };
         let x = Input { values: s.hb, quantized: s.hq.view() };
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matvecs(pool, [lw.w2.product::<K, M>(s.xb, w)], x, nothing_after) };

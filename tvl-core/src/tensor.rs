@@ -102,9 +102,9 @@ impl<const ROWS: usize, const COLS: usize, const STORED_COLS: usize, E> Copy for
 /// The kernel of one matrix for a range of its row tiles.
 pub type Kernel = unsafe fn(&mut [f32], &[u8], Input<'_>);
 
-/// One matrix-vector product ready to run: the matrix's kernel, its output (whole tiles) and
-/// its bytes.
-pub type Product<'a> = (Kernel, &'a mut [f32], &'a [u8]);
+/// One matrix-vector product ready to run: the matrix's kernel, its output (whole tiles), its
+/// bytes and the rows of its tiles ([`Encoding::tile_rows`]).
+pub type Product<'a> = (Kernel, &'a mut [f32], &'a [u8], usize);
 
 /// The block kernel of one matrix for a range of its row tiles: `outs[t]` the rows of token t.
 pub type BlockKernel = unsafe fn(&mut [&mut [f32]], &[u8], &BlockInput<'_>);
@@ -120,6 +120,8 @@ pub struct BlockProduct<'a> {
     pub stride: usize,
     /// Rows of the matrix, rounded up to whole tiles.
     pub rows: usize,
+    /// Rows of one tile ([`Encoding::tile_rows`]).
+    pub tile_rows: usize,
     /// The matrix's bytes.
     pub w: &'a [u8],
 }
@@ -137,10 +139,10 @@ pub trait MatVec: Copy + Send + Sync + 'static {
 
     /// `W · x` into `out` as a [`Product`] for the forward pass's pool: this matrix's kernel
     /// (for instruction set K), the first rows of `out` (its rows, rounded up to whole tiles),
-    /// and the matrix's bytes in `image`.
+    /// the matrix's bytes in `image`, and the rows of its tiles.
     fn product<'a, K: Isa, M>(&self, out: &'a mut [f32], image: &Image<'a, M>) -> Product<'a> {
         let panels = self.panels();
-        (Self::matvec::<K>, &mut out[..panels.padded_rows()], image.panels(panels))
+        (Self::matvec::<K>, &mut out[..panels.padded_rows()], image.panels(panels), panels.encoding.tile_rows())
     }
 
     /// `outs[t] = W · xs[t]` for whole row tiles of every token of a block.
@@ -159,7 +161,8 @@ pub trait MatVec: Copy + Send + Sync + 'static {
     ) -> BlockProduct<'a> {
         let panels = self.panels();
         assert!(panels.padded_rows() <= stride, "block rows shorter than the matrix's rows");
-        BlockProduct { kernel: Self::matmul::<K>, out, stride, rows: panels.padded_rows(), w: image.panels(panels) }
+        let (rows, tile_rows) = (panels.padded_rows(), panels.encoding.tile_rows());
+        BlockProduct { kernel: Self::matmul::<K>, out, stride, rows, tile_rows, w: image.panels(panels) }
     }
 }
 

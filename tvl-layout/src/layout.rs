@@ -4,20 +4,23 @@
 //! files; the kernels take their register tile from the same constants. They cannot disagree.
 //!
 //! A matrix `W` (rows × cols, row-major in a checkpoint) is stored as *panels*: output rows are
-//! grouped into tiles of [`TILE_ROWS`] rows, and inside a tile the columns are cut into blocks
-//! (one 64-byte cache line per row for f32 and int8, half a line for 4-bit). The order is tile,
-//! then block, then row within the tile, then column within the block; a quantized block is
-//! followed by the scales of its groups (`[group][row]`), so a kernel computing one tile reads one
-//! contiguous stream front to back, each block of `x` loaded once for [`TILE_ROWS`] rows. Rows
-//! and columns are padded with zeros up to whole tiles and blocks (a quantized tile also up to a
-//! whole cache line), so kernels have no remainder loop.
+//! grouped into tiles ([`TILE_ROWS`] = 4 rows for f32 and int8, [`Q4_TILE_ROWS`] = 16 for
+//! 4-bit), and inside a tile the columns are cut into blocks (one 64-byte cache line per row for
+//! f32 and int8, half a line for 4-bit). The order is tile, then block, then the block's rows;
+//! a quantized block is followed by the scales of its groups (`[group][row]`), so a kernel
+//! computing one tile reads one contiguous stream front to back, each block of `x` loaded once
+//! for all the tile's rows. Rows and columns are padded with zeros up to whole tiles and blocks
+//! (a quantized tile also up to a whole cache line), so kernels have no remainder loop.
 //!
-//! Within a quantized block the tile's rows take turns every [`Q_PIECE_COLS`] columns (see
+//! Within an int8 block the tile's rows take turns every [`Q_PIECE_COLS`] columns (see
 //! [`Encoding::weight_byte`]): each cache line holds 16 bytes of each of the 4 rows, so that one
 //! 64-byte register multiplied by the same 16 values of `x` in each 128-bit lane gives each
 //! row's sums in its own lane, and the sums of a group add up vertically, register on register.
-//! Rows one after the other left each row's 16 sums of a group in one register, to be added
-//! across its lanes.
+//! Within a 4-bit block they take turns every 4 bytes (8 columns): a line is one 32-bit lane per
+//! row of the 16, so a register of it times x's 4 values (the same in every lane) leaves each
+//! row's sums in its own lane, and a group's float steps run on the 16 rows at once. (4 rows
+//! per line, as int8, left 4 sums per row to add across lanes for every group of 32 columns,
+//! and each group's float steps on 4 rows: half the speed in cache.)
 
 use crate::config::{Config, Weights};
 #[cfg(feature = "alloc")]
@@ -44,13 +47,16 @@ pub const fn static_layers(layers: &'static [LayerLayout]) -> Layers {
 }
 
 /// Version of the TVL file format; bump it when the header or the layout rules change.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Bytes of the file header; the first tensor starts here.
 pub const HEADER_BYTES: usize = 256;
 /// Every tensor starts at a multiple of this (a cache line on every CPU we target).
 pub const ALIGN: usize = 64;
-/// Output rows per panel tile = rows of the kernels' register tile.
+/// Output rows per panel tile of f32 and int8 panels = rows of their kernels' register tile.
 pub const TILE_ROWS: usize = 4;
+/// Output rows per panel tile of 4-bit panels: one row per 32-bit lane of a 64-byte register
+/// (see [`Encoding::weight_byte`]).
+pub const Q4_TILE_ROWS: usize = 16;
 /// Columns per f32 panel block: one 64-byte cache line of f32.
 pub const COL_BLOCK: usize = 16;
 /// Columns per quantized panel block: one cache line of int8, half a line of 4-bit values.
@@ -76,9 +82,10 @@ pub enum Encoding {
         group_size: usize,
     },
     /// 4-bit values `q + 8` (q in -8..=7), one f16 scale per `group_size` columns (as
-    /// llama.cpp's Q4_0: f32 scales were a tenth of the bytes a token reads). A row's 16 bytes
-    /// of a cache line hold 32 columns: 16 in the low nibbles, the next 16 in the high ones
-    /// (see [`Encoding::weight_byte`]), so a mask and a shift unpack them.
+    /// llama.cpp's Q4_0: f32 scales were a tenth of the bytes a token reads), in tiles of
+    /// [`Q4_TILE_ROWS`] rows: each cache line holds 4 bytes of each of the 16 rows, 8 columns
+    /// (4 in the low nibbles, 4 in the high ones; see [`Encoding::weight_byte`]), so a mask and
+    /// a shift unpack them into one register whose 32-bit lanes are the rows.
     Q4 {
         /// Columns per scale.
         group_size: usize,
@@ -100,6 +107,13 @@ impl Encoding {
         match self {
             Encoding::F32 => 1,
             Encoding::Q8 { group_size } | Encoding::Q4 { group_size } => group_size,
+        }
+    }
+    /// Rows of one panel tile: [`Q4_TILE_ROWS`] for 4-bit, else [`TILE_ROWS`].
+    pub const fn tile_rows(self) -> usize {
+        match self {
+            Encoding::Q4 { .. } => Q4_TILE_ROWS,
+            _ => TILE_ROWS,
         }
     }
     /// Columns of one panel block.
@@ -134,33 +148,45 @@ impl Encoding {
     }
     /// Bytes of one block of a tile: its rows, then its scales `[group][row]`.
     pub const fn block_bytes(self) -> usize {
-        TILE_ROWS * (self.row_block_bytes() + self.scale_bytes() * self.groups_per_block())
+        self.tile_rows() * (self.row_block_bytes() + self.scale_bytes() * self.groups_per_block())
     }
 
-    /// Where, within a block of a tile, the scales start: after the tile's [`TILE_ROWS`] row
-    /// blocks. The scales are stored `[group][row]`.
+    /// Where, within a block of a tile, the scales start: after the tile's rows' blocks. The
+    /// scales are stored `[group][row]`.
     pub const fn scales_offset(self) -> usize {
-        TILE_ROWS * self.row_block_bytes()
+        self.tile_rows() * self.row_block_bytes()
     }
 
     /// Where, within a block of a tile, the weight of (row within the tile, column within the
     /// block) of a quantized encoding is: its byte, and whether it is the high nibble (4-bit).
-    /// Each 64-byte line of a block holds [`Q_PIECE_COLS`] bytes of each row in turn: int8
-    /// line `l` columns `16 l ..`, 4-bit line `l` columns `32 l ..` in the low nibbles and the
-    /// next 16 in the high ones.
+    ///
+    /// int8: each 64-byte line of a block holds [`Q_PIECE_COLS`] bytes of each of the tile's 4
+    /// rows in turn, line `l` columns `16 l ..`.
+    ///
+    /// 4-bit: each line holds 4 bytes of each of the tile's 16 rows in turn, and 4 lines make
+    /// 32 columns: line `l` of columns `32 s ..` (`l` = 0..3) has columns `32 s + 4 l ..` (4 of
+    /// them) in the low nibbles and `32 s + 16 + 4 l ..` in the high ones. A line loaded into a
+    /// 64-byte register has row r in 32-bit lane r: its nibbles times x's 4 values of those
+    /// columns (the same in every lane) are each row's sums, with no adding across lanes.
     pub const fn weight_byte(self, row: usize, col: usize) -> (usize, bool) {
-        let piece = col / Q_PIECE_COLS;
-        let (line, high) = match self {
-            Encoding::Q4 { .. } => (piece / 2, piece % 2 == 1),
-            _ => (piece, false),
-        };
-        (line * TILE_ROWS * Q_PIECE_COLS + row * Q_PIECE_COLS + col % Q_PIECE_COLS, high)
+        match self {
+            Encoding::Q4 { .. } => {
+                let (slice, c) = (col / 32, col % 32);
+                let line = 4 * slice + c % 16 / 4;
+                (line * 64 + row * 4 + c % 4, c >= 16)
+            }
+            _ => {
+                let line = col / Q_PIECE_COLS;
+                (line * TILE_ROWS * Q_PIECE_COLS + row * Q_PIECE_COLS + col % Q_PIECE_COLS, false)
+            }
+        }
     }
 
     /// Where, within a block of a tile, the scale of (group within the block, row within the
-    /// tile) is.
+    /// tile) is: `[group][row]`, so that one vector load gives a group's scales for the tile's
+    /// rows.
     pub const fn scale_offset(self, group: usize, row: usize) -> usize {
-        self.scales_offset() + self.scale_bytes() * scale_slot(group, row)
+        self.scales_offset() + self.scale_bytes() * (group * self.tile_rows() + row)
     }
 
     /// The scale at `bytes[at..]`: f32, or f16 for 4-bit ([`Encoding::scale_bytes`]).
@@ -226,7 +252,7 @@ pub const fn round_up(n: usize, to: usize) -> usize {
 impl Panels {
     /// Rows padded to whole tiles.
     pub const fn padded_rows(&self) -> usize {
-        round_up(self.rows, TILE_ROWS)
+        round_up(self.rows, self.encoding.tile_rows())
     }
     /// Columns padded to whole blocks: the column count the kernels are compiled for.
     pub const fn padded_cols(&self) -> usize {
@@ -236,9 +262,9 @@ impl Panels {
     pub const fn blocks(&self) -> usize {
         self.padded_cols() / self.encoding.block_cols()
     }
-    /// Tiles of [`TILE_ROWS`] rows.
+    /// Tiles of [`Encoding::tile_rows`] rows.
     pub const fn tiles(&self) -> usize {
-        self.padded_rows() / TILE_ROWS
+        self.padded_rows() / self.encoding.tile_rows()
     }
     /// Bytes of one tile (a whole number of cache lines).
     pub const fn tile_bytes(&self) -> usize {
@@ -251,21 +277,23 @@ impl Panels {
 
     /// Byte offset (within the panels) of row `row`'s part of block `block` (f32).
     const fn row_block_at(&self, row: usize, block: usize) -> usize {
-        let (tile, row_in_tile) = (row / TILE_ROWS, row % TILE_ROWS);
+        let (tile, row_in_tile) = (row / TILE_ROWS, row % TILE_ROWS); // (f32: 4-row tiles)
         tile * self.tile_bytes() + block * self.encoding.block_bytes() + row_in_tile * self.encoding.row_block_bytes()
     }
 
     /// Byte offset (within the panels) of the quantized weight of `row`, column `col` (of the
     /// whole row), and whether it is the high nibble.
     const fn weight_at(&self, row: usize, col: usize) -> (usize, bool) {
-        let (tile, block) = (row / TILE_ROWS, col / Q_COL_BLOCK);
-        let (byte, high) = self.encoding.weight_byte(row % TILE_ROWS, col % Q_COL_BLOCK);
+        let (tile_rows, block) = (self.encoding.tile_rows(), col / Q_COL_BLOCK);
+        let (tile, byte_high) = (row / tile_rows, self.encoding.weight_byte(row % tile_rows, col % Q_COL_BLOCK));
+        let (byte, high) = byte_high;
         (tile * self.tile_bytes() + block * self.encoding.block_bytes() + byte, high)
     }
 
     /// Byte offset of the scale of (row, group within block) of block `block`.
     pub const fn scale_at(&self, row: usize, block: usize, group: usize) -> usize {
-        let (tile, row_in_tile) = (row / TILE_ROWS, row % TILE_ROWS);
+        let tile_rows = self.encoding.tile_rows();
+        let (tile, row_in_tile) = (row / tile_rows, row % tile_rows);
         tile * self.tile_bytes() + block * self.encoding.block_bytes() + self.encoding.scale_offset(group, row_in_tile)
     }
 
@@ -766,10 +794,16 @@ mod tests {
         let q = Layout::new(&Config { weights: Weights::Q8_0 { group_size: 4 }, ..config(64, 172, 8, 4, false) });
         let w2 = q.layers[0].w2;
         assert_eq!((w2.padded_cols(), w2.tile_bytes(), w2.bytes()), (192, 3 * 512, 16 * 3 * 512));
-        // 4-bit, groups of 32: a block is 4 × 32 bytes + 2 × 4 two-byte scales = 144 bytes; 3
-        // blocks are 432 bytes, padded to 448 so that every tile starts a cache line.
+        // 4-bit, groups of 32: a block is 16 × 32 bytes + 2 × 16 two-byte scales = 576 bytes (9
+        // cache lines), 3 blocks a tile; w1 (172 × 64) has its rows padded to 11 tiles of 16.
         let q = Layout::new(&Config { weights: Weights::Q4_0 { group_size: 32 }, ..config(64, 172, 8, 4, false) });
-        assert_eq!((q.layers[0].w2.tile_bytes(), q.token_embedding.encoding), (448, Encoding::Q8 { group_size: 32 }));
+        assert_eq!((q.layers[0].w2.tile_bytes(), q.token_embedding.encoding), (1728, Encoding::Q8 { group_size: 32 }));
+        let w1 = q.layers[0].w1;
+        assert_eq!((w1.padded_rows(), w1.tiles(), w1.tile_bytes(), w1.bytes()), (176, 11, 576, 11 * 576));
+        // With groups of 64, one group per block: 16 × 32 + 16 × 2 = 544 bytes; a tile of 3
+        // blocks (1632 bytes) padded to 1664, a whole number of lines.
+        let q = Layout::new(&Config { weights: Weights::Q4_0 { group_size: 64 }, ..config(64, 172, 8, 4, false) });
+        assert_eq!(q.layers[0].w2.tile_bytes(), 1664);
     }
 
     #[test]
@@ -788,7 +822,7 @@ mod tests {
     }
 
     #[test]
-    fn quantized_rows_take_turns_every_16_columns() {
+    fn quantized_rows_take_turns_every_16_columns_or_every_8() {
         let q8 = Encoding::Q8 { group_size: 32 };
         assert_eq!(q8.weight_byte(0, 0), (0, false));
         assert_eq!(q8.weight_byte(0, 15), (15, false));
@@ -797,14 +831,18 @@ mod tests {
         assert_eq!(q8.weight_byte(3, 63), (255, false));
         let q4 = Encoding::Q4 { group_size: 32 };
         assert_eq!(q4.weight_byte(0, 0), (0, false));
+        assert_eq!(q4.weight_byte(0, 3), (3, false));
+        assert_eq!(q4.weight_byte(1, 0), (4, false)); // the next row: the next 32-bit lane
         assert_eq!(q4.weight_byte(0, 16), (0, true)); // 16 columns on: the same byte's high nibble
-        assert_eq!(q4.weight_byte(2, 5), (37, false));
-        assert_eq!(q4.weight_byte(0, 32), (64, false));
-        assert_eq!(q4.weight_byte(3, 63), (127, true));
+        assert_eq!(q4.weight_byte(0, 4), (64, false)); // the next 4 columns: the next line
+        assert_eq!(q4.weight_byte(2, 5), (73, false));
+        assert_eq!(q4.weight_byte(0, 32), (256, false)); // the next 32 columns: 4 lines on
+        assert_eq!(q4.weight_byte(15, 63), (511, true));
+        assert_eq!((q4.scales_offset(), q4.scale_offset(1, 3), q4.block_bytes()), (512, 512 + 2 * 19, 576));
         // Every weight of a block has a byte (a nibble) of its own.
         for encoding in [q8, q4] {
             let mut seen = std::collections::HashSet::new();
-            for row in 0..TILE_ROWS {
+            for row in 0..encoding.tile_rows() {
                 for col in 0..Q_COL_BLOCK {
                     let (byte, _) = encoding.weight_byte(row, col);
                     assert!(byte < encoding.scales_offset() && seen.insert(encoding.weight_byte(row, col)));

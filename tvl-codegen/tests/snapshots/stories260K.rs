@@ -301,7 +301,7 @@ impl ::tvl::Model for Stories260K {
             encoding: ::tvl::Encoding::F32,
         },
         file_size: 1045504,
-        fingerprint: 10018282561727219358u64,
+        fingerprint: 10342683983601931485u64,
     };
     type Attn = ::tvl::Matrix<64, 64, 64, ::tvl::F32>;
     type Kv = ::tvl::Matrix<32, 64, 64, ::tvl::F32>;

@@ -4,24 +4,22 @@
 //! rows × 2 ymm registers = 8 independent accumulators, enough to cover the FMA latency
 //! (4 cycles × 2 ports). Each block of `x` (2 ymm) is loaded once for the 4 rows.
 //!
-//! Quantized tiles: a block's lines hold 16 bytes of each of the 4 rows in turn (see
+//! int8 tiles: a block's lines hold 16 bytes of each of the 4 rows in turn (see
 //! [`Encoding::weight_byte`]), so a register of them times x's 16 values in each 128-bit lane
 //! (`vpdpbusd`, or `maddubs` + `madd`, on ymm or zmm) gives each row's sums of 4 columns in its
 //! own lane; a group's pieces add up register on register, starting from −offset·Σx / 4 per
 //! lane (see `weight_offset`), one reduction per group leaves one exact integer per (row,
 //! group), and the float part runs with the 4 rows in the 4 lanes of an xmm, in the reference
 //! order. On zmm, groups of 32 go four at a time (two blocks, `two_blocks_512`): one
-//! transposition reduces them all and their float steps share one register (the per-group
-//! steps were most of a 4-bit block's time). `maddubs` needs one unsigned operand: int8
-//! weights go in as |w| with the sign moved onto x (exact for every int8 w, as x is never
-//! -128); 4-bit weights go in as their unsigned nibbles u = q + 8; `vpdpbusd` takes int8
-//! weights as w + 128.
+//! transposition reduces them all and their float steps share one register. `maddubs` needs
+//! one unsigned operand: int8 weights go in as |w| with the sign moved onto x (exact for every
+//! int8 w, as x is never -128); `vpdpbusd` takes them as w + 128.
 //!
-//! 4-bit panels' scales are f16 (int8's f32): F16C widens them exactly (`scales_4`,
-//! `scales_8`, `scale_1`), part of every path here (`Avx2::available` checks it).
-//!
-//! Quantized block products (prompts, batches of sequences; on CPUs without AVX-512, see
+//! int8 block products (prompts, batches of sequences; on CPUs without AVX-512, see
 //! `IsaChoice::for_blocks`) put one token per lane instead (`matmul_quantized`).
+//!
+//! 4-bit tiles (16 rows, one per lane) have kernels of their own: [`super::q4_lanes`]. Their f16
+//! scales need F16C, part of every path here (`Avx2::available` checks it).
 
 use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
 use super::{BlockInput, F32Kernels, Isa, LANES};
@@ -179,22 +177,22 @@ impl Isa for Avx2 {
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
         // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-        unsafe { matvec_quantized::<COLS, GS, false>(out, w, x) }
+        unsafe { matvec_quantized::<COLS, GS>(out, w, x) }
     }
 
     unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
-        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-        unsafe { matvec_quantized::<COLS, GS, true>(out, w, x) }
+        // SAFETY: the caller guarantees AVX2, FMA and F16C (`available()`).
+        unsafe { super::q4_lanes::matvec_avx2::<COLS, GS>(out, w, x) }
     }
 
     unsafe fn matmul_q8<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-        unsafe { matmul_quantized::<COLS, GS, false>(outs, w, xs) }
+        unsafe { matmul_quantized::<COLS, GS>(outs, w, xs) }
     }
 
     unsafe fn matmul_q4<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
-        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-        unsafe { matmul_quantized::<COLS, GS, true>(outs, w, xs) }
+        // SAFETY: the caller guarantees AVX2, FMA and F16C (`available()`).
+        unsafe { super::q4_lanes::matmul_avx2::<COLS, GS>(outs, w, xs) }
     }
 }
 
@@ -213,25 +211,25 @@ impl Isa for AvxVnni {
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
         // SAFETY: the caller guarantees AVX2, FMA and AVX-VNNI (`available()`).
-        unsafe { matvec_quantized_vnni::<COLS, GS, false>(out, w, x) }
+        unsafe { matvec_quantized_vnni::<COLS, GS>(out, w, x) }
     }
 
     unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
-        // SAFETY: the caller guarantees AVX2, FMA and AVX-VNNI (`available()`).
-        unsafe { matvec_quantized_vnni::<COLS, GS, true>(out, w, x) }
+        // SAFETY: the caller guarantees AVX2, FMA, F16C and AVX-VNNI (`available()`).
+        unsafe { super::q4_lanes::matvec_avxvnni::<COLS, GS>(out, w, x) }
     }
 
     /// [`Avx2`]'s block kernel (`maddubs`, the same numbers): only machines without AVX-512
     /// run block products on this path (see `IsaChoice::for_blocks`).
     unsafe fn matmul_q8<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-        unsafe { matmul_quantized::<COLS, GS, false>(outs, w, xs) }
+        unsafe { matmul_quantized::<COLS, GS>(outs, w, xs) }
     }
 
     /// As [`AvxVnni::matmul_q8`].
     unsafe fn matmul_q4<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
-        // SAFETY: the caller guarantees AVX2 and FMA (`available()`).
-        unsafe { matmul_quantized::<COLS, GS, true>(outs, w, xs) }
+        // SAFETY: the caller guarantees AVX2, FMA and F16C (`available()`).
+        unsafe { super::q4_lanes::matmul_avx2::<COLS, GS>(outs, w, xs) }
     }
 }
 
@@ -384,15 +382,13 @@ pub(super) const MADDUBS_512: u8 = 2; // AVX-512BW: `vpmaddubsw` + `vpmaddwd` on
 pub(super) const DPBUSD_512: u8 = 3; // AVX-512 VNNI: `vpdpbusd` on zmm
 
 /// What `KIND`'s integer sums of a group exceed Σw·x by, in units of Σx: the weights enter
-/// the multiply-adds unsigned. 4-bit nibbles are w + 8. `vpdpbusd` takes int8 weights as
+/// the multiply-adds unsigned. `vpdpbusd` takes int8 weights as
 /// w + 128 (one xor, against the three steps that move each weight's sign onto x), since it
 /// adds its products in 32 bits; `vpmaddubsw` cannot, its 16-bit pairs of 255 · 127 would
 /// saturate, so it gets |w| and x with w's sign (offset 0), as do groups of fewer than 16
 /// columns (see [`block_sums`]).
-const fn weight_offset<const GS: usize, const Q4: bool, const KIND: u8>() -> i32 {
-    if Q4 {
-        8
-    } else if (KIND == DPBUSD || KIND == DPBUSD_512) && GS >= Q_PIECE_COLS {
+const fn weight_offset<const GS: usize, const KIND: u8>() -> i32 {
+    if (KIND == DPBUSD || KIND == DPBUSD_512) && GS >= Q_PIECE_COLS {
         128
     } else {
         0
@@ -414,29 +410,7 @@ trait RowSums: Copy {
     /// its lanes, over by [`weight_offset`] · Σx of their columns. x's 16 bytes are broadcast
     /// to every 128-bit lane by a load. The caller passes a block inside the checked tile,
     /// p < 4 and 64 values of x at `xb`.
-    unsafe fn add_piece<const GS: usize, const Q4: bool, const KIND: u8>(
-        self,
-        block: *const u8,
-        p: usize,
-        xb: *const i8,
-    ) -> Self;
-    /// [`RowSums::add_piece`] of 4-bit `pieces` (at most 4), one by one; the ymm pair's
-    /// `maddubs` adds their pair sums in 16 bits before one `madd` widens them (|Σ| ≤ 4 · 2 ·
-    /// 15 · 127 < 2^15: the same integers, one `madd` per group instead of one per piece; 3–7%
-    /// faster in cache on Zen 3, the same streaming from memory).
-    unsafe fn add_q4_pieces<const GS: usize, const KIND: u8>(
-        self,
-        block: *const u8,
-        pieces: core::ops::Range<usize>,
-        xb: *const i8,
-    ) -> Self {
-        let mut sums = self;
-        for p in pieces {
-            // SAFETY: the caller's guarantees are `add_piece`'s.
-            sums = unsafe { sums.add_piece::<GS, true, KIND>(block, p, xb) };
-        }
-        sums
-    }
+    unsafe fn add_piece<const GS: usize, const KIND: u8>(self, block: *const u8, p: usize, xb: *const i8) -> Self;
     /// One group's sums as one integer per row: [row 0, .., row 3].
     unsafe fn rows(self) -> __m128i;
     /// Two groups' sums as [group a of rows 0–3 | group b of rows 0–3] (the order of the
@@ -456,29 +430,17 @@ impl RowSums for __m512i {
     /// AVX-512 has no `vpsignb`, so for `vpmaddubsw` the sign of an int8 weight moves onto x
     /// with a masked negation.
     #[inline(always)]
-    unsafe fn add_piece<const GS: usize, const Q4: bool, const KIND: u8>(
-        self,
-        block: *const u8,
-        p: usize,
-        xb: *const i8,
-    ) -> Self {
+    unsafe fn add_piece<const GS: usize, const KIND: u8>(self, block: *const u8, p: usize, xb: *const i8) -> Self {
         // SAFETY: (the whole body) the loads stay inside the block's lines and x's 64 values,
         // as the caller guarantees; AVX-512F/BW (and VNNI for DPBUSD_512) are enabled by it.
         unsafe {
             let x = _mm512_broadcast_i32x4(_mm_loadu_si128(xb.add(Q_PIECE_COLS * p).cast()));
-            let (w, x) = if Q4 {
-                // Line p / 2: columns 32 (p / 2) .. in the low nibbles, the next 16 in the high.
-                let line = _mm512_loadu_si512(block.add(LINE * (p / 2)).cast());
-                let nibbles = if p.is_multiple_of(2) { line } else { _mm512_srli_epi16::<4>(line) };
-                (_mm512_and_si512(nibbles, _mm512_set1_epi8(0x0f)), x)
+            let w = _mm512_loadu_si512(block.add(LINE * p).cast());
+            let (w, x) = if weight_offset::<GS, KIND>() == 128 {
+                (_mm512_xor_si512(w, _mm512_set1_epi8(-128)), x)
             } else {
-                let w = _mm512_loadu_si512(block.add(LINE * p).cast());
-                if weight_offset::<GS, Q4, KIND>() == 128 {
-                    (_mm512_xor_si512(w, _mm512_set1_epi8(-128)), x)
-                } else {
-                    let negative = _mm512_movepi8_mask(w);
-                    (_mm512_abs_epi8(w), _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x))
-                }
+                let negative = _mm512_movepi8_mask(w);
+                (_mm512_abs_epi8(w), _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x))
             };
             if KIND == DPBUSD_512 {
                 _mm512_dpbusd_epi32(self, w, x)
@@ -527,49 +489,12 @@ impl RowSums for [__m256i; 2] {
     }
 
     #[inline(always)]
-    unsafe fn add_piece<const GS: usize, const Q4: bool, const KIND: u8>(
-        self,
-        block: *const u8,
-        p: usize,
-        xb: *const i8,
-    ) -> Self {
+    unsafe fn add_piece<const GS: usize, const KIND: u8>(self, block: *const u8, p: usize, xb: *const i8) -> Self {
         // SAFETY: as for zmm (AVX2, and AVX-VNNI for DPBUSD, enabled by the caller).
         unsafe {
             let x = _mm256_broadcastsi128_si256(_mm_loadu_si128(xb.add(Q_PIECE_COLS * p).cast()));
-            let line = if Q4 { block.add(LINE * (p / 2)) } else { block.add(LINE * p) };
-            [
-                rows_pair_sums::<GS, Q4, KIND>(self[0], line, p % 2 == 1, x),
-                rows_pair_sums::<GS, Q4, KIND>(self[1], line.add(LINE / 2), p % 2 == 1, x),
-            ]
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn add_q4_pieces<const GS: usize, const KIND: u8>(
-        self,
-        block: *const u8,
-        pieces: core::ops::Range<usize>,
-        xb: *const i8,
-    ) -> Self {
-        debug_assert!(pieces.len() <= 4, "16-bit pair sums of at most 4 pieces");
-        // SAFETY: as `add_piece`, for each piece (AVX2 enabled by the caller).
-        unsafe {
-            let mut pairs = [_mm256_setzero_si256(); 2];
-            for p in pieces {
-                let x = _mm256_broadcastsi128_si256(_mm_loadu_si128(xb.add(Q_PIECE_COLS * p).cast()));
-                let line = block.add(LINE * (p / 2));
-                for (half, pairs) in pairs.iter_mut().enumerate() {
-                    let bytes = _mm256_loadu_si256(line.add(LINE / 2 * half).cast());
-                    let nibbles = if p % 2 == 1 { _mm256_srli_epi16::<4>(bytes) } else { bytes };
-                    let w = _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0f));
-                    *pairs = _mm256_add_epi16(*pairs, _mm256_maddubs_epi16(w, x));
-                }
-            }
-            let ones = _mm256_set1_epi16(1);
-            [
-                _mm256_add_epi32(self[0], _mm256_madd_epi16(pairs[0], ones)),
-                _mm256_add_epi32(self[1], _mm256_madd_epi16(pairs[1], ones)),
-            ]
+            let line = block.add(LINE * p);
+            [rows_pair_sums::<GS, KIND>(self[0], line, x), rows_pair_sums::<GS, KIND>(self[1], line.add(LINE / 2), x)]
         }
     }
 
@@ -604,29 +529,17 @@ impl RowSums for [__m256i; 2] {
     }
 }
 
-/// Two rows' 16 bytes at `at` (4-bit: their high nibbles if `high`) against x's 16 values in
-/// both 128-bit lanes, added to `acc`.
+/// Two rows' 16 bytes at `at` against x's 16 values in both 128-bit lanes, added to `acc`.
 #[inline(always)]
-unsafe fn rows_pair_sums<const GS: usize, const Q4: bool, const KIND: u8>(
-    acc: __m256i,
-    at: *const u8,
-    high: bool,
-    x: __m256i,
-) -> __m256i {
+unsafe fn rows_pair_sums<const GS: usize, const KIND: u8>(acc: __m256i, at: *const u8, x: __m256i) -> __m256i {
     // SAFETY: (the whole body) the caller passes 32 bytes inside the checked tile; register
     // arithmetic under the caller's AVX2 (and AVX-VNNI for DPBUSD).
     unsafe {
-        let (w, x) = if Q4 {
-            let bytes = _mm256_loadu_si256(at.cast());
-            let nibbles = if high { _mm256_srli_epi16::<4>(bytes) } else { bytes };
-            (_mm256_and_si256(nibbles, _mm256_set1_epi8(0x0f)), x)
+        let w = _mm256_loadu_si256(at.cast());
+        let (w, x) = if weight_offset::<GS, KIND>() == 128 {
+            (_mm256_xor_si256(w, _mm256_set1_epi8(-128)), x)
         } else {
-            let w = _mm256_loadu_si256(at.cast());
-            if weight_offset::<GS, Q4, KIND>() == 128 {
-                (_mm256_xor_si256(w, _mm256_set1_epi8(-128)), x)
-            } else {
-                (_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
-            }
+            (_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
         };
         if KIND == DPBUSD {
             _mm256_dpbusd_avx_epi32(acc, w, x)
@@ -636,59 +549,43 @@ unsafe fn rows_pair_sums<const GS: usize, const Q4: bool, const KIND: u8>(
     }
 }
 
-/// The 4 scales at `at` (one group's, rows 0–3) as f32: 4-bit panels' f16 widened (exactly,
-/// F16C), int8's f32 loaded.
+/// The 4 f32 scales at `at` (one group's, rows 0–3).
 ///
 /// # Safety
-/// 4 scales at `at` are readable; F16C is enabled (every AVX2 path checks it).
+/// 4 scales at `at` are readable; SSE (x86_64's baseline).
 #[inline(always)]
-pub(super) unsafe fn scales_4<const Q4: bool>(at: *const u8) -> __m128 {
+pub(super) unsafe fn scales_4(at: *const u8) -> __m128 {
     // SAFETY: the caller's contract.
-    unsafe {
-        match Q4 {
-            true => _mm_cvtph_ps(_mm_loadl_epi64(at.cast())),
-            false => _mm_loadu_ps(at.cast()),
-        }
-    }
+    unsafe { _mm_loadu_ps(at.cast()) }
 }
 
-/// The 8 scales at `at` (two groups') as f32, as [`scales_4`].
+/// The 8 f32 scales at `at` (two groups').
 ///
 /// # Safety
-/// As [`scales_4`], for 8 scales.
+/// 8 scales at `at` are readable; AVX is enabled.
 #[inline(always)]
-unsafe fn scales_8<const Q4: bool>(at: *const u8) -> __m256 {
+unsafe fn scales_8(at: *const u8) -> __m256 {
     // SAFETY: the caller's contract.
-    unsafe {
-        match Q4 {
-            true => _mm256_cvtph_ps(_mm_loadu_si128(at.cast())),
-            false => _mm256_loadu_ps(at.cast()),
-        }
-    }
+    unsafe { _mm256_loadu_ps(at.cast()) }
 }
 
-/// The scale at `at` as f32, as [`scales_4`].
+/// The f32 scale at `at`.
 ///
 /// # Safety
-/// As [`scales_4`], for 1 scale.
+/// 4 bytes at `at` are readable.
 #[inline(always)]
-pub(super) unsafe fn scale_1<const Q4: bool>(at: *const u8) -> f32 {
+pub(super) unsafe fn scale_1(at: *const u8) -> f32 {
     // SAFETY: the caller's contract.
-    unsafe {
-        match Q4 {
-            true => _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(at.cast::<u16>().read_unaligned() as i32))),
-            false => at.cast::<f32>().read_unaligned(),
-        }
-    }
+    unsafe { at.cast::<f32>().read_unaligned() }
 }
 
 /// `val += (ival · w_scale) · x_scale` for the 4 rows of a tile at once (one per lane), each
 /// operation rounded, as the reference.
 #[inline(always)]
-unsafe fn add_group<const Q4: bool>(val: __m128, ival: __m128i, w_scales: *const u8, x_scale: f32) -> __m128 {
+unsafe fn add_group(val: __m128, ival: __m128i, w_scales: *const u8, x_scale: f32) -> __m128 {
     // SAFETY: the caller passes the group's 4 scales inside the checked tile; F16C is enabled.
     unsafe {
-        let term = _mm_mul_ps(_mm_cvtepi32_ps(ival), scales_4::<Q4>(w_scales));
+        let term = _mm_mul_ps(_mm_cvtepi32_ps(ival), scales_4(w_scales));
         _mm_add_ps(val, _mm_mul_ps(term, _mm_set1_ps(x_scale)))
     }
 }
@@ -696,11 +593,11 @@ unsafe fn add_group<const Q4: bool>(val: __m128, ival: __m128i, w_scales: *const
 /// [`add_group`] of two consecutive groups from their sums [group 0 of rows 0–3 | group 1 of
 /// rows 0–3] (the order of the scales at `scales`), group by group, each operation rounded.
 #[inline(always)]
-unsafe fn add_two_groups<const Q4: bool>(val: __m128, sums: __m256i, scales: *const u8, x_scales: [f32; 2]) -> __m128 {
+unsafe fn add_two_groups(val: __m128, sums: __m256i, scales: *const u8, x_scales: [f32; 2]) -> __m128 {
     // SAFETY: `scales` points at the two groups' 8 scales inside the checked tile; register
     // arithmetic under the caller's AVX2 and F16C.
     unsafe {
-        let terms = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), scales_8::<Q4>(scales));
+        let terms = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), scales_8(scales));
         let val = _mm_add_ps(val, _mm_mul_ps(_mm256_castps256_ps128(terms), _mm_set1_ps(x_scales[0])));
         _mm_add_ps(val, _mm_mul_ps(_mm256_extractf128_ps::<1>(terms), _mm_set1_ps(x_scales[1])))
     }
@@ -713,15 +610,15 @@ unsafe fn add_two_groups<const Q4: bool>(val: __m128, sums: __m256i, scales: *co
 /// Groups of fewer than 16 columns (llama2.c's int8 exports of small models) take each
 /// piece's lane sums through memory, of signed weights (offset 0, see [`weight_offset`]).
 #[inline(always)]
-unsafe fn block_sums<S: RowSums, const GS: usize, const Q4: bool, const KIND: u8>(
+unsafe fn block_sums<S: RowSums, const GS: usize, const KIND: u8>(
     mut val: __m128,
     block: *const u8,
     xb: *const i8,
     x_scales: &[f32],
     x_sums: &[i32],
 ) -> __m128 {
-    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
-    let (groups, pieces, offset) = (Q_COL_BLOCK / GS, GS / Q_PIECE_COLS, weight_offset::<GS, Q4, KIND>());
+    let encoding = Encoding::Q8 { group_size: GS };
+    let (groups, pieces, offset) = (Q_COL_BLOCK / GS, GS / Q_PIECE_COLS, weight_offset::<GS, KIND>());
     // SAFETY: (the whole body) `block` is a whole block of the checked tile (its scales at
     // `scales_offset`), `xb` has its 64 values of x and `x_scales`, `x_sums` its groups, as the
     // caller guarantees; the caller's features are enabled.
@@ -732,82 +629,65 @@ unsafe fn block_sums<S: RowSums, const GS: usize, const Q4: bool, const KIND: u8
             // by_piece[p][4 r + i]: row r's quad i of piece p.
             let mut by_piece = [[0i32; 16]; 4];
             for (p, sums) in by_piece.iter_mut().enumerate() {
-                S::splat(0).add_piece::<GS, Q4, KIND>(block, p, xb).store(sums);
+                S::splat(0).add_piece::<GS, KIND>(block, p, xb).store(sums);
             }
             let lanes: [[i32; 16]; TILE_ROWS] =
                 core::array::from_fn(|r| core::array::from_fn(|i| by_piece[i / 4][4 * r + i % 4]));
             let mut v = [0.0f32; TILE_ROWS];
             _mm_storeu_ps(v.as_mut_ptr(), val);
             let scale_bytes = core::slice::from_raw_parts(scales, encoding.scale_bytes() * TILE_ROWS * groups);
-            add_block_from_lanes::<GS, Q4>(&lanes, scale_bytes, x_scales, &mut v);
+            add_block_from_lanes::<GS>(&lanes, scale_bytes, x_scales, &mut v);
             return _mm_loadu_ps(v.as_ptr());
         }
         let mut sums = [S::splat(0); 4];
         for (g, sums) in sums.iter_mut().enumerate().take(groups) {
             *sums = S::splat(-(offset / 4) * x_sums[g]);
-            if Q4 && KIND == MADDUBS {
-                *sums = sums.add_q4_pieces::<GS, KIND>(block, g * pieces..(g + 1) * pieces, xb);
-            } else {
-                for p in g * pieces..(g + 1) * pieces {
-                    *sums = sums.add_piece::<GS, Q4, KIND>(block, p, xb);
-                }
+            for p in g * pieces..(g + 1) * pieces {
+                *sums = sums.add_piece::<GS, KIND>(block, p, xb);
             }
         }
         if groups == 1 {
-            return add_group::<Q4>(val, sums[0].rows(), scales, x_scales[0]);
+            return add_group(val, sums[0].rows(), scales, x_scales[0]);
         }
         for pair in 0..groups / 2 {
             let pair_sums = S::rows_of_pair(sums[2 * pair], sums[2 * pair + 1]);
             let w_scales = scales.add(2 * pair * TILE_ROWS * encoding.scale_bytes());
-            val = add_two_groups::<Q4>(val, pair_sums, w_scales, [x_scales[2 * pair], x_scales[2 * pair + 1]]);
+            val = add_two_groups(val, pair_sums, w_scales, [x_scales[2 * pair], x_scales[2 * pair + 1]]);
         }
         val
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
-    out: &mut [f32],
-    w: &[u8],
-    x: Quantized<'_>,
-) {
+unsafe fn matvec_quantized<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
     // SAFETY: AVX2 and FMA are enabled here, as the body needs.
-    unsafe { quantized_tiles::<COLS, GS, Q4, MADDUBS>(out, w, x) }
+    unsafe { quantized_tiles::<COLS, GS, MADDUBS>(out, w, x) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bool>(
-    out: &mut [f32],
-    w: &[u8],
-    x: Quantized<'_>,
-) {
+unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
     // SAFETY: AVX2, FMA and AVX-VNNI are enabled here, as the body needs.
-    unsafe { quantized_tiles::<COLS, GS, Q4, DPBUSD>(out, w, x) }
+    unsafe { quantized_tiles::<COLS, GS, DPBUSD>(out, w, x) }
 }
 
 /// Tokens of one ymm register in the block kernel: one i32 (f32) lane each.
 const YMM_TOKENS: usize = 8;
 
-/// The quantized block product (prompts, batches of sequences) with one token per lane: for
-/// each row tile, each 8 tokens of the interleaved inputs ([`Lanes`]: a quad of 4 columns
-/// per i32 lane), the tile's 4 rows × 8 tokens of exact integer sums per column group in 4
-/// ymm registers — a row's quad broadcast to every lane, `maddubs` + `madd` against the 8
-/// tokens' quads (int8: |w| against x with w's sign, 4-bit: the nibble q + 8 against x,
-/// from −8·Σx) — then `val += (ival · w_scale) · x_scale` per lane, group after group: each
-/// lane computes exactly the matvec's numbers for its (row, token), with no horizontal sums,
-/// and each weight is loaded once per 8 tokens. A tile's block is unpacked (4-bit) or its
-/// magnitudes taken (int8) once per 8 tokens into 256 bytes on the stack. What it replaced,
+/// The int8 block product (prompts, batches of sequences) with one token per lane: for each
+/// row tile, each 8 tokens of the interleaved inputs ([`Lanes`]: a quad of 4 columns per i32
+/// lane), the tile's 4 rows × 8 tokens of exact integer sums per column group in 4 ymm
+/// registers — a row's quad broadcast to every lane, `maddubs` + `madd` against the 8 tokens'
+/// quads (|w| against x with w's sign) — then `val += (ival · w_scale) · x_scale` per lane,
+/// group after group: each lane computes exactly the matvec's numbers for its (row, token),
+/// with no horizontal sums, and each weight is loaded once per 8 tokens. A tile's block has its
+/// magnitudes taken once per 8 tokens into 256 bytes on the stack. What it replaced,
 /// the matvec run tile by tile for each token, read the prompt of the 110M shape at 200–260
 /// tok/s on one Zen 3 core (AVX2 without VNNI); this reads it at 280–370 (int8) and 400–530
 /// (4-bit) in the same runs (README, Prompts and batches).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn matmul_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
-    outs: &mut [&mut [f32]],
-    w: &[u8],
-    xs: &BlockInput<'_>,
-) {
-    const { assert!(COLS.is_multiple_of(Q_COL_BLOCK) && GS.is_multiple_of(4) && (!Q4 || GS >= 32)) };
-    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+unsafe fn matmul_quantized<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
+    const { assert!(COLS.is_multiple_of(Q_COL_BLOCK) && GS.is_multiple_of(4)) };
+    let encoding = Encoding::Q8 { group_size: GS };
     let tile_len = tile_bytes(encoding, COLS);
     let lanes = xs.lanes;
     let n = xs.tokens.len();
@@ -819,15 +699,13 @@ unsafe fn matmul_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
         for first in (0..n).step_by(YMM_TOKENS) {
             // Token `first + i` is lane `first % LANES + i` of token group `first / LANES`.
             let (group, lane) = (first / LANES, first % LANES);
-            let q = &lanes.q[group * q_stride + lane..];
-            let (scales, sums) =
-                (&lanes.scales[group * group_stride + lane..], &lanes.sums[group * group_stride + lane..]);
+            let (q, scales) = (&lanes.q[group * q_stride + lane..], &lanes.scales[group * group_stride + lane..]);
             // The first 8 tokens fetch the weights ahead, as the matvec does; the others find
             // the tile in L1.
             // SAFETY: `tile_w` is one whole tile and the lanes hold COLS / 4 quads and COLS / GS
             // groups for these 8 tokens (checked above; lanes past the last token are zeros);
             // AVX2 and FMA are enabled here.
-            let val = unsafe { tile_tokens::<COLS, GS, Q4>(tile_w, (q, scales, sums), first == 0) };
+            let val = unsafe { tile_tokens::<COLS, GS>(tile_w, (q, scales), first == 0) };
             for (row, val) in val.iter().enumerate() {
                 let mut values = [0.0f32; YMM_TOKENS];
                 // SAFETY: 8 floats into `values`, under AVX.
@@ -869,19 +747,18 @@ pub(super) fn check_lanes<const COLS: usize, const GS: usize>(
 }
 
 /// One row tile of [`matmul_quantized`] for 8 tokens: row r's values in register r, token i's
-/// in lane i. `q`, `x_scales` and `x_sums` start at the 8 tokens' first lane (quad k's words
+/// in lane i. `q` and `x_scales` start at the 8 tokens' first lane (quad k's words
 /// at `k · LANES`, group g's at `g · LANES`).
 #[inline(always)]
-unsafe fn tile_tokens<const COLS: usize, const GS: usize, const Q4: bool>(
+unsafe fn tile_tokens<const COLS: usize, const GS: usize>(
     tile: &[u8],
-    (q, x_scales, x_sums): (&[i32], &[f32], &[i32]),
+    (q, x_scales): (&[i32], &[f32]),
     prefetch: bool,
 ) -> [__m256; TILE_ROWS] {
-    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let encoding = Encoding::Q8 { group_size: GS };
     let block_bytes = encoding.block_bytes();
     let groups_per_block = Q_COL_BLOCK / GS;
-    // The block's weights as unsigned bytes (4-bit: the nibbles, int8: |w|), laid out as int8
-    // lines (16 bytes of each row).
+    // The block's weights as unsigned bytes (|w|), laid out as its lines (16 bytes of each row).
     let mut unsigned = [0u8; TILE_ROWS * Q_COL_BLOCK];
     // SAFETY: (the whole body) the loads stay inside the tile (block b spans `b · block_bytes
     // .. (b + 1) · block_bytes`), `unsigned` and the lanes of x, as the caller guarantees;
@@ -896,54 +773,28 @@ unsafe fn tile_tokens<const COLS: usize, const GS: usize, const Q4: bool>(
             }
             for half in 0..TILE_ROWS * Q_COL_BLOCK / 32 {
                 let to = unsigned.as_mut_ptr().add(32 * half).cast();
-                if Q4 {
-                    // Line k's low nibbles are int8 line 2k, its high nibbles line 2k + 1.
-                    let (line, high) = (half / 4, half / 2 % 2 == 1);
-                    let bytes = _mm256_loadu_si256(at.add(LINE * line + 32 * (half % 2)).cast());
-                    let nibbles = if high { _mm256_srli_epi16::<4>(bytes) } else { bytes };
-                    _mm256_storeu_si256(to, _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0f)));
-                } else {
-                    let bytes = _mm256_loadu_si256(at.add(32 * half).cast());
-                    _mm256_storeu_si256(to, _mm256_sign_epi8(bytes, bytes));
-                }
+                let bytes = _mm256_loadu_si256(at.add(32 * half).cast());
+                _mm256_storeu_si256(to, _mm256_sign_epi8(bytes, bytes));
             }
             let w_scales = at.add(encoding.scales_offset());
             for g in 0..groups_per_block {
                 let group = block * groups_per_block + g;
-                let mut sums = if Q4 {
-                    let x_sums = _mm256_loadu_si256(x_sums.as_ptr().add(group * LANES).cast());
-                    [_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<3>(x_sums)); TILE_ROWS]
-                } else {
-                    [_mm256_setzero_si256(); TILE_ROWS]
-                };
-                // 4-bit: up to 8 quads' `maddubs` pairs add up in i16 (|Σ| ≤ 8 · 2 · 15 · 127 <
-                // 2^15) before `madd` widens them; int8 pairs reach 2 · 128 · 127 alone.
-                const CHUNK: usize = 8;
-                let chunk = if Q4 { CHUNK.min(GS / 4) } else { 1 };
-                for first_quad in (g * GS / 4..(g + 1) * GS / 4).step_by(chunk) {
-                    let mut pairs = [_mm256_setzero_si256(); TILE_ROWS];
-                    for quad in first_quad..first_quad + chunk {
-                        let x = _mm256_loadu_si256(q.as_ptr().add((block * Q_COL_BLOCK / 4 + quad) * LANES).cast());
-                        // Row r's quad: line quad / 4, 16 bytes per row, 4 per quad.
-                        let at_quad = LINE * (quad / 4) + 4 * (quad % 4);
-                        for (r, pairs) in pairs.iter_mut().enumerate() {
-                            let byte = at_quad + Q_PIECE_COLS * r;
-                            let u = _mm256_set1_epi32(unsigned.as_ptr().add(byte).cast::<i32>().read_unaligned());
-                            let x = if Q4 {
-                                x
-                            } else {
-                                _mm256_sign_epi8(x, _mm256_set1_epi32(at.add(byte).cast::<i32>().read_unaligned()))
-                            };
-                            *pairs = _mm256_add_epi16(*pairs, _mm256_maddubs_epi16(u, x));
-                        }
-                    }
-                    for (sums, pairs) in sums.iter_mut().zip(pairs) {
-                        *sums = _mm256_add_epi32(*sums, _mm256_madd_epi16(pairs, ones));
+                let mut sums = [_mm256_setzero_si256(); TILE_ROWS];
+                // (int8 `maddubs` pairs reach 2 · 128 · 127: each quad's are widened at once.)
+                for quad in g * GS / 4..(g + 1) * GS / 4 {
+                    let x = _mm256_loadu_si256(q.as_ptr().add((block * Q_COL_BLOCK / 4 + quad) * LANES).cast());
+                    // Row r's quad: line quad / 4, 16 bytes per row, 4 per quad.
+                    let at_quad = LINE * (quad / 4) + 4 * (quad % 4);
+                    for (r, sums) in sums.iter_mut().enumerate() {
+                        let byte = at_quad + Q_PIECE_COLS * r;
+                        let u = _mm256_set1_epi32(unsigned.as_ptr().add(byte).cast::<i32>().read_unaligned());
+                        let x = _mm256_sign_epi8(x, _mm256_set1_epi32(at.add(byte).cast::<i32>().read_unaligned()));
+                        *sums = _mm256_add_epi32(*sums, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), ones));
                     }
                 }
                 let x_scale = _mm256_loadu_ps(x_scales.as_ptr().add(group * LANES));
                 for (r, (val, sums)) in val.iter_mut().zip(sums).enumerate() {
-                    let w_scale = scale_1::<Q4>(w_scales.add(encoding.scale_bytes() * scale_slot(g, r)));
+                    let w_scale = scale_1(w_scales.add(encoding.scale_bytes() * scale_slot(g, r)));
                     let term = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(w_scale));
                     *val = _mm256_add_ps(*val, _mm256_mul_ps(term, x_scale));
                 }
@@ -970,13 +821,13 @@ pub(super) unsafe fn prefetch_ahead(at: *const u8, len: usize) {
 /// The quantized matvec over whole tiles, its integer sums computed by `KIND` (see
 /// [`tile_block`]); inlined into a function that enables `KIND`'s features.
 #[inline(always)]
-pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, const KIND: u8>(
+pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const KIND: u8>(
     out: &mut [f32],
     w: &[u8],
     x: Quantized<'_>,
 ) {
-    const { assert!(COLS.is_multiple_of(Q_COL_BLOCK) && (!Q4 || GS >= 32)) };
-    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    const { assert!(COLS.is_multiple_of(Q_COL_BLOCK)) };
+    let encoding = Encoding::Q8 { group_size: GS };
     let tile_bytes = tile_bytes(encoding, COLS);
     let tiles = out.len() / TILE_ROWS;
     // Checked once per call, so the loads below stay in bounds.
@@ -986,9 +837,9 @@ pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q
     // SAFETY: as this function's (the same arguments, checked above; the same features).
     unsafe {
         if super::software_prefetch() {
-            tiles_loop::<COLS, GS, Q4, KIND, true>(out, w, x, tile_bytes)
+            tiles_loop::<COLS, GS, KIND, true>(out, w, x, tile_bytes)
         } else {
-            tiles_loop::<COLS, GS, Q4, KIND, false>(out, w, x, tile_bytes)
+            tiles_loop::<COLS, GS, KIND, false>(out, w, x, tile_bytes)
         }
     }
 }
@@ -998,7 +849,7 @@ pub(super) unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q
 /// # Safety
 /// `x` must hold COLS values and COLS / GS groups, and `KIND`'s features be enabled.
 #[inline(always)]
-unsafe fn tiles_loop<const COLS: usize, const GS: usize, const Q4: bool, const KIND: u8, const PREFETCH: bool>(
+unsafe fn tiles_loop<const COLS: usize, const GS: usize, const KIND: u8, const PREFETCH: bool>(
     out: &mut [f32],
     w: &[u8],
     x: Quantized<'_>,
@@ -1017,12 +868,12 @@ unsafe fn tiles_loop<const COLS: usize, const GS: usize, const Q4: bool, const K
             // an odd last block, and other group sizes, one by one.
             if KIND >= MADDUBS_512 && GS == 32 {
                 while block + 2 <= COLS / Q_COL_BLOCK {
-                    val = two_blocks_512::<Q4, KIND, PREFETCH>(val, tile, block, x);
+                    val = two_blocks_512::<KIND, PREFETCH>(val, tile, block, x);
                     block += 2;
                 }
             }
             for block in block..COLS / Q_COL_BLOCK {
-                val = tile_block::<GS, Q4, KIND, PREFETCH>(val, tile, block, x);
+                val = tile_block::<GS, KIND, PREFETCH>(val, tile, block, x);
             }
             _mm_storeu_ps(out.as_mut_ptr(), val);
         }
@@ -1040,13 +891,13 @@ unsafe fn tiles_loop<const COLS: usize, const GS: usize, const Q4: bool, const K
 /// function that enables them).
 #[doc(hidden)]
 #[inline(always)]
-pub unsafe fn tile_block<const GS: usize, const Q4: bool, const KIND: u8, const PREFETCH: bool>(
+pub unsafe fn tile_block<const GS: usize, const KIND: u8, const PREFETCH: bool>(
     val: __m128,
     tile: &[u8],
     block: usize,
     x: Quantized<'_>,
 ) -> __m128 {
-    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let encoding = Encoding::Q8 { group_size: GS };
     let block_bytes = encoding.block_bytes();
     let groups_per_block = Q_COL_BLOCK / GS;
     // SAFETY: every pointer below is inside `tile` (block b spans `b * block_bytes..(b + 1) *
@@ -1061,9 +912,9 @@ pub unsafe fn tile_block<const GS: usize, const Q4: bool, const KIND: u8, const 
         let group = block * groups_per_block;
         let (xs, xsums) = (&x.scales[group..group + groups_per_block], &x.sums[group..group + groups_per_block]);
         if KIND >= MADDUBS_512 {
-            block_sums::<__m512i, GS, Q4, KIND>(val, bytes, xb, xs, xsums)
+            block_sums::<__m512i, GS, KIND>(val, bytes, xb, xs, xsums)
         } else {
-            block_sums::<[__m256i; 2], GS, Q4, KIND>(val, bytes, xb, xs, xsums)
+            block_sums::<[__m256i; 2], GS, KIND>(val, bytes, xb, xs, xsums)
         }
     }
 }
@@ -1074,23 +925,22 @@ pub unsafe fn tile_block<const GS: usize, const Q4: bool, const KIND: u8, const 
 /// reduces each pair of groups on its own) and their float steps done in one register, then
 /// added to `val` group by group: each operation rounded as the reference, so the same bits.
 /// Measured in cache on Zen 4 (paired, in one process): 9–14% faster than block by block,
-/// int8 and 4-bit, `vpdpbusd` and `vpmaddubsw`; the reduction and float steps still take
-/// about 40% of a 4-bit block's time (leaving them out, which is wrong, ran 1.6–1.8× faster).
+/// int8 and 4-bit (then in 4-row tiles, format 5), `vpdpbusd` and `vpmaddubsw`.
 ///
 /// # Safety
 /// As [`tile_block`]'s for `block + 1`, with AVX-512F/BW (and VNNI for DPBUSD_512) enabled.
 #[inline(always)]
-unsafe fn two_blocks_512<const Q4: bool, const KIND: u8, const PREFETCH: bool>(
+unsafe fn two_blocks_512<const KIND: u8, const PREFETCH: bool>(
     mut val: __m128,
     tile: &[u8],
     block: usize,
     x: Quantized<'_>,
 ) -> __m128 {
     const GS: usize = 32;
-    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let encoding = Encoding::Q8 { group_size: GS };
     let block_bytes = encoding.block_bytes();
-    let offset = weight_offset::<GS, Q4, KIND>();
-    const { assert!(matches!(weight_offset::<GS, Q4, KIND>(), 0 | 8 | 128), "an offset the shifts below know") };
+    let offset = weight_offset::<GS, KIND>();
+    const { assert!(matches!(weight_offset::<GS, KIND>(), 0 | 128), "an offset the shifts below know") };
     // SAFETY: (the whole body) blocks `block` and `block + 1` lie inside `tile`, x holds their
     // 128 values and 4 groups, as the caller guarantees; the caller's features are enabled.
     unsafe {
@@ -1104,7 +954,7 @@ unsafe fn two_blocks_512<const Q4: bool, const KIND: u8, const PREFETCH: bool>(
         for (g, sums) in sums.iter_mut().enumerate() {
             let (bytes, xb) = (first.add(block_bytes * (g / 2)), xb.add(Q_COL_BLOCK * (g / 2)));
             for p in 2 * (g % 2)..2 * (g % 2) + 2 {
-                *sums = sums.add_piece::<GS, Q4, KIND>(bytes, p, xb);
+                *sums = sums.add_piece::<GS, KIND>(bytes, p, xb);
             }
         }
         let [a0, a1, a2, a3] = sums;
@@ -1115,7 +965,6 @@ unsafe fn two_blocks_512<const Q4: bool, const KIND: u8, const PREFETCH: bool>(
         // Less offset · Σx of each group: Σx in the same order in every row's lanes.
         let x_sums = _mm512_broadcast_i32x4(_mm_loadu_si128(x.sums.as_ptr().add(group).cast()));
         let by_row = match offset {
-            8 => _mm512_sub_epi32(by_row, _mm512_slli_epi32::<3>(x_sums)),
             128 => _mm512_sub_epi32(by_row, _mm512_slli_epi32::<7>(x_sums)),
             _ => by_row,
         };
@@ -1123,13 +972,9 @@ unsafe fn two_blocks_512<const Q4: bool, const KIND: u8, const PREFETCH: bool>(
         let by_group =
             _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), by_row);
         let scales = |b: usize| first.add(block_bytes * b + encoding.scales_offset());
-        let w_scales = match Q4 {
-            // Both blocks' 8 f16 scales, widened in one conversion.
-            true => _mm512_cvtph_ps(_mm256_loadu2_m128i(scales(1).cast(), scales(0).cast())),
-            false => {
-                let scales = |b: usize| _mm256_castps_pd(_mm256_loadu_ps(scales(b).cast()));
-                _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castpd256_pd512(scales(0)), scales(1)))
-            }
+        let w_scales = {
+            let scales = |b: usize| _mm256_castps_pd(_mm256_loadu_ps(scales(b).cast()));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castpd256_pd512(scales(0)), scales(1)))
         };
         let x_scales = _mm512_permutexvar_ps(
             _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),

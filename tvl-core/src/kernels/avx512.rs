@@ -1,5 +1,5 @@
-//! x86_64 AVX-512 kernels for quantized weights: a block's 64-byte lines (16 bytes of each
-//! of a tile's 4 rows, one 128-bit lane each) in zmm registers (`vpdpbusd` with AVX-512 VNNI,
+//! x86_64 AVX-512 kernels for int8 weights (4-bit ones: [`super::q4_lanes`]): a block's 64-byte
+//! lines (16 bytes of each of a tile's 4 rows, one 128-bit lane each) in zmm registers (`vpdpbusd` with AVX-512 VNNI,
 //! `vpmaddubsw` + `vpmaddwd` with AVX-512BW alone), then the same reduction and float part as
 //! the AVX2 kernels ([`super::avx2`]'s `tile_block`), so they give the same bits as every
 //! other path. f32 matrix-vector products are memory-bound and stay on the AVX2+FMA kernels
@@ -11,8 +11,8 @@
 //! - f32: one zmm accumulator per (row, token) holds both ymm accumulators of the AVX2 matvec
 //!   (lanes 0–7: columns 0–7 of each block, lanes 8–15: columns 8–15), so each lane adds the
 //!   same products in the same order with the same FMAs, and the final sum is the matvec's.
-//! - int8: the tile's block is loaded (4-bit: unpacked) once for the token group, as unsigned
-//!   w + 128 (4-bit: w + 8), and rearranged in L1 for broadcasting (as it lies for quads of a
+//! - int8: the tile's block is loaded once for the token group, as unsigned w + 128, and
+//!   rearranged in L1 for broadcasting (as it lies for quads of a
 //!   row, transposed into rows, or rows interleaved in pairs); each (row, token, group) sum
 //!   starts at −offset·Σx: the same exact integers as the matvec, then its float steps.
 
@@ -116,12 +116,17 @@ impl Isa for Avx512 {
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
         // SAFETY: the caller guarantees `available()`: AVX2, FMA, AVX-512F and BW.
-        unsafe { matvec_quantized::<COLS, GS, false>(out, w, x) }
+        unsafe { matvec_quantized::<COLS, GS>(out, w, x) }
     }
 
     unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+        // SAFETY: as above (F16C: `Avx2::available`).
+        unsafe { super::q4_lanes::matvec_avx512::<COLS, GS>(out, w, x) }
+    }
+
+    unsafe fn matmul_q4<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: as above.
-        unsafe { matvec_quantized::<COLS, GS, true>(out, w, x) }
+        unsafe { super::q4_lanes::matmul_avx512::<COLS, GS>(outs, w, xs) }
     }
 }
 
@@ -140,50 +145,42 @@ impl Isa for Avx512Vnni {
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
         // SAFETY: the caller guarantees `available()`: AVX2, FMA, AVX-512F, BW and VNNI.
-        unsafe { matvec_quantized_vnni::<COLS, GS, false>(out, w, x) }
+        unsafe { matvec_quantized_vnni::<COLS, GS>(out, w, x) }
     }
 
     unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
-        // SAFETY: as above.
-        unsafe { matvec_quantized_vnni::<COLS, GS, true>(out, w, x) }
+        // SAFETY: as above (F16C: `Avx2::available`).
+        unsafe { super::q4_lanes::matvec_avx512vnni::<COLS, GS>(out, w, x) }
     }
 
     unsafe fn matmul_q8<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: as above.
-        unsafe { matmul_quantized_vnni::<COLS, GS, false>(outs, w, xs) }
+        unsafe { matmul_quantized_vnni::<COLS, GS>(outs, w, xs) }
     }
 
     unsafe fn matmul_q4<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: as above.
-        unsafe { matmul_quantized_vnni::<COLS, GS, true>(outs, w, xs) }
+        unsafe { super::q4_lanes::matmul_avx512vnni::<COLS, GS>(outs, w, xs) }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
-unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
-    out: &mut [f32],
-    w: &[u8],
-    x: Quantized<'_>,
-) {
+unsafe fn matvec_quantized<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
     // SAFETY: the features the body needs are enabled here.
-    unsafe { quantized_tiles::<COLS, GS, Q4, MADDUBS_512>(out, w, x) }
+    unsafe { quantized_tiles::<COLS, GS, MADDUBS_512>(out, w, x) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bool>(
-    out: &mut [f32],
-    w: &[u8],
-    x: Quantized<'_>,
-) {
+unsafe fn matvec_quantized_vnni<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
     // SAFETY: the features the body needs are enabled here.
-    unsafe { quantized_tiles::<COLS, GS, Q4, DPBUSD_512>(out, w, x) }
+    unsafe { quantized_tiles::<COLS, GS, DPBUSD_512>(out, w, x) }
 }
 
 #[target_feature(enable = "avx2,fma,avx512f")]
 unsafe fn matmul_f32<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &BlockInput<'_>) {
     const { assert!(TILE_ROWS == 4 && COL_BLOCK == 16 && COLS.is_multiple_of(COL_BLOCK)) };
     let xs = xs.tokens;
-    let tiles = check_block(outs, w.len(), TILE_ROWS * COLS, xs, COLS, 0);
+    let tiles = check_block(outs, w.len(), TILE_ROWS * COLS, xs, COLS, 0, TILE_ROWS);
     // Cache blocking: a chunk of tiles (about 256 KiB of panels, kept in L2) goes through every
     // group of tokens in turn, so that a group's inputs stay in L1 over the whole chunk and the
     // panels come from memory once.
@@ -353,20 +350,19 @@ unsafe fn row_sums(a: [__m512; TILE_ROWS], b: [__m512; TILE_ROWS]) -> __m512 {
 
 /// The quantized block product with one token per lane (see the module): for each row tile,
 /// each group of [`LANES`] tokens, each column group, 4 rows × 16 tokens of exact integer sums
-/// `Σ(w + o)·x − o·Σx` (o = 128 for int8, whose weights go in as unsigned w + 128; o = 8 for
-/// 4-bit, whose nibbles are w + 8 already), then `val += (ival · w_scale) · x_scale` per lane,
+/// `Σ(w + 128)·x − 128·Σx` (the weights go in as unsigned w + 128), then `val += (ival · w_scale) · x_scale` per lane,
 /// group after group: each lane computes exactly the matvec's numbers for its (row, token). At
 /// most 8 tokens (a batch of sequences, a prompt's last block) fill zmm registers otherwise:
 /// up to 2 or 4 tokens with 8 or 4 quads per token ([`chunk_tile`]), else two rows × 8 tokens
 /// ([`pair_tile`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bool>(
+unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize>(
     outs: &mut [&mut [f32]],
     w: &[u8],
     xs: &BlockInput<'_>,
 ) {
-    const { assert!(COLS.is_multiple_of(Q_COL_BLOCK) && GS.is_multiple_of(4) && (!Q4 || GS >= 32)) };
-    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    const { assert!(COLS.is_multiple_of(Q_COL_BLOCK) && GS.is_multiple_of(4)) };
+    let encoding = Encoding::Q8 { group_size: GS };
     let tile_len = tile_bytes(encoding, COLS);
     let lanes = xs.lanes;
     let n = xs.tokens.len();
@@ -397,10 +393,10 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
                 match done {
                     4 => {
                         let tiles_w = [tile_w(0), tile_w(1), tile_w(2), tile_w(3)];
-                        store_tiles(outs, tile, pair_tile::<COLS, GS, Q4, 4>(tiles_w, lanes, next))
+                        store_tiles(outs, tile, pair_tile::<COLS, GS, 4>(tiles_w, lanes, next))
                     }
-                    2 => store_tiles(outs, tile, pair_tile::<COLS, GS, Q4, 2>([tile_w(0), tile_w(1)], lanes, next)),
-                    _ => store_tiles(outs, tile, pair_tile::<COLS, GS, Q4, 1>([tile_w(0)], lanes, next)),
+                    2 => store_tiles(outs, tile, pair_tile::<COLS, GS, 2>([tile_w(0), tile_w(1)], lanes, next)),
+                    _ => store_tiles(outs, tile, pair_tile::<COLS, GS, 1>([tile_w(0)], lanes, next)),
                 }
             }
             tile += done;
@@ -418,14 +414,14 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
                 if pair {
                     let tiles_w = [&w[tile * tile_len..][..tile_len], &w[(tile + 1) * tile_len..][..tile_len]];
                     match chunk_quads {
-                        8 => store_tiles(outs, tile, chunk_tile::<COLS, GS, Q4, 8, 2>(tiles_w, xs.tokens, lanes, next)),
-                        _ => store_tiles(outs, tile, chunk_tile::<COLS, GS, Q4, 4, 2>(tiles_w, xs.tokens, lanes, next)),
+                        8 => store_tiles(outs, tile, chunk_tile::<COLS, GS, 8, 2>(tiles_w, xs.tokens, lanes, next)),
+                        _ => store_tiles(outs, tile, chunk_tile::<COLS, GS, 4, 2>(tiles_w, xs.tokens, lanes, next)),
                     }
                 } else {
                     let tile_w = [&w[tile * tile_len..][..tile_len]];
                     match chunk_quads {
-                        8 => store_tiles(outs, tile, chunk_tile::<COLS, GS, Q4, 8, 1>(tile_w, xs.tokens, lanes, next)),
-                        _ => store_tiles(outs, tile, chunk_tile::<COLS, GS, Q4, 4, 1>(tile_w, xs.tokens, lanes, next)),
+                        8 => store_tiles(outs, tile, chunk_tile::<COLS, GS, 8, 1>(tile_w, xs.tokens, lanes, next)),
+                        _ => store_tiles(outs, tile, chunk_tile::<COLS, GS, 4, 1>(tile_w, xs.tokens, lanes, next)),
                     }
                 }
             }
@@ -450,12 +446,12 @@ unsafe fn matmul_quantized_vnni<const COLS: usize, const GS: usize, const Q4: bo
             // SAFETY: the slices are checked above; the features are enabled here.
             let (val, groups) = unsafe {
                 if tokens > LANES {
-                    (lane_tile::<COLS, GS, Q4, Zmm, 2>(tile_w, lanes, strides, prefetch), 2)
+                    (lane_tile::<COLS, GS, Zmm, 2>(tile_w, lanes, strides, prefetch), 2)
                 } else if tokens > 8 {
-                    let [val] = lane_tile::<COLS, GS, Q4, Zmm, 1>(tile_w, lanes, strides, prefetch);
+                    let [val] = lane_tile::<COLS, GS, Zmm, 1>(tile_w, lanes, strides, prefetch);
                     ([val, val], 1)
                 } else {
-                    let [val] = lane_tile::<COLS, GS, Q4, Ymm, 1>(tile_w, lanes, strides, prefetch);
+                    let [val] = lane_tile::<COLS, GS, Ymm, 1>(tile_w, lanes, strides, prefetch);
                     ([val, val], 1)
                 }
             };
@@ -485,19 +481,19 @@ fn store_tiles<const T: usize>(outs: &mut [&mut [f32]], tile: usize, val: [[[f32
 /// One row tile for the tokens of one group of lanes, on registers of width `V`: the tile's 4
 /// rows × `V::LANES` tokens (the values of the lanes past `V::LANES` are not computed).
 #[inline(always)]
-unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width, const G: usize>(
+unsafe fn lane_tile<const COLS: usize, const GS: usize, V: Width, const G: usize>(
     tile: &[u8],
     (q, x_scales, x_sums): (&[i32], &[f32], &[i32]),
     (q_stride, group_stride): (usize, usize),
     prefetch: Option<*const u8>,
 ) -> [[[f32; LANES]; TILE_ROWS]; G] {
-    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let encoding = Encoding::Q8 { group_size: GS };
     let block_bytes = encoding.block_bytes();
     // o = 8 or 128.
-    let offset_shift = if Q4 { 3 } else { 7 };
-    // SAFETY: (the whole body) the caller passes one whole tile and G groups' lanes of at
-    // least COLS / 4 quads and COLS / GS groups each (`q_stride`, `group_stride` apart);
-    // AVX-512F/BW/VL/VNNI are enabled by the caller.
+    let offset_shift = 7; // w + 128
+                          // SAFETY: (the whole body) the caller passes one whole tile and G groups' lanes of at
+                          // least COLS / 4 quads and COLS / GS groups each (`q_stride`, `group_stride` apart);
+                          // AVX-512F/BW/VL/VNNI are enabled by the caller.
     unsafe {
         let mut val = [[V::zero(); TILE_ROWS]; G];
         for block in 0..COLS / Q_COL_BLOCK {
@@ -509,7 +505,7 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
             // Read back from memory, not taken apart in registers: a broadcast from memory is
             // a load, one from a register a shuffle (the scarcer port).
             // As the block's lines hold them (see `unsigned_pieces`): no transpose.
-            let unsigned = unsigned_pieces::<Q4>(at);
+            let unsigned = unsigned_pieces(at);
             let unsigned = core::hint::black_box(&unsigned);
             for group_in_block in 0..Q_COL_BLOCK / GS {
                 let group = block * (Q_COL_BLOCK / GS) + group_in_block;
@@ -530,7 +526,7 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
                 }
                 for row in 0..TILE_ROWS {
                     let slot = tvl_layout::layout::scale_slot(group_in_block, row);
-                    let w_scale = V::splat_f(scale_1::<Q4>(scales.add(encoding.scale_bytes() * slot)));
+                    let w_scale = V::splat_f(scale_1(scales.add(encoding.scale_bytes() * slot)));
                     for g in 0..G {
                         let x_scale = V::load_f(x_scales.as_ptr().add(g * group_stride + group * LANES));
                         val[g][row] = V::add(val[g][row], V::mul(V::mul(V::to_f32(acc[g][row]), w_scale), x_scale));
@@ -548,29 +544,29 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, const Q4: bool, V: Width
     }
 }
 
-/// A quantized block's 4 rows (at `at`) as unsigned bytes in column order: int8 weights +
-/// 128, 4-bit ones unpacked (each nibble is already w + 8), for broadcasting.
+/// An int8 block's 4 rows (at `at`) as unsigned bytes (w + 128) in column order, for
+/// broadcasting.
 #[inline(always)]
-unsafe fn unsigned_rows<const Q4: bool>(at: *const u8) -> [[u8; Q_COL_BLOCK]; TILE_ROWS] {
+unsafe fn unsigned_rows(at: *const u8) -> [[u8; Q_COL_BLOCK]; TILE_ROWS] {
     let mut unsigned = [[0u8; Q_COL_BLOCK]; TILE_ROWS];
     // SAFETY: the caller passes a block of a checked tile and enables AVX-512F/BW.
     unsafe {
-        for (unsigned, row) in unsigned.iter_mut().zip(unsigned_row_registers::<Q4>(at)) {
+        for (unsigned, row) in unsigned.iter_mut().zip(unsigned_row_registers(at)) {
             _mm512_storeu_si512(unsigned.as_mut_ptr().cast(), row);
         }
     }
     unsigned
 }
 
-/// A quantized block's 4 pieces of 16 columns as unsigned bytes, in the order of the block's
-/// lines (piece p: row r's columns 16p..16p + 15 at 16r): int8 weights + 128, 4-bit ones
-/// unpacked. Each 4 columns of a row are 4 consecutive bytes, all a broadcast needs.
+/// An int8 block's 4 pieces of 16 columns as unsigned bytes (w + 128), in the order of the
+/// block's lines (piece p: row r's columns 16p..16p + 15 at 16r). Each 4 columns of a row are
+/// 4 consecutive bytes, all a broadcast needs.
 #[inline(always)]
-unsafe fn unsigned_pieces<const Q4: bool>(at: *const u8) -> [[u8; Q_COL_BLOCK]; 4] {
+unsafe fn unsigned_pieces(at: *const u8) -> [[u8; Q_COL_BLOCK]; 4] {
     let mut unsigned = [[0u8; Q_COL_BLOCK]; 4];
     // SAFETY: the caller passes a block of a checked tile and enables AVX-512F/BW.
     unsafe {
-        for (unsigned, piece) in unsigned.iter_mut().zip(unsigned_piece_registers::<Q4>(at)) {
+        for (unsigned, piece) in unsigned.iter_mut().zip(unsigned_piece_registers(at)) {
             _mm512_storeu_si512(unsigned.as_mut_ptr().cast(), piece);
         }
     }
@@ -579,40 +575,29 @@ unsafe fn unsigned_pieces<const Q4: bool>(at: *const u8) -> [[u8; Q_COL_BLOCK]; 
 
 /// [`unsigned_pieces`] in registers: 128-bit lane r of piece p is row r's columns 16p.. .
 #[inline(always)]
-unsafe fn unsigned_piece_registers<const Q4: bool>(at: *const u8) -> [__m512i; 4] {
-    // SAFETY: (the whole body) the caller passes a block of a checked tile (4 lines of int8, 2
-    // of 4-bit) and enables AVX-512F/BW.
+unsafe fn unsigned_piece_registers(at: *const u8) -> [__m512i; 4] {
+    // SAFETY: (the whole body) the caller passes a block of a checked tile (4 lines) and
+    // enables AVX-512F/BW.
     unsafe {
-        if Q4 {
-            let mask = _mm512_set1_epi8(0x0f);
-            let (l0, l1) = (_mm512_loadu_si512(at.cast()), _mm512_loadu_si512(at.add(64).cast()));
-            [
-                _mm512_and_si512(l0, mask),
-                _mm512_and_si512(_mm512_srli_epi16::<4>(l0), mask),
-                _mm512_and_si512(l1, mask),
-                _mm512_and_si512(_mm512_srli_epi16::<4>(l1), mask),
-            ]
-        } else {
-            let flip = _mm512_set1_epi8(-128);
-            [
-                _mm512_xor_si512(_mm512_loadu_si512(at.cast()), flip),
-                _mm512_xor_si512(_mm512_loadu_si512(at.add(64).cast()), flip),
-                _mm512_xor_si512(_mm512_loadu_si512(at.add(128).cast()), flip),
-                _mm512_xor_si512(_mm512_loadu_si512(at.add(192).cast()), flip),
-            ]
-        }
+        let flip = _mm512_set1_epi8(-128);
+        [
+            _mm512_xor_si512(_mm512_loadu_si512(at.cast()), flip),
+            _mm512_xor_si512(_mm512_loadu_si512(at.add(64).cast()), flip),
+            _mm512_xor_si512(_mm512_loadu_si512(at.add(128).cast()), flip),
+            _mm512_xor_si512(_mm512_loadu_si512(at.add(192).cast()), flip),
+        ]
     }
 }
 
-/// A quantized block's 4 rows (at `at`) as 64 unsigned bytes each in column order: int8
-/// weights + 128, 4-bit ones unpacked. The block's lines hold 16 columns of each row in turn
+/// An int8 block's 4 rows (at `at`) as 64 unsigned bytes each (w + 128) in column order. The
+/// block's lines hold 16 columns of each row in turn
 /// (see [`Encoding::weight_byte`]): its 4 pieces of 16 columns (128-bit lane r = row r) are
 /// transposed, lane by lane, into rows.
 #[inline(always)]
-unsafe fn unsigned_row_registers<const Q4: bool>(at: *const u8) -> [__m512i; TILE_ROWS] {
+unsafe fn unsigned_row_registers(at: *const u8) -> [__m512i; TILE_ROWS] {
     // SAFETY: the caller passes a block of a checked tile and enables AVX-512F/BW.
     unsafe {
-        let [p0, p1, p2, p3] = unsigned_piece_registers::<Q4>(at);
+        let [p0, p1, p2, p3] = unsigned_piece_registers(at);
         // [p0 r0, p0 r1, p1 r0, p1 r1], [p0 r2, p0 r3, p1 r2, p1 r3], and the same of p2, p3.
         let t0 = _mm512_shuffle_i64x2::<0b01_00_01_00>(p0, p1);
         let t1 = _mm512_shuffle_i64x2::<0b11_10_11_10>(p0, p1);
@@ -633,10 +618,10 @@ unsafe fn unsigned_row_registers<const Q4: bool>(at: *const u8) -> [__m512i; TIL
 /// [`pair_tile`]. Straight from the block's pieces (rows in 128-bit lanes): one two-source
 /// permute per 64 bytes.
 #[inline(always)]
-unsafe fn unsigned_row_pairs<const Q4: bool>(at: *const u8, pairs: &mut [[u8; 2 * Q_COL_BLOCK]; TILE_ROWS / 2]) {
+unsafe fn unsigned_row_pairs(at: *const u8, pairs: &mut [[u8; 2 * Q_COL_BLOCK]; TILE_ROWS / 2]) {
     // SAFETY: the caller passes a block of a checked tile and enables AVX-512F/BW.
     unsafe {
-        let pieces = unsigned_piece_registers::<Q4>(at);
+        let pieces = unsigned_piece_registers(at);
         // Dword i of pieces p, p + 1 (0..16, 16..32): rows 2j, 2j + 1 are lanes 2j, 2j + 1.
         let order0 = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 16, 20, 17, 21, 18, 22, 19, 23);
         let order1 = _mm512_setr_epi32(8, 12, 9, 13, 10, 14, 11, 15, 24, 28, 25, 29, 26, 30, 27, 31);
@@ -686,7 +671,7 @@ unsafe fn prefetch_lines(at: *const u8, len: usize) {
 /// lane t, as `lane_tile` does. A group is whole chunks (GS a multiple of 4·P). (More tokens
 /// go in pairs of rows: [`pair_tile`].)
 #[inline(always)]
-unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P: usize, const T: usize>(
+unsafe fn chunk_tile<const COLS: usize, const GS: usize, const P: usize, const T: usize>(
     tiles: [&[u8]; T],
     tokens: &[Input<'_>],
     (_, x_scales, x_sums): (&[i32], &[f32], &[i32]),
@@ -699,11 +684,11 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
         !tokens.is_empty() && tokens.len() <= LANES / P && tokens.iter().all(|x| x.quantized.q.len() >= COLS),
         "block product: slices shorter than the shape"
     );
-    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let encoding = Encoding::Q8 { group_size: GS };
     let block_bytes = encoding.block_bytes();
     // o = 8 or 128.
-    let offset_shift = if Q4 { 3 } else { 7 };
-    // Each register slot's token (the last one again past the tokens: those lanes are dropped).
+    let offset_shift = 7; // w + 128
+                          // Each register slot's token (the last one again past the tokens: those lanes are dropped).
     let x_at: [*const i8; 4] = core::array::from_fn(|s| tokens[s.min(tokens.len() - 1)].quantized.q.as_ptr());
     // SAFETY: (the whole body) the caller passes T whole tiles and one group of lanes of at
     // least COLS / 4 quads and COLS / GS groups; the tokens' vectors hold COLS values (checked
@@ -724,7 +709,7 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
             // intrinsics in them would become calls.)
             let mut unsigned = [[[0; Q_COL_BLOCK]; TILE_ROWS]; T];
             for (unsigned, &at) in unsigned.iter_mut().zip(&at) {
-                *unsigned = unsigned_rows::<Q4>(at);
+                *unsigned = unsigned_rows(at);
             }
             let unsigned = core::hint::black_box(&unsigned);
             for group_in_block in 0..Q_COL_BLOCK / GS {
@@ -795,7 +780,7 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
                     }
                     // The group's scales of the tile's 4 rows, in every 128-bit lane.
                     let slot = tvl_layout::layout::scale_slot(group_in_block, 0);
-                    let w_scale = _mm512_broadcast_f32x4(scales_4::<Q4>(scales[i].add(encoding.scale_bytes() * slot)));
+                    let w_scale = _mm512_broadcast_f32x4(scales_4(scales[i].add(encoding.scale_bytes() * slot)));
                     *val = Zmm::add(*val, Zmm::mul(Zmm::mul(Zmm::to_f32(rows), w_scale), x_scale));
                 }
             }
@@ -825,18 +810,18 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const Q4: bool, const P
 /// T = 2 and 1 have two sets of accumulators, for alternate quads (8 and 4 in flight; a
 /// second set for T = 4 spilled). Returns token t's values in lane t, as [`lane_tile`] does.
 #[inline(always)]
-unsafe fn pair_tile<const COLS: usize, const GS: usize, const Q4: bool, const T: usize>(
+unsafe fn pair_tile<const COLS: usize, const GS: usize, const T: usize>(
     tiles: [&[u8]; T],
     (q, x_scales, x_sums): (&[i32], &[f32], &[i32]),
     prefetch: Option<*const u8>,
 ) -> [[[f32; LANES]; TILE_ROWS]; T] {
-    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let encoding = Encoding::Q8 { group_size: GS };
     let block_bytes = encoding.block_bytes();
     // o = 8 or 128.
-    let offset_shift = if Q4 { 3 } else { 7 };
-    // SAFETY: (the whole body) the caller passes T whole tiles and one group of lanes of at
-    // least COLS / 4 quads and COLS / GS groups; prefetches are hints that never fault;
-    // AVX-512F/BW/VL/VNNI are enabled by the caller.
+    let offset_shift = 7; // w + 128
+                          // SAFETY: (the whole body) the caller passes T whole tiles and one group of lanes of at
+                          // least COLS / 4 quads and COLS / GS groups; prefetches are hints that never fault;
+                          // AVX-512F/BW/VL/VNNI are enabled by the caller.
     unsafe {
         // Lane l ← lane l / 2: each token's value in both of its lanes.
         let by_token = _mm512_loadu_si512(core::array::from_fn::<i32, LANES, _>(|l| (l / 2) as i32).as_ptr().cast());
@@ -847,7 +832,7 @@ unsafe fn pair_tile<const COLS: usize, const GS: usize, const Q4: bool, const T:
             let scales: [*const u8; T] = core::array::from_fn(|i| at[i].add(encoding.scales_offset()));
             // (A loop: see `chunk_tile`.)
             for (pairs, &at) in pairs.iter_mut().zip(&at) {
-                unsigned_row_pairs::<Q4>(at, pairs);
+                unsigned_row_pairs(at, pairs);
             }
             // Read back from memory, as in `lane_tile`.
             let pairs = core::hint::black_box(&pairs);
@@ -883,10 +868,7 @@ unsafe fn pair_tile<const COLS: usize, const GS: usize, const Q4: bool, const T:
                         // The two rows' scales, in every pair of lanes.
                         let slot = tvl_layout::layout::scale_slot(group_in_block, 2 * pair);
                         let at = scales[i].add(encoding.scale_bytes() * slot);
-                        let two = match Q4 {
-                            true => _mm_cvtph_ps(_mm_cvtsi32_si128(core::ptr::read_unaligned(at.cast::<i32>()))),
-                            false => _mm_castsi128_ps(_mm_loadl_epi64(at.cast())),
-                        };
+                        let two = _mm_castsi128_ps(_mm_loadl_epi64(at.cast()));
                         let w_scale = _mm512_castpd_ps(_mm512_broadcastsd_pd(_mm_castps_pd(two)));
                         *val = Zmm::add(*val, Zmm::mul(Zmm::mul(Zmm::to_f32(ival), w_scale), x_scale));
                     }

@@ -20,7 +20,7 @@
 //! per layer against O(dim²) for the matrices; they stay scalar (see the README for numbers).
 
 use tvl_layout::key_offset;
-use tvl_layout::layout::{COL_BLOCK, TILE_ROWS};
+use tvl_layout::layout::{COL_BLOCK, Q4_TILE_ROWS, TILE_ROWS};
 use tvl_layout::math;
 
 #[cfg(target_arch = "x86_64")]
@@ -29,6 +29,8 @@ pub mod avx2;
 pub mod avx512;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
+#[cfg(target_arch = "x86_64")]
+pub mod q4_lanes;
 pub mod quant;
 
 pub use quant::Quantized;
@@ -145,7 +147,7 @@ pub trait F32Kernels {
     /// # Safety
     /// As for [`F32Kernels::matvec`].
     unsafe fn matmul<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &BlockInput<'_>) {
-        tile_by_tile(outs, w, TILE_ROWS * COLS, xs.tokens, |out, w, x| {
+        tile_by_tile(outs, w, TILE_ROWS, TILE_ROWS * COLS, xs.tokens, |out, w, x| {
             // SAFETY: the caller's guarantee is passed on.
             unsafe { Self::matvec::<COLS>(out, w, x.values) }
         })
@@ -340,7 +342,9 @@ pub trait Isa: Send + Sync + 'static {
     /// As for [`Isa::matvec`].
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>);
 
-    /// The same over 4-bit panels; must equal [`quant::matvec_q4_scalar`] bit for bit.
+    /// The same over 4-bit panels, whose tiles are [`Q4_TILE_ROWS`] rows (`w` holds
+    /// `out.len() / Q4_TILE_ROWS` whole tiles); must equal [`quant::matvec_q4_scalar`] bit for
+    /// bit.
     ///
     /// # Safety
     /// As for [`Isa::matvec`].
@@ -353,7 +357,7 @@ pub trait Isa: Send + Sync + 'static {
     /// As for [`Isa::matvec`].
     unsafe fn matmul_q8<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         let tile = quant::tile_bytes(tvl_layout::Encoding::Q8 { group_size: GS }, COLS);
-        tile_by_tile(outs, w, tile, xs.tokens, |out, w, x| {
+        tile_by_tile(outs, w, TILE_ROWS, tile, xs.tokens, |out, w, x| {
             // SAFETY: the caller's guarantee is passed on.
             unsafe { Self::matvec_q8::<COLS, GS>(out, w, x.quantized) }
         })
@@ -365,7 +369,7 @@ pub trait Isa: Send + Sync + 'static {
     /// As for [`Isa::matvec`].
     unsafe fn matmul_q4<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         let tile = quant::tile_bytes(tvl_layout::Encoding::Q4 { group_size: GS }, COLS);
-        tile_by_tile(outs, w, tile, xs.tokens, |out, w, x| {
+        tile_by_tile(outs, w, Q4_TILE_ROWS, tile, xs.tokens, |out, w, x| {
             // SAFETY: the caller's guarantee is passed on.
             unsafe { Self::matvec_q4::<COLS, GS>(out, w, x.quantized) }
         })
@@ -452,30 +456,31 @@ static SOFTWARE_PREFETCH: core::sync::atomic::AtomicU8 = core::sync::atomic::Ato
 /// most this many tokens; [`crate::block::forward_block`]).
 pub const MAX_BLOCK: usize = 128;
 
-/// A block product as a loop of matrix-vector products: for each row tile (`tile_len`
-/// elements of `w`), every token in turn, so that the tile is read from memory once per block
+/// A block product as a loop of matrix-vector products: for each row tile (`tile_rows` rows,
+/// `tile_len` elements of `w`), every token in turn, so that the tile is read from memory once per block
 /// and from cache by the other tokens. What the default block kernels do; SIMD kernels
 /// override them with register tiles of rows × tokens.
 #[inline(always)]
 pub fn tile_by_tile<W>(
     outs: &mut [&mut [f32]],
     w: &[W],
+    tile_rows: usize,
     tile_len: usize,
     xs: &[Input<'_>],
     mut matvec: impl FnMut(&mut [f32], &[W], Input<'_>),
 ) {
-    let tiles = outs.first().map_or(0, |out| out.len() / TILE_ROWS);
+    let tiles = outs.first().map_or(0, |out| out.len() / tile_rows);
     for tile in 0..tiles {
         let w = &w[tile * tile_len..][..tile_len];
         for (out, &x) in outs.iter_mut().zip(xs) {
-            matvec(&mut out[tile * TILE_ROWS..][..TILE_ROWS], w, x);
+            matvec(&mut out[tile * tile_rows..][..tile_rows], w, x);
         }
     }
 }
 
 /// Checks a block product's slices once, so that the unchecked loads of the SIMD block kernels
-/// stay in bounds: every output as long as the first (whole tiles), `w` holding those tiles of
-/// `tile_len` elements, every input at least `cols` values (`group_size` 0: f32) or else
+/// stay in bounds: every output as long as the first (whole tiles of `tile_rows`), `w` holding
+/// those tiles of `tile_len` elements, every input at least `cols` values (`group_size` 0: f32) or else
 /// `cols` int8 values and their `cols / group_size` scales. Returns the number of tiles.
 #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
 pub(crate) fn check_block(
@@ -485,9 +490,10 @@ pub(crate) fn check_block(
     xs: &[Input<'_>],
     cols: usize,
     group_size: usize,
+    tile_rows: usize,
 ) -> usize {
     let rows = outs.first().map_or(0, |o| o.len());
-    let tiles = rows / TILE_ROWS;
+    let tiles = rows / tile_rows;
     assert!(
         outs.iter().all(|o| o.len() == rows)
             && xs.len() == outs.len()

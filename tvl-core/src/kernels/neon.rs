@@ -4,17 +4,19 @@
 //! rows × 4 q registers = 16 independent accumulators (of 32 vector registers), with the 4
 //! registers of `x` loaded once per block for the 4 rows.
 //!
-//! Quantized tiles: for each row and 16 columns, four exact sums of 4 columns, either with
-//! plain NEON (widening multiplies `smull`, pairwise widening adds) in [`Neon`], or with one
-//! `sdot` in [`NeonDotprod`] (the dot-product extension; Rust's intrinsic for it is unstable, so
-//! it is stable `asm!`). The float part is [`add_block_from_lanes`], the reference order.
+//! int8 tiles: for each row and 16 columns, four exact sums of 4 columns, either with plain
+//! NEON (widening multiplies `smull`, pairwise widening adds) in [`Neon`], or with one `sdot` in
+//! [`NeonDotprod`] (the dot-product extension; Rust's intrinsic for it is unstable, so it is
+//! stable `asm!`). The float part is [`add_block_from_lanes`], the reference order. 4-bit tiles
+//! (16 rows, 4 bytes of each per line) put one row per lane, 4 rows per register: see
+//! [`q4_tile_part`].
 //!
 //! Block products (prompts, batches; see [`F32Kernels::matmul`]) reuse each register load
 //! across tokens:
 //! - f32: 2 rows × 3 tokens, each (row, token) with the matvec's own 4 accumulators (24 of the
 //!   32 registers), fed the same fused multiply-adds in the same order, then the matvec's final
 //!   sum: the same bits. Per 4 columns: 5 loads for 6 multiply-adds (the matvec: 5 for 4).
-//! - int8 / 4-bit: 4 rows × 4 tokens of integer sums, one group of columns at a time (16
+//! - int8: 4 rows × 4 tokens of integer sums, one group of columns at a time (16
 //!   accumulators; each weight register serves 4 tokens, each input 4 rows); integer sums are
 //!   exact in any order, then the float part for the tile's 4 rows in the lanes of one register,
 //!   `val += (ival · w_scale) · x_scale` group after group, as the reference.
@@ -23,7 +25,7 @@ use super::quant::{add_block_from_lanes, tile_bytes, Quantized};
 use super::{check_block, tile_by_tile, BlockInput, F32Kernels, Input, Isa};
 use core::arch::aarch64::*;
 use tvl_layout::key_offset;
-use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q_COL_BLOCK, Q_PIECE_COLS, TILE_ROWS};
+use tvl_layout::layout::{f32_line_at, Encoding, COL_BLOCK, Q4_TILE_ROWS, Q_COL_BLOCK, Q_PIECE_COLS, TILE_ROWS};
 
 /// NEON: f32 tiles of 4 rows × 16 columns in 16 accumulators; int8 through widening `smull`.
 pub struct Neon;
@@ -32,7 +34,7 @@ pub struct Neon;
 pub struct NeonDotprod;
 
 const _: () = assert!(TILE_ROWS == 4 && COL_BLOCK == 16, "the register tile below is written for 4 × 16 panels");
-// A quantized row's 16 consecutive bytes are 16 columns (int8) or 2 × 16 (4-bit): one register.
+// An int8 row's 16 consecutive bytes are 16 columns: one register.
 const _: () = assert!(Q_PIECE_COLS == 16 && Q_COL_BLOCK == 64, "the kernels load 16 columns of a row at a time");
 
 /// The f32 kernels of both aarch64 paths.
@@ -63,22 +65,22 @@ impl Isa for Neon {
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
         // SAFETY: the caller guarantees NEON (`available()`).
-        unsafe { matvec_quantized::<COLS, GS, false>(out, w, x) }
+        unsafe { matvec_quantized::<COLS, GS>(out, w, x) }
     }
 
     unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
         // SAFETY: the caller guarantees NEON (`available()`).
-        unsafe { matvec_quantized::<COLS, GS, true>(out, w, x) }
+        unsafe { q4_matvec_neon::<COLS, GS>(out, w, x) }
     }
 
     unsafe fn matmul_q8<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: the caller guarantees NEON (`available()`).
-        unsafe { matmul_quantized::<COLS, GS, false>(outs, w, xs.tokens) }
+        unsafe { matmul_quantized::<COLS, GS>(outs, w, xs.tokens) }
     }
 
     unsafe fn matmul_q4<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: the caller guarantees NEON (`available()`).
-        unsafe { matmul_quantized::<COLS, GS, true>(outs, w, xs.tokens) }
+        unsafe { q4_matmul_neon::<COLS, GS>(outs, w, xs.tokens) }
     }
 }
 
@@ -92,22 +94,22 @@ impl Isa for NeonDotprod {
 
     unsafe fn matvec_q8<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
         // SAFETY: the caller guarantees NEON and dotprod (`available()`).
-        unsafe { matvec_quantized_dotprod::<COLS, GS, false>(out, w, x) }
+        unsafe { matvec_quantized_dotprod::<COLS, GS>(out, w, x) }
     }
 
     unsafe fn matvec_q4<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
         // SAFETY: the caller guarantees NEON and dotprod (`available()`).
-        unsafe { matvec_quantized_dotprod::<COLS, GS, true>(out, w, x) }
+        unsafe { q4_matvec_dotprod::<COLS, GS>(out, w, x) }
     }
 
     unsafe fn matmul_q8<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: the caller guarantees NEON and dotprod (`available()`).
-        unsafe { matmul_quantized_dotprod::<COLS, GS, false>(outs, w, xs.tokens) }
+        unsafe { matmul_quantized_dotprod::<COLS, GS>(outs, w, xs.tokens) }
     }
 
     unsafe fn matmul_q4<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
         // SAFETY: the caller guarantees NEON and dotprod (`available()`).
-        unsafe { matmul_quantized_dotprod::<COLS, GS, true>(outs, w, xs.tokens) }
+        unsafe { q4_matmul_dotprod::<COLS, GS>(outs, w, xs.tokens) }
     }
 }
 
@@ -185,24 +187,14 @@ unsafe fn attention_scores<const HEAD_DIM: usize>(q: &[f32], keys: &[f32], seq_l
     super::scores_scalar::<HEAD_DIM>(q, keys, seq_len, scores, t);
 }
 
-/// Columns `16 c .. 16 c + 16` of row `row` of the block at `block` as signed int8 (4-bit
-/// values unpacked and re-centred): 16 consecutive bytes (see [`Encoding::weight_byte`]).
+/// Columns `16 c .. 16 c + 16` of row `row` of the int8 block at `block`: 16 consecutive
+/// bytes (see [`Encoding::weight_byte`]).
 #[inline(always)]
-unsafe fn weights_16<const Q4: bool>(block: *const u8, row: usize, c: usize) -> int8x16_t {
-    // SAFETY: (the whole body) the caller passes a block inside the checked tile, row < 4 and
-    // c < 4: the 16 bytes start at `weight_byte(row, 16 c)`, inside the block.
-    unsafe {
-        // (Where a weight lies within a block does not depend on the group size.)
-        let encoding = if Q4 { Encoding::Q4 { group_size: 32 } } else { Encoding::Q8 { group_size: 32 } };
-        let (at, high) = encoding.weight_byte(row, Q_PIECE_COLS * c);
-        if Q4 {
-            let bytes = vld1q_u8(block.add(at));
-            let nibbles = if high { vshrq_n_u8::<4>(bytes) } else { vandq_u8(bytes, vdupq_n_u8(0x0f)) };
-            vsubq_s8(vreinterpretq_s8_u8(nibbles), vdupq_n_s8(8))
-        } else {
-            vld1q_s8(block.add(at).cast())
-        }
-    }
+unsafe fn weights_16(block: *const u8, row: usize, c: usize) -> int8x16_t {
+    // SAFETY: the caller passes a block inside the checked tile, row < 4 and c < 4: the 16
+    // bytes start at `weight_byte(row, 16 c)`, inside the block. (Where a weight lies within a
+    // block does not depend on the group size.)
+    unsafe { vld1q_s8(block.add(Encoding::Q8 { group_size: 32 }.weight_byte(row, Q_PIECE_COLS * c).0).cast()) }
 }
 
 /// `sdot`: each i32 lane += the dot product of 4 int8 of `a` and `b`.
@@ -222,18 +214,15 @@ unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     acc
 }
 
-/// The 4 scales at `at` (one group's, rows 0–3) as f32: 4-bit panels' f16 widened (exactly,
-/// `fcvtl`, base NEON; Rust's f16 vector types are unstable, so it is `asm!`), int8's loaded.
+/// 4 f16 scales at `at` (a 4-bit group's, 4 rows) widened to f32: exactly, `fcvtl`, base
+/// NEON (Rust's f16 vector types are unstable, so it is `asm!`).
 ///
 /// # Safety
-/// 4 scales at `at` are readable; NEON is enabled.
+/// 4 f16 at `at` are readable; NEON is enabled.
 #[inline(always)]
-unsafe fn scales_4<const Q4: bool>(at: *const u8) -> float32x4_t {
+unsafe fn f16_scales_4(at: *const u8) -> float32x4_t {
     // SAFETY: the caller's contract; `fcvtl` only reads and writes registers.
     unsafe {
-        if !Q4 {
-            return vld1q_f32(at.cast());
-        }
         let halves = vreinterpret_u16_u8(vld1_u8(at));
         let widened: float32x4_t;
         core::arch::asm!(
@@ -248,13 +237,13 @@ unsafe fn scales_4<const Q4: bool>(at: *const u8) -> float32x4_t {
 
 /// The shared body: `DOT` chooses how 16 columns become 4 lanes of 4-column sums.
 #[inline(always)]
-unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, const DOT: bool>(
+unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const DOT: bool>(
     out: &mut [f32],
     w: &[u8],
     x: Quantized<'_>,
 ) {
     const { assert!(COLS % Q_COL_BLOCK == 0) };
-    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let encoding = Encoding::Q8 { group_size: GS };
     let (tile_bytes, block_bytes) = (tile_bytes(encoding, COLS), encoding.block_bytes());
     let groups_per_block = Q_COL_BLOCK / GS;
     let tiles = out.len() / TILE_ROWS;
@@ -273,7 +262,7 @@ unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, co
                     // SAFETY: `bytes` is a whole block, `xb` has 64 values, r, c < 4, and the
                     // caller's features are enabled.
                     unsafe {
-                        let (wv, xv) = (weights_16::<Q4>(bytes.as_ptr(), r, c), vld1q_s8(xb.as_ptr().add(16 * c)));
+                        let (wv, xv) = (weights_16(bytes.as_ptr(), r, c), vld1q_s8(xb.as_ptr().add(16 * c)));
                         let sums = if DOT {
                             sdot(vdupq_n_s32(0), wv, xv)
                         } else {
@@ -286,41 +275,23 @@ unsafe fn quantized_tiles<const COLS: usize, const GS: usize, const Q4: bool, co
                 }
             }
             let group = block * groups_per_block;
-            let mut scales = &bytes[encoding.scales_offset()..];
-            // 4-bit: the block's f16 scales widened 4 at a time, then the int8 float part on
-            // them: the same numbers (widening is exact), without a conversion per scale.
-            let mut widened = [0u8; 4 * TILE_ROWS * Q_COL_BLOCK / 4];
-            if Q4 {
-                for (g, to) in widened.chunks_exact_mut(4 * TILE_ROWS).take(groups_per_block).enumerate() {
-                    // SAFETY: group g's 4 f16 scales lie inside the block; 16 bytes into `to`.
-                    unsafe { vst1q_f32(to.as_mut_ptr().cast(), scales_4::<true>(scales[8 * g..].as_ptr())) };
-                }
-                scales = &widened;
-            }
-            add_block_from_lanes::<GS, false>(&lanes, scales, &xs[group..group + groups_per_block], &mut val);
+            let scales = &bytes[encoding.scales_offset()..];
+            add_block_from_lanes::<GS>(&lanes, scales, &xs[group..group + groups_per_block], &mut val);
         }
         out.copy_from_slice(&val);
     }
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn matvec_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
-    out: &mut [f32],
-    w: &[u8],
-    x: Quantized<'_>,
-) {
+unsafe fn matvec_quantized<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
     // SAFETY: NEON is enabled here, as the plain body needs.
-    unsafe { quantized_tiles::<COLS, GS, Q4, false>(out, w, x) }
+    unsafe { quantized_tiles::<COLS, GS, false>(out, w, x) }
 }
 
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn matvec_quantized_dotprod<const COLS: usize, const GS: usize, const Q4: bool>(
-    out: &mut [f32],
-    w: &[u8],
-    x: Quantized<'_>,
-) {
+unsafe fn matvec_quantized_dotprod<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
     // SAFETY: NEON and dotprod are enabled here, as the `sdot` body needs.
-    unsafe { quantized_tiles::<COLS, GS, Q4, true>(out, w, x) }
+    unsafe { quantized_tiles::<COLS, GS, true>(out, w, x) }
 }
 
 /// Tokens of the f32 register tile (with 2 rows: 24 accumulators).
@@ -329,7 +300,7 @@ const F32_TOKENS: usize = 3;
 #[target_feature(enable = "neon")]
 unsafe fn matmul_f32<const COLS: usize>(outs: &mut [&mut [f32]], w: &[f32], xs: &[Input<'_>]) {
     const { assert!(COLS.is_multiple_of(COL_BLOCK)) };
-    let tiles = check_block(outs, w.len(), TILE_ROWS * COLS, xs, COLS, 0);
+    let tiles = check_block(outs, w.len(), TILE_ROWS * COLS, xs, COLS, 0, TILE_ROWS);
     // Cache blocking, as the AVX-512 kernel: a chunk of tiles (about 256 KiB of panels) goes
     // through every group of tokens in turn, so a group's inputs stay in L1 over the chunk.
     let chunk = (256 * 1024 / (TILE_ROWS * COLS * 4)).max(1);
@@ -402,22 +373,22 @@ const Q_TOKENS: usize = 4;
 /// fewer than 16 columns (a group would be part of one register) go tile by tile through the
 /// matvec.
 #[inline(always)]
-unsafe fn quantized_block<const COLS: usize, const GS: usize, const Q4: bool, const DOT: bool>(
+unsafe fn quantized_block<const COLS: usize, const GS: usize, const DOT: bool>(
     outs: &mut [&mut [f32]],
     w: &[u8],
     xs: &[Input<'_>],
 ) {
     const { assert!(COLS.is_multiple_of(Q_COL_BLOCK)) };
-    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let encoding = Encoding::Q8 { group_size: GS };
     let tile_len = tile_bytes(encoding, COLS);
     if !GS.is_multiple_of(16) {
-        tile_by_tile(outs, w, tile_len, xs, |out, w, x| {
+        tile_by_tile(outs, w, TILE_ROWS, tile_len, xs, |out, w, x| {
             // SAFETY: the caller's features are enabled (this is inlined into them).
-            unsafe { quantized_tiles::<COLS, GS, Q4, DOT>(out, w, x.quantized) }
+            unsafe { quantized_tiles::<COLS, GS, DOT>(out, w, x.quantized) }
         });
         return;
     }
-    let tiles = check_block(outs, w.len(), tile_len, xs, COLS, GS);
+    let tiles = check_block(outs, w.len(), tile_len, xs, COLS, GS, TILE_ROWS);
     let mut first = 0;
     while first < xs.len() {
         let n = (xs.len() - first).min(Q_TOKENS);
@@ -427,10 +398,10 @@ unsafe fn quantized_block<const COLS: usize, const GS: usize, const Q4: bool, co
             // SAFETY: checked above; the caller's features are enabled.
             unsafe {
                 match n {
-                    4 => quantized_tile::<COLS, GS, Q4, DOT, 4>(outs, tile_w, xs, tile),
-                    3 => quantized_tile::<COLS, GS, Q4, DOT, 3>(outs, tile_w, xs, tile),
-                    2 => quantized_tile::<COLS, GS, Q4, DOT, 2>(outs, tile_w, xs, tile),
-                    _ => quantized_tile::<COLS, GS, Q4, DOT, 1>(outs, tile_w, xs, tile),
+                    4 => quantized_tile::<COLS, GS, DOT, 4>(outs, tile_w, xs, tile),
+                    3 => quantized_tile::<COLS, GS, DOT, 3>(outs, tile_w, xs, tile),
+                    2 => quantized_tile::<COLS, GS, DOT, 2>(outs, tile_w, xs, tile),
+                    _ => quantized_tile::<COLS, GS, DOT, 1>(outs, tile_w, xs, tile),
                 }
             }
         }
@@ -441,13 +412,13 @@ unsafe fn quantized_block<const COLS: usize, const GS: usize, const Q4: bool, co
 /// One tile (4 rows) for T tokens: the integer sum of each (row, token, group) in 16
 /// accumulators at most, then the float part with the rows in the lanes.
 #[inline(always)]
-unsafe fn quantized_tile<const COLS: usize, const GS: usize, const Q4: bool, const DOT: bool, const T: usize>(
+unsafe fn quantized_tile<const COLS: usize, const GS: usize, const DOT: bool, const T: usize>(
     outs: &mut [&mut [f32]],
     tile: &[u8],
     xs: &[Input<'_>],
     tile_index: usize,
 ) {
-    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let encoding = Encoding::Q8 { group_size: GS };
     let block_bytes = encoding.block_bytes();
     // SAFETY: (the whole body) the caller checked that `tile` is whole and every input has
     // COLS int8 values and COLS / GS scales; its features are enabled.
@@ -462,7 +433,7 @@ unsafe fn quantized_tile<const COLS: usize, const GS: usize, const Q4: bool, con
                         vld1q_s8(xs[t].quantized.q.as_ptr().add(block * Q_COL_BLOCK + 16 * c))
                     });
                     for (r, acc) in acc.iter_mut().enumerate() {
-                        let wv = weights_16::<Q4>(at, r, c);
+                        let wv = weights_16(at, r, c);
                         for t in 0..T {
                             acc[t] = if DOT {
                                 sdot(acc[t], wv, xv[t])
@@ -474,7 +445,7 @@ unsafe fn quantized_tile<const COLS: usize, const GS: usize, const Q4: bool, con
                     }
                 }
                 let group = block * (Q_COL_BLOCK / GS) + group_in_block;
-                let w_scales = scales_4::<Q4>(at.add(encoding.scale_offset(group_in_block, 0)));
+                let w_scales = vld1q_f32(at.add(encoding.scale_offset(group_in_block, 0)).cast());
                 for t in 0..T {
                     // Row r's sum in lane r.
                     let ival = vpaddq_s32(vpaddq_s32(acc[0][t], acc[1][t]), vpaddq_s32(acc[2][t], acc[3][t]));
@@ -490,23 +461,199 @@ unsafe fn quantized_tile<const COLS: usize, const GS: usize, const Q4: bool, con
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn matmul_quantized<const COLS: usize, const GS: usize, const Q4: bool>(
-    outs: &mut [&mut [f32]],
-    w: &[u8],
-    xs: &[Input<'_>],
-) {
+unsafe fn matmul_quantized<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
     // SAFETY: NEON is enabled here, as the plain body needs.
-    unsafe { quantized_block::<COLS, GS, Q4, false>(outs, w, xs) }
+    unsafe { quantized_block::<COLS, GS, false>(outs, w, xs) }
 }
 
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn matmul_quantized_dotprod<const COLS: usize, const GS: usize, const Q4: bool>(
+unsafe fn matmul_quantized_dotprod<const COLS: usize, const GS: usize>(
     outs: &mut [&mut [f32]],
     w: &[u8],
     xs: &[Input<'_>],
 ) {
     // SAFETY: NEON and dotprod are enabled here, as the `sdot` body needs.
-    unsafe { quantized_block::<COLS, GS, Q4, true>(outs, w, xs) }
+    unsafe { quantized_block::<COLS, GS, true>(outs, w, xs) }
+}
+
+/// Rows of a 4-bit tile one q register holds (a quarter of each 64-byte line: 4 bytes of each
+/// of 4 rows; see [`Encoding::weight_byte`]).
+const Q4_PART_ROWS: usize = 4;
+/// Tokens of a 4-bit block product's register tile.
+const Q4_TOKENS: usize = 4;
+
+/// One 4-bit tile (`tile`: its bytes) for T tokens: rows `4 part .. 4 part + 4` of the 16 into
+/// `outs[t][..4]`, one row per lane. Each line's quarter is unpacked into its low and high
+/// nibbles u = q + 8 (0..=15, valid as int8), and each lane adds its row's 4 products with x's
+/// 4 values of those columns (broadcast): one `sdot` (`DOT`), or widening multiplies and
+/// pairwise adds. A group's sums start at −8·Σx, so each lane ends with its row's exact Σ q·x;
+/// then `val += (ival · w_scale) · x_scale` for the 4 rows at once, group after group, as the
+/// reference.
+///
+/// # Safety
+/// `tile` must be a whole tile of COLS columns, every `xs[t]` hold COLS values and COLS / GS
+/// groups, every `outs[t]` 4 floats, and NEON (and dotprod if `DOT`) be enabled.
+#[inline(always)]
+unsafe fn q4_tile_part<const COLS: usize, const GS: usize, const DOT: bool, const T: usize>(
+    tile: *const u8,
+    part: usize,
+    xs: &[Quantized<'_>; T],
+    outs: [*mut f32; T],
+) {
+    const { assert!(GS % 32 == 0 && Q_COL_BLOCK % GS == 0) };
+    let encoding = Encoding::Q4 { group_size: GS };
+    let (block_bytes, scales) = (encoding.block_bytes(), encoding.scales_offset());
+    // SAFETY: (the whole body) the loads stay in the whole tile and in x's COLS values and
+    // groups (the caller's guarantee); the rest is register arithmetic under NEON (dotprod).
+    unsafe {
+        let mut vals = [vdupq_n_f32(0.0); T];
+        for block in 0..COLS / Q_COL_BLOCK {
+            let at = tile.add(block * block_bytes);
+            for g in 0..Q_COL_BLOCK / GS {
+                let group = block * Q_COL_BLOCK / GS + g;
+                let mut accs: [int32x4_t; T] =
+                    core::array::from_fn(|t| vdupq_n_s32(-8 * *xs[t].sums.get_unchecked(group)));
+                for slice in 0..GS / 32 {
+                    let first_col = block * Q_COL_BLOCK + g * GS + 32 * slice;
+                    for l in 0..4 {
+                        let line = vld1q_u8(at.add(((g * GS / 32 + slice) * 4 + l) * 64 + 16 * part));
+                        let low = vreinterpretq_s8_u8(vandq_u8(line, vdupq_n_u8(0x0f)));
+                        let high = vreinterpretq_s8_u8(vshrq_n_u8::<4>(line));
+                        for (acc, x) in accs.iter_mut().zip(xs) {
+                            for (u, col) in [(low, first_col + 4 * l), (high, first_col + 16 + 4 * l)] {
+                                let quad = x.q.as_ptr().add(col).cast::<i32>().read_unaligned();
+                                let xv = vreinterpretq_s8_s32(vdupq_n_s32(quad));
+                                *acc = if DOT {
+                                    sdot(*acc, u, xv)
+                                } else {
+                                    // Rows 0–1 then 2–3: 8 products each, in pairs, then pairs
+                                    // of pairs: one sum of 4 per row.
+                                    let rows01 = vpaddlq_s16(vmull_s8(vget_low_s8(u), vget_low_s8(xv)));
+                                    let rows23 = vpaddlq_s16(vmull_high_s8(u, xv));
+                                    vaddq_s32(*acc, vpaddq_s32(rows01, rows23))
+                                };
+                            }
+                        }
+                    }
+                }
+                let w_scale = f16_scales_4(at.add(scales + 2 * (g * Q4_TILE_ROWS + part * Q4_PART_ROWS)));
+                for ((val, acc), x) in vals.iter_mut().zip(accs).zip(xs) {
+                    let term =
+                        vmulq_f32(vmulq_f32(vcvtq_f32_s32(acc), w_scale), vdupq_n_f32(*x.scales.get_unchecked(group)));
+                    *val = vaddq_f32(*val, term);
+                }
+            }
+        }
+        for (out, val) in outs.into_iter().zip(vals) {
+            vst1q_f32(out, val);
+        }
+    }
+}
+
+/// `out = W · x` over whole 4-bit tiles, a tile's four parts one after the other (the tile is
+/// in L1 after the first).
+///
+/// # Safety
+/// NEON (and dotprod if `DOT`) must be enabled.
+#[inline(always)]
+unsafe fn q4_matvec<const COLS: usize, const GS: usize, const DOT: bool>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+    let tile_bytes = tile_bytes(Encoding::Q4 { group_size: GS }, COLS);
+    let tiles = out.len() / Q4_TILE_ROWS;
+    // Checked once per call, so the unchecked loads stay in bounds.
+    assert!(
+        w.len() >= tiles * tile_bytes && x.q.len() >= COLS && x.scales.len() >= COLS / GS && x.sums.len() >= COLS / GS,
+        "4-bit matvec: slices shorter than the shape"
+    );
+    for (tile, out) in out.chunks_exact_mut(Q4_TILE_ROWS).enumerate() {
+        for part in 0..Q4_TILE_ROWS / Q4_PART_ROWS {
+            // SAFETY: checked above: whole tiles, x long enough, 4 floats of `out` per part.
+            unsafe {
+                q4_tile_part::<COLS, GS, DOT, 1>(
+                    w.as_ptr().add(tile * tile_bytes),
+                    part,
+                    &[x],
+                    [out.as_mut_ptr().add(part * Q4_PART_ROWS)],
+                )
+            };
+        }
+    }
+}
+
+/// `outs[t] = W · xs[t]` over whole 4-bit tiles: each tile, while in L1, for the tokens in
+/// groups of at most [`Q4_TOKENS`].
+///
+/// # Safety
+/// As [`q4_matvec`].
+#[inline(always)]
+unsafe fn q4_matmul<const COLS: usize, const GS: usize, const DOT: bool>(
+    outs: &mut [&mut [f32]],
+    w: &[u8],
+    xs: &[Input<'_>],
+) {
+    let tile_bytes = tile_bytes(Encoding::Q4 { group_size: GS }, COLS);
+    let tiles = check_block(outs, w.len(), tile_bytes, xs, COLS, GS, Q4_TILE_ROWS);
+    assert!(xs.iter().all(|x| x.quantized.sums.len() >= COLS / GS), "block product: sums shorter than the shape");
+    for tile in 0..tiles {
+        // SAFETY: `check_block` checked whole tiles.
+        let at = unsafe { w.as_ptr().add(tile * tile_bytes) };
+        let mut first = 0;
+        while first < outs.len() {
+            let n = match (outs.len() - first).min(Q4_TOKENS) {
+                4 => 4,
+                2 | 3 => 2,
+                _ => 1,
+            };
+            for part in 0..Q4_TILE_ROWS / Q4_PART_ROWS {
+                let row = tile * Q4_TILE_ROWS + part * Q4_PART_ROWS;
+                let mut out = |t: usize| outs[first + t][row..].as_mut_ptr();
+                let x = |t: usize| xs[first + t].quantized;
+                // SAFETY: checked above (whole tiles, inputs of COLS values and their groups,
+                // outputs of whole tiles, so 4 floats from `row`).
+                unsafe {
+                    match n {
+                        4 => q4_tile_part::<COLS, GS, DOT, 4>(
+                            at,
+                            part,
+                            &core::array::from_fn(x),
+                            core::array::from_fn(out),
+                        ),
+                        2 => q4_tile_part::<COLS, GS, DOT, 2>(
+                            at,
+                            part,
+                            &core::array::from_fn(x),
+                            core::array::from_fn(out),
+                        ),
+                        _ => q4_tile_part::<COLS, GS, DOT, 1>(at, part, &[x(0)], [out(0)]),
+                    }
+                }
+            }
+            first += n;
+        }
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn q4_matvec_neon<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+    // SAFETY: NEON is enabled here, as the plain body needs.
+    unsafe { q4_matvec::<COLS, GS, false>(out, w, x) }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q4_matvec_dotprod<const COLS: usize, const GS: usize>(out: &mut [f32], w: &[u8], x: Quantized<'_>) {
+    // SAFETY: NEON and dotprod are enabled here, as the `sdot` body needs.
+    unsafe { q4_matvec::<COLS, GS, true>(out, w, x) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn q4_matmul_neon<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+    // SAFETY: NEON is enabled here, as the plain body needs.
+    unsafe { q4_matmul::<COLS, GS, false>(outs, w, xs) }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q4_matmul_dotprod<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &[Input<'_>]) {
+    // SAFETY: NEON and dotprod are enabled here, as the `sdot` body needs.
+    unsafe { q4_matmul::<COLS, GS, true>(outs, w, xs) }
 }
 
 /// Whether the CPU has the dot-product instructions, read from `ID_AA64ISAR0_EL1` (field DP,

@@ -10,7 +10,7 @@
 
 #[cfg(feature = "alloc")]
 use tvl_layout::layout::round_up;
-use tvl_layout::layout::{scale_slot, Encoding, Panels, Q_COL_BLOCK, TILE_ROWS};
+use tvl_layout::layout::{scale_slot, Encoding, Panels, Q4_TILE_ROWS, Q_COL_BLOCK, TILE_ROWS};
 use tvl_layout::quant::quantize_q8;
 
 /// Quantizes `x` to int8 in groups of `group_size` into `q` (padding groups past `x` become
@@ -116,7 +116,7 @@ impl QuantizedVector {
 
 /// Bytes of one tile of a `COLS`-column matrix in `encoding` (from the layout's definition).
 pub const fn tile_bytes(encoding: Encoding, cols: usize) -> usize {
-    Panels { offset: 0, rows: TILE_ROWS, cols, encoding }.tile_bytes()
+    Panels { offset: 0, rows: encoding.tile_rows(), cols, encoding }.tile_bytes()
 }
 
 /// `out = W · x` over int8 panels (see [`tvl_layout::layout`]), the reference order.
@@ -139,8 +139,10 @@ fn matvec_quantized_scalar<const COLS: usize, const GS: usize, const Q4: bool>(
     let (tile_bytes, block_bytes) = (tile_bytes(encoding, COLS), encoding.block_bytes());
     let groups_per_block = Q_COL_BLOCK / GS;
     let (xq, xs) = (&x.q[..COLS], &x.scales[..COLS / GS]);
-    for (tile, out) in w.chunks_exact(tile_bytes).zip(out.chunks_exact_mut(TILE_ROWS)) {
-        let mut val = [0.0f32; TILE_ROWS];
+    let tile_rows = encoding.tile_rows();
+    for (tile, out) in w.chunks_exact(tile_bytes).zip(out.chunks_exact_mut(tile_rows)) {
+        let mut val = [0.0f32; Q4_TILE_ROWS];
+        let val = &mut val[..tile_rows];
         for block in 0..COLS / Q_COL_BLOCK {
             let bytes = &tile[block * block_bytes..][..block_bytes];
             for g in 0..groups_per_block {
@@ -160,23 +162,23 @@ fn matvec_quantized_scalar<const COLS: usize, const GS: usize, const Q4: bool>(
                 }
             }
         }
-        out.copy_from_slice(&val);
+        out.copy_from_slice(val);
     }
 }
 
 /// The float half of a quantized tile, for kernels that produce integer sums of 4 consecutive
 /// columns (`lanes[row][i]` = Σ over columns 4i..4i+3 of one 64-column block): adds the block's
-/// groups to `val` in column order, exactly as the reference does. `Q4`: the scales are 4-bit
-/// panels' (f16).
+/// groups to `val` in column order, exactly as the reference does (int8 panels; 4-bit ones have
+/// one lane per row, see `q4_lanes`).
 #[inline(always)]
-pub fn add_block_from_lanes<const GS: usize, const Q4: bool>(
+pub fn add_block_from_lanes<const GS: usize>(
     lanes: &[[i32; 16]; TILE_ROWS],
     w_scales: &[u8],
     x_scales: &[f32],
     val: &mut [f32; TILE_ROWS],
 ) {
     const { assert!(GS >= 4 && Q_COL_BLOCK.is_multiple_of(GS)) };
-    let encoding = if Q4 { Encoding::Q4 { group_size: GS } } else { Encoding::Q8 { group_size: GS } };
+    let encoding = Encoding::Q8 { group_size: GS };
     for (g, &x_scale) in x_scales[..Q_COL_BLOCK / GS].iter().enumerate() {
         for (r, (val, lanes)) in val.iter_mut().zip(lanes).enumerate() {
             let ival: i32 = lanes[g * GS / 4..(g + 1) * GS / 4].iter().sum();
@@ -211,14 +213,14 @@ mod tests {
             let gs = encoding.group_size();
             let mut xq = QuantizedVector::new(cols, gs);
             xq.quantize(&x);
-            let mut out = vec![f32::NAN; rows];
+            let mut out = vec![f32::NAN; panels.padded_rows()];
             match (encoding, cols) {
                 (Encoding::Q8 { .. }, 172) => matvec_q8_scalar::<192, 4>(&mut out, &w, xq.view()),
                 (Encoding::Q8 { .. }, _) => matvec_q8_scalar::<64, 32>(&mut out, &w, xq.view()),
                 (_, 172) => matvec_q4_scalar::<192, 32>(&mut out, &w, xq.view()),
                 _ => matvec_q4_scalar::<128, 64>(&mut out, &w, xq.view()),
             }
-            for (r, out) in out.iter().enumerate() {
+            for (r, out) in out[..rows].iter().enumerate() {
                 let mut val = 0.0f32;
                 for (g, group) in m[r * cols..(r + 1) * cols].chunks(gs).enumerate() {
                     let mut q = vec![0i8; group.len()];
