@@ -208,10 +208,11 @@ unsafe fn tile_part<const COLS: usize, const GS: usize, V: RowLanes, const T: us
     const { assert!(GS.is_multiple_of(32) && Q_COL_BLOCK.is_multiple_of(GS)) };
     let encoding = Encoding::Q4 { group_size: GS };
     let (block_bytes, scales) = (encoding.block_bytes(), encoding.scales_offset());
-    let lane_bytes = part * V::ROWS * 4; // this part's rows within a line
-                                         // SAFETY: (the whole body) the loads stay in the whole tile (its blocks' lines and scales)
-                                         // and in x's COLS values and COLS / GS groups, and the stores in `outs`' V::ROWS floats (the
-                                         // caller's guarantees); the rest is register arithmetic under the caller's features.
+    // Where this part's rows start within a line.
+    let lane_bytes = part * V::ROWS * 4;
+    // SAFETY: (the whole body) the loads stay in the whole tile (its blocks' lines and scales)
+    // and in x's COLS values and COLS / GS groups, and the stores in `outs`' V::ROWS floats (the
+    // caller's guarantees); the rest is register arithmetic under the caller's features.
     unsafe {
         let mut vals: [V::F; T] = core::array::from_fn(|_| V::zero());
         for block in 0..COLS / Q_COL_BLOCK {
