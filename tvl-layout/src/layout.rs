@@ -61,9 +61,9 @@ pub const Q4_TILE_ROWS: usize = 16;
 pub const COL_BLOCK: usize = 16;
 /// Columns per quantized panel block: one cache line of int8, half a line of 4-bit values.
 pub const Q_COL_BLOCK: usize = 64;
-/// Columns of a quantized block that one row holds in 16 consecutive bytes before the next row
-/// of its tile takes over (int8; 4-bit rows hold twice as many, low nibbles then high):
-/// see [`Encoding::weight_byte`].
+/// Columns of an int8 block that one row holds in 16 consecutive bytes before the next row of
+/// its tile takes over (4-bit rows take turns every 4 bytes, 8 columns): see
+/// [`Encoding::weight_byte`].
 pub const Q_PIECE_COLS: usize = 16;
 
 // 32-bit targets (a Cortex-M) run models whose compiled layout fits their address space: the
