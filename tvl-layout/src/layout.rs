@@ -237,9 +237,10 @@ pub const fn f32_line_at(cols: usize, tile: usize, block: usize, row: usize) -> 
     tile * TILE_ROWS * cols + block * TILE_ROWS * COL_BLOCK + row * COL_BLOCK
 }
 
-/// Which scale of a block's scales belongs to (group within the block, row within the tile):
-/// scales are stored `[group][row]`, so that one vector load gives a group's scales for the
-/// tile's rows.
+/// Which scale of an int8 block's scales belongs to (group within the block, row within its
+/// tile of [`TILE_ROWS`]): scales are stored `[group][row]`, so that one vector load gives a
+/// group's scales for the tile's rows ([`Encoding::scale_offset`] is the rule for every
+/// encoding).
 pub const fn scale_slot(group: usize, row: usize) -> usize {
     group * TILE_ROWS + row
 }

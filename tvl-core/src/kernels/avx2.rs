@@ -682,8 +682,9 @@ const YMM_TOKENS: usize = 8;
 /// with no horizontal sums, and each weight is loaded once per 8 tokens. A tile's block has its
 /// magnitudes taken once per 8 tokens into 256 bytes on the stack. What it replaced,
 /// the matvec run tile by tile for each token, read the prompt of the 110M shape at 200–260
-/// tok/s on one Zen 3 core (AVX2 without VNNI); this reads it at 280–370 (int8) and 400–530
-/// (4-bit) in the same runs (README, Prompts and batches).
+/// tok/s on one Zen 3 core (AVX2 without VNNI); this reads it at 280–370 (int8) and read it
+/// at 400–530 for 4-bit weights, which it also served until format 6, in the same runs
+/// (README, Prompts and batches).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn matmul_quantized<const COLS: usize, const GS: usize>(outs: &mut [&mut [f32]], w: &[u8], xs: &BlockInput<'_>) {
     const { assert!(COLS.is_multiple_of(Q_COL_BLOCK) && GS.is_multiple_of(4)) };

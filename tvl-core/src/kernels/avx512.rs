@@ -1,8 +1,8 @@
-//! x86_64 AVX-512 kernels for int8 weights (4-bit ones: [`super::q4_lanes`]): a block's 64-byte
-//! lines (16 bytes of each of a tile's 4 rows, one 128-bit lane each) in zmm registers (`vpdpbusd` with AVX-512 VNNI,
-//! `vpmaddubsw` + `vpmaddwd` with AVX-512BW alone), then the same reduction and float part as
-//! the AVX2 kernels ([`super::avx2`]'s `tile_block`), so they give the same bits as every
-//! other path. f32 matrix-vector products are memory-bound and stay on the AVX2+FMA kernels
+//! x86_64 AVX-512 kernels for int8 weights (4-bit ones: [`super::q4_lanes`]): a block's
+//! 64-byte lines (16 bytes of each of a tile's 4 rows, one 128-bit lane each) in zmm registers
+//! (`vpdpbusd` with AVX-512 VNNI, `vpmaddubsw` + `vpmaddwd` with AVX-512BW alone), then the
+//! same reduction and float part as the AVX2 kernels ([`super::avx2`]'s `tile_block`), so they
+//! give the same bits as every other path. f32 matrix-vector products are memory-bound and stay on the AVX2+FMA kernels
 //! (one core already streams at the memory's speed with them), as do the attention's weighted
 //! sums; the attention scores and the activations' quantizer have zmm versions.
 //!
@@ -12,9 +12,9 @@
 //!   (lanes 0–7: columns 0–7 of each block, lanes 8–15: columns 8–15), so each lane adds the
 //!   same products in the same order with the same FMAs, and the final sum is the matvec's.
 //! - int8: the tile's block is loaded once for the token group, as unsigned w + 128, and
-//!   rearranged in L1 for broadcasting (as it lies for quads of a
-//!   row, transposed into rows, or rows interleaved in pairs); each (row, token, group) sum
-//!   starts at −offset·Σx: the same exact integers as the matvec, then its float steps.
+//!   rearranged in L1 for broadcasting (as it lies for quads of a row, transposed into rows,
+//!   or rows interleaved in pairs); each (row, token, group) sum starts at −128·Σx: the same
+//!   exact integers as the matvec, then its float steps.
 
 use super::avx2::{check_lanes, quantized_tiles, scale_1, scales_4, Avx2, DPBUSD_512, MADDUBS_512};
 use super::quant::{tile_bytes, Quantized};
@@ -25,6 +25,10 @@ use tvl_layout::{key_offset, KEY_BLOCK};
 
 /// Tokens of a block product's register tile.
 pub const TOKENS: usize = 6;
+
+/// int8 weights enter the block products as unsigned w + 128: each (row, token, group) sum
+/// starts at −(Σx << 7).
+const INT8_OFFSET_SHIFT: i32 = 7;
 
 /// The f32 kernels of the AVX-512 paths: [`Avx2`]'s, but for block products on zmm.
 pub struct Avx512F32;
@@ -350,9 +354,9 @@ unsafe fn row_sums(a: [__m512; TILE_ROWS], b: [__m512; TILE_ROWS]) -> __m512 {
 
 /// The quantized block product with one token per lane (see the module): for each row tile,
 /// each group of [`LANES`] tokens, each column group, 4 rows × 16 tokens of exact integer sums
-/// `Σ(w + 128)·x − 128·Σx` (the weights go in as unsigned w + 128), then `val += (ival · w_scale) · x_scale` per lane,
-/// group after group: each lane computes exactly the matvec's numbers for its (row, token). At
-/// most 8 tokens (a batch of sequences, a prompt's last block) fill zmm registers otherwise:
+/// `Σ(w + 128)·x − 128·Σx` (the weights go in as unsigned w + 128), then `val += (ival ·
+/// w_scale) · x_scale` per lane, group after group: each lane computes exactly the matvec's
+/// numbers for its (row, token). At most 8 tokens (a batch of sequences, a prompt's last block) fill zmm registers otherwise:
 /// up to 2 or 4 tokens with 8 or 4 quads per token ([`chunk_tile`]), else two rows × 8 tokens
 /// ([`pair_tile`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -489,11 +493,9 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, V: Width, const G: usize
 ) -> [[[f32; LANES]; TILE_ROWS]; G] {
     let encoding = Encoding::Q8 { group_size: GS };
     let block_bytes = encoding.block_bytes();
-    // o = 8 or 128.
-    let offset_shift = 7; // w + 128
-                          // SAFETY: (the whole body) the caller passes one whole tile and G groups' lanes of at
-                          // least COLS / 4 quads and COLS / GS groups each (`q_stride`, `group_stride` apart);
-                          // AVX-512F/BW/VL/VNNI are enabled by the caller.
+    // SAFETY: (the whole body) the caller passes one whole tile and G groups' lanes of at least
+    // COLS / 4 quads and COLS / GS groups each (`q_stride`, `group_stride` apart);
+    // AVX-512F/BW/VL/VNNI are enabled by the caller.
     unsafe {
         let mut val = [[V::zero(); TILE_ROWS]; G];
         for block in 0..COLS / Q_COL_BLOCK {
@@ -510,8 +512,10 @@ unsafe fn lane_tile<const COLS: usize, const GS: usize, V: Width, const G: usize
             for group_in_block in 0..Q_COL_BLOCK / GS {
                 let group = block * (Q_COL_BLOCK / GS) + group_in_block;
                 let mut acc: [[V::I; TILE_ROWS]; G] = core::array::from_fn(|g| {
-                    [V::negated_shift(V::load_i(x_sums.as_ptr().add(g * group_stride + group * LANES)), offset_shift);
-                        TILE_ROWS]
+                    [V::negated_shift(
+                        V::load_i(x_sums.as_ptr().add(g * group_stride + group * LANES)),
+                        INT8_OFFSET_SHIFT,
+                    ); TILE_ROWS]
                 });
                 for quad in group_in_block * GS / 4..(group_in_block + 1) * GS / 4 {
                     let at = (block * Q_COL_BLOCK / 4 + quad) * LANES;
@@ -686,9 +690,7 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const P: usize, const T
     );
     let encoding = Encoding::Q8 { group_size: GS };
     let block_bytes = encoding.block_bytes();
-    // o = 8 or 128.
-    let offset_shift = 7; // w + 128
-                          // Each register slot's token (the last one again past the tokens: those lanes are dropped).
+    // Each register slot's token (the last one again past the tokens: those lanes are dropped).
     let x_at: [*const i8; 4] = core::array::from_fn(|s| tokens[s.min(tokens.len() - 1)].quantized.q.as_ptr());
     // SAFETY: (the whole body) the caller passes T whole tiles and one group of lanes of at
     // least COLS / 4 quads and COLS / GS groups; the tokens' vectors hold COLS values (checked
@@ -727,7 +729,7 @@ unsafe fn chunk_tile<const COLS: usize, const GS: usize, const P: usize, const T
                 }
                 // Two sets of accumulators for one tile (for alternate chunks), one for two.
                 let mut acc = [
-                    [[Zmm::negated_shift(sums, offset_shift); TILE_ROWS]; T],
+                    [[Zmm::negated_shift(sums, INT8_OFFSET_SHIFT); TILE_ROWS]; T],
                     [[_mm512_setzero_si512(); TILE_ROWS]; T],
                 ];
                 for chunk in group_in_block * GS / (4 * P)..(group_in_block + 1) * GS / (4 * P) {
@@ -817,11 +819,9 @@ unsafe fn pair_tile<const COLS: usize, const GS: usize, const T: usize>(
 ) -> [[[f32; LANES]; TILE_ROWS]; T] {
     let encoding = Encoding::Q8 { group_size: GS };
     let block_bytes = encoding.block_bytes();
-    // o = 8 or 128.
-    let offset_shift = 7; // w + 128
-                          // SAFETY: (the whole body) the caller passes T whole tiles and one group of lanes of at
-                          // least COLS / 4 quads and COLS / GS groups; prefetches are hints that never fault;
-                          // AVX-512F/BW/VL/VNNI are enabled by the caller.
+    // SAFETY: (the whole body) the caller passes T whole tiles and one group of lanes of at least
+    // COLS / 4 quads and COLS / GS groups; prefetches are hints that never fault;
+    // AVX-512F/BW/VL/VNNI are enabled by the caller.
     unsafe {
         // Lane l ← lane l / 2: each token's value in both of its lanes.
         let by_token = _mm512_loadu_si512(core::array::from_fn::<i32, LANES, _>(|l| (l / 2) as i32).as_ptr().cast());
@@ -844,7 +844,7 @@ unsafe fn pair_tile<const COLS: usize, const GS: usize, const T: usize>(
                     prefetch_group_share::<GS>(next, T * block_bytes, block, group_in_block);
                 }
                 let mut acc = [
-                    [[Zmm::negated_shift(sums, offset_shift); TILE_ROWS / 2]; T],
+                    [[Zmm::negated_shift(sums, INT8_OFFSET_SHIFT); TILE_ROWS / 2]; T],
                     [[_mm512_setzero_si512(); TILE_ROWS / 2]; T],
                 ];
                 for quad in group_in_block * GS / 4..(group_in_block + 1) * GS / 4 {
