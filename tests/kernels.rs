@@ -105,6 +105,10 @@ fn check_attention<M: Model, K: Isa>() {
         for (positions, first) in cases.flat_map(|p| [(p, 0), (p, 1)]) {
             let heads = first..c.n_heads;
             let q = |t: usize| &qs[t][first * c.head_dim()..];
+            // The caches of the kv heads these heads read, from the first one's.
+            let first_kv_head = first / (c.n_heads / c.n_kv_heads);
+            let (keys, values) =
+                (&keys[first_kv_head * seq_len * c.head_dim()..], &values[first_kv_head * seq_len * c.head_dim()..]);
             let run: [usize; 4] = core::array::from_fn(|t| (positions + t).min(seq_len));
             let (alone, together) = (s.split_at_mut(1), o.split_at_mut(1));
             let ((s1, s4), (o1, o4)) = (alone, together);
@@ -117,19 +121,19 @@ fn check_attention<M: Model, K: Isa>() {
                     [a, b, cc, d],
                     [oa, ob, oc, od],
                     [q(0), q(1), q(2), q(3)],
-                    &keys,
-                    &values,
+                    keys,
+                    values,
                     run,
                 );
             }
             for (t, &positions) in run.iter().enumerate() {
                 let (s1, o1) = (&mut s1[0], &mut o1[0]);
                 // SAFETY: Scalar needs nothing; K as above.
-                unsafe { M::attention::<Scalar, 1>(heads.clone(), [s1], [o1], [q(t)], &keys, &values, [positions]) };
+                unsafe { M::attention::<Scalar, 1>(heads.clone(), [s1], [o1], [q(t)], keys, values, [positions]) };
                 let expected = o1.clone();
                 let mut alone = vec![0.0; c.dim];
                 // SAFETY: as above.
-                unsafe { M::attention::<K, 1>(heads.clone(), [s1], [&mut alone], [q(t)], &keys, &values, [positions]) };
+                unsafe { M::attention::<K, 1>(heads.clone(), [s1], [&mut alone], [q(t)], keys, values, [positions]) };
                 // Every path adds each score's products in the same order: the same bits.
                 for (what, got) in [("alone", &alone), ("in a run of 4", &o4[t])] {
                     let len = heads.len() * c.head_dim();

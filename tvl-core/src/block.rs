@@ -568,6 +568,9 @@ impl AttentionJob<'_> {
     /// No other thread may attend these (token, head) pairs meanwhile; `K::available()` must
     /// have returned true.
     unsafe fn run<M: Model, K: Isa, const T: usize>(&self, first: usize, heads: Range<usize>) {
+        if heads.is_empty() {
+            return;
+        }
         let (l, hd) = (self.layout, self.head_dim);
         let (keys, values, _) = self.caches[first];
         let seq_len = keys.len() / self.kv_dim;
@@ -588,6 +591,10 @@ impl AttentionJob<'_> {
             &self.q[at + heads.start * hd..at + heads.end * hd]
         });
         let positions: [usize; T] = core::array::from_fn(|i| self.caches[token(i)].2);
+        // The caches of the kv heads these heads read.
+        let (group, head_len) = (M::CONFIG.n_heads / M::CONFIG.n_kv_heads, seq_len * hd);
+        let kv_heads = heads.start / group * head_len..(heads.end - 1) / group * head_len + head_len;
+        let (keys, values) = (&keys[kv_heads.clone()], &values[kv_heads]);
         // SAFETY: the caller guarantees that K is available.
         unsafe { M::attention::<K, T>(heads, scores, out, q, keys, values, positions) }
     }

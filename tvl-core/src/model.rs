@@ -542,7 +542,7 @@ unsafe fn input<'a, K: Isa>(
 /// `then(matrix, first_row, rows)` runs on the thread that computed `rows` (of product
 /// `matrix`, starting at row `first_row`, whole tiles) right after it did: per-row work that
 /// would otherwise be a serial step after the job, with the other threads idle and the memory
-/// too (see [`qkv_rows_done`]).
+/// too (see [`rope_rows_done`]).
 ///
 /// # Safety
 /// The kernels' instruction set must be available on this CPU.
@@ -621,42 +621,40 @@ fn share_tiles<P: Parallel + ?Sized>(pool: &mut P, tiles: usize, bytes: usize, w
 fn nothing_after(_: usize, _: usize, _: &mut [f32]) {}
 
 /// What follows rows of q (`matrix` 0), k (1) or v (2) of one position, on the thread that
-/// computed them: RoPE of q's and k's rows, then k's and v's rows into one layer's cache (lent
-/// to the job's threads). As a serial step after the products, with the other threads idle,
-/// this took 7 µs per layer of the 110M shape on Zen 3 (a cached key's elements are 16
-/// positions apart, so storing one key misses on 768 lines): 2% of a two-thread 4-bit token.
-/// Here the stores overlap the streaming of the weights, on every thread. The values are the
-/// same: RoPE rotates each pair on its own, and `first_row`, a multiple of a tile's rows, is
-/// even, as every head's start is, so no pair is split.
-///
-/// # Safety
-/// `keys` and `values` must be one layer's caches lent for this job only, and concurrent calls
-/// must be for disjoint rows of each matrix.
-unsafe fn qkv_rows_done(
-    (matrix, first_row, rows): (usize, usize, &mut [f32]),
-    cache: &KvCache,
-    (keys, values): (&Disjoint<f32>, &Disjoint<f32>),
-    rope: &[f32],
-    (dim, kv_dim, pos): (usize, usize, usize),
-) {
-    let len = rows.len().min([dim, kv_dim, kv_dim][matrix].saturating_sub(first_row));
-    let rows = &mut rows[..len]; // (not a tile's padding rows)
+/// computed them: RoPE of q's and k's rows (as a serial step after the products the other
+/// threads would wait). The values are the same: RoPE rotates each pair on its own, and
+/// `first_row`, a multiple of a tile's rows, is even, as every head's start is, so no pair is
+/// split.
+fn rope_rows_done((matrix, first_row, rows): (usize, usize, &mut [f32]), rope: &[f32], (dim, kv_dim): (usize, usize)) {
     if matrix != 2 {
-        kernels::rope_rows(rows, first_row, rope);
+        let len = rows.len().min([dim, kv_dim][matrix].saturating_sub(first_row));
+        kernels::rope_rows(&mut rows[..len], first_row, rope); // (not a tile's padding rows)
     }
-    if matrix == 0 {
-        return;
-    }
-    for (row, &value) in (first_row..).zip(rows.iter()) {
-        let (head, i) = (row / cache.head_dim, row % cache.head_dim);
-        // SAFETY: each (head, i) of this position has its own element of the layer's cache,
-        // and concurrent calls have disjoint rows, hence disjoint elements.
-        unsafe {
-            match matrix {
-                1 => keys.set(cache.key_at(head, i, pos), value),
-                _ => values.set(cache.value_at(head, pos) + i, value),
-            }
+}
+
+/// Stores the key `k` and value `v` of position `pos` of the kv heads `kv_heads` into their
+/// caches `keys` and `values` (of those heads only, laid out as `cache` says), in the attention
+/// job, right before those heads' attention reads them. A key's elements are
+/// [`KEY_BLOCK`](tvl_layout::KEY_BLOCK) floats apart, one in each line of the position's key
+/// block (768 lines per layer of the 110M shape), and those lines are what the scores then read:
+/// here one miss brings each line for both. (The stores were in the q/k/v job, each thread
+/// storing the rows it had computed: on Zen 4 with 2 vCPUs, alternating the two builds, a
+/// one-thread 4-bit token of the 110M shape now takes 0.93 of the time, median of 20 pairs
+/// (0.76–1.19 on a loaded host), two threads 0.98; in one process, a prototype 0.99.)
+fn store_position(
+    cache: &KvCache,
+    (keys, values): (&mut [f32], &mut [f32]),
+    (k, v): (&[f32], &[f32]),
+    kv_heads: Range<usize>,
+    pos: usize,
+) {
+    let head_dim = cache.head_dim;
+    for (j, head) in kv_heads.enumerate() {
+        let (k, v) = (&k[head * head_dim..][..head_dim], &v[head * head_dim..][..head_dim]);
+        for (i, &k) in k.iter().enumerate() {
+            keys[cache.key_at(j, i, pos)] = k;
         }
+        values[cache.value_at(j, pos)..][..head_dim].copy_from_slice(v);
     }
 }
 
@@ -711,36 +709,38 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
         kernels::rmsnorm(&mut s.xb[..dim], &s.x[..dim], w.vector(lw.attn_norm), c.norm_eps);
         // SAFETY: the caller guarantees that K is available on this CPU.
         let x = unsafe { input::<K>(s.xb, dim, &mut xq, quantized) };
-        let layer_cache = l * cache.layer_len()..(l + 1) * cache.layer_len();
-        let (keys, values) = (&mut s.key_cache[layer_cache.clone()], &mut s.value_cache[layer_cache]);
-        let lent = (&Disjoint::new(keys), &Disjoint::new(values));
-        let shape = (dim, kv_dim, pos);
-        // SAFETY: `matvecs` calls this on disjoint rows; the caches are lent for this job only
-        // (borrowed again below, after it).
-        let after = |matrix, first, rows: &mut [f32]| unsafe {
-            qkv_rows_done((matrix, first, rows), &cache, lent, rope, shape)
-        };
+        let after = |matrix, first, rows: &mut [f32]| rope_rows_done((matrix, first, rows), rope, (dim, kv_dim));
         let qkv = [lw.wq.product::<K, M>(s.q, w), lw.wk.product::<K, M>(s.k, w), lw.wv.product::<K, M>(s.v, w)];
         // SAFETY: the caller guarantees that K is available on this CPU.
         unsafe { matvecs(pool, qkv, x, after) };
-        let (keys, values, q, threads) = (&*keys, &*values, &s.q[..dim], pool.threads());
+        let layer_cache = l * cache.layer_len()..(l + 1) * cache.layer_len();
+        let (keys, values) = (&mut s.key_cache[layer_cache.clone()], &mut s.value_cache[layer_cache]);
+        let (keys, values) = (Disjoint::new(keys), Disjoint::new(values));
         let (scores, out) = (Disjoint::new(&mut s.scores[..]), Disjoint::new(&mut s.xb[..dim]));
+        let (q, k, v, threads) = (&s.q[..dim], &s.k[..kv_dim], &s.v[..kv_dim], pool.threads());
+        let (group, head_len) = (c.n_heads / c.n_kv_heads, cache.head_len());
         // Each head reads the keys and values of every position so far.
         let cache_bytes = 2 * (pos + 1) * kv_dim * core::mem::size_of::<f32>();
         pool.run_sized(cache_bytes, &|thread| {
-            let heads = split(c.n_heads, thread, threads);
-            // SAFETY: each thread gets its own heads, hence disjoint ranges of scores and out.
-            unsafe {
-                M::attention::<K, 1>(
-                    heads.clone(),
-                    [scores.range(heads.start * stride..heads.end * stride)],
-                    [out.range(heads.start * head_dim..heads.end * head_dim)],
-                    [&q[heads.start * head_dim..heads.end * head_dim]],
-                    keys,
-                    values,
-                    [pos + 1],
+            // Whole groups of query heads per thread, which store their kv heads' key and
+            // value of this position (`store_position`) and read them.
+            let kv_heads = split(c.n_kv_heads, thread, threads);
+            let heads = kv_heads.start * group..kv_heads.end * group;
+            // SAFETY: each thread gets its own kv heads, hence disjoint ranges of the layer's
+            // caches (`head_len` floats per kv head), and their query heads, hence disjoint
+            // ranges of scores and out.
+            let (keys, values, scores, out) = unsafe {
+                (
+                    keys.range(kv_heads.start * head_len..kv_heads.end * head_len),
+                    values.range(kv_heads.start * head_len..kv_heads.end * head_len),
+                    scores.range(heads.start * stride..heads.end * stride),
+                    out.range(heads.start * head_dim..heads.end * head_dim),
                 )
-            }
+            };
+            store_position(&cache, (&mut *keys, &mut *values), (k, v), kv_heads, pos);
+            let q = &q[heads.start * head_dim..heads.end * head_dim];
+            // SAFETY: the caller guarantees that K is available on this CPU.
+            unsafe { M::attention::<K, 1>(heads, [scores], [out], [q], keys, values, [pos + 1]) }
         });
         // SAFETY: the caller guarantees that K is available on this CPU.
         let x = unsafe { input::<K>(s.xb, dim, &mut xq, quantized) };

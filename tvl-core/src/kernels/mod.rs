@@ -748,7 +748,9 @@ pub fn matvec_scalar<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
 ///
 /// `keys` is one layer's key cache laid out `[kv_head][seq_len / 16][HEAD_DIM][16]`
 /// (transposed in blocks, see [`Isa::scores`]), `values` its value cache
-/// `[kv_head][seq_len][HEAD_DIM]`. The N_HEADS / N_KV_HEADS query heads of a group read the
+/// `[kv_head][seq_len][HEAD_DIM]`, both of only the kv heads `heads` read: from the first
+/// one's through the last one's (a whole layer's for all heads; a thread that attends some
+/// heads may own just their caches). The N_HEADS / N_KV_HEADS query heads of a group read the
 /// same key/value head (grouped-query attention). `scores[t]` holds `seq_len` floats per head
 /// in `heads`; `out[t]` and `q[t]` hold HEAD_DIM floats per head in `heads`. FUSED_VALUE_SUM
 /// adds each weighted value as a fused multiply-add, as the int8 reference does (see
@@ -776,11 +778,17 @@ pub unsafe fn attention<
     values: &[f32],
     positions: [usize; T],
 ) {
-    // The length of a key row (`KvCache::stride`), which `scores` holds per head too.
-    let seq_len = keys.len() / (N_KV_HEADS * HEAD_DIM);
+    if heads.is_empty() {
+        return;
+    }
+    // The kv heads of `heads`, whose caches `keys` and `values` hold, and the length of a key
+    // row (`KvCache::stride`), which `scores` holds per head too.
+    let group = N_HEADS / N_KV_HEADS;
+    let first_kv_head = heads.start / group;
+    let seq_len = keys.len() / (((heads.end - 1) / group + 1 - first_kv_head) * HEAD_DIM);
     let scale = math::sqrt(HEAD_DIM as f32);
     let head_cache = |head: usize| {
-        let kv_head = head / (N_HEADS / N_KV_HEADS);
+        let kv_head = head / group - first_kv_head;
         kv_head * seq_len * HEAD_DIM..(kv_head + 1) * seq_len * HEAD_DIM
     };
     let (count, most) = (heads.len(), positions.iter().copied().max().unwrap_or(0));
@@ -1044,6 +1052,26 @@ mod tests {
         // SAFETY: the scalar kernels run on any CPU.
         unsafe { attention::<Scalar, 2, 4, 2, false, 1>(0..4, [&mut scores], [&mut out], [&q], &keys, &values, [1]) };
         assert_eq!(out, [-0.0, -1.0, -0.0, -1.0, -32.0, -33.0, -32.0, -33.0]);
+        // Some of the heads, with the caches of only the kv heads they read (from the first
+        // one's): heads 2 and 3 read kv head 1 (the caches from 32 on), heads 1 and 2 kv heads
+        // 0 and 1 (all of them).
+        let mut part = vec![0.0; 4];
+        // SAFETY: as above.
+        unsafe {
+            attention::<Scalar, 2, 4, 2, false, 1>(
+                2..4,
+                [&mut scores],
+                [&mut part],
+                [&q],
+                &keys[32..],
+                &values[32..],
+                [1],
+            )
+        };
+        assert_eq!(part, [-32.0, -33.0, -32.0, -33.0]);
+        // SAFETY: as above.
+        unsafe { attention::<Scalar, 2, 4, 2, false, 1>(1..3, [&mut scores], [&mut part], [&q], &keys, &values, [1]) };
+        assert_eq!(part, [-0.0, -1.0, -32.0, -33.0]);
         // The scores of a known cache: position t's key is (t, 100 + t) (key_offset places it).
         let mut keys = vec![0.0f32; 2 * 32];
         for t in 0..32 {
