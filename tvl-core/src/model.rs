@@ -43,7 +43,7 @@ pub trait Model: Sized + Send + Sync + 'static {
     const CLASSIFIER: Self::Vocab;
 
     /// Attention of the query heads `heads` of T tokens of one sequence over one layer's
-    /// key/value cache ([`crate::kernels::attention`]).
+    /// key/value caches of the kv heads they read ([`crate::kernels::attention`]).
     ///
     /// # Safety
     /// `K::available()` must have returned true on this CPU.
