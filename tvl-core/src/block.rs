@@ -591,10 +591,6 @@ impl AttentionJob<'_> {
             &self.q[at + heads.start * hd..at + heads.end * hd]
         });
         let positions: [usize; T] = core::array::from_fn(|i| self.caches[token(i)].2);
-        // The caches of the kv heads these heads read.
-        let (group, head_len) = (M::CONFIG.n_heads / M::CONFIG.n_kv_heads, seq_len * hd);
-        let kv_heads = heads.start / group * head_len..(heads.end - 1) / group * head_len + head_len;
-        let (keys, values) = (&keys[kv_heads.clone()], &values[kv_heads]);
         // SAFETY: the caller guarantees that K is available.
         unsafe { M::attention::<K, T>(heads, scores, out, q, keys, values, positions) }
     }

@@ -43,7 +43,7 @@ pub trait Model: Sized + Send + Sync + 'static {
     const CLASSIFIER: Self::Vocab;
 
     /// Attention of the query heads `heads` of T tokens of one sequence over one layer's
-    /// key/value caches of the kv heads they read ([`crate::kernels::attention`]).
+    /// key/value caches ([`crate::kernels::attention`]).
     ///
     /// # Safety
     /// `K::available()` must have returned true on this CPU.
@@ -632,29 +632,22 @@ fn rope_rows_done((matrix, first_row, rows): (usize, usize, &mut [f32]), rope: &
     }
 }
 
-/// Stores the key `k` and value `v` of position `pos` of the kv heads `kv_heads` into their
-/// caches `keys` and `values` (of those heads only, laid out as `cache` says), in the attention
-/// job, right before those heads' attention reads them. A key's elements are
-/// [`KEY_BLOCK`](tvl_layout::KEY_BLOCK) floats apart, one in each line of the position's key
-/// block (768 lines per layer of the 110M shape), and those lines are what the scores then read:
-/// here one miss brings each line for both. (The stores were in the q/k/v job, each thread
-/// storing the rows it had computed: on Zen 4 with 2 vCPUs, alternating the two builds, a
-/// one-thread 4-bit token of the 110M shape now takes 0.93 of the time, median of 20 pairs
-/// (0.76–1.19 on a loaded host), two threads 0.98; in one process, a prototype 0.99.)
-fn store_position(
-    cache: &KvCache,
-    (keys, values): (&mut [f32], &mut [f32]),
-    (k, v): (&[f32], &[f32]),
-    kv_heads: Range<usize>,
-    pos: usize,
-) {
+/// Stores the key `k` and value `v` of position `pos` (every kv head's) into one layer's
+/// caches `keys` and `values`, laid out as `cache` says, right before the attention job reads
+/// them. A key's elements are [`KEY_BLOCK`](tvl_layout::KEY_BLOCK) floats apart, one in each
+/// line of its piece of the position's block (768 lines per layer of the 110M shape), and those
+/// lines are what the scores then read: here one miss brings each line for both. (Stored in
+/// the q/k/v job, by the threads that computed the rows, each line came twice, the weights
+/// streamed in between: on Zen 4, a one-thread 4-bit token of the 110M shape took 1.08 times as
+/// long, median of 20 pairs of builds.)
+fn store_position(cache: &KvCache, (keys, values): (&mut [f32], &mut [f32]), (k, v): (&[f32], &[f32]), pos: usize) {
     let head_dim = cache.head_dim;
-    for (j, head) in kv_heads.enumerate() {
+    for head in 0..cache.n_kv_heads {
         let (k, v) = (&k[head * head_dim..][..head_dim], &v[head * head_dim..][..head_dim]);
         for (i, &k) in k.iter().enumerate() {
-            keys[cache.key_at(j, i, pos)] = k;
+            keys[cache.key_at(head, i, pos)] = k;
         }
-        values[cache.value_at(j, pos)..][..head_dim].copy_from_slice(v);
+        values[cache.value_at(head, pos)..][..head_dim].copy_from_slice(v);
     }
 }
 
@@ -715,29 +708,20 @@ pub unsafe fn forward<M: Model, K: Isa, P: Parallel + ?Sized, A: AsRef<[f32]> + 
         unsafe { matvecs(pool, qkv, x, after) };
         let layer_cache = l * cache.layer_len()..(l + 1) * cache.layer_len();
         let (keys, values) = (&mut s.key_cache[layer_cache.clone()], &mut s.value_cache[layer_cache]);
-        let (keys, values) = (Disjoint::new(keys), Disjoint::new(values));
+        store_position(&cache, (keys, values), (&s.k[..kv_dim], &s.v[..kv_dim]), pos);
+        let (keys, values, q, threads) = (&*keys, &*values, &s.q[..dim], pool.threads());
         let (scores, out) = (Disjoint::new(&mut s.scores[..]), Disjoint::new(&mut s.xb[..dim]));
-        let (q, k, v, threads) = (&s.q[..dim], &s.k[..kv_dim], &s.v[..kv_dim], pool.threads());
-        let (group, head_len) = (c.n_heads / c.n_kv_heads, cache.head_len());
         // Each head reads the keys and values of every position so far.
         let cache_bytes = 2 * (pos + 1) * kv_dim * core::mem::size_of::<f32>();
         pool.run_sized(cache_bytes, &|thread| {
-            // Whole groups of query heads per thread, which store their kv heads' key and
-            // value of this position (`store_position`) and read them.
-            let kv_heads = split(c.n_kv_heads, thread, threads);
-            let heads = kv_heads.start * group..kv_heads.end * group;
-            // SAFETY: each thread gets its own kv heads, hence disjoint ranges of the layer's
-            // caches (`head_len` floats per kv head), and their query heads, hence disjoint
-            // ranges of scores and out.
-            let (keys, values, scores, out) = unsafe {
+            let heads = split(c.n_heads, thread, threads);
+            // SAFETY: each thread gets its own heads, hence disjoint ranges of scores and out.
+            let (scores, out) = unsafe {
                 (
-                    keys.range(kv_heads.start * head_len..kv_heads.end * head_len),
-                    values.range(kv_heads.start * head_len..kv_heads.end * head_len),
                     scores.range(heads.start * stride..heads.end * stride),
                     out.range(heads.start * head_dim..heads.end * head_dim),
                 )
             };
-            store_position(&cache, (&mut *keys, &mut *values), (k, v), kv_heads, pos);
             let q = &q[heads.start * head_dim..heads.end * head_dim];
             // SAFETY: the caller guarantees that K is available on this CPU.
             unsafe { M::attention::<K, 1>(heads, [scores], [out], [q], keys, values, [pos + 1]) }

@@ -1215,7 +1215,8 @@ unsafe fn add_weighted<const HEAD_DIM: usize, const FUSED: bool, const T: usize>
 /// zmm registers one output of [`weighted_sum_512`] takes at most (HEAD_DIM up to 64).
 const MAX_HEAD_REGISTERS: usize = 4;
 
-/// The attention's weighted sums of T outputs over one head's values on zmm (HEAD_DIM a
+/// The attention's weighted sums of T outputs over one head's values on zmm, each added to
+/// the output's sum so far (HEAD_DIM a
 /// multiple of 16, at most 64), each value loaded once for all: each element adds its weighted
 /// values position by position, in order, as `weighted_sum_scalar` does (FUSED: one `vfmadd`
 /// each, else a rounded product then a rounded sum), output t over its own positions
@@ -1237,7 +1238,14 @@ unsafe fn weighted_sum_512<const HEAD_DIM: usize, const FUSED: bool, const T: us
             && values.len() >= most * HEAD_DIM,
         "weighted sum: slices shorter than the shape"
     );
+    // Each output goes on from its sum so far.
     let mut acc = [[_mm512_setzero_ps(); MAX_HEAD_REGISTERS]; T];
+    for (acc, out) in acc.iter_mut().zip(&out) {
+        for (r, acc) in acc.iter_mut().take(registers).enumerate() {
+            // SAFETY: 16 floats at 16 · r < HEAD_DIM <= out.len() (checked).
+            *acc = unsafe { _mm512_loadu_ps(out.as_ptr().add(16 * r)) };
+        }
+    }
     // Every output's positions, then those of the outputs with more. (Functions, not
     // closures: closures are not compiled with this function's features.)
     for p in 0..fewest {

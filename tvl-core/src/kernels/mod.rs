@@ -19,9 +19,9 @@
 //! The element-wise steps (RMSNorm, softmax, SwiGLU, residual add, RoPE) touch O(dim) values
 //! per layer against O(dim²) for the matrices; they stay scalar (see the README for numbers).
 
-use tvl_layout::key_offset;
 use tvl_layout::layout::{COL_BLOCK, Q4_TILE_ROWS, TILE_ROWS};
 use tvl_layout::math;
+use tvl_layout::{key_offset, KEY_BLOCK};
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
@@ -155,7 +155,7 @@ pub trait F32Kernels {
 
     /// Attention scores `scores[t] = q · k_t` for positions `t < scores.len()`, where `keys`
     /// holds one key/value head's keys transposed in blocks of
-    /// [`KEY_BLOCK`](tvl_layout::KEY_BLOCK) positions, element i of position t at
+    /// [`KEY_BLOCK`] positions, element i of position t at
     /// [`key_offset`]`(HEAD_DIM, i, t)` (so that SIMD kernels put one position per lane), laid
     /// out for `seq_len` positions (`KvCache::stride`: at least the positions cached, whole
     /// blocks). Every path adds the HEAD_DIM products of a position in order, unfused, as the
@@ -184,8 +184,9 @@ pub trait F32Kernels {
         }
     }
 
-    /// The attention's weighted sum of values, `out = Σ_t weights[t] · values[t]` (each value
-    /// HEAD_DIM floats), added position by position in order, element by element: with
+    /// The attention's weighted sum of values, `out += Σ_t weights[t] · values[t]` (each value
+    /// HEAD_DIM floats; `out` holds the sum of earlier positions, or zeros), added position by
+    /// position in order, element by element: with
     /// FUSED_VALUE_SUM one fused multiply-add per element, else a rounded product then a
     /// rounded sum. Element-wise, so every path gives the same bits; paths with hardware FMA
     /// override this to compile it with that instruction (without it, `mul_add` is a libm call
@@ -746,17 +747,16 @@ pub fn matvec_scalar<const COLS: usize>(out: &mut [f32], w: &[f32], x: &[f32]) {
 /// positions, or one token) over the same cache, token t over its own `positions[t]` cached
 /// positions.
 ///
-/// `keys` is one layer's key cache laid out `[kv_head][seq_len / 16][HEAD_DIM][16]`
-/// (transposed in blocks, see [`Isa::scores`]), `values` its value cache
-/// `[kv_head][seq_len][HEAD_DIM]`, both of only the kv heads `heads` read: from the first
-/// one's through the last one's (a whole layer's for all heads; a thread that attends some
-/// heads may own just their caches). The N_HEADS / N_KV_HEADS query heads of a group read the
-/// same key/value head (grouped-query attention). `scores[t]` holds `seq_len` floats per head
-/// in `heads`; `out[t]` and `q[t]` hold HEAD_DIM floats per head in `heads`. FUSED_VALUE_SUM
-/// adds each weighted value as a fused multiply-add, as the int8 reference does (see
-/// `tvl_layout::Weights::fused_value_sum`); otherwise product and sum are rounded separately,
-/// as the f32 reference does. Each token's numbers are those of attending alone: the T
-/// tokens only share the loads of keys and values.
+/// `keys` and `values` are one layer's caches, laid out as [`tvl_layout::KvCache`] says: blocks
+/// of [`KEY_BLOCK`] positions, each holding every kv head's piece (a
+/// key piece transposed, see [`Isa::scores`]). The N_HEADS / N_KV_HEADS query heads of a group
+/// read the same key/value head (grouped-query attention). `scores[t]` holds as many floats
+/// per head in `heads` as the cache has positions (`KvCache::stride`); `out[t]` and `q[t]`
+/// hold HEAD_DIM floats per head in `heads`. FUSED_VALUE_SUM adds each weighted value as a
+/// fused multiply-add, as the int8 reference does (see `tvl_layout::Weights::fused_value_sum`);
+/// otherwise product and sum are rounded separately, as the f32 reference does. Each token's
+/// numbers are those of attending alone: the T tokens only share the loads of keys and
+/// values.
 ///
 /// # Safety
 /// `K::available()` must have returned true on this CPU.
@@ -781,38 +781,37 @@ pub unsafe fn attention<
     if heads.is_empty() {
         return;
     }
-    // The kv heads of `heads`, whose caches `keys` and `values` hold, and the length of a key
-    // row (`KvCache::stride`), which `scores` holds per head too.
+    // The cache's positions (`KvCache::stride`), which `scores` holds per head too, and where
+    // kv head h's piece of block b is (`KvCache::piece_at`).
     let group = N_HEADS / N_KV_HEADS;
-    let first_kv_head = heads.start / group;
-    let seq_len = keys.len() / (((heads.end - 1) / group + 1 - first_kv_head) * HEAD_DIM);
-    let scale = math::sqrt(HEAD_DIM as f32);
-    let head_cache = |head: usize| {
-        let kv_head = head / group - first_kv_head;
-        kv_head * seq_len * HEAD_DIM..(kv_head + 1) * seq_len * HEAD_DIM
+    let seq_len = keys.len() / (N_KV_HEADS * HEAD_DIM);
+    let piece_len = KEY_BLOCK * HEAD_DIM;
+    let piece = |block: usize, head: usize| {
+        let at = (block * N_KV_HEADS + head / group) * piece_len;
+        at..at + piece_len
     };
+    let scale = math::sqrt(HEAD_DIM as f32);
     let (count, most) = (heads.len(), positions.iter().copied().max().unwrap_or(0));
-    // Head `i` of `heads` of each token: its scores, output and query. (Loops over the T
-    // tokens: each takes its own mutable row.)
+    // Head `i` of `heads` of each token: `lens[t]` floats from `at` of its row (each row is
+    // `seq_len` floats for scores, HEAD_DIM for outputs). (Loops over the T tokens: each takes
+    // its own mutable row.)
     fn rows<'a, const T: usize>(buffers: &'a mut [&mut [f32]; T], at: usize, lens: [usize; T]) -> [&'a mut [f32]; T] {
         let mut rows = buffers.iter_mut().zip(lens).map(|(b, len)| &mut b[at..][..len]);
         core::array::from_fn(|_| rows.next().expect("a row per token"))
     }
-    // Each head's keys and values are streams of their own, a cache row apart: their first
-    // lines are asked for ahead (the next head's keys while this head's scores are computed,
-    // the next head's values while this head's values are summed), or each stream starts with
-    // a miss.
-    for (i, head) in heads.clone().enumerate() {
-        if i + 1 < count {
-            prefetch_start(&keys[head_cache(head + 1)], most.div_ceil(16) * 16 * HEAD_DIM);
-        } else {
-            prefetch_start(&values[head_cache(heads.start)], most * HEAD_DIM);
+    // Token t's positions in block b.
+    let in_block = |b: usize| positions.map(|p| p.saturating_sub(b * KEY_BLOCK).min(KEY_BLOCK));
+    // Block by block, head by head: the order the cache is laid out in, so that the scores
+    // read one stream of keys and the weighted sums one stream of values.
+    for b in 0..most.div_ceil(KEY_BLOCK) {
+        for (i, head) in heads.clone().enumerate() {
+            let q = q.map(|q| &q[i * HEAD_DIM..][..HEAD_DIM]);
+            let scores = rows(&mut scores, i * seq_len + b * KEY_BLOCK, in_block(b));
+            // SAFETY: the caller guarantees K is available.
+            unsafe { K::scores::<HEAD_DIM, T>(q, &keys[piece(b, head)], KEY_BLOCK, scores) };
         }
-        let q = q.map(|q| &q[i * HEAD_DIM..][..HEAD_DIM]);
-        let scores = rows(&mut scores, i * seq_len, positions);
-        // SAFETY: the caller guarantees K is available.
-        unsafe { K::scores::<HEAD_DIM, T>(q, &keys[head_cache(head)], seq_len, scores) };
     }
+    prefetch_start(&values[piece(0, heads.start)], most * HEAD_DIM);
     for (scores, positions) in scores.iter_mut().zip(positions) {
         for row in scores[..count * seq_len].chunks_exact_mut(seq_len) {
             for score in &mut row[..positions] {
@@ -841,15 +840,19 @@ pub unsafe fn attention<
             left -= done;
         }
     }
-    for (i, head) in heads.enumerate() {
-        if i + 1 < count {
-            prefetch_start(&values[head_cache(head + 1)], most * HEAD_DIM);
+    for out in &mut out {
+        out[..count * HEAD_DIM].fill(0.0);
+    }
+    // Each output adds its weighted values block after block, position by position: the order
+    // of attending over one head's values at once.
+    for b in 0..most.div_ceil(KEY_BLOCK) {
+        for (i, head) in heads.clone().enumerate() {
+            let weights = rows(&mut scores, i * seq_len + b * KEY_BLOCK, in_block(b));
+            let weights = weights.map(|w| &*w);
+            let out = rows(&mut out, i * HEAD_DIM, [HEAD_DIM; T]);
+            // SAFETY: the caller guarantees K is available.
+            unsafe { K::weighted_sum::<HEAD_DIM, FUSED_VALUE_SUM, T>(out, weights, &values[piece(b, head)]) };
         }
-        let weights = rows(&mut scores, i * seq_len, positions);
-        let weights = weights.map(|w| &*w);
-        let out = rows(&mut out, i * HEAD_DIM, [HEAD_DIM; T]);
-        // SAFETY: the caller guarantees K is available.
-        unsafe { K::weighted_sum::<HEAD_DIM, FUSED_VALUE_SUM, T>(out, weights, &values[head_cache(head)]) };
     }
 }
 
@@ -884,7 +887,6 @@ pub fn weighted_sum_scalar<const HEAD_DIM: usize, const FUSED_VALUE_SUM: bool>(
     values: &[f32],
 ) {
     let out = &mut out[..HEAD_DIM];
-    out.fill(0.0);
     for (&a, v) in weights.iter().zip(values.chunks_exact(HEAD_DIM)) {
         for (out, &v) in out.iter_mut().zip(v) {
             *out = if FUSED_VALUE_SUM { math::mul_add(a, v, *out) } else { *out + a * v };
@@ -1041,8 +1043,8 @@ mod tests {
 
     #[test]
     fn attention_with_one_position_returns_its_value() {
-        // One position: softmax is 1, so each head's output is its kv head's value (values
-        // are [kv_head][seq_len][head_dim]: kv head 1 starts at 16 × 2).
+        // One position: softmax is 1, so each head's output is its kv head's value (block 0
+        // holds kv head 0's piece, then kv head 1's: 16 positions × 2 floats each).
         let keys: Vec<f32> = (0..64).map(|i| i as f32).collect();
         let values: Vec<f32> = (0..64).map(|i| -(i as f32)).collect();
         let q = vec![1.0; 8];
@@ -1052,22 +1054,10 @@ mod tests {
         // SAFETY: the scalar kernels run on any CPU.
         unsafe { attention::<Scalar, 2, 4, 2, false, 1>(0..4, [&mut scores], [&mut out], [&q], &keys, &values, [1]) };
         assert_eq!(out, [-0.0, -1.0, -0.0, -1.0, -32.0, -33.0, -32.0, -33.0]);
-        // Some of the heads, with the caches of only the kv heads they read (from the first
-        // one's): heads 2 and 3 read kv head 1 (the caches from 32 on), heads 1 and 2 kv heads
-        // 0 and 1 (all of them).
+        // Some of the heads: 2 and 3 read kv head 1, 1 and 2 read kv heads 0 and 1.
         let mut part = vec![0.0; 4];
         // SAFETY: as above.
-        unsafe {
-            attention::<Scalar, 2, 4, 2, false, 1>(
-                2..4,
-                [&mut scores],
-                [&mut part],
-                [&q],
-                &keys[32..],
-                &values[32..],
-                [1],
-            )
-        };
+        unsafe { attention::<Scalar, 2, 4, 2, false, 1>(2..4, [&mut scores], [&mut part], [&q], &keys, &values, [1]) };
         assert_eq!(part, [-32.0, -33.0, -32.0, -33.0]);
         // SAFETY: as above.
         unsafe { attention::<Scalar, 2, 4, 2, false, 1>(1..3, [&mut scores], [&mut part], [&q], &keys, &values, [1]) };
@@ -1081,6 +1071,95 @@ mod tests {
         let mut scores = vec![0.0; 20];
         scores_scalar::<2>(&[1.0, 2.0], &keys, 32, &mut scores, 0);
         assert!(scores.iter().enumerate().all(|(t, &s)| s == t as f32 + 2.0 * (100.0 + t as f32)));
+    }
+
+    /// Attention as run.c writes it, over keys and values stored row by row (`[t][kv_head][i]`):
+    /// what [`attention`] must compute over the cache's blocks, bit for bit.
+    fn attention_by_rows(
+        (head_dim, n_heads, n_kv_heads): (usize, usize, usize),
+        head: usize,
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        positions: usize,
+    ) -> Vec<f32> {
+        let (kv_dim, kv_head) = (n_kv_heads * head_dim, head / (n_heads / n_kv_heads));
+        let mut att: Vec<f32> = (0..positions)
+            .map(|t| {
+                let k = &keys[t * kv_dim + kv_head * head_dim..][..head_dim];
+                let mut score = 0.0f32;
+                for (q, k) in q.iter().zip(k) {
+                    score += q * k;
+                }
+                score / (head_dim as f32).sqrt()
+            })
+            .collect();
+        softmax(&mut att);
+        let mut out = vec![0.0f32; head_dim];
+        for (t, a) in att.iter().enumerate() {
+            for (out, v) in out.iter_mut().zip(&values[t * kv_dim + kv_head * head_dim..][..head_dim]) {
+                *out += a * v;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn attention_over_blocks_is_attention_over_rows() {
+        // 4 query heads of dim 8 sharing 2 kv heads, 48 positions laid out (3 blocks).
+        const HEAD_DIM: usize = 8;
+        let cache = tvl_layout::KvCache { n_layers: 1, n_kv_heads: 2, head_dim: HEAD_DIM, seq_len: 48, stride: 48 };
+        let mut seed = 7u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let by_rows: Vec<f32> = (0..2 * 48 * 2 * HEAD_DIM).map(|_| next()).collect();
+        let (key_rows, value_rows) = by_rows.split_at(48 * 2 * HEAD_DIM);
+        let (mut keys, mut values) = (vec![0.0; cache.layer_len()], vec![0.0; cache.layer_len()]);
+        for t in 0..48 {
+            for head in 0..2 {
+                for i in 0..HEAD_DIM {
+                    keys[cache.key_at(head, i, t)] = key_rows[(t * 2 + head) * HEAD_DIM + i];
+                    values[cache.value_at(head, t) + i] = value_rows[(t * 2 + head) * HEAD_DIM + i];
+                }
+            }
+        }
+        let q: Vec<f32> = (0..4 * HEAD_DIM).map(|_| next()).collect();
+        for positions in [1, 15, 16, 17, 32, 33, 48] {
+            for heads in [0..4, 1..3, 3..4] {
+                let mut scores = vec![0.0; 4 * 48];
+                let mut out = vec![f32::NAN; 4 * HEAD_DIM]; // (overwritten, not added to)
+                let q = &q[heads.start * HEAD_DIM..];
+                // SAFETY: the scalar kernels run on any CPU.
+                unsafe {
+                    attention::<Scalar, HEAD_DIM, 4, 2, false, 1>(
+                        heads.clone(),
+                        [&mut scores],
+                        [&mut out],
+                        [q],
+                        &keys,
+                        &values,
+                        [positions],
+                    )
+                };
+                for (i, head) in heads.clone().enumerate() {
+                    let expected = attention_by_rows(
+                        (HEAD_DIM, 4, 2),
+                        head,
+                        &q[i * HEAD_DIM..][..HEAD_DIM],
+                        key_rows,
+                        value_rows,
+                        positions,
+                    );
+                    let got = &out[i * HEAD_DIM..][..HEAD_DIM];
+                    assert!(
+                        got.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{positions} positions, head {head}: {got:?} vs {expected:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
