@@ -88,11 +88,10 @@ fn check_matvec(name: &str, isa: &str, panels: Panels, scalar: Kernel, simd: Ker
 fn check_attention<M: Model, K: Isa>() {
     let c = M::CONFIG;
     let mut rng = Rng(42);
-    // Every count of positions up to 80 and a few more: whole and partial register blocks of
-    // positions (AVX-512: up to 4 key blocks of 16 at a time, the last one masked; AVX2: 32,
-    // then 8, then one by one), over caches of two lengths (whole key blocks, as laid out);
-    // each token alone, and 4 tokens at consecutive positions together (a prompt's run: each
-    // must be what it is alone).
+    // Every count of positions up to 80 and a few more: whole and partial key blocks (the
+    // last one masked on x86_64, 4 then 1 at a time on NEON), over caches of two lengths
+    // (whole key blocks, as laid out); each token alone, and 4 tokens at consecutive positions
+    // together (a prompt's run: each must be what it is alone).
     for seq_len in [c.seq_len.min(128), 48] {
         let qs: Vec<Vec<f32>> = (0..4).map(|_| rng.vec(c.dim)).collect();
         let keys = rng.vec(c.n_kv_heads * seq_len * c.head_dim());
@@ -105,7 +104,6 @@ fn check_attention<M: Model, K: Isa>() {
         for (positions, first) in cases.flat_map(|p| [(p, 0), (p, 1)]) {
             let heads = first..c.n_heads;
             let q = |t: usize| &qs[t][first * c.head_dim()..];
-            let (keys, values) = (&keys[..], &values[..]);
             let run: [usize; 4] = core::array::from_fn(|t| (positions + t).min(seq_len));
             let (alone, together) = (s.split_at_mut(1), o.split_at_mut(1));
             let ((s1, s4), (o1, o4)) = (alone, together);
@@ -118,19 +116,19 @@ fn check_attention<M: Model, K: Isa>() {
                     [a, b, cc, d],
                     [oa, ob, oc, od],
                     [q(0), q(1), q(2), q(3)],
-                    keys,
-                    values,
+                    &keys,
+                    &values,
                     run,
                 );
             }
             for (t, &positions) in run.iter().enumerate() {
                 let (s1, o1) = (&mut s1[0], &mut o1[0]);
                 // SAFETY: Scalar needs nothing; K as above.
-                unsafe { M::attention::<Scalar, 1>(heads.clone(), [s1], [o1], [q(t)], keys, values, [positions]) };
+                unsafe { M::attention::<Scalar, 1>(heads.clone(), [s1], [o1], [q(t)], &keys, &values, [positions]) };
                 let expected = o1.clone();
                 let mut alone = vec![0.0; c.dim];
                 // SAFETY: as above.
-                unsafe { M::attention::<K, 1>(heads.clone(), [s1], [&mut alone], [q(t)], keys, values, [positions]) };
+                unsafe { M::attention::<K, 1>(heads.clone(), [s1], [&mut alone], [q(t)], &keys, &values, [positions]) };
                 // Every path adds each score's products in the same order: the same bits.
                 for (what, got) in [("alone", &alone), ("in a run of 4", &o4[t])] {
                     let len = heads.len() * c.head_dim();
@@ -191,6 +189,62 @@ fn check_all_isas<M: Model>() -> usize {
         checked += 1;
     }
     checked
+}
+
+/// The score kernels over several consecutive key blocks of one head (their contract;
+/// attention passes one block at a time): every path's bits are the scalar path's, for 1 to 80
+/// positions, one query and 4 with their own counts.
+fn check_scores<K: Isa, const HEAD_DIM: usize>() {
+    const SEQ_LEN: usize = 80;
+    let mut rng = Rng(7);
+    let keys = rng.vec(HEAD_DIM * SEQ_LEN);
+    let qs: Vec<Vec<f32>> = (0..4).map(|_| rng.vec(HEAD_DIM)).collect();
+    for positions in 1..=SEQ_LEN {
+        let counts: [usize; 4] = core::array::from_fn(|t| positions.saturating_sub(3 * t));
+        let (mut expected, mut got) = (vec![vec![0.0f32; SEQ_LEN]; 4], vec![vec![0.0f32; SEQ_LEN]; 4]);
+        for (t, &count) in counts.iter().enumerate() {
+            // SAFETY: Scalar needs nothing; K is only visited where this CPU has it.
+            unsafe { Scalar::scores::<HEAD_DIM, 1>([&qs[t]], &keys, SEQ_LEN, [&mut expected[t][..count]]) };
+        }
+        let [a, b, c, d] = &mut got[..] else { unreachable!() };
+        // SAFETY: as above.
+        unsafe {
+            K::scores::<HEAD_DIM, 4>(
+                [&qs[0], &qs[1], &qs[2], &qs[3]],
+                &keys,
+                SEQ_LEN,
+                [&mut a[..counts[0]], &mut b[..counts[1]], &mut c[..counts[2]], &mut d[..counts[3]]],
+            )
+        };
+        let mut alone = vec![0.0f32; SEQ_LEN];
+        // SAFETY: as above.
+        unsafe { K::scores::<HEAD_DIM, 1>([&qs[0]], &keys, SEQ_LEN, [&mut alone[..positions]]) };
+        for (what, got, expected) in
+            [("alone", &alone, &expected[0])].into_iter().chain(got.iter().zip(&expected).map(|(g, e)| ("in 4", g, e)))
+        {
+            assert!(
+                got.iter().zip(expected).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{} scores, head_dim {HEAD_DIM}, {positions} positions {what}",
+                K::NAME
+            );
+        }
+    }
+}
+
+#[test]
+fn score_kernels_over_several_key_blocks_match_scalar() {
+    struct CheckScores;
+    impl IsaVisitor for CheckScores {
+        type Output = ();
+        fn visit<K: Isa>(self) {
+            check_scores::<K, 8>();
+            check_scores::<K, 64>();
+        }
+    }
+    for isa in IsaChoice::available_here() {
+        eprintln!("scores over several key blocks: checking the {} kernels", isa.name());
+        isa.visit(CheckScores);
+    }
 }
 
 #[test]

@@ -154,11 +154,11 @@ pub trait F32Kernels {
     }
 
     /// Attention scores `scores[t] = q · k_t` for positions `t < scores.len()`, where `keys`
-    /// holds one key/value head's keys transposed in blocks of
-    /// [`KEY_BLOCK`] positions, element i of position t at
-    /// [`key_offset`]`(HEAD_DIM, i, t)` (so that SIMD kernels put one position per lane), laid
-    /// out for `seq_len` positions (`KvCache::stride`: at least the positions cached, whole
-    /// blocks). Every path adds the HEAD_DIM products of a position in order, unfused, as the
+    /// holds one key/value head's keys transposed in consecutive blocks of [`KEY_BLOCK`]
+    /// positions, element i of position t at [`key_offset`]`(HEAD_DIM, i, t)` (so that SIMD
+    /// kernels put one position per lane), laid out for `seq_len` positions (whole blocks).
+    /// [`attention`] passes one piece of the cache at a time (`KvCache::piece_at`: one block,
+    /// `seq_len` 16). Every path adds the HEAD_DIM products of a position in order, unfused, as the
     /// scalar reference does: all paths give the same bits.
     ///
     /// # Safety
@@ -782,13 +782,14 @@ pub unsafe fn attention<
         return;
     }
     // The cache's positions (`KvCache::stride`), which `scores` holds per head too, and where
-    // kv head h's piece of block b is (`KvCache::piece_at`).
+    // query head h's kv head's piece of block b is.
     let group = N_HEADS / N_KV_HEADS;
     let seq_len = keys.len() / (N_KV_HEADS * HEAD_DIM);
-    let piece_len = KEY_BLOCK * HEAD_DIM;
+    let cache =
+        tvl_layout::KvCache { n_layers: 1, n_kv_heads: N_KV_HEADS, head_dim: HEAD_DIM, seq_len, stride: seq_len };
     let piece = |block: usize, head: usize| {
-        let at = (block * N_KV_HEADS + head / group) * piece_len;
-        at..at + piece_len
+        let at = cache.piece_at(block, head / group);
+        at..at + cache.piece_len()
     };
     let scale = math::sqrt(HEAD_DIM as f32);
     let (count, most) = (heads.len(), positions.iter().copied().max().unwrap_or(0));
