@@ -456,6 +456,81 @@ fn four_bit_kernels_widen_every_finite_f16_scale_exactly() {
     );
 }
 
+/// 4-bit products at their integer extremes: every weight byte one of 0x00, 0xff, 0x0f, 0xf0
+/// (both nibbles −8, both 7, and each mixed: the high nibbles' sums the largest some paths
+/// keep as 16 times their value) against inputs quantized to ±127 in several sign patterns
+/// give the scalar result on every path, bit for bit, at both group sizes.
+#[test]
+fn four_bit_kernels_are_exact_at_the_integer_extremes() {
+    const ROWS: usize = 32;
+    const COLS: usize = 512;
+    struct Four<'a>(&'a [u8], &'a QuantizedVector, usize);
+    impl IsaVisitor for Four<'_> {
+        type Output = Vec<f32>;
+        fn visit<K: Isa>(self) -> Vec<f32> {
+            let mut got = vec![0.0; ROWS];
+            // SAFETY: only instruction sets this CPU has are visited (see below).
+            unsafe {
+                match self.2 {
+                    32 => K::matvec_q4::<COLS, 32>(&mut got, self.0, self.1.view()),
+                    _ => K::matvec_q4::<COLS, 64>(&mut got, self.0, self.1.view()),
+                }
+            };
+            got
+        }
+    }
+    let signs: [fn(usize) -> f32; 4] = [
+        |_| 1.0,
+        |_| -1.0,
+        |i| if i % 2 == 0 { 1.0 } else { -1.0 },
+        |i| {
+            if i % 8 < 4 {
+                1.0
+            } else {
+                -1.0
+            }
+        },
+    ];
+    let mut cases = 0;
+    for group_size in [32, 64] {
+        let panels = Panels { offset: 0, rows: ROWS, cols: COLS, encoding: Encoding::Q4 { group_size } };
+        let scales_at = panels.encoding.scales_offset();
+        for byte in [0x00u8, 0xff, 0x0f, 0xf0] {
+            let mut w = vec![0u8; panels.bytes()];
+            for block in w.chunks_exact_mut(panels.encoding.block_bytes()) {
+                block[..scales_at].fill(byte);
+                for scale in block[scales_at..].chunks_exact_mut(2) {
+                    scale.copy_from_slice(&0x2e66u16.to_le_bytes()); // 0.1 in f16
+                }
+            }
+            for sign in signs {
+                // Every value ±3: each group's largest magnitude, so each quantizes to ±127.
+                let x: Vec<f32> = (0..COLS).map(|i| 3.0 * sign(i)).collect();
+                let mut xq = QuantizedVector::new(COLS, group_size);
+                xq.quantize(&x);
+                assert!(xq.view().q.iter().all(|q| q.abs() == 127));
+                let mut expected = vec![0.0; ROWS];
+                match group_size {
+                    32 => tvl::kernels::quant::matvec_q4_scalar::<COLS, 32>(&mut expected, &w, xq.view()),
+                    _ => tvl::kernels::quant::matvec_q4_scalar::<COLS, 64>(&mut expected, &w, xq.view()),
+                }
+                for isa in IsaChoice::available_here() {
+                    let got = isa.visit(Four(&w, &xq, group_size));
+                    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+                    assert_eq!(
+                        bits(&got),
+                        bits(&expected),
+                        "{}, byte {byte:#04x}, group size {group_size}",
+                        isa.name()
+                    );
+                }
+                cases += 1;
+            }
+        }
+    }
+    eprintln!("4-bit extremes: {cases} cases on {} paths", IsaChoice::available_here().count());
+}
+
 /// Every path's SwiGLU and softmax (whose exponentials some compute several at a time) give
 /// the portable functions' bits: for a spread of every float in [-120, 120] (the special cases
 /// of `exp` past ±88 included), infinities, NaN, and slices of every length up to 40 (the

@@ -8,7 +8,11 @@
 //! holds the row's exact integer Σ q·x, and the group's float steps — `(ival · w_scale) ·
 //! x_scale` added to the row's value, as the reference does — run on all the register's rows
 //! at once, the 16 (or 8) scales widened from f16 by one instruction. Nothing is added across
-//! lanes, so the integer work is all that is left per line.
+//! lanes, so the integer work is all that is left per line. For one token with `vpdpbusd`
+//! the high nibbles are not shifted: masked in place (16·u) they go into a second chain of
+//! multiply-adds, whose exact sum is divided by 16 at the group's end — one instruction less
+//! per line and two chains of half the length (18–20% faster in cache on Zen 4; `vpmaddubsw`
+//! would saturate its 16-bit pairs at 2 · 240 · 127).
 //!
 //! Block products (prompts, batches) are the same loop with one accumulator and one value per
 //! token: each line is unpacked once for up to [`MAX_TOKENS_512`] (zmm) or
@@ -37,11 +41,18 @@ const LINE: usize = 64;
 trait RowLanes {
     /// Rows per register: 16 (zmm) or 8 (ymm, half a line).
     const ROWS: usize;
+    /// Whether `dot4` takes bytes up to 240 (`vpdpbusd` sums each lane's 4 products in 32
+    /// bits; `vpmaddubsw` would saturate its 16-bit pairs at 2 · 240 · 127).
+    const WIDE_BYTES: bool;
     type I: Copy;
     type F: Copy;
     unsafe fn load(at: *const u8) -> Self::I;
     /// The low nibbles (`high`: the high ones) of every byte, as bytes.
     unsafe fn nibbles(v: Self::I, high: bool) -> Self::I;
+    /// Every byte's high nibble left in place (16 times its value).
+    unsafe fn high_nibbles_in_place(v: Self::I) -> Self::I;
+    /// `a + (b >> 4)` per 32-bit lane (`b` a multiple of 16: exact).
+    unsafe fn add_sixteenth(a: Self::I, b: Self::I) -> Self::I;
     unsafe fn splat(v: i32) -> Self::I;
     /// `acc` plus, in each 32-bit lane, the 4 products of `u`'s unsigned bytes with the 4
     /// signed bytes of `x`.
@@ -62,6 +73,7 @@ struct Ymm<const VNNI: bool>;
 // in bounds, under the caller's features (the trait's contract).
 impl<const VNNI: bool> RowLanes for Zmm<VNNI> {
     const ROWS: usize = 16;
+    const WIDE_BYTES: bool = VNNI;
     type I = __m512i;
     type F = __m512;
     #[inline(always)]
@@ -76,6 +88,16 @@ impl<const VNNI: bool> RowLanes for Zmm<VNNI> {
             let v = if high { _mm512_srli_epi16::<4>(v) } else { v };
             _mm512_and_si512(v, _mm512_set1_epi8(0x0f))
         }
+    }
+    #[inline(always)]
+    unsafe fn high_nibbles_in_place(v: __m512i) -> __m512i {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm512_and_si512(v, _mm512_set1_epi8(0xf0u8 as i8)) }
+    }
+    #[inline(always)]
+    unsafe fn add_sixteenth(a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm512_add_epi32(a, _mm512_srai_epi32::<4>(b)) }
     }
     #[inline(always)]
     unsafe fn splat(v: i32) -> __m512i {
@@ -122,6 +144,7 @@ impl<const VNNI: bool> RowLanes for Zmm<VNNI> {
 
 impl<const VNNI: bool> RowLanes for Ymm<VNNI> {
     const ROWS: usize = 8;
+    const WIDE_BYTES: bool = VNNI;
     type I = __m256i;
     type F = __m256;
     #[inline(always)]
@@ -136,6 +159,16 @@ impl<const VNNI: bool> RowLanes for Ymm<VNNI> {
             let v = if high { _mm256_srli_epi16::<4>(v) } else { v };
             _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
         }
+    }
+    #[inline(always)]
+    unsafe fn high_nibbles_in_place(v: __m256i) -> __m256i {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm256_and_si256(v, _mm256_set1_epi8(0xf0u8 as i8)) }
+    }
+    #[inline(always)]
+    unsafe fn add_sixteenth(a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: as stated above the impls.
+        unsafe { _mm256_add_epi32(a, _mm256_srai_epi32::<4>(b)) }
     }
     #[inline(always)]
     unsafe fn splat(v: i32) -> __m256i {
@@ -223,14 +256,32 @@ unsafe fn tile_part<const COLS: usize, const GS: usize, V: RowLanes, const T: us
             for g in 0..Q_COL_BLOCK / GS {
                 let group = block * Q_COL_BLOCK / GS + g;
                 let mut accs: [V::I; T] = core::array::from_fn(|t| V::splat(-8 * *xs[t].sums.get_unchecked(group)));
-                for slice in 0..GS / 32 {
-                    let first_col = block * Q_COL_BLOCK + g * GS + 32 * slice;
-                    for l in 0..4 {
-                        let line = V::load(at.add(((g * GS / 32 + slice) * 4 + l) * LINE + lane_bytes));
-                        let (low, high) = (V::nibbles(line, false), V::nibbles(line, true));
-                        for (acc, x) in accs.iter_mut().zip(xs) {
-                            *acc = V::dot4(*acc, low, quad(x, first_col + 4 * l));
-                            *acc = V::dot4(*acc, high, quad(x, first_col + 16 + 4 * l));
+                if T == 1 && V::WIDE_BYTES {
+                    // One token: the high nibbles stay in place (16·u, one mask and no shift)
+                    // in a second chain of multiply-adds, divided by 16 at the group's end:
+                    // the same exact integer, one instruction fewer per line and two chains
+                    // of half the length.
+                    let mut high_acc = V::splat(0);
+                    for slice in 0..GS / 32 {
+                        let first_col = block * Q_COL_BLOCK + g * GS + 32 * slice;
+                        for l in 0..4 {
+                            let line = V::load(at.add(((g * GS / 32 + slice) * 4 + l) * LINE + lane_bytes));
+                            accs[0] = V::dot4(accs[0], V::nibbles(line, false), quad(&xs[0], first_col + 4 * l));
+                            high_acc =
+                                V::dot4(high_acc, V::high_nibbles_in_place(line), quad(&xs[0], first_col + 16 + 4 * l));
+                        }
+                    }
+                    accs[0] = V::add_sixteenth(accs[0], high_acc);
+                } else {
+                    for slice in 0..GS / 32 {
+                        let first_col = block * Q_COL_BLOCK + g * GS + 32 * slice;
+                        for l in 0..4 {
+                            let line = V::load(at.add(((g * GS / 32 + slice) * 4 + l) * LINE + lane_bytes));
+                            let (low, high) = (V::nibbles(line, false), V::nibbles(line, true));
+                            for (acc, x) in accs.iter_mut().zip(xs) {
+                                *acc = V::dot4(*acc, low, quad(x, first_col + 4 * l));
+                                *acc = V::dot4(*acc, high, quad(x, first_col + 16 + 4 * l));
+                            }
                         }
                     }
                 }
