@@ -257,34 +257,31 @@ unsafe fn tile_part<const COLS: usize, const GS: usize, V: RowLanes, const T: us
             for g in 0..Q_COL_BLOCK / GS {
                 let group = block * Q_COL_BLOCK / GS + g;
                 let mut accs: [V::I; T] = core::array::from_fn(|t| V::splat(-8 * *xs[t].sums.get_unchecked(group)));
-                if T == 1 && V::WIDE_BYTES {
-                    // One token: the high nibbles stay in place (16·u, one mask and no shift)
-                    // in a second chain of multiply-adds, divided by 16 at the group's end:
-                    // the same exact integer, one instruction fewer per line and two chains
-                    // of half the length.
-                    let mut high_acc = V::splat(0);
-                    for slice in 0..GS / 32 {
-                        let first_col = block * Q_COL_BLOCK + g * GS + 32 * slice;
-                        for l in 0..4 {
-                            let line = V::load(at.add(((g * GS / 32 + slice) * 4 + l) * LINE + lane_bytes));
-                            accs[0] = V::dot4(accs[0], V::nibbles(line, false), quad(&xs[0], first_col + 4 * l));
-                            high_acc =
-                                V::dot4(high_acc, V::high_nibbles_in_place(line), quad(&xs[0], first_col + 16 + 4 * l));
-                        }
-                    }
-                    accs[0] = V::add_sixteenth(accs[0], high_acc);
-                } else {
-                    for slice in 0..GS / 32 {
-                        let first_col = block * Q_COL_BLOCK + g * GS + 32 * slice;
-                        for l in 0..4 {
-                            let line = V::load(at.add(((g * GS / 32 + slice) * 4 + l) * LINE + lane_bytes));
+                // One token with `vpdpbusd`: the high nibbles stay in place (16·u, one mask and
+                // no shift) in a second chain of multiply-adds, divided by 16 at the group's
+                // end: the same exact integer, one instruction fewer per line and two chains of
+                // half the length.
+                let in_place = T == 1 && V::WIDE_BYTES;
+                let mut high_acc = V::splat(0);
+                for slice in 0..GS / 32 {
+                    let first_col = block * Q_COL_BLOCK + g * GS + 32 * slice;
+                    for l in 0..4 {
+                        let line = V::load(at.add(((g * GS / 32 + slice) * 4 + l) * LINE + lane_bytes));
+                        let (low_col, high_col) = (first_col + 4 * l, first_col + 16 + 4 * l);
+                        if in_place {
+                            accs[0] = V::dot4(accs[0], V::nibbles(line, false), quad(&xs[0], low_col));
+                            high_acc = V::dot4(high_acc, V::high_nibbles_in_place(line), quad(&xs[0], high_col));
+                        } else {
                             let (low, high) = (V::nibbles(line, false), V::nibbles(line, true));
                             for (acc, x) in accs.iter_mut().zip(xs) {
-                                *acc = V::dot4(*acc, low, quad(x, first_col + 4 * l));
-                                *acc = V::dot4(*acc, high, quad(x, first_col + 16 + 4 * l));
+                                *acc = V::dot4(*acc, low, quad(x, low_col));
+                                *acc = V::dot4(*acc, high, quad(x, high_col));
                             }
                         }
                     }
+                }
+                if in_place {
+                    accs[0] = V::add_sixteenth(accs[0], high_acc);
                 }
                 // The group's scales for this part's rows (`Encoding::scale_offset(g, row)`).
                 let w_scales = at.add(scales + 2 * (g * Q4_TILE_ROWS + part * V::ROWS));
