@@ -26,7 +26,7 @@ if [ ! -x "$llama/build/bin/llama-bench" ]; then
     if [ ! -d "$llama" ]; then
         echo "downloading llama-cpp-python 0.3.36's sources from PyPI" >&2
         url=$(curl -fsSL https://pypi.org/simple/llama-cpp-python/ |
-            grep -o 'https://files.pythonhosted.org[^"#]*llama_cpp_python-0.3.36.tar.gz' | head -1)
+            grep -m1 -o 'https://files.pythonhosted.org[^"#]*llama_cpp_python-0.3.36.tar.gz')
         curl -fsSL "$url" | tar xz -C "$work"
     fi
     echo "building llama-bench and llama-quantize (CMake Release, GGML_NATIVE)" >&2
