@@ -30,9 +30,14 @@ if [ ! -x "$llama/build/bin/llama-bench" ]; then
         curl -fsSL "$url" | tar xz -C "$work"
     fi
     echo "building llama-bench and llama-quantize (CMake Release, GGML_NATIVE)" >&2
-    cmake -S "$llama" -B "$llama/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
-    cmake --build "$llama/build" -j "$(nproc)" --target llama-bench llama-quantize >/dev/null
+    log=$work/llama-cpp-build.log
+    if ! { cmake -S "$llama" -B "$llama/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF &&
+        cmake --build "$llama/build" -j "$(nproc)" --target llama-bench llama-quantize; } >"$log" 2>&1; then
+        tail -20 "$log" >&2
+        echo "error: building llama.cpp failed (the whole log: $log)" >&2
+        exit 1
+    fi
 fi
 bin=$llama/build/bin
 
