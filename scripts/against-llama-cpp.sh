@@ -13,7 +13,7 @@
 # embedding in Q6_K) and Q4_0 --pure. Each row: `llama-bench -p 0 -n 64 -r 5` then
 # `tvl bench --tokens 64 --sequences 1 --repetitions 5` (the same 64 positions from an empty
 # cache), with tvl's fraction of its own model-size probe. Needs cmake, a C++ compiler,
-# python3 with numpy, and network for the sources.
+# Python 3.11 with numpy, and network for the sources.
 set -euo pipefail
 rounds=${1:-6}
 model=${2:-stories110M}
@@ -47,8 +47,20 @@ if [ ! -f "$gguf-f32.gguf" ]; then
     PYTHONPATH="$llama/gguf-py" python3 "$top/scripts/llama-cpp-gguf.py" \
         "$top/model-configs/$model.toml" "$top/../shared/models/tokenizer.bin" "$gguf-f32.gguf"
 fi
-for q in Q8_0 Q4_0; do [ -f "$gguf-$q.gguf" ] || "$bin/llama-quantize" "$gguf-f32.gguf" "$gguf-$q.gguf" $q >/dev/null 2>&1; done
-[ -f "$gguf-Q4_0-pure.gguf" ] || "$bin/llama-quantize" --pure "$gguf-f32.gguf" "$gguf-Q4_0-pure.gguf" Q4_0 >/dev/null 2>&1
+# llama-quantize [--pure] F32 OUT TYPE, its output kept in a log and shown if it fails.
+quantize() {
+    local out=${*: -2:1}
+    [ -f "$out" ] && return
+    if ! "$bin/llama-quantize" "$@" >"$work/quantize.log" 2>&1; then
+        tail -20 "$work/quantize.log" >&2
+        echo "error: llama-quantize $* failed" >&2
+        rm -f "$out"
+        exit 1
+    fi
+}
+quantize "$gguf-f32.gguf" "$gguf-Q8_0.gguf" Q8_0
+quantize "$gguf-f32.gguf" "$gguf-Q4_0.gguf" Q4_0
+quantize --pure "$gguf-f32.gguf" "$gguf-Q4_0-pure.gguf" Q4_0
 
 (cd "$top" && cargo build --release --features cli --quiet)
 tvl=$top/target/release/tvl
@@ -60,6 +72,11 @@ for round in $(seq 1 "$rounds"); do
                 tail -1 | awk -F, '{gsub(/"/, "", $(NF-1)); printf "%.1f", $(NF-1)}')
             report=$("$tvl" bench "$model" --quant "${pair##*:}" --threads "$threads" --tokens 64 --sequences 1 --repetitions 5 2>&1)
             ours=$(echo "$report" | awk '/^decode/ {print $2; exit}')
+            if [ -z "$theirs" ] || [ -z "$ours" ]; then
+                echo "error: no decode speed from llama-bench ('$theirs') or tvl bench ('$ours'); tvl said:" >&2
+                echo "$report" >&2
+                exit 1
+            fi
             probe=$(echo "$report" | awk '/^roofline/ {print $3; exit}')
             fraction=$(echo "$report" | awk '/^fraction / {print $2; exit}')
             echo "$round ${pair##*:} $threads $theirs $ours $(awk "BEGIN {printf \"%.2f\", $ours / $theirs}") $probe $fraction"

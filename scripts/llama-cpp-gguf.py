@@ -8,8 +8,8 @@ against `tvl bench` on the same shape (the README's "Against llama.cpp on the sa
 then `llama-quantize out-f32.gguf out-q8_0.gguf Q8_0` (or `Q4_0`, or `--pure ... Q4_0`) and
 `llama-bench -m out-q8_0.gguf -p 0 -n 64 -r 5 -t 1`. The weights are random (normal, σ 0.02;
 norms 1): the speed of a decode does not depend on them. The classifier is tied to the
-embedding where the config says `shared_classifier` (the stories models). Needs numpy and llama.cpp's `gguf` package (its
-`gguf-py`, or `pip install gguf`).
+embedding where the config says `shared_classifier` (the stories models). Needs Python 3.11
+(tomllib), numpy and llama.cpp's `gguf` package (its `gguf-py`, or `pip install gguf`).
 """
 
 import struct
@@ -49,8 +49,7 @@ def main():
         sys.exit(__doc__)
     config_path, tokenizer_path, out_path = sys.argv[1:]
     with open(config_path, "rb") as f:
-        config = tomllib.load(f)
-    model = config
+        model = tomllib.load(f)
     dim, hidden, layers = model["dim"], model["hidden_dim"], model["n_layers"]
     heads, kv_heads = model["n_heads"], model.get("n_kv_heads", model["n_heads"])
     vocab, seq_len = model["vocab_size"], model["seq_len"]
